@@ -1,0 +1,236 @@
+"""The perturbation unit: declared, seeded, serialisable; one family per module.
+
+A family subclasses :class:`Perturbation`, declares its ``name``, ``layer``, parameters and what each
+severity level means, samples explicit parameters from ``(severity, seed)`` with its own generator, and
+implements only the hook of its layer. :class:`PerturbationSpec` is what a scenario stores; the
+simulator adapter turns it into a :class:`Realised` perturbation (parameters + realisation record).
+
+Layers (DESIGN.md):
+    scene   before the MuJoCo model is compiled (XML edit)         -> ``edit_scene``
+    model   after every (re)build, on MjModel fields               -> ``apply_model``
+    state   after the init state is set, before settling           -> ``apply_state``
+    event   after each env step, at its trigger                    -> ``on_step``
+    pixels  on each camera image handed to the policy              -> ``apply_pixels``
+    policy  on the policy call                                     -> ``wrap_policy``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+import numpy as np
+
+from stress.errors import UserError
+
+SEVERITIES = range(0, 6)
+DEFAULT_SEVERITY = 3
+CAMERAS = ("agentview", "wrist")
+CAMERA_TARGETS = ("agentview", "wrist", "both")
+
+
+class Layer(str, Enum):
+    SCENE = "scene"
+    MODEL = "model"
+    STATE = "state"
+    EVENT = "event"
+    PIXELS = "pixels"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class PerturbationSpec:
+    """What a scenario says about one perturbation. ``params`` (explicit) wins over sampling from severity."""
+
+    name: str
+    severity: int = DEFAULT_SEVERITY
+    seed: int = 0
+    camera: str = "both"
+    params: dict[str, Any] | None = field(default=None, hash=False, compare=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"name": self.name, "severity": self.severity, "seed": self.seed, "camera": self.camera}
+        if self.params is not None:
+            out["params"] = self.params
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PerturbationSpec":
+        unknown = set(data) - {"name", "severity", "seed", "camera", "params"}
+        if unknown:
+            raise UserError(f"unknown perturbation field(s) {sorted(unknown)}; valid: name, severity, seed, camera, params")
+        if "name" not in data:
+            raise UserError("perturbation entry without 'name'")
+        return cls(
+            name=str(data["name"]),
+            severity=data.get("severity", DEFAULT_SEVERITY),
+            seed=data.get("seed", 0),
+            camera=data.get("camera", "both"),
+            params=data.get("params"),
+        )
+
+    def __hash__(self):
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+
+@dataclass
+class Realised:
+    """A perturbation as applied in one episode: its family, explicit parameters and realisation record."""
+
+    spec: PerturbationSpec
+    family: "Perturbation"
+    params: dict[str, Any]
+    realisation: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return CAMERAS if self.spec.camera == "both" else (self.spec.camera,)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-able record stored with the episode."""
+        return {**self.spec.to_dict(), "layer": self.family.layer.value, "params": self.params, "realisation": self.realisation}
+
+
+class Perturbation:
+    """Base class of a perturbation family. Subclasses set the class attributes and their layer's hook."""
+
+    name: ClassVar[str]
+    layer: ClassVar[Layer]
+    summary: ClassVar[str]
+    severity_meaning: ClassVar[str]  # what levels 1..5 mean physically
+    parameters: ClassVar[dict[str, str]]  # parameter name -> meaning, unit and valid range
+    per_camera: ClassVar[bool] = False  # True: honours the spec's camera target
+
+    # --- pure part -------------------------------------------------------------------------------------
+    def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        """Explicit parameters for ``severity`` >= 1, drawn only from ``rng``."""
+        raise NotImplementedError
+
+    def identity_params(self) -> dict[str, Any]:
+        """Parameters of level 0 (no change)."""
+        return {}
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        """Raise UserError naming the bad value and the valid range."""
+
+    def is_identity(self, params: dict[str, Any]) -> bool:
+        return params == self.identity_params()
+
+    # --- hooks (a family implements the one of its layer) ------------------------------------------
+    def resolve(self, params: dict[str, Any], context: "SceneContext", cameras: tuple[str, ...]) -> dict[str, Any]:
+        """Turn parameters that depend on the scene (e.g. 'centred on the target') into concrete ones."""
+        return params
+
+    def edit_scene(self, xml: str, params: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def apply_model(self, model, params: dict[str, Any], context: "SceneContext") -> None:
+        raise NotImplementedError
+
+    def apply_state(self, sim, params: dict[str, Any], context: "SceneContext") -> None:
+        raise NotImplementedError
+
+    def on_step(self, sim, params: dict[str, Any], context: "SceneContext", step: int) -> None:
+        raise NotImplementedError
+
+    def apply_pixels(self, image: np.ndarray, camera: str, params: dict[str, Any]) -> np.ndarray:
+        raise NotImplementedError
+
+    def wrap_policy(self, policy, params: dict[str, Any]):
+        raise NotImplementedError
+
+
+@dataclass
+class SceneContext:
+    """What a perturbation may ask of the scene when resolving or applying itself."""
+
+    suite: str
+    task_id: int
+    target_object: str
+    target_position: np.ndarray  # world xyz (m) of the target object after settling
+    image_size: int
+    project: Any  # callable(world_xyz, camera) -> (row, col) in the upright image, or None if behind
+
+
+_REGISTRY: dict[str, type[Perturbation]] = {}
+
+
+def register(cls: type[Perturbation]) -> type[Perturbation]:
+    """Class decorator adding a family to the registry (the contract tests iterate over it)."""
+    if cls.name in _REGISTRY:
+        raise RuntimeError(f"perturbation {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Perturbation]]:
+    import perturbations  # noqa: F401  (importing the package registers every family)
+
+    return dict(sorted(_REGISTRY.items()))
+
+
+def family(name: str) -> Perturbation:
+    families = registry()
+    if name not in families:
+        raise UserError(f"unknown perturbation {name!r}; valid: {', '.join(families)}")
+    return families[name]()
+
+
+def validate(spec: PerturbationSpec) -> Perturbation:
+    """Check a spec against its family; raise UserError on the first bad value."""
+    fam = family(spec.name)
+    if not isinstance(spec.severity, int) or isinstance(spec.severity, bool) or spec.severity not in SEVERITIES:
+        raise UserError(f"severity {spec.severity!r} of {spec.name!r} out of range; valid: 0-5")
+    if not isinstance(spec.seed, int) or isinstance(spec.seed, bool):
+        raise UserError(f"seed {spec.seed!r} of {spec.name!r} is not an integer")
+    if spec.camera not in CAMERA_TARGETS:
+        raise UserError(f"unknown camera {spec.camera!r} for {spec.name!r}; valid: {', '.join(CAMERA_TARGETS)}")
+    if spec.params is not None:
+        if not isinstance(spec.params, dict):
+            raise UserError(f"params of {spec.name!r} must be an object, got {type(spec.params).__name__}")
+        fam.check_params(spec.params)
+    return fam
+
+
+def family_rng(spec: PerturbationSpec) -> np.random.Generator:
+    """The perturbation's own generator: seeded by (family name, severity, seed), never the global RNG."""
+    digest = hashlib.sha256(f"{spec.name}:{spec.severity}:{spec.seed}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def parameters_for(spec: PerturbationSpec) -> dict[str, Any]:
+    """Explicit parameters of a spec: given ones, identity at level 0, else sampled from (severity, seed)."""
+    fam = validate(spec)
+    cameras = CAMERAS if spec.camera == "both" else (spec.camera,)
+    if spec.params is not None:
+        return dict(spec.params)
+    if spec.severity == 0:
+        return fam.identity_params()
+    params = fam.sample(spec.severity, family_rng(spec), cameras)
+    fam.check_params(params)
+    return params
+
+
+def realise(spec: PerturbationSpec, context: SceneContext) -> Realised:
+    fam = family(spec.name)
+    cameras = CAMERAS if spec.camera == "both" else (spec.camera,)
+    params = fam.resolve(parameters_for(spec), context, cameras)
+    return Realised(spec=spec, family=fam, params=params)
+
+
+def parse_cli(text: str) -> PerturbationSpec:
+    """``NAME[:LEVEL]`` from the command line."""
+    name, _, level = text.partition(":")
+    family(name)
+    severity = DEFAULT_SEVERITY
+    if level:
+        try:
+            severity = int(level)
+        except ValueError:
+            raise UserError(f"severity {level!r} in --perturb {text!r} is not an integer; valid: 0-5") from None
+    spec = PerturbationSpec(name=name, severity=severity)
+    validate(spec)
+    return spec

@@ -1,0 +1,111 @@
+"""Pixel-layer occlusion: opaque patches pasted on the camera images the policy sees.
+
+The patch geometry is fixed for the whole episode (it "stays put"), one patch per targeted camera,
+centred on the task's target object projected into that camera at the start of the episode (or on a
+sampled point when ``anchor="random"`` or when the target is not in view). Patches are cut with
+albumentations' cutout; a ``noise`` fill reuses one seed every frame so the noise does not flicker.
+Pixel perturbations never touch the simulator, so the true future frames stay clean.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from albumentations.augmentations.dropout.functional import cutout
+
+from perturbations.base import Layer, Perturbation, SceneContext, register
+from stress.errors import UserError
+
+AREA_BY_SEVERITY = {1: 0.03, 2: 0.06, 3: 0.12, 4: 0.20, 5: 0.35}
+FILLS = {"black": (0, 0, 0), "gray": (128, 128, 128), "noise": "random"}
+ANCHORS = ("target", "random")
+
+
+@register
+class Occlusion(Perturbation):
+    name = "occlusion"
+    layer = Layer.PIXELS
+    per_camera = True
+    summary = "opaque patch on the camera image, centred on the target object, fixed for the episode"
+    severity_meaning = "patch area as a share of the image: 1: 3%, 2: 6%, 3: 12%, 4: 20%, 5: 35%"
+    parameters = {
+        "area_fraction": "patch area / image area, 0-1",
+        "aspect": "patch width / height, 0.25-4",
+        "anchor": "'target' (centred on the target object's projection) or 'random'",
+        "offset": "[dx, dy] shift of the patch centre from the anchor, in patch sizes, each -1..1",
+        "random_centre": "[u, v] centre (0-1 image coordinates) used when anchor='random' or the target is out of view",
+        "fill": "black, gray or noise",
+        "noise_seed": "seed of the noise fill (same every frame)",
+    }
+
+    def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        return {
+            "area_fraction": AREA_BY_SEVERITY[severity],
+            "aspect": float(np.exp(rng.uniform(np.log(0.5), np.log(2.0)))),
+            "anchor": "target",
+            "offset": [float(v) for v in rng.uniform(-0.25, 0.25, size=2)],
+            "random_centre": [float(v) for v in rng.uniform(0.2, 0.8, size=2)],
+            "fill": str(rng.choice(sorted(FILLS))),
+            "noise_seed": int(rng.integers(0, 2**31 - 1)),
+        }
+
+    def identity_params(self) -> dict[str, Any]:
+        return {"area_fraction": 0.0}
+
+    def is_identity(self, params: dict[str, Any]) -> bool:
+        return float(params.get("area_fraction", 0.0)) == 0.0
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        allowed = set(self.parameters) | {"holes_px"}
+        unknown = set(params) - allowed
+        if unknown:
+            raise UserError(f"unknown occlusion parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
+        area = params.get("area_fraction", 0.0)
+        if not isinstance(area, (int, float)) or not 0.0 <= area <= 1.0:
+            raise UserError(f"occlusion area_fraction {area!r} out of range; valid: 0-1")
+        aspect = params.get("aspect", 1.0)
+        if not isinstance(aspect, (int, float)) or not 0.25 <= aspect <= 4.0:
+            raise UserError(f"occlusion aspect {aspect!r} out of range; valid: 0.25-4")
+        if params.get("anchor", "target") not in ANCHORS:
+            raise UserError(f"occlusion anchor {params.get('anchor')!r} unknown; valid: {', '.join(ANCHORS)}")
+        if params.get("fill", "black") not in FILLS:
+            raise UserError(f"occlusion fill {params.get('fill')!r} unknown; valid: {', '.join(FILLS)}")
+        for key, low, high in (("offset", -1.0, 1.0), ("random_centre", 0.0, 1.0)):
+            value = params.get(key, [low * 0 + (low + high) / 2] * 2)
+            if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and low <= v <= high for v in value)):
+                raise UserError(f"occlusion {key} {value!r} invalid; valid: two numbers in {low:g}..{high:g}")
+
+    def resolve(self, params: dict[str, Any], context: SceneContext, cameras: tuple[str, ...]) -> dict[str, Any]:
+        """Fix the patch of each camera in pixels (x1, y1, x2, y2) for the episode."""
+        if self.is_identity(params):
+            return dict(params)
+        size = context.image_size
+        area = params["area_fraction"] * size * size
+        aspect = params.get("aspect", 1.0)
+        width = min(size, max(1, round(np.sqrt(area * aspect))))
+        height = min(size, max(1, round(np.sqrt(area / aspect))))
+        holes, anchors = {}, {}
+        for camera in cameras:
+            centre = None
+            if params.get("anchor", "target") == "target":
+                centre = context.project(context.target_position, camera)
+                if centre is not None and not (0 <= centre[0] < size and 0 <= centre[1] < size):
+                    centre = None
+            anchors[camera] = "target" if centre is not None else "random"
+            if centre is None:
+                u, v = params.get("random_centre", [0.5, 0.5])
+                centre = (v * size, u * size)
+            dx, dy = params.get("offset", [0.0, 0.0])
+            row, col = centre[0] + dy * height, centre[1] + dx * width
+            x1 = int(np.clip(round(col - width / 2), 0, size - width))
+            y1 = int(np.clip(round(row - height / 2), 0, size - height))
+            holes[camera] = [x1, y1, x1 + width, y1 + height]
+        return {**params, "holes_px": holes, "anchored_on": anchors}
+
+    def apply_pixels(self, image: np.ndarray, camera: str, params: dict[str, Any]) -> np.ndarray:
+        hole = params.get("holes_px", {}).get(camera)
+        if hole is None or self.is_identity(params):
+            return image
+        rng = np.random.default_rng(params.get("noise_seed", 0))  # same noise every frame
+        return cutout(image, np.array([hole]), FILLS[params.get("fill", "black")], rng)

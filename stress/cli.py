@@ -1,0 +1,336 @@
+"""``stress`` command line. Thin: parse, call the library, print.
+
+Exit codes: 0 success, 2 bad input (one line naming the bad value and the valid ones), 1 a failure
+while running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates on import
+
+from stress.errors import UserError  # noqa: E402
+
+DEFAULT_SUITE = "libero_spatial"
+DEFAULT_POLICY = "expert"
+DEFAULT_EPISODES = 3
+DEFAULT_SEVERITIES = "1,3,5"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, no usage dump
+        raise UserError(message)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    """'0,2,5-7' -> [0, 2, 5, 6, 7]."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                low, high = (int(x) for x in part.split("-", 1))
+                out.extend(range(low, high + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise UserError(f"{what} {text!r} is not a list of integers; valid: e.g. 0,1 or 0-3") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stress", description="Robustness and failure-mode stress suite for world-model robot policies.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
+    run.add_argument("--suite", default=DEFAULT_SUITE, help=f"LIBERO suite (default {DEFAULT_SUITE})")
+    run.add_argument("--tasks", default="0", help="task ids, e.g. 0,1 or 0-3 (default 0)")
+    run.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES})")
+    run.add_argument("--perturb", action="append", default=[], metavar="NAME[:LEVEL]", help="perturbation; repeat to compose; a bare NAME sweeps --severities")
+    run.add_argument("--severities", default=DEFAULT_SEVERITIES, help=f"levels for bare --perturb names (default {DEFAULT_SEVERITIES})")
+    run.add_argument("--camera", default="both", help="camera targeted by per-camera perturbations: agentview, wrist, both")
+    run.add_argument("--scenario", type=Path, help="JSON file with a list of ScenarioSpecs (explicit parameters) to run")
+    run.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy backend (default {DEFAULT_POLICY})")
+    run.add_argument("--mode", default="auto", help="direct, planning, both, or auto (every mode the policy has)")
+    run.add_argument("--no-baseline", action="store_true", help="skip the clean baseline episodes")
+    run.add_argument("--max-steps", type=int, help="step budget (default: the suite's)")
+    run.add_argument("--workers", type=int, default=1, help="simulator processes (each ~2 GB; default 1)")
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
+    run.add_argument("--seed", type=int, default=0, help="run seed: policy seed and perturbation seeds derive from it")
+    run.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder, skipping stored episodes")
+
+    lst = sub.add_parser("list", help="list perturbations, policies or suites")
+    lst.add_argument("what", help="perturbations, policies or suites")
+
+    show = sub.add_parser("show", help="summary of a run: success per perturbation and severity vs clean")
+    show.add_argument("run", type=Path)
+    show.add_argument("--episodes", action="store_true", help="also list every episode (keys for replay)")
+
+    rep = sub.add_parser("replay", help="re-execute an episode's recorded actions and write an mp4")
+    rep.add_argument("run", type=Path)
+    rep.add_argument("episode_key")
+    rep.add_argument("--video", type=Path, help="mp4 path (default RUN/media/KEY.mp4)")
+
+    bench = sub.add_parser("bench", help="measure render-on-demand speed-up, runner overhead and memory")
+    bench.add_argument("--suite", default=DEFAULT_SUITE)
+    bench.add_argument("--task", type=int, default=0)
+    bench.add_argument("--init", type=int, default=0)
+    bench.add_argument("--repeats", type=int, default=2)
+    bench.add_argument("--out", type=Path, default=Path("results") / "bench")
+    return parser
+
+
+# --- run ---------------------------------------------------------------------------------------------
+def _specs_from_args(args) -> tuple[list, dict]:
+    from perturbations.base import PerturbationSpec, parse_cli
+    from scenarios.spec import ScenarioSpec
+    from stress.envs.libero import SUITES, check_task
+    from stress.errors import choice_error
+    from stress.policies import policy_class
+    from stress.runner import check_spec
+
+    if args.suite not in SUITES:
+        raise choice_error("suite", args.suite, SUITES)
+    policy = policy_class(args.policy)
+    if args.mode == "auto":
+        modes = list(policy.modes)
+    elif args.mode == "both":
+        modes = ["direct", "planning"]
+    else:
+        modes = [args.mode]
+    for mode in modes:
+        if mode not in ("direct", "planning"):
+            raise UserError(f"unknown mode {mode!r}; valid: direct, planning, both, auto")
+        if mode not in policy.modes:
+            raise UserError(f"policy {args.policy!r} has no {mode!r} mode; valid: {', '.join(policy.modes)}")
+    if args.episodes < 1:
+        raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
+    tasks = _int_list(args.tasks, "--tasks")
+    for task in tasks:
+        check_task(args.suite, task)
+    severities = _int_list(args.severities, "--severities")
+    for level in severities:
+        if level not in range(0, 6):
+            raise UserError(f"severity {level} in --severities out of range; valid: 0-5")
+
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("command", "resume")}
+    if args.scenario is not None:
+        try:
+            data = json.loads(args.scenario.read_text())
+        except FileNotFoundError:
+            raise UserError(f"scenario file {str(args.scenario)!r} not found") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"scenario file {str(args.scenario)!r} is not valid JSON ({exc})") from None
+        entries = data if isinstance(data, list) else [data]
+        specs = [ScenarioSpec.from_dict(d) for d in entries]
+        for spec in specs:
+            check_spec(spec)
+        return specs, config
+
+    fixed = [parse_cli(t) for t in args.perturb if ":" in t]
+    bare = [parse_cli(t).name for t in args.perturb if ":" not in t]
+    combos = []  # each: tuple of PerturbationSpec without seed/camera yet
+    if args.perturb:
+        for level in severities if bare else [None]:
+            combos.append(tuple(fixed) + tuple(PerturbationSpec(name, level) for name in bare))
+    specs = []
+    for task in tasks:
+        for init in range(args.episodes):
+            perturbation_seed = args.seed * 100_003 + init  # differs per init state, same for every mode
+            scenes = ([()] if not args.no_baseline or not combos else []) + [
+                tuple(PerturbationSpec(p.name, p.severity, perturbation_seed, args.camera) for p in combo) for combo in combos
+            ]
+            for perturbations in scenes:
+                for mode in modes:
+                    specs.append(
+                        ScenarioSpec(
+                            suite=args.suite, task_id=task, init_index=init, perturbations=perturbations,
+                            policy=args.policy, mode=mode, seed=args.seed, max_steps=args.max_steps,
+                        )
+                    )
+    for spec in specs:
+        check_spec(spec)
+    return specs, config
+
+
+def cmd_run(args) -> int:
+    from rich.console import Console
+
+    from stress.runner import run_specs
+    from stress.store import RunStore
+
+    console = Console(stderr=True)
+    if args.resume is not None:
+        store = RunStore.open(args.resume)
+        specs = store.specs()
+        workers = args.workers
+    else:
+        specs, config = _specs_from_args(args)
+        labels = sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]
+        run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + "-".join(labels)
+        store = RunStore.create(args.out, run_id, specs, config)
+        workers = args.workers
+    done = store.done_keys()
+    todo = [s for s in specs if s.key not in done]
+    console.print(f"run {store.path}: {len(specs)} episodes, {len(specs) - len(todo)} already stored")
+    _run_with_progress(store, todo, workers, console)
+    store.consolidate()
+    _print_summary(store)
+    print(f"results: {store.path}")
+    return 0
+
+
+def _run_with_progress(store, specs, workers, console) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from stress.runner import run_specs
+
+    counts = {"success": 0, "failure": 0, "error": 0}
+    with Progress(
+        TextColumn("[bold]episodes"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[counts]}"), console=console, disable=not console.is_terminal,
+    ) as progress:
+        bar = progress.add_task("episodes", total=len(specs), counts="")
+
+        def on_result(result):
+            counts["error" if result.error else "success" if result.success else "failure"] += 1
+            progress.update(bar, advance=1, counts=" ".join(f"{k} {v}" for k, v in counts.items()))
+
+        run_specs(specs, store, workers=workers, on_result=on_result)
+
+
+def _print_summary(store) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from stress.report.summary import error_counts, summarise
+
+    table = Table(title=f"{store.path.name}: success rate (95% Wilson interval)")
+    for column in ("policy", "mode", "perturbation", "sev", "n", "success", "95% CI", "clean, same inits", "errors"):
+        table.add_column(column, justify="left" if column in ("policy", "mode", "perturbation") else "right")
+    for r in summarise(store):
+        clean = "—" if r.clean_rate is None else f"{r.clean_rate:.0%} (n={r.clean_pairs})"
+        rate = "—" if r.episodes == r.errors else f"{r.rate:.0%} ({r.successes}/{r.episodes - r.errors})"
+        table.add_row(r.policy, r.mode, r.perturbation, str(r.severity), str(r.episodes), rate, f"{r.low:.0%}–{r.high:.0%}", clean, str(r.errors))
+    console = _console()
+    console.print(table)
+    for e in error_counts(store):
+        console.print(f"errors: {e['n']} x {e['kind']} (e.g. {e['example'][:160]})")
+
+
+def _console():
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped: do not squeeze tables into 80 columns
+        console = Console(width=160)
+    return console
+
+
+# --- other commands ----------------------------------------------------------------------------------
+def cmd_show(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from stress.store import RunStore
+
+    store = RunStore.open(args.run)
+    store.consolidate()
+    _print_summary(store)
+    if args.episodes:
+        table = Table(title="episodes")
+        for column in ("episode_key", "task", "init", "mode", "perturbation", "success", "steps", "wall_s", "error"):
+            table.add_column(column)
+        for r in store.query("SELECT * FROM episodes ORDER BY task_id, init_index, perturbation, mode"):
+            table.add_row(r["episode_key"], str(r["task_id"]), str(r["init_index"]), r["mode"], r["perturbation"], str(r["success"]), str(r["steps"]), f"{r['wall_s']:.1f}", (r["error"] or "")[:60])
+        _console().print(table)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = _console()
+    if args.what == "perturbations":
+        from perturbations.base import registry
+
+        table = Table(title="perturbations (--perturb NAME[:LEVEL], levels 0-5, 0 = identity)")
+        for column in ("name", "layer", "cameras", "what it does", "severity 1-5", "parameters"):
+            table.add_column(column)
+        for name, cls in registry().items():
+            params = "\n".join(f"{k}: {v}" for k, v in cls.parameters.items())
+            table.add_row(name, cls.layer.value, "agentview|wrist|both" if cls.per_camera else "—", cls.summary, cls.severity_meaning, params)
+        console.print(table)
+    elif args.what == "policies":
+        from stress.policies import policy_class, policy_names
+
+        table = Table(title="policies (--policy NAME)")
+        for column in ("name", "modes", "uses images", "description"):
+            table.add_column(column)
+        for name in policy_names():
+            cls = policy_class(name)
+            table.add_row(name, ", ".join(cls.modes), str(cls.uses_images), (cls.__doc__ or "").strip().splitlines()[0])
+        console.print(table)
+    elif args.what == "suites":
+        from stress.envs.libero import SUITE_MAX_STEPS, suite_tasks
+
+        for suite, max_steps in SUITE_MAX_STEPS.items():
+            tasks = suite_tasks(suite)
+            console.print(f"[bold]{suite}[/bold]: {len(tasks)} tasks, {max_steps} max steps")
+            for i, text in enumerate(tasks):
+                console.print(f"  {i:2d}  {text}")
+    else:
+        raise UserError(f"unknown list {args.what!r}; valid: perturbations, policies, suites")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from stress.replay import replay
+    from stress.store import RunStore
+
+    store = RunStore.open(args.run)
+    result = replay(store, args.episode_key, args.video)
+    verdict = "matches" if result.matches else "DIFFERS FROM"
+    print(f"replayed {result.key}: success={result.success} steps={result.steps} ({verdict} the recorded success={result.recorded_success} steps={result.recorded_steps})")
+    print(f"video: {result.video}")
+    return 0 if result.matches else 1
+
+
+def cmd_bench(args) -> int:
+    from stress.bench import run_bench
+
+    run_bench(args.suite, args.task, args.init, args.repeats, args.out)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "replay": cmd_replay, "bench": cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UserError as exc:
+        print(f"stress: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stress: interrupted; finished episodes are stored (resume with --resume RUN)", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if os.environ.get("STRESS_DEBUG"):
+            raise
+        print(f"stress: failed: {type(exc).__name__}: {exc} (set STRESS_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Simulator adapters. LIBERO is the first (stress.envs.libero)."""

@@ -1,0 +1,306 @@
+"""LIBERO adapter: shipped init states, settle steps, render-on-demand, snapshots, perturbation hooks.
+
+One ``LiberoEnv`` wraps one LIBERO task (a compiled MuJoCo scene). It is reset to any shipped init
+state, runs the 10 no-op settle steps LIBERO evaluations use, and renders the two cameras only when
+``observe(render=True)`` is called (once per policy query), which is what makes a CPU episode ~8x
+cheaper than the usual render-every-step loop. Images are handed out upright (vertically flipped from
+MuJoCo's bottom-up buffer), the orientation Cosmos Policy's LIBERO code feeds its model.
+
+Perturbation hooks, by layer (perturbations/base.py):
+    scene   XML edit before compile; a scene-edited env is a different env (cached by the runner)
+    model   applied after every reset, on top of the pristine model fields restored first
+    state   after ``set_init_state`` and before settling
+    event   after every env step
+    pixels  on each rendered camera image
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from perturbations.base import CAMERAS, Layer, PerturbationSpec, Realised, SceneContext, realise
+from stress.envs.libero_setup import import_libero
+from stress.errors import UserError, choice_error
+from stress.policies.base import Observation
+
+SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
+SUITES = tuple(SUITE_MAX_STEPS)
+SETTLE_STEPS = 10
+NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
+CAMERA_NAMES = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}  # ours -> MuJoCo's
+# MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
+RESTORED_MODEL_FIELDS = (
+    "light_diffuse", "light_ambient", "light_specular", "light_pos", "light_dir", "light_active",
+    "cam_pos", "cam_quat", "cam_fovy", "mat_rgba", "geom_rgba", "geom_friction", "body_mass",
+    "body_inertia", "dof_damping", "dof_frictionloss",
+)
+# MuJoCo warnings that mean the physics is no longer trustworthy
+FATAL_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL)
+
+
+class SimulatorFault(RuntimeError):
+    """The simulation became invalid (NaN state, MuJoCo instability): the episode gets an error."""
+
+
+@cache
+def _benchmarks():
+    import_libero()
+    from libero.libero import benchmark
+
+    return benchmark.get_benchmark_dict()
+
+
+@cache
+def suite_tasks(suite: str) -> tuple[str, ...]:
+    """Instructions of a suite's tasks, in LIBERO's task order."""
+    if suite not in SUITES:
+        raise choice_error("suite", suite, SUITES)
+    bench = _benchmarks()[suite]()
+    return tuple(bench.get_task(i).language for i in range(bench.n_tasks))
+
+
+def check_task(suite: str, task_id: int) -> None:
+    n = len(suite_tasks(suite))
+    if not 0 <= task_id < n:
+        raise UserError(f"task {task_id} not in suite {suite}; valid: 0-{n - 1}")
+
+
+@cache
+def init_states(suite: str, task_id: int) -> np.ndarray:
+    """The shipped init states of a task (usually 50 flattened MuJoCo states)."""
+    check_task(suite, task_id)
+    return np.asarray(_benchmarks()[suite]().get_task_init_states(task_id))
+
+
+@dataclass
+class Snapshot:
+    """Everything needed to continue an episode bit-identically from a decision point."""
+
+    physics: np.ndarray
+    timestep: int
+    cur_time: float
+    step: int
+    controller: dict[str, Any]
+
+
+class LiberoEnv:
+    """One LIBERO task, reusable across init states and non-scene perturbations."""
+
+    def __init__(self, suite: str, task_id: int, image_size: int = 128, scene: tuple[PerturbationSpec, ...] = ()):
+        check_task(suite, task_id)
+        libero = import_libero()
+        from libero.libero.envs import OffScreenRenderEnv
+
+        task = _benchmarks()[suite]().get_task(task_id)
+        bddl = os.path.join(libero.get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+        self.suite, self.task_id, self.image_size = suite, task_id, image_size
+        self.instruction = task.language
+        self.max_steps = SUITE_MAX_STEPS[suite]
+        self.scene_specs = tuple(scene)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._control = OffScreenRenderEnv(
+                bddl_file_name=bddl,
+                camera_heights=image_size,
+                camera_widths=image_size,
+                use_camera_obs=False,  # we render on demand instead of every step
+                hard_reset=False,
+                ignore_done=True,  # the episode length is ours (suite max steps)
+            )
+        self.raw = self._control.env  # the robosuite/LIBERO domain env (privileged access)
+        if self.scene_specs:
+            self._rebuild_with_scene_edits()
+        self._control.seed(0)
+        self._control.reset()
+        self._pristine = {f: getattr(self.raw.sim.model, f).copy() for f in RESTORED_MODEL_FIELDS}
+        goal = self.raw.parsed_problem["goal_state"]
+        self.goal = [list(map(str, g)) for g in goal]
+        self.target_object = self.goal[0][1] if self.goal and len(self.goal[0]) > 1 else self.raw.obj_of_interest[0]
+        self.perturbations: list[Realised] = []
+        self.step_count = 0
+
+    # --- building --------------------------------------------------------------------------------------
+    def _rebuild_with_scene_edits(self) -> None:
+        specs = self.scene_specs
+
+        def process(xml: str) -> str:
+            from perturbations.base import family, parameters_for
+
+            for spec in specs:
+                xml = family(spec.name).edit_scene(xml, parameters_for(spec))
+            return xml
+
+        self.raw.set_xml_processor(process)
+        self.raw.hard_reset = True
+        self._control.reset()
+        self.raw.hard_reset = False
+
+    # --- episode --------------------------------------------------------------------------------------
+    def reset(self, init_index: int, perturbations: tuple[PerturbationSpec, ...] = ()) -> None:
+        """Set a shipped init state, apply model/state perturbations, settle. Scene specs must match the env's."""
+        states = init_states(self.suite, self.task_id)
+        if not 0 <= init_index < len(states):
+            raise UserError(f"init state {init_index} not in {self.suite} task {self.task_id}; valid: 0-{len(states) - 1}")
+        self._control.reset()
+        model = self.raw.sim.model
+        for name, value in self._pristine.items():
+            getattr(model, name)[...] = value
+        self._control.set_init_state(states[init_index])
+        self.step_count = 0
+        by_layer = {layer: [] for layer in Layer}
+        context = self.scene_context()
+        self.perturbations = []
+        for spec in perturbations:
+            realised = realise(spec, context)
+            self.perturbations.append(realised)
+            by_layer[realised.family.layer].append(realised)
+        for p in by_layer[Layer.MODEL]:
+            p.family.apply_model(model, p.params, context)
+        for p in by_layer[Layer.STATE]:
+            p.family.apply_state(self.raw.sim, p.params, context)
+        self.raw.sim.forward()
+        for _ in range(SETTLE_STEPS):
+            self.raw.step(NOOP_ACTION)
+        self._check_physics()
+        # scene-dependent parameters (e.g. where the target is in the image) are fixed after settling
+        context = self.scene_context()
+        for p in self.perturbations:
+            p.params = p.family.resolve(p.params, context, p.cameras)
+        self._events = by_layer[Layer.EVENT]
+        self._pixels = by_layer[Layer.PIXELS]
+
+    def step(self, action: np.ndarray) -> bool:
+        """One control step (20 Hz). Returns LIBERO's goal check."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (7,) or not np.all(np.isfinite(action)):
+            raise SimulatorFault(f"invalid action {action!r}")
+        self.raw.step(np.clip(action, -1.0, 1.0))
+        self.step_count += 1
+        for p in self._events:
+            p.family.on_step(self.raw.sim, p.params, self.scene_context(), self.step_count)
+        self._check_physics()
+        return self.success()
+
+    def success(self) -> bool:
+        return bool(self.raw._check_success())
+
+    def _check_physics(self) -> None:
+        data = self.raw.sim.data._data
+        if not (np.all(np.isfinite(data.qpos)) and np.all(np.isfinite(data.qvel))):
+            raise SimulatorFault("simulator state is NaN/inf")
+        for warning in FATAL_WARNINGS:
+            if data.warning[warning].number > 0:
+                raise SimulatorFault(f"MuJoCo instability warning {warning.name}")
+
+    # --- observing ------------------------------------------------------------------------------------
+    def proprio(self) -> np.ndarray:
+        obs = self.raw._get_observations()
+        return np.concatenate([obs["robot0_gripper_qpos"], obs["robot0_eef_pos"], obs["robot0_eef_quat"]]).astype(np.float32)
+
+    def render(self, camera: str, segmentation: bool = False) -> np.ndarray:
+        """Clean upright image of one camera (no pixel perturbation)."""
+        raw = self.raw.sim.render(self.image_size, self.image_size, camera_name=CAMERA_NAMES[camera], segmentation=segmentation)
+        return np.ascontiguousarray(raw[::-1])
+
+    def perturb_pixels(self, image: np.ndarray, camera: str) -> np.ndarray:
+        for p in self._pixels:
+            if camera in p.cameras:
+                image = p.family.apply_pixels(image, camera, p.params)
+        return image
+
+    def observe(self, render: bool = True) -> Observation:
+        images = {}
+        if render:
+            images = {camera: self.perturb_pixels(self.render(camera), camera) for camera in CAMERAS}
+        return Observation(images=images, proprio=self.proprio(), instruction=self.instruction, step=self.step_count, privileged=self)
+
+    def check_pixel_realisation(self) -> str | None:
+        """Render once, record per camera the share of pixels each pixel perturbation changed.
+
+        Returns an error string when a non-identity perturbation left a targeted camera unchanged or
+        touched a camera it does not target.
+        """
+        if not self._pixels:
+            return None
+        clean = {camera: self.render(camera) for camera in CAMERAS}
+        for p in self._pixels:
+            changed = {}
+            for camera in CAMERAS:
+                out = p.family.apply_pixels(clean[camera], camera, p.params) if camera in p.cameras else clean[camera]
+                changed[camera] = float(np.mean(np.any(out != clean[camera], axis=-1)))
+            p.realisation["changed_fraction"] = changed
+            if not p.family.is_identity(p.params):
+                missed = [c for c in p.cameras if changed[c] == 0.0]
+                if missed:
+                    return f"not_realised: {p.spec.name} left camera {missed[0]} unchanged"
+        return None
+
+    # --- scene queries ---------------------------------------------------------------------------------
+    def object_position(self, name: str) -> np.ndarray:
+        sim = self.raw.sim
+        if name in self.raw.obj_body_id:
+            return np.array(sim.data.body_xpos[self.raw.obj_body_id[name]])
+        site = self.raw.object_sites_dict.get(name)
+        if site is not None:
+            return np.array(sim.data.site_xpos[sim.model.site_name2id(name)])
+        raise KeyError(name)
+
+    def scene_context(self) -> SceneContext:
+        return SceneContext(
+            suite=self.suite,
+            task_id=self.task_id,
+            target_object=self.target_object,
+            target_position=self.object_position(self.target_object),
+            image_size=self.image_size,
+            project=self.project,
+        )
+
+    def project(self, point: np.ndarray, camera: str) -> tuple[float, float] | None:
+        """(row, col) of a world point in the upright image of ``camera``; None when behind the camera."""
+        model, data = self.raw.sim.model._model, self.raw.sim.data._data
+        cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAMES[camera])
+        rel = data.cam_xmat[cam_id].reshape(3, 3).T @ (np.asarray(point) - data.cam_xpos[cam_id])
+        if rel[2] >= 0:  # MuJoCo cameras look along -z
+            return None
+        focal = 0.5 * self.image_size / np.tan(np.deg2rad(model.cam_fovy[cam_id]) / 2)
+        col = self.image_size / 2 + focal * rel[0] / -rel[2]
+        row = self.image_size / 2 - focal * rel[1] / -rel[2]
+        return float(row), float(col)
+
+    # --- snapshots ------------------------------------------------------------------------------------
+    def _stateful_parts(self):
+        robot = self.raw.robots[0]
+        return {"controller": robot.controller, "gripper": robot.gripper}
+
+    def snapshot(self) -> Snapshot:
+        model, data = self.raw.sim.model._model, self.raw.sim.data._data
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(model, spec))
+        mujoco.mj_getState(model, data, physics, spec)
+        parts = {
+            f"{part}.{key}": np.copy(value)
+            for part, obj in self._stateful_parts().items()
+            for key, value in vars(obj).items()
+            if isinstance(value, np.ndarray)
+        }
+        return Snapshot(physics, self.raw.timestep, self.raw.cur_time, self.step_count, parts)
+
+    def restore(self, snap: Snapshot) -> None:
+        model, data = self.raw.sim.model._model, self.raw.sim.data._data
+        mujoco.mj_setState(model, data, snap.physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        mujoco.mj_forward(model, data)
+        self.raw.timestep, self.raw.cur_time, self.step_count = snap.timestep, snap.cur_time, snap.step
+        parts = self._stateful_parts()
+        for key, value in snap.controller.items():
+            part, attr = key.split(".", 1)
+            setattr(parts[part], attr, np.copy(value))
+
+    def close(self) -> None:
+        self._control.close()

@@ -1,0 +1,11 @@
+"""Error types the CLI maps to exit codes (DESIGN: 2 = bad input, 1 = failure while running)."""
+
+
+class UserError(ValueError):
+    """Bad input from the user: the CLI prints the one-line message and exits with code 2."""
+
+
+def choice_error(what: str, value, valid) -> UserError:
+    """A UserError naming the bad value and listing the valid ones."""
+    listed = ", ".join(str(v) for v in valid)
+    return UserError(f"unknown {what} {value!r}; valid: {listed}")

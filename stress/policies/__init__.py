@@ -1,0 +1,27 @@
+"""Policy backends. The registry maps a CLI name to the class implementing the policy protocol."""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from stress.errors import choice_error
+
+# name -> (module, class); imported lazily so listing policies does not load heavy backends
+_BACKENDS = {
+    "expert": ("stress.policies.expert", "ExpertPolicy"),
+}
+
+
+def policy_names() -> tuple[str, ...]:
+    return tuple(_BACKENDS)
+
+
+def policy_class(name: str):
+    if name not in _BACKENDS:
+        raise choice_error("policy", name, policy_names())
+    module, cls = _BACKENDS[name]
+    return getattr(import_module(module), cls)
+
+
+def make_policy(name: str):
+    return policy_class(name)()

@@ -1,0 +1,72 @@
+"""The policy protocol every backend honours: ``reset()``, ``act(obs) -> Decision``.
+
+A Decision always carries the action chunk to execute. Backends with a world model and a value head
+(the reference model, Cosmos Policy) also fill the predicted future images, the value and, in planning
+mode, every candidate they considered; the expert leaves those empty, so prediction metrics are absent
+for it, not zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+
+ACTION_DIM = 7  # OSC_POSE delta: dx dy dz (scaled by 0.05 m), droll dpitch dyaw (scaled by 0.5 rad), gripper (-1 open, +1 close)
+
+
+@dataclass
+class Observation:
+    """What a policy sees at one decision.
+
+    images: camera name ("agentview", "wrist") -> HxWx3 uint8, upright (vertically flipped from the raw
+        MuJoCo render, the orientation Cosmos Policy expects), pixel perturbations applied. Empty when
+        the policy declared ``uses_images = False``.
+    proprio: 9-D float: gripper qpos (2), end-effector position (3, m), end-effector quaternion (4, xyzw).
+    privileged: simulator access for privileged policies (the expert); image-based policies must ignore it.
+    """
+
+    images: dict[str, np.ndarray]
+    proprio: np.ndarray
+    instruction: str
+    step: int
+    privileged: Any = None
+
+
+@dataclass
+class Candidate:
+    """One best-of-N candidate: its action chunk and what the model predicted for it."""
+
+    actions: np.ndarray
+    predicted_value: float | None = None
+    predicted_future: dict[str, np.ndarray] | None = None
+    seed: int | None = None
+
+
+@dataclass
+class Decision:
+    """One policy query. ``actions`` (K x 7 float) is executed open-loop, all K steps."""
+
+    actions: np.ndarray
+    predicted_value: float | None = None
+    predicted_future: dict[str, np.ndarray] | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    chosen: int | None = None
+    aggregation: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.actions = np.asarray(self.actions, dtype=np.float64)
+        if self.actions.ndim != 2 or self.actions.shape[1] != ACTION_DIM or len(self.actions) == 0:
+            raise ValueError(f"Decision.actions must be (K>0, {ACTION_DIM}); got {self.actions.shape}")
+
+
+class Policy(Protocol):
+    name: ClassVar[str]
+    modes: ClassVar[tuple[str, ...]]  # "direct", and "planning" for backends with a planner
+    uses_images: ClassVar[bool]
+
+    def reset(self, instruction: str, seed: int) -> None: ...
+
+    def act(self, obs: Observation) -> Decision: ...

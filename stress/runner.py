@@ -1,0 +1,238 @@
+"""The runner: ScenarioSpec -> one episode -> EpisodeResult, and a run of many specs into the store.
+
+Episode loop (per decision): snapshot the simulator, observe (rendering the cameras only if the
+policy uses images), ask the policy, execute the whole action chunk open-loop, stop on success or the
+step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections import OrderedDict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import Any, Callable
+
+import numpy as np
+
+from perturbations.base import Layer, family, validate
+from scenarios.spec import MODES, ScenarioSpec
+from stress.envs.libero import LiberoEnv, SimulatorFault, check_task, init_states, SUITES
+from stress.errors import UserError, choice_error
+from stress.policies import policy_class
+from stress.policies.base import Decision
+
+DecisionHook = Callable[[LiberoEnv, Any, Decision], None]
+
+
+def check_spec(spec: ScenarioSpec) -> None:
+    """Validate a spec before running it; raise UserError naming the first bad value."""
+    if spec.suite not in SUITES:
+        raise choice_error("suite", spec.suite, SUITES)
+    check_task(spec.suite, spec.task_id)
+    n_init = len(init_states(spec.suite, spec.task_id))
+    if not isinstance(spec.init_index, int) or not 0 <= spec.init_index < n_init:
+        raise UserError(f"init state {spec.init_index!r} not in {spec.suite} task {spec.task_id}; valid: 0-{n_init - 1}")
+    cls = policy_class(spec.policy)
+    if spec.mode not in MODES:
+        raise choice_error("mode", spec.mode, MODES)
+    if spec.mode not in cls.modes:
+        raise UserError(f"policy {spec.policy!r} has no {spec.mode!r} mode; valid: {', '.join(cls.modes)}")
+    if spec.max_steps is not None and (not isinstance(spec.max_steps, int) or spec.max_steps < 1):
+        raise UserError(f"max_steps {spec.max_steps!r} invalid; valid: a positive integer or null (suite default)")
+    if spec.image_size not in (64, 128, 224, 256):
+        raise UserError(f"image_size {spec.image_size!r} invalid; valid: 64, 128, 224, 256")
+    for p in spec.perturbations:
+        validate(p)
+
+
+@dataclass
+class EpisodeResult:
+    spec: ScenarioSpec
+    success: bool = False
+    steps: int = 0
+    wall_s: float = 0.0
+    error: str | None = None
+    perturbations: list[dict[str, Any]] = field(default_factory=list)
+    actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        s = self.spec
+        return {
+            "episode_key": s.key,
+            "suite": s.suite,
+            "task_id": s.task_id,
+            "init_index": s.init_index,
+            "policy": s.policy,
+            "mode": s.mode,
+            "perturbation": s.label,
+            "perturbations": json.dumps(self.perturbations, sort_keys=True, default=float),
+            "severity": s.severity,
+            "seed": s.seed,
+            "success": self.success,
+            "steps": self.steps,
+            "wall_s": self.wall_s,
+            "error": self.error,
+            "spec": s.to_json(),
+        }
+
+
+class EnvCache:
+    """Keeps the most recent env(s) of a worker: building one costs seconds, resetting it milliseconds."""
+
+    def __init__(self, size: int = 1):
+        self.size, self._envs = size, OrderedDict()
+
+    def get(self, spec: ScenarioSpec) -> LiberoEnv:
+        scene = tuple(p for p in spec.perturbations if family(p.name).layer is Layer.SCENE)
+        key = (spec.suite, spec.task_id, spec.image_size, tuple(json.dumps(p.to_dict(), sort_keys=True) for p in scene))
+        if key in self._envs:
+            self._envs.move_to_end(key)
+            return self._envs[key]
+        while len(self._envs) >= self.size:
+            self._envs.popitem(last=False)[1].close()
+        env = LiberoEnv(spec.suite, spec.task_id, image_size=spec.image_size, scene=scene)
+        self._envs[key] = env
+        return env
+
+    def close(self) -> None:
+        # free the render contexts before the interpreter tears EGL down (avoids noisy __del__ errors)
+        while self._envs:
+            self._envs.popitem()[1].close()
+
+    def drop(self, spec: ScenarioSpec) -> None:
+        for key in [k for k in self._envs if k[:2] == (spec.suite, spec.task_id)]:
+            self._envs.pop(key).close()
+
+
+class PolicyCache:
+    def __init__(self):
+        self._policies = {}
+
+    def get(self, name: str):
+        if name not in self._policies:
+            self._policies[name] = policy_class(name)()
+        return self._policies[name]
+
+
+def _decision_rows(key: str, step: int, decision: Decision) -> list[dict[str, Any]]:
+    """Rows for decisions.parquet; none for backends that predict nothing (the expert)."""
+    rows = []
+    n = max(1, len(decision.candidates))
+    if decision.predicted_value is not None:
+        rows.append({"episode_key": key, "step": step, "candidate": -1, "chosen": True, "pred_value": decision.predicted_value, "aggregation": decision.aggregation, "n_candidates": n})
+    for i, c in enumerate(decision.candidates):
+        rows.append({"episode_key": key, "step": step, "candidate": i, "chosen": i == decision.chosen, "pred_value": c.predicted_value, "aggregation": decision.aggregation, "n_candidates": n})
+    return rows
+
+
+def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_decision: DecisionHook | None = None) -> EpisodeResult:
+    """Run one episode. Never raises for simulator or policy faults: they land in ``result.error``.
+
+    ``on_decision(env, snapshot, decision)`` is called after each policy query with the simulator
+    snapshot taken just before it (counterfactual measurements restore it; they must restore the
+    env to that snapshot plus nothing else before returning).
+    """
+    result = EpisodeResult(spec=spec)
+    start = time.perf_counter()
+    actions: list[np.ndarray] = []
+    env = None
+    try:
+        env = envs.get(spec)
+        policy = policies.get(spec.policy)
+        max_steps = spec.max_steps or env.max_steps
+        env.reset(spec.init_index, tuple(p for p in spec.perturbations if family(p.name).layer is not Layer.SCENE))
+        result.error = env.check_pixel_realisation()
+        if result.error is None:
+            for p in env.perturbations:
+                if p.family.layer is Layer.POLICY:
+                    policy = p.family.wrap_policy(policy, p.params)
+            policy.reset(env.instruction, spec.seed)
+            while env.step_count < max_steps and not result.success:
+                snapshot = env.snapshot() if on_decision else None
+                obs = env.observe(render=policy.uses_images)
+                decision = policy.act(obs)
+                if on_decision:
+                    on_decision(env, snapshot, decision)
+                result.decisions += _decision_rows(spec.key, env.step_count, decision)
+                for action in decision.actions:
+                    actions.append(np.asarray(action, dtype=np.float64))
+                    result.success = env.step(action)
+                    if result.success or env.step_count >= max_steps:
+                        break
+    except SimulatorFault as exc:
+        result.error = f"simulator_fault: {exc}"
+    except UserError as exc:
+        result.error = f"invalid_scene: {exc}"
+    except Exception as exc:  # a crash of one episode must not lose the run
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.error += " | " + traceback.format_exc(limit=3).replace("\n", " ")[-400:]
+        envs.drop(spec)  # the env may be in an unknown state
+    if env is not None:
+        result.perturbations = [p.record() for p in env.perturbations]
+        result.steps = env.step_count
+    result.success = bool(result.success) and result.error is None
+    result.actions = np.array(actions).reshape(-1, 7)
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+# --- running many specs ------------------------------------------------------------------------------
+_worker_state: dict[str, Any] = {}
+
+
+def _worker_run(spec_json: str) -> EpisodeResult:
+    if not _worker_state:
+        _worker_state.update(envs=EnvCache(), policies=PolicyCache())
+    return run_episode(ScenarioSpec.from_json(spec_json), _worker_state["envs"], _worker_state["policies"])
+
+
+def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Callable[[EpisodeResult], None] | None = None) -> None:
+    """Run specs not yet in ``store`` and write each finished episode at once (so a crash loses nothing)."""
+    done = store.done_keys()
+    pending = [s for s in specs if s.key not in done]
+    # group by env so each worker rebuilds as rarely as possible
+    pending.sort(key=lambda s: (s.suite, s.task_id, s.init_index))
+
+    def finish(result: EpisodeResult) -> None:
+        store.write_episode(result.row(), result.actions, result.decisions)
+        if on_result:
+            on_result(result)
+
+    if workers <= 1:
+        envs, policies = EnvCache(), PolicyCache()
+        try:
+            for spec in pending:
+                finish(run_episode(spec, envs, policies))
+        finally:
+            envs.close()
+        return
+    queue, crashes = list(pending), {}
+    while queue:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_worker_run, s.to_json()): s for s in queue}
+            queue = []
+            for future in _as_completed(futures):
+                spec = futures[future]
+                try:
+                    finish(future.result())
+                except BrokenProcessPool:
+                    # a worker died (e.g. a segfault in the simulator) and took the pool with it: retry each
+                    # unfinished episode once in a fresh pool, record it as an error if it crashes again
+                    crashes[spec.key] = crashes.get(spec.key, 0) + 1
+                    if crashes[spec.key] > 1:
+                        finish(EpisodeResult(spec=spec, error="worker_crashed"))
+                    else:
+                        queue.append(spec)
+
+
+def _as_completed(futures):
+    remaining = set(futures)
+    while remaining:
+        done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+        yield from done

@@ -1,0 +1,205 @@
+"""The results store: ``results/<run-id>/`` with a manifest, Parquet tables and recorded actions.
+
+Layout of a run folder::
+
+    manifest.json            format version, command, config, the run's ScenarioSpecs, versions, git revision
+    parts/<key>.parquet      one finished episode (written atomically; its presence = episode done)
+    actions/<key>.npy        the executed actions of that episode (steps x 7), for exact replay
+    decisions/<key>.parquet  per-decision predictions, for backends that make them
+    episodes.parquet         all parts gathered (rewritten at the end of a run and by ``stress show``)
+    decisions.parquet        all decision parts gathered
+    media/                   replay videos
+
+Every file is written to a temporary name and renamed, so a crash (even SIGKILL) never leaves a
+half-written table, and a resumed run skips exactly the episodes whose part exists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scenarios.spec import ScenarioSpec
+from stress.errors import UserError
+
+FORMAT = "stress-run/1"
+EPISODE_SCHEMA = pa.schema(
+    [
+        ("episode_key", pa.string()),
+        ("suite", pa.string()),
+        ("task_id", pa.int32()),
+        ("init_index", pa.int32()),
+        ("policy", pa.string()),
+        ("mode", pa.string()),
+        ("perturbation", pa.string()),  # label: 'clean' or 'name:level+...'
+        ("perturbations", pa.string()),  # JSON list of realised parameters and realisation records
+        ("severity", pa.int32()),
+        ("seed", pa.int64()),
+        ("success", pa.bool_()),
+        ("steps", pa.int32()),
+        ("wall_s", pa.float64()),
+        ("error", pa.string()),
+        ("spec", pa.string()),  # the ScenarioSpec as JSON
+    ]
+)
+DECISION_SCHEMA = pa.schema(
+    [
+        ("episode_key", pa.string()),
+        ("step", pa.int32()),
+        ("candidate", pa.int32()),  # -1 for the executed (direct) decision
+        ("chosen", pa.bool_()),
+        ("pred_value", pa.float64()),
+        ("aggregation", pa.string()),
+        ("n_candidates", pa.int32()),
+    ]
+)
+TRACKED_PACKAGES = ("stress", "mujoco", "robosuite", "hf-libero", "numpy", "torch", "albumentations", "pyarrow", "duckdb")
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _git_revision() -> str | None:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class RunStore:
+    """One run folder."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # --- creating and opening -------------------------------------------------------------------------
+    @classmethod
+    def create(cls, out: Path, run_id: str, specs: list[ScenarioSpec], config: dict[str, Any]) -> "RunStore":
+        out = Path(out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"output folder {str(out)!r} is a file; give a folder (default: results)")
+        store = cls(out / run_id)
+        if store.path.exists():
+            raise UserError(f"run folder {str(store.path)!r} already exists; resume it with --resume {store.path}")
+        manifest = {
+            "format": FORMAT,
+            "run_id": run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": sys.argv,
+            "config": config,
+            "specs": [s.to_dict() for s in specs],
+            "versions": _versions(),
+            "git_revision": _git_revision(),
+            "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        }
+        store.write_json("manifest.json", manifest)
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> "RunStore":
+        store = cls(Path(path))
+        manifest_path = store.path / "manifest.json"
+        if not manifest_path.is_file():
+            raise UserError(f"{str(path)!r} is not a run folder (no manifest.json); give a folder under results/")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"manifest of {str(path)!r} is not valid JSON ({exc.msg})") from None
+        if manifest.get("format") != FORMAT:
+            raise UserError(f"run folder {str(path)!r} has format {manifest.get('format')!r}; this version reads {FORMAT!r}")
+        return store
+
+    def write_json(self, name: str, data: Any) -> None:
+        text = json.dumps(data, indent=2, sort_keys=True, default=str)
+        _atomic_write(self.path / name, lambda tmp: Path(tmp).write_text(text))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.path / "manifest.json").read_text())
+
+    def specs(self) -> list[ScenarioSpec]:
+        return [ScenarioSpec.from_dict(d) for d in self.manifest["specs"]]
+
+    def spec(self, key: str) -> ScenarioSpec:
+        for spec in self.specs():
+            if spec.key == key:
+                return spec
+        raise UserError(f"episode {key!r} not in run {self.path.name}; `stress show {self.path}` lists the keys")
+
+    # --- episodes -------------------------------------------------------------------------------------
+    def done_keys(self) -> set[str]:
+        parts = self.path / "parts"
+        return {p.stem for p in parts.glob("*.parquet")} if parts.is_dir() else set()
+
+    def write_episode(self, row: dict[str, Any], actions: np.ndarray, decisions: list[dict[str, Any]]) -> None:
+        """Store one finished episode. The part file is written last: its presence means 'done'."""
+        key = row["episode_key"]
+        def save_actions(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.save would append '.npy' to a plain name
+                np.save(f, np.asarray(actions, dtype=np.float64).reshape(-1, 7))
+
+        _atomic_write(self.path / "actions" / f"{key}.npy", save_actions)
+        if decisions:
+            table = pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA)
+            _atomic_write(self.path / "decisions" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
+        table = pa.Table.from_pylist([row], schema=EPISODE_SCHEMA)
+        _atomic_write(self.path / "parts" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
+
+    def actions(self, key: str) -> np.ndarray:
+        path = self.path / "actions" / f"{key}.npy"
+        if not path.is_file():
+            raise UserError(f"no recorded actions for episode {key!r} in {self.path.name}")
+        return np.load(path)
+
+    def consolidate(self) -> None:
+        """Gather the parts into episodes.parquet / decisions.parquet (atomic rewrite)."""
+        for table_name, folder, schema in (("episodes", "parts", EPISODE_SCHEMA), ("decisions", "decisions", DECISION_SCHEMA)):
+            files = sorted((self.path / folder).glob("*.parquet")) if (self.path / folder).is_dir() else []
+            if not files:
+                continue
+            table = pa.concat_tables([pq.read_table(f, schema=schema) for f in files])
+            _atomic_write(self.path / f"{table_name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
+
+    def query(self, sql: str, params: list | None = None):
+        """Run DuckDB SQL with the view ``episodes`` over the stored parts. Returns a list of dict rows."""
+        con = duckdb.connect()
+        parts = self.path / "parts"
+        if not parts.is_dir() or not any(parts.glob("*.parquet")):
+            return []
+        con.execute(f"CREATE VIEW episodes AS SELECT * FROM read_parquet('{parts}/*.parquet')")
+        cursor = con.execute(sql, params or [])
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
