@@ -204,10 +204,32 @@ class LiberoEnv:
         obs = self.raw._get_observations()
         return np.concatenate([obs["robot0_gripper_qpos"], obs["robot0_eef_pos"], obs["robot0_eef_quat"]]).astype(np.float32)
 
-    def render(self, camera: str, segmentation: bool = False) -> np.ndarray:
+    def render(self, camera: str) -> np.ndarray:
         """Clean upright image of one camera (no pixel perturbation)."""
-        raw = self.raw.sim.render(self.image_size, self.image_size, camera_name=CAMERA_NAMES[camera], segmentation=segmentation)
+        raw = self.raw.sim.render(self.image_size, self.image_size, camera_name=CAMERA_NAMES[camera])
         return np.ascontiguousarray(raw[::-1])
+
+    def segmentation(self, camera: str) -> np.ndarray:
+        """Upright map of MuJoCo geom ids seen by ``camera`` (-1: background or a non-geom).
+
+        Reads the id-coloured buffer itself: robosuite 1.4's decoder overflows uint8 under numpy 2.
+        """
+        size = self.image_size
+        context = self.raw.sim._render_context_offscreen
+        cam_id = self.raw.sim.model.camera_name2id(CAMERA_NAMES[camera])
+        context.render(size, size, camera_id=cam_id, segmentation=True)
+        rgb = np.empty((size, size, 3), dtype=np.uint8)
+        mujoco.mjr_readPixels(rgb=rgb, depth=None, viewport=mujoco.MjrRect(0, 0, size, size), con=context.con)
+        rgb = rgb.astype(np.int32)
+        scene_index = rgb[..., 0] + (rgb[..., 1] << 8) + (rgb[..., 2] << 16) - 1  # 0 = background
+        lookup = np.full(context.scn.ngeom + 1, -1, dtype=np.int32)
+        for i in range(context.scn.ngeom):
+            geom = context.scn.geoms[i]
+            if geom.objtype == mujoco.mjtObj.mjOBJ_GEOM:
+                lookup[i] = geom.objid
+        valid = (scene_index >= 0) & (scene_index < context.scn.ngeom)
+        ids = np.where(valid, lookup[np.clip(scene_index, 0, context.scn.ngeom)], -1)
+        return np.ascontiguousarray(ids[::-1])
 
     def perturb_pixels(self, image: np.ndarray, camera: str) -> np.ndarray:
         for p in self._pixels:

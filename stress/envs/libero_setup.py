@@ -58,3 +58,8 @@ def import_libero():
 
     libero_pkg._assets_path_cache = str(assets_path())
     return libero_pkg
+
+
+if __name__ == "__main__":  # `python -m stress.envs.libero_setup`: check the offline install once (make setup)
+    import_libero()
+    print(f"LIBERO ready: config in {cache_dir() / 'libero'}, assets in {assets_path()}")

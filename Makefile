@@ -1,0 +1,31 @@
+# `make run`  : set up .venv (idempotent) and run the default stress run (pixel occlusion, built-in defaults)
+# `make test` : set up .venv (idempotent) and run the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: setup run test bench clean-venv
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test]'
+	$(PIP) --no-deps hf-libero==0.1.4
+	$(BIN)/python -m stress.envs.libero_setup
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/stress run --perturb occlusion
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/stress bench
+
+clean-venv:
+	rm -rf $(VENV)
