@@ -117,9 +117,11 @@ class LiberoEnv:
         self.raw = self._control.env  # the robosuite/LIBERO domain env (privileged access)
         if self.scene_specs:
             self._rebuild_with_scene_edits()
-        self._control.seed(0)
-        self._control.reset()
+        self._reset_with_fixture_seed(0)
         self._pristine = {f: getattr(self.raw.sim.model, f).copy() for f in RESTORED_MODEL_FIELDS}
+        # controller/gripper state carries over between episodes (e.g. the gripper's last command):
+        # restoring it at each reset makes an episode independent of the one before
+        self._pristine_controller = self._controller_state()
         goal = self.raw.parsed_problem["goal_state"]
         self.goal = [list(map(str, g)) for g in goal]
         self.target_object = self.goal[0][1] if self.goal and len(self.goal[0]) > 1 else self.raw.obj_of_interest[0]
@@ -148,7 +150,8 @@ class LiberoEnv:
         states = init_states(self.suite, self.task_id)
         if not 0 <= init_index < len(states):
             raise UserError(f"init state {init_index} not in {self.suite} task {self.task_id}; valid: 0-{len(states) - 1}")
-        self._control.reset()
+        self._reset_with_fixture_seed(init_index)
+        self._set_controller_state(self._pristine_controller)
         model = self.raw.sim.model
         for name, value in self._pristine.items():
             getattr(model, name)[...] = value
@@ -175,6 +178,17 @@ class LiberoEnv:
             p.params = p.family.resolve(p.params, context, p.cameras)
         self._events = by_layer[Layer.EVENT]
         self._pixels = by_layer[Layer.PIXELS]
+
+    def _reset_with_fixture_seed(self, init_index: int) -> None:
+        """LIBERO re-samples fixture placements (cabinet, stove: model body_pos, not in the init state)
+        from the *global* numpy RNG at every reset, so its own evals depend on episode order. We seed
+        that draw with the init index and put the caller's global RNG state back afterwards."""
+        saved = np.random.get_state()
+        np.random.seed(init_index)
+        try:
+            self._control.reset()
+        finally:
+            np.random.set_state(saved)
 
     def step(self, action: np.ndarray) -> bool:
         """One control step (20 Hz). Returns LIBERO's goal check."""
@@ -306,23 +320,29 @@ class LiberoEnv:
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         physics = np.empty(mujoco.mj_stateSize(model, spec))
         mujoco.mj_getState(model, data, physics, spec)
-        parts = {
-            f"{part}.{key}": np.copy(value)
+        return Snapshot(physics, self.raw.timestep, self.raw.cur_time, self.step_count, self._controller_state())
+
+    def _controller_state(self) -> dict[str, Any]:
+        """Arrays and scalars of the controller and gripper (e.g. the gripper's smoothed command)."""
+        return {
+            f"{part}.{key}": np.copy(value) if isinstance(value, np.ndarray) else value
             for part, obj in self._stateful_parts().items()
             for key, value in vars(obj).items()
-            if isinstance(value, np.ndarray)
+            if isinstance(value, (np.ndarray, bool, int, float, type(None)))
         }
-        return Snapshot(physics, self.raw.timestep, self.raw.cur_time, self.step_count, parts)
+
+    def _set_controller_state(self, state: dict[str, Any]) -> None:
+        parts = self._stateful_parts()
+        for key, value in state.items():
+            part, attr = key.split(".", 1)
+            setattr(parts[part], attr, np.copy(value) if isinstance(value, np.ndarray) else value)
 
     def restore(self, snap: Snapshot) -> None:
         model, data = self.raw.sim.model._model, self.raw.sim.data._data
         mujoco.mj_setState(model, data, snap.physics, mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(model, data)
         self.raw.timestep, self.raw.cur_time, self.step_count = snap.timestep, snap.cur_time, snap.step
-        parts = self._stateful_parts()
-        for key, value in snap.controller.items():
-            part, attr = key.split(".", 1)
-            setattr(parts[part], attr, np.copy(value))
+        self._set_controller_state(snap.controller)
 
     def close(self) -> None:
         self._control.close()
