@@ -147,24 +147,25 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         policy = policies.get(spec.policy)
         max_steps = spec.max_steps or env.max_steps
         env.reset(spec.init_index, tuple(p for p in spec.perturbations if family(p.name).layer is not Layer.SCENE))
-        result.error = env.check_pixel_realisation()
-        if result.error is None:
-            for p in env.perturbations:
-                if p.family.layer is Layer.POLICY:
-                    policy = p.family.wrap_policy(policy, p.params)
-            policy.reset(env.instruction, spec.seed)
-            while env.step_count < max_steps and not result.success:
-                snapshot = env.snapshot() if on_decision else None
-                obs = env.observe(render=policy.uses_images)
-                decision = policy.act(obs)
-                if on_decision:
-                    on_decision(env, snapshot, decision)
-                result.decisions += _decision_rows(spec.key, env.step_count, decision)
-                for action in decision.actions:
-                    actions.append(np.asarray(action, dtype=np.float64))
-                    result.success = env.step(action)
-                    if result.success or env.step_count >= max_steps:
-                        break
+        for p in env.perturbations:
+            if p.family.layer is Layer.POLICY:
+                policy = p.family.wrap_policy(policy, p.params)
+        policy.reset(env.instruction, spec.seed)
+        while env.step_count < max_steps and not result.success:
+            snapshot = env.snapshot() if on_decision else None
+            obs = env.observe(render=policy.uses_images)
+            result.error = env.check_pixel_realisation()  # no extra render when obs rendered
+            if result.error:
+                break
+            decision = policy.act(obs)
+            if on_decision:
+                on_decision(env, snapshot, decision)
+            result.decisions += _decision_rows(spec.key, env.step_count, decision)
+            for action in decision.actions:
+                actions.append(np.asarray(action, dtype=np.float64))
+                result.success = env.step(action)
+                if result.success or env.step_count >= max_steps:
+                    break
     except SimulatorFault as exc:
         result.error = f"simulator_fault: {exc}"
     except UserError as exc:

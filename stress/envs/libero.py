@@ -178,6 +178,7 @@ class LiberoEnv:
             p.params = p.family.resolve(p.params, context, p.cameras)
         self._events = by_layer[Layer.EVENT]
         self._pixels = by_layer[Layer.PIXELS]
+        self._pixel_check_pending, self._pixel_error = bool(self._pixels), None
 
     def _reset_with_fixture_seed(self, init_index: int) -> None:
         """LIBERO re-samples fixture placements (cabinet, stove: model body_pos, not in the init state)
@@ -254,29 +255,33 @@ class LiberoEnv:
     def observe(self, render: bool = True) -> Observation:
         images = {}
         if render:
-            images = {camera: self.perturb_pixels(self.render(camera), camera) for camera in CAMERAS}
+            clean = {camera: self.render(camera) for camera in CAMERAS}
+            if self._pixel_check_pending:  # the first query's clean render doubles as the realisation check
+                self._record_pixel_realisation(clean)
+            images = {camera: self.perturb_pixels(clean[camera], camera) for camera in CAMERAS}
         return Observation(images=images, proprio=self.proprio(), instruction=self.instruction, step=self.step_count, privileged=self)
 
     def check_pixel_realisation(self) -> str | None:
-        """Render once, record per camera the share of pixels each pixel perturbation changed.
+        """Realisation check of the pixel perturbations (renders once unless ``observe`` already did).
 
-        Returns an error string when a non-identity perturbation left a targeted camera unchanged or
-        touched a camera it does not target.
+        Records per camera the share of pixels each perturbation changed. Returns an error string when
+        a non-identity perturbation left a targeted camera unchanged.
         """
-        if not self._pixels:
-            return None
-        clean = {camera: self.render(camera) for camera in CAMERAS}
+        if self._pixel_check_pending:
+            self._record_pixel_realisation({camera: self.render(camera) for camera in CAMERAS})
+        return self._pixel_error
+
+    def _record_pixel_realisation(self, clean: dict[str, np.ndarray]) -> None:
+        self._pixel_check_pending = False
         for p in self._pixels:
             changed = {}
             for camera in CAMERAS:
                 out = p.family.apply_pixels(clean[camera], camera, p.params) if camera in p.cameras else clean[camera]
                 changed[camera] = float(np.mean(np.any(out != clean[camera], axis=-1)))
             p.realisation["changed_fraction"] = changed
-            if not p.family.is_identity(p.params):
-                missed = [c for c in p.cameras if changed[c] == 0.0]
-                if missed:
-                    return f"not_realised: {p.spec.name} left camera {missed[0]} unchanged"
-        return None
+            missed = [c for c in p.cameras if changed[c] == 0.0]
+            if missed and not p.family.is_identity(p.params) and self._pixel_error is None:
+                self._pixel_error = f"not_realised: {p.spec.name} left camera {missed[0]} unchanged"
 
     # --- scene queries ---------------------------------------------------------------------------------
     def object_position(self, name: str) -> np.ndarray:

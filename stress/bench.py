@@ -1,0 +1,124 @@
+"""``stress bench``: render-on-demand speed-up, runner overhead, snapshot cost and peak memory.
+
+All loops replay the same expert episode on the same scene so only the measured thing differs:
+
+- render-on-demand: both cameras rendered once per 16-step chunk (one policy query), vs the usual
+  eval-loop habit of rendering both cameras after every step;
+- runner overhead: ``run_episode`` with a pixel perturbation, its realisation check and storing the
+  episode (Parquet + actions), vs a bare reset/act/step loop with the same policy;
+- snapshot + restore of the simulator at a decision point;
+- peak resident memory of this one-env process.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from perturbations.base import PerturbationSpec
+from scenarios.spec import ScenarioSpec
+from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.store import RunStore
+
+CHUNK = 16  # actions per policy query, as Cosmos Policy executes on LIBERO
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    envs, policies = EnvCache(), PolicyCache()
+    clean = ScenarioSpec(suite=suite, task_id=task, init_index=init)
+    console.print("recording the expert episode ...")
+    recorded = run_episode(clean, envs, policies)
+    env, actions = envs.get(clean), recorded.actions
+    steps = len(actions)
+
+    def replay(render_every_step: bool) -> None:
+        env.reset(init)
+        for i, action in enumerate(actions):
+            if render_every_step or i % CHUNK == 0:
+                env.observe(render=True)
+            env.step(action)
+
+    policy = policies.get("expert")
+
+    def bare_loop() -> None:
+        env.reset(init)
+        policy.reset(env.instruction, 0)
+        done = False
+        while env.step_count < env.max_steps and not done:
+            for action in policy.act(env.observe(render=False)).actions:
+                done = env.step(action)
+                if done or env.step_count >= env.max_steps:
+                    break
+
+    perturbed = ScenarioSpec(suite=suite, task_id=task, init_index=init, perturbations=(PerturbationSpec("occlusion", 3, seed=0),))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = RunStore.create(Path(tmp), "bench", [perturbed], {})
+
+        def runner_loop() -> None:
+            result = run_episode(perturbed, envs, policies)
+            store.write_episode(result.row(), result.actions, result.decisions)
+
+        console.print(f"timing ({repeats} repeats each, best kept) ...")
+        on_demand = min(_timed(lambda: replay(False)) for _ in range(repeats))
+        every_step = min(_timed(lambda: replay(True)) for _ in range(repeats))
+        bare = min(_timed(bare_loop) for _ in range(repeats))
+        runner = min(_timed(runner_loop) for _ in range(repeats))
+
+    env.reset(init)
+    snapshot_times = []
+    for _ in range(50):
+        start = time.perf_counter()
+        snap = env.snapshot()
+        env.restore(snap)
+        snapshot_times.append(time.perf_counter() - start)
+    envs.close()
+
+    figures = {
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()},
+        "scene": {"suite": suite, "task": task, "init": init, "steps": steps, "expert_success": recorded.success},
+        "render_on_demand_steps_per_s": steps / on_demand,
+        "render_every_step_steps_per_s": steps / every_step,
+        "render_on_demand_speedup": every_step / on_demand,
+        "bare_loop_s": bare,
+        "runner_s": runner,
+        "runner_overhead_pct": 100 * (runner - bare) / bare,
+        "snapshot_restore_ms": 1000 * float(np.median(snapshot_times)),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
+    path.write_text(json.dumps(figures, indent=2))
+
+    table = Table(title=f"stress bench: {suite} task {task} init {init}, {steps} steps")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("env steps/s, render on demand (both cameras once per 16-step chunk)", f"{figures['render_on_demand_steps_per_s']:.1f}")
+    table.add_row("env steps/s, both cameras rendered every step", f"{figures['render_every_step_steps_per_s']:.1f}")
+    table.add_row("speed-up of render on demand", f"{figures['render_on_demand_speedup']:.1f}x")
+    table.add_row("bare loop, one episode (s)", f"{bare:.2f}")
+    table.add_row("runner + occlusion + realisation check + store (s)", f"{runner:.2f}")
+    table.add_row("runner overhead", f"{figures['runner_overhead_pct']:.1f} %")
+    table.add_row("snapshot + restore (ms)", f"{figures['snapshot_restore_ms']:.2f}")
+    table.add_row("peak memory, one env process (MB)", f"{figures['peak_rss_mb']:.0f}")
+    Console().print(table)
+    print(f"figures: {path}")
+    return figures
