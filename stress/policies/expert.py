@@ -43,7 +43,8 @@ POS_SCALE, ROT_SCALE = 0.05, 0.5  # controller output_max: metres / radians per 
 # Per-step linear model of the OSC response (position, m); rotation uses the same with ROT_GAIN.
 C_POS, C_ACT, C_VEL, C_VEL_ACT = 0.67, 0.004, 0.40, 0.0071
 STEADY = C_POS * C_VEL_ACT / (1 - C_VEL) + C_ACT  # metres per step at a = 1
-ROT_GAIN = 0.8 * ROT_SCALE / POS_SCALE  # rotation responds ~20 % slower than position, per unit action
+ROT_GAIN = 0.82 * ROT_SCALE / POS_SCALE  # rotation responds ~20 % slower than position, per unit action
+ROT_LIMIT = 0.5  # rotation speed saturates above this (0.049 rad/step at 0.5, only 0.066 at 1)
 K_P, K_D = 0.8, 0.8  # feedback on predicted error / velocity, in steps-to-go units
 R_DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # gripper down, fingers along y
 FINGERTIP = 0.011  # fingertips reach this far below the grip site
@@ -173,6 +174,8 @@ class ExpertPolicy:
         self._grasp: dict | None = None
         self._placing: dict | None = None
         self._lift_xy = np.zeros(2)
+        self._aligned = self._stalled = False
+        self._last_pos = np.full(3, np.inf)
 
     # --- planning ---------------------------------------------------------------------------------------
     def _task(self, env) -> tuple[str, str, str]:
@@ -188,7 +191,7 @@ class ExpertPolicy:
             radius = 0.5 * min(hi[0] - lo[0], hi[1] - lo[1]) - 0.01
             point = max((centre + side * np.array([0.0, radius, 0.0]) for side in (1.0, -1.0)), key=lambda p: self._clearance(scene, obj, p, lo[2]))
             point[2] = hi[2] - 0.02
-            return {"point": point, "yaw": 0.0}
+            return {"point": point, "yaw": 0.0, "hover": self._hover(point, hi)}
         blo, bhi, pos, rot = scene.body_box(obj)
         point = pos + rot @ ((blo + bhi) / 2)
         # the narrowest horizontal body axis is the closing direction
@@ -202,7 +205,13 @@ class ExpertPolicy:
         yaw = scene.yaw() + _wrap(2 * (yaw - scene.yaw())) / 2  # fingers are symmetric: shortest turn mod pi
         grip = lo[2] + (0.6 * height if height > 0.08 else max(0.5 * height, FINGERTIP + 0.004))
         point[2] = min(grip, hi[2] - 0.01)
-        return {"point": point, "yaw": yaw}
+        return {"point": point, "yaw": yaw, "hover": self._hover(point, hi)}
+
+    @staticmethod
+    def _hover(point: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Approach point above the grasp: fingertips well above the object's top (the hand sags ~2 cm
+        below the model's prediction in fast lateral moves)."""
+        return np.array([*point[:2], max(point[2] + HOVER, hi[2] + FINGERTIP + 0.04)])
 
     def _clearance(self, scene: _Scene, obj: str, point: np.ndarray, floor: float) -> float:
         """Horizontal distance from a point to the nearest other object standing above ``floor``."""
@@ -236,7 +245,8 @@ class ExpertPolicy:
             release = thi[2] + 0.012  # just above the support: a short, gentle drop
             carry = thi[2] + 0.06
         carry = max(carry, olo[2] + 0.03)  # always lift a little first
-        return {"xy": xy, "carry": carry + hand_above_bottom, "release": release + hand_above_bottom}
+        speed = 1.0 if predicate == "in" else 0.5  # a container forgives a fast descent, a plate less so
+        return {"xy": xy, "carry": carry + hand_above_bottom, "release": release + hand_above_bottom, "speed": speed}
 
     # --- acting -----------------------------------------------------------------------------------------
     def act(self, obs: Observation) -> Decision:
@@ -247,9 +257,17 @@ class ExpertPolicy:
         predicate, obj, target = self._task(env)
         pos, rot = scene.eef()
         vel, ang = scene.velocity()
+        # a phase that made no progress over a whole chunk is blocked by contact (the floor, a rim)
+        self._stalled = bool(np.linalg.norm(pos - self._last_pos) < 0.004)
+        self._last_pos = pos.copy()
         self._validate(scene, obj, env)
         if self._grasp is None:
             self._grasp = self._plan_grasp(scene, obj)
+        # closing is only allowed in a chunk that starts measurably aligned over the grasp point: the
+        # model drifts most while turning, and fingers closing off-target knock tall items over
+        self._aligned = bool(
+            np.linalg.norm(pos[:2] - self._grasp["point"][:2]) < 0.012 and abs(_wrap(scene.yaw() - self._grasp["yaw"])) < 0.15
+        )
         if self._phase in ("lift", "transport", "lower"):
             self._placing = self._place(scene, predicate, obj, target, pos)
         elif self._phase not in ("release", "retreat"):
@@ -263,7 +281,7 @@ class ExpertPolicy:
             e = _rotvec(_rot_z(yaw) @ R_DOWN @ rot.T)
             a = np.zeros(7)
             a[:3] = np.clip((K_P * (goal - p) - K_D * u) / STEADY, -limit, limit)
-            a[3:6] = np.clip((K_P * e - K_D * w) / (STEADY * ROT_GAIN), -1.0, 1.0)
+            a[3:6] = np.clip((K_P * e - K_D * w) / (STEADY * ROT_GAIN), -ROT_LIMIT, ROT_LIMIT)
             a[6] = grip
             # advance the model
             p = p + C_POS * u + C_ACT * a[:3]
@@ -292,10 +310,9 @@ class ExpertPolicy:
         still = np.linalg.norm(u) < 0.002
         phase = self._phase
         if phase == "approach":
-            hover = grasp["point"] + [0.0, 0.0, HOVER]
-            if np.linalg.norm(p[:2] - hover[:2]) < 0.008 and abs(_wrap(_yaw_of(rot) - grasp["yaw"])) < 0.1:
+            if np.linalg.norm(p[:2] - grasp["point"][:2]) < 0.008 and abs(_wrap(_yaw_of(rot) - grasp["yaw"])) < 0.1:
                 phase = "descend"
-        if phase == "descend" and np.linalg.norm(p - grasp["point"]) < 0.006 and still:
+        if phase == "descend" and self._aligned and (np.linalg.norm(p - grasp["point"]) < 0.006 and still or self._stalled):
             phase, self._count = "close", 0
         if phase == "close" and self._count >= CLOSE_STEPS:
             phase = "lift"
@@ -303,7 +320,7 @@ class ExpertPolicy:
             phase = "transport"
         if phase == "transport" and place is not None and np.linalg.norm(p[:2] - place["xy"]) < 0.008 and still:
             phase = "lower"
-        if phase == "lower" and place is not None and abs(p[2] - place["release"]) < 0.006:
+        if phase == "lower" and place is not None and (abs(p[2] - place["release"]) < 0.006 or self._stalled):
             phase, self._count = "release", 0
         if phase == "release" and self._count >= OPEN_STEPS:
             phase, self._count = "retreat", 0
@@ -314,9 +331,10 @@ class ExpertPolicy:
 
         yaw = grasp["yaw"]
         if phase == "approach":
-            return grasp["point"] + [0.0, 0.0, HOVER], yaw, -1.0, 1.0
-        if phase == "descend":
-            return grasp["point"], yaw, -1.0, 0.6
+            return grasp["hover"], yaw, -1.0, 1.0
+        if phase == "descend":  # go down only once above the grasp point, else fix xy first
+            off = np.linalg.norm(p[:2] - grasp["point"][:2]) > 0.01
+            return np.array([*grasp["point"][:2], p[2] if off else grasp["point"][2]]), yaw, -1.0, 0.6
         if phase == "close":
             return grasp["point"], yaw, 1.0, 0.6
         if place is None:  # lift began inside this chunk: go straight up until the next decision
@@ -326,7 +344,7 @@ class ExpertPolicy:
         if phase == "transport":
             return np.array([*place["xy"], place["carry"]]), yaw, 1.0, 1.0
         if phase == "lower":
-            return np.array([*place["xy"], place["release"]]), yaw, 1.0, 0.5
+            return np.array([*place["xy"], place["release"]]), yaw, 1.0, place["speed"]
         if phase == "release":
             return np.array([*place["xy"], place["release"]]), yaw, -1.0, 0.5
         return np.array([*p[:2], place["release"] + 0.1]), yaw, -1.0, 1.0

@@ -1,0 +1,109 @@
+"""`stress run` / `show` / `replay` / `list` through the real CLI on a real LIBERO scene."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import imageio.v3 as iio
+import pytest
+
+from conftest import ROOT, run_cli
+
+REQUIRED_COLUMNS = {"episode_key", "suite", "task_id", "init_index", "policy", "mode", "perturbations", "severity", "seed", "success", "steps", "wall_s", "error"}
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    proc = run_cli("run", "--perturb", "occlusion:2", "--episodes", "2", "--max-steps", "40", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    return run, proc
+
+
+def test_run_writes_the_documented_tables(short_run):
+    run, proc = short_run
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["format"] == "stress-run/1" and len(manifest["specs"]) == 4
+    assert manifest["versions"]["mujoco"].startswith("3.3")
+    rows = duckdb.sql(f"SELECT * FROM read_parquet('{run}/episodes.parquet') ORDER BY init_index, perturbation").fetchall()
+    columns = {d[0] for d in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{run}/episodes.parquet')").fetchall()}
+    assert REQUIRED_COLUMNS <= columns
+    assert len(rows) == 4
+    table = duckdb.sql(f"SELECT perturbation, severity, error, steps, perturbations, episode_key FROM read_parquet('{run}/episodes.parquet')").fetchall()
+    for label, severity, error, steps, perturbations, key in table:
+        assert error is None
+        assert steps == 40
+        assert (run / "actions" / f"{key}.npy").is_file()
+        records = json.loads(perturbations)
+        if label == "clean":
+            assert severity == 0 and records == []
+        else:
+            (record,) = records
+            assert label == "occlusion:2" and severity == 2
+            assert record["params"]["holes_px"]["agentview"]  # realised parameters, in pixels
+            assert record["realisation"]["changed_fraction"]["agentview"] > 0
+    assert "occlusion:2" in proc.stdout and "clean" in proc.stdout
+
+
+def test_show_summarises_against_clean_on_same_inits(short_run):
+    run, _ = short_run
+    proc = run_cli("show", str(run), "--episodes")
+    assert proc.returncode == 0, proc.stderr
+    assert "occlusion:2" in proc.stdout and "n=2" in proc.stdout  # paired with 2 clean episodes
+    keys = duckdb.sql(f"SELECT episode_key FROM read_parquet('{run}/episodes.parquet')").fetchall()
+    assert all(k in proc.stdout for (k,) in keys)
+
+
+def test_replay_reproduces_the_recorded_outcome(short_run):
+    run, _ = short_run
+    key, steps = duckdb.sql(f"SELECT episode_key, steps FROM read_parquet('{run}/episodes.parquet') WHERE perturbation <> 'clean' LIMIT 1").fetchall()[0]
+    proc = run_cli("replay", str(run), key)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "matches" in proc.stdout
+    video = run / "media" / f"{key}.mp4"
+    frames = iio.imread(video)
+    assert frames.shape[0] == steps + 1
+    assert frames.shape[1:] == (256, 512, 3)  # agentview | wrist, upscaled 2x
+
+
+def test_list_commands():
+    perturbations = run_cli("list", "perturbations")
+    assert perturbations.returncode == 0 and "occlusion" in perturbations.stdout and "pixels" in perturbations.stdout
+    policies = run_cli("list", "policies")
+    assert policies.returncode == 0 and "expert" in policies.stdout
+    suites = run_cli("list", "suites")
+    assert suites.returncode == 0 and "libero_object: 10 tasks, 280 max steps" in suites.stdout
+
+
+def test_sigkill_then_resume_stores_every_episode_exactly_once(tmp_path):
+    out = tmp_path / "results"
+    args = [sys.executable, "-m", "stress.cli", "run", "--perturb", "occlusion:1", "--episodes", "4", "--max-steps", "24", "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    parts = []
+    while time.time() < deadline and proc.poll() is None:
+        parts = list(out.glob("*/parts/*.parquet"))
+        if len(parts) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(parts) >= 2, "the run stored nothing before the kill"
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    before = {p.name: p.read_bytes() for p in (run / "parts").glob("*.parquet")}
+    assert len(before) < 8, "the run finished before the kill; nothing to resume"
+    resumed = run_cli("run", "--resume", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{len(before)} already stored" in resumed.stderr
+    keys = [k for (k,) in duckdb.sql(f"SELECT episode_key FROM read_parquet('{run}/episodes.parquet')").fetchall()]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert len(keys) == len(set(keys)) == len(manifest["specs"]) == 8
+    for name, data in before.items():  # finished episodes were not re-run
+        assert (run / "parts" / name).read_bytes() == data
+    assert not list(run.rglob("*.tmp"))
