@@ -112,3 +112,17 @@ def test_same_init_state_renders_the_same_scene(spatial_env):
     env.reset(4)
     for camera, image in first.items():
         assert np.array_equal(image, env.render(camera)), camera
+
+
+def test_two_envs_in_one_process_render_their_own_scene(spatial_env):
+    from stress.envs.libero import LiberoEnv
+
+    spatial_env.reset(0)
+    before = spatial_env.render("wrist")
+    other = LiberoEnv("libero_object", 0)
+    other.reset(0)
+    other_image = other.render("agentview")
+    assert not np.array_equal(spatial_env.render("agentview"), other_image)
+    assert np.array_equal(spatial_env.render("wrist"), before)
+    other.close()
+    assert np.array_equal(spatial_env.render("wrist"), before)

@@ -219,8 +219,16 @@ class LiberoEnv:
         obs = self.raw._get_observations()
         return np.concatenate([obs["robot0_gripper_qpos"], obs["robot0_eef_pos"], obs["robot0_eef_quat"]]).astype(np.float32)
 
+    def _render_context(self):
+        # robosuite never makes a context current before rendering; with two envs in one process the
+        # other env's context would be drawn into, so make ours current first
+        context = self.raw.sim._render_context_offscreen
+        context.gl_ctx.make_current()
+        return context
+
     def render(self, camera: str) -> np.ndarray:
         """Clean upright image of one camera (no pixel perturbation)."""
+        self._render_context()
         raw = self.raw.sim.render(self.image_size, self.image_size, camera_name=CAMERA_NAMES[camera])
         return np.ascontiguousarray(raw[::-1])
 
@@ -230,7 +238,7 @@ class LiberoEnv:
         Reads the id-coloured buffer itself: robosuite 1.4's decoder overflows uint8 under numpy 2.
         """
         size = self.image_size
-        context = self.raw.sim._render_context_offscreen
+        context = self._render_context()
         cam_id = self.raw.sim.model.camera_name2id(CAMERA_NAMES[camera])
         context.render(size, size, camera_id=cam_id, segmentation=True)
         rgb = np.empty((size, size, 3), dtype=np.uint8)
@@ -350,4 +358,11 @@ class LiberoEnv:
         self._set_controller_state(snap.controller)
 
     def close(self) -> None:
+        # free our GL objects with our context current: robosuite frees them in __del__, whenever the
+        # garbage collector runs, i.e. in whatever context is current then (another env's)
+        context = self.raw.sim._render_context_offscreen
+        if context is not None and context.gl_ctx._context:
+            context.gl_ctx.make_current()
+            context.con.free()
+            context.gl_ctx.free()
         self._control.close()

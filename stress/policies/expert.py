@@ -9,9 +9,10 @@ finger contacts. It never looks at images.
 A grasp is planned from geometry:
   * bowls are grasped by the rim: the fingers straddle the wall on the side of the bowl with the most
     free space around it, the closing axis radial, so no yaw is needed (fingers close along world y);
-  * other objects (grocery items) are grasped at their body-frame box centre, across the narrowest
+  * other objects (grocery items) are grasped over their body-frame box centre, across the narrowest
     horizontal side, the gripper yawed (mod pi, the shortest way) so the fingers close along it; tall
-    items are held a little above mid-height, flat ones as low as the floor allows.
+    items are held by their top (the fingers are short: the palm sits 2.6 cm above the grip site), flat
+    ones as low as the floor allows.
 
 A phase machine then drives the OSC_POSE delta controller: approach above the grasp point (yaw-aligning on
 the way), descend, close, lift to a carry height that clears the placement target, move so the *object*
@@ -22,8 +23,12 @@ planned against a per-axis linear model of the OSC response (fitted on this cont
 hand moves ``C_POS*u + C_ACT*a`` and its velocity-per-step becomes ``C_VEL*u + C_VEL_ACT*a``), starting from
 the measured pose and velocity; the phase machine advances on the *predicted* state, so a chunk can span
 several phases. At each new decision the measured state corrects the drift, and the phase is validated:
-a lost or missed grasp sends the expert back to the approach, a finished place that did not satisfy the
-goal re-plans from scratch.
+  * the fingers only close in a chunk that *started* measurably aligned over the grasp point (xy < 1.2 cm,
+    yaw < 0.15 rad): the model drifts most while turning, and an off-target close knocks items over;
+  * a phase that made no progress over a whole chunk is blocked by contact (fingertips on the floor, an
+    item on the basket rim): descend then closes, lower then releases;
+  * a lost or missed grasp (both fingers no longer touch the object) sends the expert back to the
+    approach; a finished place that did not satisfy the goal re-plans from scratch.
 
 Action noise (``action_noise`` > 0) is Gaussian on the six arm dimensions, drawn from the policy's own
 generator seeded by ``reset``; with noise 0 the expert is deterministic.
@@ -48,9 +53,9 @@ ROT_LIMIT = 0.5  # rotation speed saturates above this (0.049 rad/step at 0.5, o
 K_P, K_D = 0.8, 0.8  # feedback on predicted error / velocity, in steps-to-go units
 R_DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])  # gripper down, fingers along y
 FINGERTIP = 0.011  # fingertips reach this far below the grip site
+PALM = 0.022  # the palm is ~0.026 above the grip site: an object's top must stay below it
 CLOSE_STEPS, OPEN_STEPS = 12, 8  # the Panda fingers need ~10 / ~8 steps to close / open
 HOVER = 0.08  # approach height above the grasp point
-MAX_WIDTH = 0.075  # widest span the open fingers take
 
 
 def _rotvec(rot: np.ndarray) -> np.ndarray:
@@ -175,7 +180,7 @@ class ExpertPolicy:
         self._placing: dict | None = None
         self._lift_xy = np.zeros(2)
         self._aligned = self._stalled = False
-        self._last_pos = np.full(3, np.inf)
+        self._last_pos, self._last_phase = np.full(3, np.inf), ""
 
     # --- planning ---------------------------------------------------------------------------------------
     def _task(self, env) -> tuple[str, str, str]:
@@ -185,12 +190,12 @@ class ExpertPolicy:
     def _plan_grasp(self, scene: _Scene, obj: str) -> dict:
         """Grasp point (grip-site position) and gripper yaw for the object's current pose."""
         lo, hi = scene.world_box(obj)
-        centre, height = (lo + hi) / 2, hi[2] - lo[2]
+        centre = (lo + hi) / 2
         if "bowl" in obj:
             # the fingers straddle the wall: grip site just inside the outer radius, below the rim
             radius = 0.5 * min(hi[0] - lo[0], hi[1] - lo[1]) - 0.01
             point = max((centre + side * np.array([0.0, radius, 0.0]) for side in (1.0, -1.0)), key=lambda p: self._clearance(scene, obj, p, lo[2]))
-            point[2] = hi[2] - 0.02
+            point[2] = hi[2] - PALM
             return {"point": point, "yaw": 0.0, "hover": self._hover(point, hi)}
         blo, bhi, pos, rot = scene.body_box(obj)
         point = pos + rot @ ((blo + bhi) / 2)
@@ -203,8 +208,8 @@ class ExpertPolicy:
         if max(extent[i] for i in horizontal) - extent[axis] < 0.005:  # round: no preferred side
             yaw = scene.yaw()
         yaw = scene.yaw() + _wrap(2 * (yaw - scene.yaw())) / 2  # fingers are symmetric: shortest turn mod pi
-        grip = lo[2] + (0.6 * height if height > 0.08 else max(0.5 * height, FINGERTIP + 0.004))
-        point[2] = min(grip, hi[2] - 0.01)
+        # as deep as the palm allows (tall items are held by the top), fingertips clear of the floor
+        point[2] = max(hi[2] - PALM, lo[2] + FINGERTIP + 0.004)
         return {"point": point, "yaw": yaw, "hover": self._hover(point, hi)}
 
     @staticmethod
@@ -258,8 +263,8 @@ class ExpertPolicy:
         pos, rot = scene.eef()
         vel, ang = scene.velocity()
         # a phase that made no progress over a whole chunk is blocked by contact (the floor, a rim)
-        self._stalled = bool(np.linalg.norm(pos - self._last_pos) < 0.004)
-        self._last_pos = pos.copy()
+        self._stalled = self._phase == self._last_phase and bool(np.linalg.norm(pos - self._last_pos) < 0.004)
+        self._last_pos, self._last_phase = pos.copy(), self._phase
         self._validate(scene, obj, env)
         if self._grasp is None:
             self._grasp = self._plan_grasp(scene, obj)
