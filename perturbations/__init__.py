@@ -11,7 +11,6 @@ from perturbations.base import (  # noqa: F401
     Perturbation,
     PerturbationSpec,
     Realised,
-    SceneContext,
     family,
     parameters_for,
     parse_cli,

@@ -120,20 +120,23 @@ class Perturbation:
         return params == self.identity_params()
 
     # --- hooks (a family implements the one of its layer) ------------------------------------------
-    def resolve(self, params: dict[str, Any], context: "SceneContext", cameras: tuple[str, ...]) -> dict[str, Any]:
-        """Turn parameters that depend on the scene (e.g. 'centred on the target') into concrete ones."""
+    # ``env`` is the simulator adapter (stress.envs.libero.LiberoEnv): ``env.raw.sim`` (MjSim),
+    # ``env.target_object``, ``env.object_position(name)``, ``env.project(xyz, camera)``,
+    # ``env.render(camera)``, ``env.segmentation(camera)``, ``env.image_size``.
+    def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
+        """After settling: turn scene-dependent parameters (e.g. 'centred on the target') into concrete ones."""
         return params
 
     def edit_scene(self, xml: str, params: dict[str, Any]) -> str:
         raise NotImplementedError
 
-    def apply_model(self, model, params: dict[str, Any], context: "SceneContext") -> None:
+    def apply_model(self, env, params: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def apply_state(self, sim, params: dict[str, Any], context: "SceneContext") -> None:
+    def apply_state(self, env, params: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def on_step(self, sim, params: dict[str, Any], context: "SceneContext", step: int) -> None:
+    def on_step(self, env, params: dict[str, Any], step: int) -> None:
         raise NotImplementedError
 
     def apply_pixels(self, image: np.ndarray, camera: str, params: dict[str, Any]) -> np.ndarray:
@@ -141,18 +144,6 @@ class Perturbation:
 
     def wrap_policy(self, policy, params: dict[str, Any]):
         raise NotImplementedError
-
-
-@dataclass
-class SceneContext:
-    """What a perturbation may ask of the scene when resolving or applying itself."""
-
-    suite: str
-    task_id: int
-    target_object: str
-    target_position: np.ndarray  # world xyz (m) of the target object after settling
-    image_size: int
-    project: Any  # callable(world_xyz, camera) -> (row, col) in the upright image, or None if behind
 
 
 _REGISTRY: dict[str, type[Perturbation]] = {}
@@ -214,11 +205,9 @@ def parameters_for(spec: PerturbationSpec) -> dict[str, Any]:
     return params
 
 
-def realise(spec: PerturbationSpec, context: SceneContext) -> Realised:
-    fam = family(spec.name)
-    cameras = CAMERAS if spec.camera == "both" else (spec.camera,)
-    params = fam.resolve(parameters_for(spec), context, cameras)
-    return Realised(spec=spec, family=fam, params=params)
+def realise(spec: PerturbationSpec) -> Realised:
+    """A spec with its explicit parameters (scene-dependent ones are resolved by the env after settling)."""
+    return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec))
 
 
 def parse_cli(text: str) -> PerturbationSpec:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from albumentations.augmentations.dropout.functional import cutout
 
-from perturbations.base import Layer, Perturbation, SceneContext, register
+from perturbations.base import Layer, Perturbation, register
 from stress.errors import UserError
 
 AREA_BY_SEVERITY = {1: 0.03, 2: 0.06, 3: 0.12, 4: 0.20, 5: 0.35}
@@ -76,11 +76,11 @@ class Occlusion(Perturbation):
             if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and low <= v <= high for v in value)):
                 raise UserError(f"occlusion {key} {value!r} invalid; valid: two numbers in {low:g}..{high:g}")
 
-    def resolve(self, params: dict[str, Any], context: SceneContext, cameras: tuple[str, ...]) -> dict[str, Any]:
+    def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         """Fix the patch of each camera in pixels (x1, y1, x2, y2) for the episode."""
         if self.is_identity(params):
             return dict(params)
-        size = context.image_size
+        size = env.image_size
         area = params["area_fraction"] * size * size
         aspect = params.get("aspect", 1.0)
         width = min(size, max(1, round(np.sqrt(area * aspect))))
@@ -89,7 +89,7 @@ class Occlusion(Perturbation):
         for camera in cameras:
             centre = None
             if params.get("anchor", "target") == "target":
-                centre = context.project(context.target_position, camera)
+                centre = env.project(env.object_position(env.target_object), camera)
                 if centre is not None and not (0 <= centre[0] < size and 0 <= centre[1] < size):
                     centre = None
             anchors[camera] = "target" if centre is not None else "random"

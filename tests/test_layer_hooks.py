@@ -20,8 +20,8 @@ class DimLights(Perturbation):
     def sample(self, severity, rng, cameras):
         return {"factor": 1 - 0.15 * severity}
 
-    def apply_model(self, model, params, context):
-        model.light_diffuse[:] *= params.get("factor", 1.0)
+    def apply_model(self, env, params):
+        env.raw.sim.model.light_diffuse[:] *= params.get("factor", 1.0)
 
 
 class RedBlock(Perturbation):

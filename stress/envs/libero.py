@@ -25,7 +25,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, Layer, PerturbationSpec, Realised, SceneContext, realise
+from perturbations.base import CAMERAS, Layer, PerturbationSpec, Realised, realise
 from stress.envs.libero_setup import import_libero
 from stress.errors import UserError, choice_error
 from stress.policies.base import Observation
@@ -158,24 +158,20 @@ class LiberoEnv:
         self._control.set_init_state(states[init_index])
         self.step_count = 0
         by_layer = {layer: [] for layer in Layer}
-        context = self.scene_context()
-        self.perturbations = []
-        for spec in perturbations:
-            realised = realise(spec, context)
-            self.perturbations.append(realised)
-            by_layer[realised.family.layer].append(realised)
+        self.perturbations = [realise(spec) for spec in perturbations]
+        for p in self.perturbations:
+            by_layer[p.family.layer].append(p)
         for p in by_layer[Layer.MODEL]:
-            p.family.apply_model(model, p.params, context)
+            p.family.apply_model(self, p.params)
         for p in by_layer[Layer.STATE]:
-            p.family.apply_state(self.raw.sim, p.params, context)
+            p.family.apply_state(self, p.params)
         self.raw.sim.forward()
         for _ in range(SETTLE_STEPS):
             self.raw.step(NOOP_ACTION)
         self._check_physics()
         # scene-dependent parameters (e.g. where the target is in the image) are fixed after settling
-        context = self.scene_context()
         for p in self.perturbations:
-            p.params = p.family.resolve(p.params, context, p.cameras)
+            p.params = p.family.resolve(p.params, self, p.cameras)
         self._events = by_layer[Layer.EVENT]
         self._pixels = by_layer[Layer.PIXELS]
         self._pixel_check_pending, self._pixel_error = bool(self._pixels), None
@@ -199,7 +195,7 @@ class LiberoEnv:
         self.raw.step(np.clip(action, -1.0, 1.0))
         self.step_count += 1
         for p in self._events:
-            p.family.on_step(self.raw.sim, p.params, self.scene_context(), self.step_count)
+            p.family.on_step(self, p.params, self.step_count)
         self._check_physics()
         return self.success()
 
@@ -300,16 +296,6 @@ class LiberoEnv:
         if site is not None:
             return np.array(sim.data.site_xpos[sim.model.site_name2id(name)])
         raise KeyError(name)
-
-    def scene_context(self) -> SceneContext:
-        return SceneContext(
-            suite=self.suite,
-            task_id=self.task_id,
-            target_object=self.target_object,
-            target_position=self.object_position(self.target_object),
-            image_size=self.image_size,
-            project=self.project,
-        )
 
     def project(self, point: np.ndarray, camera: str) -> tuple[float, float] | None:
         """(row, col) of a world point in the upright image of ``camera``; None when behind the camera."""
