@@ -1,13 +1,18 @@
 """Perturbation families, one module each; importing this package registers them all.
 
-Adding a family = one module here plus its import below; ``stress list perturbations`` and the
-contract tests (tests/test_perturbation_contract.py) pick it up from the registry.
+Adding a family is one module here whose class carries ``@register``: the package imports every module it
+holds, so ``stress list perturbations`` and the contract tests (tests/test_perturbation_contract.py) pick it
+up without further edits.
 """
 
-from perturbations import occlusion  # noqa: F401
+from importlib import import_module
+from pkgutil import iter_modules
+
 from perturbations.base import (  # noqa: F401
     CAMERAS,
+    InvalidScene,
     Layer,
+    NotRealised,
     Perturbation,
     PerturbationSpec,
     Realised,
@@ -18,3 +23,7 @@ from perturbations.base import (  # noqa: F401
     registry,
     validate,
 )
+
+for _module in iter_modules(__path__):
+    if _module.name != "base" and not _module.name.startswith("_"):
+        import_module(f"perturbations.{_module.name}")

@@ -32,6 +32,16 @@ CAMERAS = ("agentview", "wrist")
 CAMERA_TARGETS = ("agentview", "wrist", "both")
 
 
+class InvalidScene(UserError):
+    """A sampled or given perturbation produced an invalid scene (interpenetration, object off the table,
+    task already solved, target unreachable). State perturbations are re-sampled; in a run the episode is
+    stored with ``error = "invalid_scene: <reason>"``."""
+
+
+class NotRealised(RuntimeError):
+    """A perturbation did not take effect: the episode is an error, not a data point."""
+
+
 class Layer(str, Enum):
     SCENE = "scene"
     MODEL = "model"
@@ -145,6 +155,15 @@ class Perturbation:
     def wrap_policy(self, policy, params: dict[str, Any]):
         raise NotImplementedError
 
+    def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
+        """Realisation check after settling (non-pixel layers; pixels have a generic one in the env).
+
+        Returns the realisation record (e.g. the displacement actually achieved, the occluded fraction,
+        the image change vs the clean render); raises NotRealised if the perturbation did not take
+        effect, InvalidScene if the resulting scene is invalid.
+        """
+        return {}
+
 
 _REGISTRY: dict[str, type[Perturbation]] = {}
 
@@ -192,22 +211,28 @@ def family_rng(spec: PerturbationSpec) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def parameters_for(spec: PerturbationSpec) -> dict[str, Any]:
-    """Explicit parameters of a spec: given ones, identity at level 0, else sampled from (severity, seed)."""
+def parameters_for(spec: PerturbationSpec, attempt: int = 0) -> dict[str, Any]:
+    """Explicit parameters of a spec: given ones, identity at level 0, else sampled from (severity, seed).
+
+    ``attempt`` k > 0 gives the k-th re-sample (the same generator drawn further), used when a sample
+    produced an invalid scene.
+    """
     fam = validate(spec)
     cameras = CAMERAS if spec.camera == "both" else (spec.camera,)
     if spec.params is not None:
         return dict(spec.params)
     if spec.severity == 0:
         return fam.identity_params()
-    params = fam.sample(spec.severity, family_rng(spec), cameras)
+    rng = family_rng(spec)
+    for _ in range(attempt + 1):
+        params = fam.sample(spec.severity, rng, cameras)
     fam.check_params(params)
     return params
 
 
-def realise(spec: PerturbationSpec) -> Realised:
+def realise(spec: PerturbationSpec, attempt: int = 0) -> Realised:
     """A spec with its explicit parameters (scene-dependent ones are resolved by the env after settling)."""
-    return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec))
+    return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec, attempt))
 
 
 def parse_cli(text: str) -> PerturbationSpec:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from perturbations.base import Layer, family, validate
+from perturbations.base import InvalidScene, Layer, NotRealised, family, validate
 from scenarios.spec import MODES, ScenarioSpec
 from stress.envs.libero import LiberoEnv, SimulatorFault, check_task, init_states, SUITES
 from stress.errors import UserError, choice_error
@@ -152,6 +152,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
                 policy = p.family.wrap_policy(policy, p.params)
         policy.reset(env.instruction, spec.seed)
         while env.step_count < max_steps and not result.success:
+            env.begin_chunk()
             snapshot = env.snapshot() if on_decision else None
             obs = env.observe(render=policy.uses_images)
             result.error = env.check_pixel_realisation()  # no extra render when obs rendered
@@ -168,8 +169,10 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
                     break
     except SimulatorFault as exc:
         result.error = f"simulator_fault: {exc}"
-    except UserError as exc:
+    except InvalidScene as exc:
         result.error = f"invalid_scene: {exc}"
+    except NotRealised as exc:
+        result.error = f"not_realised: {exc}"
     except Exception as exc:  # a crash of one episode must not lose the run
         result.error = f"{type(exc).__name__}: {exc}"
         result.error += " | " + traceback.format_exc(limit=3).replace("\n", " ")[-400:]

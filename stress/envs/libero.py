@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, Layer, PerturbationSpec, Realised, realise
+from perturbations.base import CAMERAS, InvalidScene, Layer, PerturbationSpec, Realised, family, realise
 from stress.envs.libero_setup import import_libero
 from stress.errors import UserError, choice_error
 from stress.policies.base import Observation
@@ -33,6 +34,7 @@ from stress.policies.base import Observation
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 SUITES = tuple(SUITE_MAX_STEPS)
 SETTLE_STEPS = 10
+MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid scene
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 CAMERA_NAMES = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}  # ours -> MuJoCo's
 # MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
@@ -43,6 +45,10 @@ RESTORED_MODEL_FIELDS = (
 )
 # MuJoCo warnings that mean the physics is no longer trustworthy
 FATAL_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL)
+
+
+def family_layer(spec: PerturbationSpec) -> Layer:
+    return family(spec.name).layer
 
 
 class SimulatorFault(RuntimeError):
@@ -122,6 +128,8 @@ class LiberoEnv:
         # controller/gripper state carries over between episodes (e.g. the gripper's last command):
         # restoring it at each reset makes an episode independent of the one before
         self._pristine_controller = self._controller_state()
+        self._pristine_textures, self._textures_changed = None, False
+        self.chunk_start = 0
         goal = self.raw.parsed_problem["goal_state"]
         self.goal = [list(map(str, g)) for g in goal]
         self.target_object = self.goal[0][1] if self.goal and len(self.goal[0]) > 1 else self.raw.obj_of_interest[0]
@@ -146,21 +154,38 @@ class LiberoEnv:
 
     # --- episode --------------------------------------------------------------------------------------
     def reset(self, init_index: int, perturbations: tuple[PerturbationSpec, ...] = ()) -> None:
-        """Set a shipped init state, apply model/state perturbations, settle. Scene specs must match the env's."""
+        """Set a shipped init state, apply model/state perturbations, settle, resolve and check them.
+
+        Scene-layer specs must be the ones this env was built with. A state perturbation whose sampled
+        parameters give an invalid scene (``InvalidScene``) is re-sampled from its own generator up to
+        ``MAX_ATTEMPTS`` times (explicit parameters are never re-sampled); the number of attempts is
+        recorded. Raises ``InvalidScene`` when no valid sample was found, ``NotRealised`` when a
+        perturbation did not take effect.
+        """
         states = init_states(self.suite, self.task_id)
         if not 0 <= init_index < len(states):
             raise UserError(f"init state {init_index} not in {self.suite} task {self.task_id}; valid: 0-{len(states) - 1}")
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                self._reset_once(states[init_index], init_index, perturbations, attempt)
+                break
+            except InvalidScene as exc:
+                resamplable = [p for p in self.perturbations if p.family.layer is Layer.STATE and p.spec.params is None]
+                if not resamplable or attempt == MAX_ATTEMPTS - 1:
+                    tries = f" after {attempt + 1} samples" if resamplable else ""
+                    raise InvalidScene(f"{exc}{tries}") from None
+        for p in self.perturbations:
+            if p.family.layer is Layer.STATE:
+                p.realisation["attempts"] = attempt + 1
+
+    def _reset_once(self, state: np.ndarray, init_index: int, perturbations, attempt: int) -> None:
         self._reset_with_fixture_seed(init_index)
         self._set_controller_state(self._pristine_controller)
-        model = self.raw.sim.model
-        for name, value in self._pristine.items():
-            getattr(model, name)[...] = value
-        self._control.set_init_state(states[init_index])
-        self.step_count = 0
-        by_layer = {layer: [] for layer in Layer}
-        self.perturbations = [realise(spec) for spec in perturbations]
-        for p in self.perturbations:
-            by_layer[p.family.layer].append(p)
+        self._restore_pristine_model()
+        self._control.set_init_state(state)
+        self.step_count = self.chunk_start = 0
+        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0) for spec in perturbations]
+        by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
         for p in by_layer[Layer.MODEL]:
             p.family.apply_model(self, p.params)
         for p in by_layer[Layer.STATE]:
@@ -175,6 +200,75 @@ class LiberoEnv:
         self._events = by_layer[Layer.EVENT]
         self._pixels = by_layer[Layer.PIXELS]
         self._pixel_check_pending, self._pixel_error = bool(self._pixels), None
+        for p in self.perturbations:
+            if p.family.layer is not Layer.PIXELS:
+                p.realisation.update(p.family.check(self, p.params))
+
+    def _restore_pristine_model(self) -> None:
+        model = self.raw.sim.model
+        for name, value in self._pristine.items():
+            getattr(model, name)[...] = value
+        if self._textures_changed:
+            model.tex_data[...] = self._pristine_textures
+            self.upload_textures()
+            self._textures_changed = False
+
+    def upload_textures(self, texture_ids=None) -> None:
+        """Upload textures to the live render context (robosuite's TextureModder never does on mujoco 3)."""
+        context = self._render_context()
+        model = self.raw.sim.model._model
+        for tex_id in range(model.ntex) if texture_ids is None else texture_ids:
+            mujoco.mjr_uploadTexture(model, context.con, tex_id)
+
+    def set_texture_data(self, tex_id: int, data: np.ndarray) -> None:
+        """Replace one texture's pixels (and upload it); undone at the next reset."""
+        model = self.raw.sim.model._model
+        if self._pristine_textures is None:
+            self._pristine_textures = model.tex_data.copy()
+        start = model.tex_adr[tex_id]
+        model.tex_data[start : start + data.size] = data.reshape(-1)
+        self._textures_changed = True
+        self.upload_textures([tex_id])
+
+    @contextmanager
+    def clean_model(self):
+        """Temporarily put every model field (and texture) back to pristine, e.g. to render the clean
+        image of the current state for a realisation check."""
+        model = self.raw.sim.model
+        saved = {name: getattr(model, name).copy() for name in self._pristine}
+        textures = model.tex_data.copy() if self._textures_changed else None
+        for name, value in self._pristine.items():
+            getattr(model, name)[...] = value
+        if textures is not None:
+            model.tex_data[...] = self._pristine_textures
+            self.upload_textures()
+        mujoco.mj_forward(model._model, self.raw.sim.data._data)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                getattr(model, name)[...] = value
+            if textures is not None:
+                model.tex_data[...] = textures
+                self.upload_textures()
+            mujoco.mj_forward(model._model, self.raw.sim.data._data)
+
+    def image_change_vs_clean(self, cameras=CAMERAS) -> dict[str, float]:
+        """Mean absolute pixel change (0-255) per camera between the current model and the pristine one,
+        on the same simulator state: the realisation check of visual model edits."""
+        perturbed = {camera: self.render(camera).astype(np.int16) for camera in cameras}
+        with self.clean_model():
+            clean = {camera: self.render(camera).astype(np.int16) for camera in cameras}
+        return {camera: float(np.abs(perturbed[camera] - clean[camera]).mean()) for camera in cameras}
+
+    def begin_chunk(self) -> None:
+        """Mark a policy query: event triggers can count steps into the executed chunk."""
+        self.chunk_start = self.step_count
+
+    @property
+    def chunk_step(self) -> int:
+        """Steps executed since the last policy query (0 right after it)."""
+        return self.step_count - self.chunk_start
 
     def _reset_with_fixture_seed(self, init_index: int) -> None:
         """LIBERO re-samples fixture placements (cabinet, stove: model body_pos, not in the init state)
