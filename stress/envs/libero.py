@@ -37,6 +37,9 @@ SETTLE_STEPS = 10
 MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid scene
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 CAMERA_NAMES = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}  # ours -> MuJoCo's
+# Geom groups seen by one camera only (LIBERO uses groups 0 and 1): a visual-only body meant for one
+# camera (e.g. an occluder in front of the wrist camera) goes in that camera's group.
+CAMERA_GEOM_GROUP = {"agentview": 3, "wrist": 4}
 # MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
 RESTORED_MODEL_FIELDS = (
     "light_diffuse", "light_ambient", "light_specular", "light_pos", "light_dir", "light_active",
@@ -309,16 +312,18 @@ class LiberoEnv:
         obs = self.raw._get_observations()
         return np.concatenate([obs["robot0_gripper_qpos"], obs["robot0_eef_pos"], obs["robot0_eef_quat"]]).astype(np.float32)
 
-    def _render_context(self):
+    def _render_context(self, camera: str | None = None):
         # robosuite never makes a context current before rendering; with two envs in one process the
         # other env's context would be drawn into, so make ours current first
         context = self.raw.sim._render_context_offscreen
         context.gl_ctx.make_current()
+        for name, group in CAMERA_GEOM_GROUP.items():
+            context.vopt.geomgroup[group] = int(name == camera)
         return context
 
     def render(self, camera: str) -> np.ndarray:
         """Clean upright image of one camera (no pixel perturbation)."""
-        self._render_context()
+        self._render_context(camera)
         raw = self.raw.sim.render(self.image_size, self.image_size, camera_name=CAMERA_NAMES[camera])
         return np.ascontiguousarray(raw[::-1])
 
@@ -328,7 +333,7 @@ class LiberoEnv:
         Reads the id-coloured buffer itself: robosuite 1.4's decoder overflows uint8 under numpy 2.
         """
         size = self.image_size
-        context = self._render_context()
+        context = self._render_context(camera)
         cam_id = self.raw.sim.model.camera_name2id(CAMERA_NAMES[camera])
         context.render(size, size, camera_id=cam_id, segmentation=True)
         rgb = np.empty((size, size, 3), dtype=np.uint8)
