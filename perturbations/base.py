@@ -138,7 +138,13 @@ class Perturbation:
         return params
 
     def edit_scene(self, xml: str, params: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """Scene layer: edit the compiled scene's MJCF XML (e.g. add a visual-only body)."""
+        return xml
+
+    def edit_bddl(self, bddl: str, params: dict[str, Any]) -> str:
+        """Scene layer: edit the task's BDDL text (e.g. add distractor objects); shipped init states are
+        then mapped joint by joint by name, new objects keep LIBERO's placement."""
+        return bddl
 
     def apply_model(self, env, params: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -7,15 +7,32 @@ import numpy as np
 import pytest
 
 from perturbations.base import CAMERAS, Layer, PerturbationSpec, parameters_for, registry, validate
+from scenarios.spec import ScenarioSpec
+from stress.runner import EnvCache
 from stress.errors import UserError
 
 FAMILIES = sorted(registry())
 
 
+@pytest.fixture(scope="module")
+def scene_envs():
+    """Envs built with scene-layer edits (a scene edit is a different compiled scene)."""
+    envs = EnvCache(size=2)
+    yield envs
+    envs.close()
+
+
 def observe_with(env, *specs, init=0):
-    env.reset(init, specs)
+    env.reset(init, tuple(s for s in specs if registry()[s.name].layer is not Layer.SCENE))
     error = env.check_pixel_realisation()
     return env.observe(), error
+
+
+def env_for(specs, spatial_env, scene_envs):
+    scene = tuple(s for s in specs if registry()[s.name].layer is Layer.SCENE)
+    if not scene:
+        return spatial_env
+    return scene_envs.get(ScenarioSpec(suite="libero_spatial", task_id=0, init_index=0, perturbations=scene))
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -43,9 +60,10 @@ def test_parameters_are_deterministic_per_seed(name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_level_zero_is_identity(name, spatial_env):
+def test_level_zero_is_identity(name, spatial_env, scene_envs):
     clean, _ = observe_with(spatial_env)
-    zero, error = observe_with(spatial_env, PerturbationSpec(name, 0, seed=3))
+    zero_spec = PerturbationSpec(name, 0, seed=3)
+    zero, error = observe_with(env_for([zero_spec], spatial_env, scene_envs), zero_spec)
     assert error is None
     for camera in CAMERAS:
         assert np.array_equal(clean.images[camera], zero.images[camera])
@@ -54,13 +72,15 @@ def test_level_zero_is_identity(name, spatial_env):
 
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("camera", ["agentview", "wrist", "both"])
-def test_realisation_recorded_and_only_targeted_camera_changes(name, camera, spatial_env):
+def test_realisation_recorded_and_only_targeted_camera_changes(name, camera, spatial_env, scene_envs):
     if not registry()[name].per_camera:
         pytest.skip("not a per-camera family")
     clean, _ = observe_with(spatial_env)
-    perturbed, error = observe_with(spatial_env, PerturbationSpec(name, 3, seed=3, camera=camera))
+    spec = PerturbationSpec(name, 3, seed=3, camera=camera)
+    env = env_for([spec], spatial_env, scene_envs)
+    perturbed, error = observe_with(env, spec)
     assert error is None
-    record = spatial_env.perturbations[0].record()
+    record = env.perturbations[0].record()
     assert record["realisation"], "realisation check not recorded"
     json.dumps(record)  # stored as JSON with the episode
     targeted = CAMERAS if camera == "both" else (camera,)

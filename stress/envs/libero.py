@@ -16,18 +16,20 @@ Perturbation hooks, by layer (perturbations/base.py):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, InvalidScene, Layer, PerturbationSpec, Realised, family, realise
-from stress.envs.libero_setup import import_libero
+from perturbations.base import CAMERAS, InvalidScene, Layer, PerturbationSpec, Realised, family, parameters_for, realise
+from stress.envs.libero_setup import cache_dir, import_libero
 from stress.errors import UserError, choice_error
 from stress.policies.base import Observation
 
@@ -88,6 +90,40 @@ def init_states(suite: str, task_id: int) -> np.ndarray:
     return np.asarray(_benchmarks()[suite]().get_task_init_states(task_id))
 
 
+XML_PROBE = "<mujoco><worldbody></worldbody></mujoco>"  # tells whether a scene family edits XML at all
+
+
+def _make_control_env(bddl: Path, image_size: int, offscreen: bool):
+    from libero.libero.envs.env_wrapper import ControlEnv
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ControlEnv(
+            bddl_file_name=str(bddl),
+            camera_heights=image_size,
+            camera_widths=image_size,
+            has_renderer=False,
+            has_offscreen_renderer=offscreen,
+            use_camera_obs=False,  # we render on demand instead of every step
+            hard_reset=False,
+            ignore_done=True,  # the episode length is ours (suite max steps)
+        )
+
+
+@cache
+def _joint_layout(bddl: Path) -> tuple[tuple[str, int, int, int, int], ...]:
+    """(joint name, qpos address, nq, dof address, nv) of every joint of the original scene, in order."""
+    control = _make_control_env(bddl, 64, offscreen=False)
+    model = control.env.sim.model._model
+    sizes = {mujoco.mjtJoint.mjJNT_FREE: (7, 6), mujoco.mjtJoint.mjJNT_BALL: (4, 3)}
+    layout = []
+    for j in range(model.njnt):
+        nq, nv = sizes.get(model.jnt_type[j], (1, 1))
+        layout.append((mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, j), int(model.jnt_qposadr[j]), nq, int(model.jnt_dofadr[j]), nv))
+    control.close()
+    return tuple(layout)
+
+
 @dataclass
 class Snapshot:
     """Everything needed to continue an episode bit-identically from a decision point."""
@@ -105,27 +141,21 @@ class LiberoEnv:
     def __init__(self, suite: str, task_id: int, image_size: int = 128, scene: tuple[PerturbationSpec, ...] = ()):
         check_task(suite, task_id)
         libero = import_libero()
-        from libero.libero.envs import OffScreenRenderEnv
-
         task = _benchmarks()[suite]().get_task(task_id)
-        bddl = os.path.join(libero.get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+        bddl = Path(libero.get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
         self.suite, self.task_id, self.image_size = suite, task_id, image_size
         self.instruction = task.language
         self.max_steps = SUITE_MAX_STEPS[suite]
         self.scene_specs = tuple(scene)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self._control = OffScreenRenderEnv(
-                bddl_file_name=bddl,
-                camera_heights=image_size,
-                camera_widths=image_size,
-                use_camera_obs=False,  # we render on demand instead of every step
-                hard_reset=False,
-                ignore_done=True,  # the episode length is ours (suite max steps)
-            )
+        scene_params = [(family(spec.name), parameters_for(spec)) for spec in self.scene_specs]
+        edited_bddl = self._edited_bddl(bddl, scene_params)
+        # shipped init states are flat [time, qpos, qvel] of the original model: map them by joint name
+        # when the BDDL edit added objects (their joints keep LIBERO's placement, seeded per init index)
+        self._state_layout = _joint_layout(bddl) if edited_bddl != bddl else None
+        self._control = _make_control_env(edited_bddl, image_size, offscreen=True)
         self.raw = self._control.env  # the robosuite/LIBERO domain env (privileged access)
-        if self.scene_specs:
-            self._rebuild_with_scene_edits()
+        if any(fam.edit_scene(XML_PROBE, params) != XML_PROBE for fam, params in scene_params):
+            self._rebuild_with_scene_edits(scene_params)
         self._reset_with_fixture_seed(0)
         self._pristine = {f: getattr(self.raw.sim.model, f).copy() for f in RESTORED_MODEL_FIELDS}
         # controller/gripper state carries over between episodes (e.g. the gripper's last command):
@@ -140,20 +170,51 @@ class LiberoEnv:
         self.step_count = 0
 
     # --- building --------------------------------------------------------------------------------------
-    def _rebuild_with_scene_edits(self) -> None:
-        specs = self.scene_specs
+    @staticmethod
+    def _edited_bddl(bddl: Path, scene_params) -> Path:
+        """Apply the scene families' BDDL edits to a copy in the cache folder (the original stays untouched)."""
+        text = bddl.read_text()
+        edited = text
+        for fam, params in scene_params:
+            edited = fam.edit_bddl(edited, params)
+        if edited == text:
+            return bddl
+        digest = hashlib.sha256(edited.encode()).hexdigest()[:16]
+        path = cache_dir() / "bddl" / f"{bddl.stem}-{digest}.bddl"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(edited)
+            tmp.replace(path)
+        return path
 
+    def _rebuild_with_scene_edits(self, scene_params) -> None:
         def process(xml: str) -> str:
-            from perturbations.base import family, parameters_for
-
-            for spec in specs:
-                xml = family(spec.name).edit_scene(xml, parameters_for(spec))
+            for fam, params in scene_params:
+                xml = fam.edit_scene(xml, params)
             return xml
 
         self.raw.set_xml_processor(process)
         self.raw.hard_reset = True
         self._control.reset()
         self.raw.hard_reset = False
+
+    def _map_init_state(self, state: np.ndarray) -> np.ndarray:
+        """A shipped init state of the original scene as a state of this (edited) scene."""
+        if self._state_layout is None:
+            return state
+        model, data = self.raw.sim.model._model, self.raw.sim.data._data
+        out = np.concatenate([[data.time], data.qpos, data.qvel])
+        nq_original = sum(n for _, _, n, _, _ in self._state_layout)
+        for name, qadr, nq, vadr, nv in self._state_layout:
+            joint = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_JOINT, name)
+            if joint < 0:
+                raise InvalidScene(f"scene edit removed joint {name!r} that the init state sets")
+            out[1 + model.jnt_qposadr[joint] : 1 + model.jnt_qposadr[joint] + nq] = state[1 + qadr : 1 + qadr + nq]
+            v_new = 1 + model.nq + model.jnt_dofadr[joint]
+            out[v_new : v_new + nv] = state[1 + nq_original + vadr : 1 + nq_original + vadr + nv]
+        out[0] = state[0]
+        return out
 
     # --- episode --------------------------------------------------------------------------------------
     def reset(self, init_index: int, perturbations: tuple[PerturbationSpec, ...] = ()) -> None:
@@ -185,7 +246,7 @@ class LiberoEnv:
         self._reset_with_fixture_seed(init_index)
         self._set_controller_state(self._pristine_controller)
         self._restore_pristine_model()
-        self._control.set_init_state(state)
+        self._control.set_init_state(self._map_init_state(state))
         self.step_count = self.chunk_start = 0
         self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0) for spec in perturbations]
         by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
