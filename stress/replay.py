@@ -9,7 +9,6 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from perturbations.base import Layer, family
 from stress.runner import EnvCache
 from stress.store import RunStore
 
@@ -45,7 +44,7 @@ def replay(store: RunStore, key: str, video: Path | None = None, progress=None) 
     recorded = rows[0]
     actions = store.actions(key)
     env = EnvCache().get(spec)
-    env.reset(spec.init_index, tuple(p for p in spec.perturbations if family(p.name).layer is not Layer.SCENE))
+    env.reset(spec.init_index, spec.perturbations)
     if video is None:
         video = store.path / "media" / f"{key}.mp4"
     video.parent.mkdir(parents=True, exist_ok=True)

@@ -146,7 +146,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         env = envs.get(spec)
         policy = policies.get(spec.policy)
         max_steps = spec.max_steps or env.max_steps
-        env.reset(spec.init_index, tuple(p for p in spec.perturbations if family(p.name).layer is not Layer.SCENE))
+        env.reset(spec.init_index, spec.perturbations)
         for p in env.perturbations:
             if p.family.layer is Layer.POLICY:
                 policy = p.family.wrap_policy(policy, p.params)

@@ -23,7 +23,7 @@ def scene_envs():
 
 
 def observe_with(env, *specs, init=0):
-    env.reset(init, tuple(s for s in specs if registry()[s.name].layer is not Layer.SCENE))
+    env.reset(init, specs)
     error = env.check_pixel_realisation()
     return env.observe(), error
 

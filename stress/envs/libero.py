@@ -220,7 +220,8 @@ class LiberoEnv:
     def reset(self, init_index: int, perturbations: tuple[PerturbationSpec, ...] = ()) -> None:
         """Set a shipped init state, apply model/state perturbations, settle, resolve and check them.
 
-        Scene-layer specs must be the ones this env was built with. A state perturbation whose sampled
+        Scene-layer specs in ``perturbations`` are ignored: the env applies (and records) the ones it was
+        built with. A state perturbation whose sampled
         parameters give an invalid scene (``InvalidScene``) is re-sampled from its own generator up to
         ``MAX_ATTEMPTS`` times (explicit parameters are never re-sampled); the number of attempts is
         recorded. Raises ``InvalidScene`` when no valid sample was found, ``NotRealised`` when a
@@ -248,7 +249,9 @@ class LiberoEnv:
         self._restore_pristine_model()
         self._control.set_init_state(self._map_init_state(state))
         self.step_count = self.chunk_start = 0
-        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0) for spec in perturbations]
+        # scene-layer specs are this env's own (it was compiled with them); the caller's are ignored
+        specs = self.scene_specs + tuple(s for s in perturbations if family_layer(s) is not Layer.SCENE)
+        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0) for spec in specs]
         by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
         for p in by_layer[Layer.MODEL]:
             p.family.apply_model(self, p.params)
