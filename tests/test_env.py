@@ -51,6 +51,7 @@ def test_images_render_only_on_demand(spatial_env, monkeypatch):
 def test_images_are_vertically_flipped_from_the_raw_render(spatial_env):
     env = spatial_env
     env.reset(0)
+    env.raw.sim.forward()  # the adapter renders up-to-date poses
     raw = env.raw.sim.render(128, 128, camera_name="agentview")
     assert np.array_equal(env.observe().images["agentview"], raw[::-1])
 
@@ -126,3 +127,17 @@ def test_two_envs_in_one_process_render_their_own_scene(spatial_env):
     assert np.array_equal(spatial_env.render("wrist"), before)
     other.close()
     assert np.array_equal(spatial_env.render("wrist"), before)
+
+
+def test_restore_then_render_equals_the_render_at_snapshot_time(spatial_env):
+    env = spatial_env
+    env.reset(0)
+    for action in np.random.default_rng(3).uniform(-1, 1, (7, 7)):
+        env.step(action)
+    snap = env.snapshot()
+    images = {camera: env.render(camera) for camera in ("agentview", "wrist")}
+    for action in np.random.default_rng(4).uniform(-1, 1, (5, 7)):
+        env.step(action)
+    env.restore(snap)
+    for camera, image in images.items():
+        assert np.array_equal(env.render(camera), image), camera

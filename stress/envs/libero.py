@@ -260,6 +260,7 @@ class LiberoEnv:
         self.raw.sim.forward()
         for _ in range(SETTLE_STEPS):
             self.raw.step(NOOP_ACTION)
+        self._forward()
         self._check_physics()
         # scene-dependent parameters (e.g. where the target is in the image) are fixed after settling
         for p in self.perturbations:
@@ -354,11 +355,19 @@ class LiberoEnv:
         if action.shape != (7,) or not np.all(np.isfinite(action)):
             raise SimulatorFault(f"invalid action {action!r}")
         self.raw.step(np.clip(action, -1.0, 1.0))
+        self._forward()
         self.step_count += 1
         for p in self._events:
             p.family.on_step(self, p.params, self.step_count)
         self._check_physics()
         return self.success()
+
+    def _forward(self) -> None:
+        """After mj_step, poses, contacts and sensors lag qpos by one physics substep. Recomputing them makes
+        everything a policy or a render sees a function of the state alone, so a restored snapshot renders
+        and observes exactly like the original. The trajectory is unchanged: robosuite forwards before
+        every substep anyway."""
+        mujoco.mj_forward(self.raw.sim.model._model, self.raw.sim.data._data)
 
     def success(self) -> bool:
         return bool(self.raw._check_success())
@@ -441,11 +450,13 @@ class LiberoEnv:
     def _record_pixel_realisation(self, clean: dict[str, np.ndarray]) -> None:
         self._pixel_check_pending = False
         for p in self._pixels:
-            changed = {}
+            changed, mean_change = {}, {}
             for camera in CAMERAS:
                 out = p.family.apply_pixels(clean[camera], camera, p.params) if camera in p.cameras else clean[camera]
                 changed[camera] = float(np.mean(np.any(out != clean[camera], axis=-1)))
+                mean_change[camera] = float(np.abs(out.astype(np.int16) - clean[camera]).mean())
             p.realisation["changed_fraction"] = changed
+            p.realisation["mean_abs_change"] = mean_change
             missed = [c for c in p.cameras if changed[c] == 0.0]
             if missed and not p.family.is_identity(p.params) and self._pixel_error is None:
                 self._pixel_error = f"not_realised: {p.spec.name} left camera {missed[0]} unchanged"
