@@ -113,6 +113,14 @@ class Perturbation:
     severity_meaning: ClassVar[str]  # what levels 1..5 mean physically
     parameters: ClassVar[dict[str, str]]  # parameter name -> meaning, unit and valid range
     per_camera: ClassVar[bool] = False  # True: honours the spec's camera target
+    # True for visual-only families (lights, textures, camera pose, visual-only bodies): the privileged
+    # expert, which ignores pixels, must act identically under them (tests/test_physics_preserving.py).
+    # Every pixels-layer family preserves physics by construction.
+    preserves_physics: ClassVar[bool] = False
+
+    @classmethod
+    def keeps_physics(cls) -> bool:
+        return cls.layer is Layer.PIXELS or cls.preserves_physics
 
     # --- pure part -------------------------------------------------------------------------------------
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:

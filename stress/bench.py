@@ -36,6 +36,40 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def _family_costs(env, init: int, steps: int, episode_s: float) -> dict:
+    """Cost of applying each model/pixels family over one episode, vs the render-on-demand episode time.
+
+    Model edits are applied once per reset; pixel edits once per camera image handed to the policy
+    (two cameras per 16-step chunk). The realisation check (renders) is reported separately.
+    """
+    from perturbations.base import Layer, parameters_for, registry
+
+    decisions = -(-steps // CHUNK)
+    costs = {}
+    for name, cls in registry().items():
+        if cls.layer not in (Layer.MODEL, Layer.PIXELS):
+            continue
+        spec = PerturbationSpec(name, 3, seed=0)
+        start = time.perf_counter()
+        env.reset(init, (spec,))
+        reset_s = time.perf_counter() - start
+        realised = env.perturbations[0]
+        if cls.layer is Layer.MODEL:
+            with env.clean_model():
+                apply_s = min(_timed(lambda: realised.family.apply_model(env, parameters_for(spec))) for _ in range(3))
+        else:
+            image = env.render("agentview")
+            per_image = min(_timed(lambda: realised.family.apply_pixels(image, "agentview", realised.params)) for _ in range(5))
+            apply_s = per_image * 2 * decisions
+        costs[name] = {
+            "layer": cls.layer.value,
+            "apply_ms_per_episode": 1000 * apply_s,
+            "percent_of_episode": 100 * apply_s / episode_s,
+            "reset_and_check_ms": 1000 * reset_s,
+        }
+    return costs
+
+
 def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict:
     from rich.console import Console
     from rich.table import Table
@@ -82,6 +116,7 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
         bare = min(_timed(bare_loop) for _ in range(repeats))
         runner = min(_timed(runner_loop) for _ in range(repeats))
 
+    family_costs = _family_costs(env, init, steps, on_demand)
     env.reset(init)
     snapshot_times = []
     for _ in range(50):
@@ -103,6 +138,7 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
         "runner_overhead_pct": 100 * (runner - bare) / bare,
         "snapshot_restore_ms": 1000 * float(np.median(snapshot_times)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "families": family_costs,
     }
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
@@ -119,6 +155,9 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
     table.add_row("runner overhead", f"{figures['runner_overhead_pct']:.1f} %")
     table.add_row("snapshot + restore (ms)", f"{figures['snapshot_restore_ms']:.2f}")
     table.add_row("peak memory, one env process (MB)", f"{figures['peak_rss_mb']:.0f}")
+    for name, cost in family_costs.items():
+        table.add_row(f"{name}: applying it, per episode ({cost['layer']})", f"{cost['apply_ms_per_episode']:.1f} ms = {cost['percent_of_episode']:.2f} %")
+        table.add_row(f"{name}: realisation check + reset, per episode", f"{cost['reset_and_check_ms']:.0f} ms")
     Console().print(table)
     print(f"figures: {path}")
     return figures
