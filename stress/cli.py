@@ -261,6 +261,8 @@ def cmd_list(args) -> int:
 
     console = _console()
     if args.what == "perturbations":
+        from rich.markup import escape
+
         from perturbations.base import registry
 
         table = Table(title="perturbations (--perturb NAME[:LEVEL], levels 0-5, 0 = identity)")
@@ -268,7 +270,8 @@ def cmd_list(args) -> int:
             table.add_column(column)
         for name, cls in registry().items():
             params = "\n".join(f"{k}: {v}" for k, v in cls.parameters.items())
-            table.add_row(name, cls.layer.value, "agentview|wrist|both" if cls.per_camera else "—", cls.summary, cls.severity_meaning, params)
+            cells = (name, cls.layer.value, "agentview|wrist|both" if cls.per_camera else "—", cls.summary, cls.severity_meaning, params)
+            table.add_row(*(escape(c) for c in cells))  # '[dx, dy]' is not rich markup
         console.print(table)
     elif args.what == "policies":
         from stress.policies import policy_class, policy_names

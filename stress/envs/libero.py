@@ -161,7 +161,7 @@ class LiberoEnv:
         # controller/gripper state carries over between episodes (e.g. the gripper's last command):
         # restoring it at each reset makes an episode independent of the one before
         self._pristine_controller = self._controller_state()
-        self._pristine_textures, self._textures_changed = None, False
+        self._changed_textures: dict[int, np.ndarray] = {}  # texture id -> its pristine pixels
         self.chunk_start = 0
         goal = self.raw.parsed_problem["goal_state"]
         self.goal = [list(map(str, g)) for g in goal]
@@ -276,49 +276,57 @@ class LiberoEnv:
         model = self.raw.sim.model
         for name, value in self._pristine.items():
             getattr(model, name)[...] = value
-        if self._textures_changed:
-            model.tex_data[...] = self._pristine_textures
-            self.upload_textures()
-            self._textures_changed = False
+        self._swap_textures(self._changed_textures)
+        self._changed_textures = {}
 
-    def upload_textures(self, texture_ids=None) -> None:
+    def upload_textures(self, texture_ids) -> None:
         """Upload textures to the live render context (robosuite's TextureModder never does on mujoco 3)."""
         context = self._render_context()
         model = self.raw.sim.model._model
-        for tex_id in range(model.ntex) if texture_ids is None else texture_ids:
+        for tex_id in texture_ids:
             mujoco.mjr_uploadTexture(model, context.con, tex_id)
+
+    def _texture_slice(self, tex_id: int) -> slice:
+        model = self.raw.sim.model._model
+        start = model.tex_adr[tex_id]
+        return slice(start, start + model.tex_width[tex_id] * model.tex_height[tex_id] * model.tex_nchannel[tex_id])
 
     def set_texture_data(self, tex_id: int, data: np.ndarray) -> None:
         """Replace one texture's pixels (and upload it); undone at the next reset."""
-        model = self.raw.sim.model._model
-        if self._pristine_textures is None:
-            self._pristine_textures = model.tex_data.copy()
-        start = model.tex_adr[tex_id]
-        model.tex_data[start : start + data.size] = data.reshape(-1)
-        self._textures_changed = True
+        tex_data = self.raw.sim.model._model.tex_data
+        region = self._texture_slice(tex_id)
+        self._changed_textures.setdefault(tex_id, tex_data[region].copy())  # the pristine pixels
+        tex_data[region] = data.reshape(-1)
         self.upload_textures([tex_id])
+
+    def _swap_textures(self, pixels: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
+        """Write the given pixels into their textures, upload them; return what was there before."""
+        tex_data = self.raw.sim.model._model.tex_data
+        before = {}
+        for tex_id, data in pixels.items():
+            region = self._texture_slice(tex_id)
+            before[tex_id] = tex_data[region].copy()
+            tex_data[region] = data
+        if pixels:
+            self.upload_textures(sorted(pixels))
+        return before
 
     @contextmanager
     def clean_model(self):
-        """Temporarily put every model field (and texture) back to pristine, e.g. to render the clean
-        image of the current state for a realisation check."""
+        """Temporarily put every model field (and changed texture) back to pristine, e.g. to render the
+        clean image of the current state for a realisation check."""
         model = self.raw.sim.model
         saved = {name: getattr(model, name).copy() for name in self._pristine}
-        textures = model.tex_data.copy() if self._textures_changed else None
         for name, value in self._pristine.items():
             getattr(model, name)[...] = value
-        if textures is not None:
-            model.tex_data[...] = self._pristine_textures
-            self.upload_textures()
+        perturbed_textures = self._swap_textures(self._changed_textures)
         mujoco.mj_forward(model._model, self.raw.sim.data._data)
         try:
             yield
         finally:
             for name, value in saved.items():
                 getattr(model, name)[...] = value
-            if textures is not None:
-                model.tex_data[...] = textures
-                self.upload_textures()
+            self._swap_textures(perturbed_textures)
             mujoco.mj_forward(model._model, self.raw.sim.data._data)
 
     def image_change_vs_clean(self, cameras=CAMERAS) -> dict[str, float]:

@@ -1,0 +1,218 @@
+"""Camera pose and field of view (model layer, per camera): agentview orbited about the point it looks
+at, moved closer or further, zoomed; the wrist camera turned and shifted on the hand, zoomed.
+
+Edits ``model.cam_pos``, ``model.cam_quat`` and ``model.cam_fovy`` of the targeted camera(s) only;
+the env restores them at every reset. Cameras have no physical presence, so physics is unchanged.
+
+Agentview (a fixed camera on the world body): the pivot is where its optical axis meets the horizontal
+plane through the task's target object (roughly the table centre). ``yaw`` orbits the camera about the
+vertical through the pivot, ``pitch`` raises (+) or lowers (-) it about the pivot, ``distance_scale``
+moves it along the pivot line; the camera keeps looking at the pivot. Wrist (mounted on the hand):
+``rotation`` turns it about its own axes (a rotation vector in degrees, camera frame: x right, y up,
+z backwards), ``translation`` shifts it in the camera frame (metres). ``fovy`` is the new vertical
+field of view in degrees (LIBERO: agentview 45, wrist 75).
+
+Severity (magnitudes; signs and directions are drawn from the family's generator):
+
+    level  agentview yaw / pitch   distance       fovy change   wrist rotation   wrist shift   wrist fovy
+    1       5 deg /  3 deg         x0.96 | 1.04   +-2 deg        2 deg          0.5 cm        +-3 deg
+    2      10 deg /  6 deg         x0.93 | 1.08   +-4 deg        4 deg          1.0 cm        +-6 deg
+    3      15 deg /  9 deg         x0.89 | 1.12   +-6 deg        6 deg          1.5 cm        +-9 deg
+    4      22 deg / 12 deg         x0.85 | 1.18   +-9 deg        9 deg          2.0 cm        +-12 deg
+    5      30 deg / 15 deg         x0.80 | 1.25   +-12 deg      12 deg          3.0 cm        +-15 deg
+
+Realisation: per targeted camera the mean absolute pixel change (0-255) against the clean render of
+the same state, and the pose actually achieved in the world (position shift in m, rotation in degrees,
+fovy change); a targeted camera whose image did not change is not realised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, register
+# a module import, not `from ... import CAMERA_NAMES`: stress.envs.libero imports this package while it loads
+import stress.envs.libero as libero_env
+from stress.errors import UserError
+
+BASE_FOVY = {"agentview": 45.0, "wrist": 75.0}  # LIBERO's cameras; sampled fovy = base + change
+# level -> (yaw deg, pitch deg, distance change, agentview fovy change, wrist rotation deg, wrist shift m, wrist fovy change)
+LEVELS = {
+    1: (5.0, 3.0, 0.04, 2.0, 2.0, 0.005, 3.0),
+    2: (10.0, 6.0, 0.08, 4.0, 4.0, 0.010, 6.0),
+    3: (15.0, 9.0, 0.12, 6.0, 6.0, 0.015, 9.0),
+    4: (22.0, 12.0, 0.18, 9.0, 9.0, 0.020, 12.0),
+    5: (30.0, 15.0, 0.25, 12.0, 12.0, 0.030, 15.0),
+}
+KEYS = {"agentview": ("yaw", "pitch", "distance_scale", "fovy"), "wrist": ("rotation", "translation", "fovy")}
+MAX_YAW, MAX_PITCH, MAX_ROTATION, MAX_TRANSLATION = 180.0, 60.0, 90.0, 0.2
+MIN_ELEVATION, MAX_ELEVATION = 5.0, 89.0  # degrees above the pivot's horizontal plane
+
+
+def _quat(axis, angle_rad: float) -> np.ndarray:
+    quat = np.zeros(4)
+    mujoco.mju_axisAngle2Quat(quat, np.asarray(axis, dtype=float), angle_rad)
+    return quat
+
+
+def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(4)
+    mujoco.mju_mulQuat(out, a, b)
+    return out
+
+
+def _matrix(quat: np.ndarray) -> np.ndarray:
+    out = np.zeros(9)
+    mujoco.mju_quat2Mat(out, quat)
+    return out.reshape(3, 3)
+
+
+def _number(value, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def _signed(rng: np.random.Generator, magnitude: float) -> float:
+    return float(magnitude if rng.integers(2) else -magnitude)
+
+
+def _direction(rng: np.random.Generator, magnitude: float) -> list[float]:
+    vec = rng.normal(size=3)
+    return [float(v) for v in magnitude * vec / np.linalg.norm(vec)]
+
+
+@register
+class Camera(Perturbation):
+    name = "camera"
+    layer = Layer.MODEL
+    per_camera = True
+    preserves_physics = True
+    summary = "camera pose and field of view: agentview orbited/zoomed about the table, wrist camera turned/shifted on the hand"
+    severity_meaning = (
+        "agentview yaw 5/10/15/22/30 deg, pitch 3/6/9/12/15 deg, distance x0.96-1.04 .. x0.8-1.25, fovy +-2..12 deg; "
+        "wrist rotation 2/4/6/9/12 deg, shift 0.5/1/1.5/2/3 cm, fovy +-3..15 deg"
+    )
+    parameters = {
+        "agentview": "object: yaw (deg, -180..180, orbit about the vertical through the pivot), pitch (deg, -60..60, + raises), "
+        "distance_scale (> 0, 0.25-4), fovy (deg, 0-180 exclusive); each optional",
+        "wrist": "object: rotation ([rx, ry, rz] rotation vector in the camera frame, deg, each -90..90), "
+        "translation ([dx, dy, dz] in the camera frame, m, each -0.2..0.2), fovy (deg, 0-180 exclusive); each optional",
+    }
+
+    def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        yaw, pitch, distance, fovy, rotation, shift, wrist_fovy = LEVELS[severity]
+        params: dict[str, Any] = {}
+        if "agentview" in cameras:
+            params["agentview"] = {
+                "yaw": _signed(rng, yaw),
+                "pitch": _signed(rng, pitch),
+                "distance_scale": 1.0 + distance if rng.integers(2) else 1.0 / (1.0 + distance),
+                "fovy": BASE_FOVY["agentview"] + _signed(rng, fovy),
+            }
+        if "wrist" in cameras:
+            params["wrist"] = {
+                "rotation": _direction(rng, rotation),
+                "translation": _direction(rng, shift),
+                "fovy": BASE_FOVY["wrist"] + _signed(rng, wrist_fovy),
+            }
+        return params
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        unknown = set(params) - set(CAMERAS)
+        if unknown:
+            raise UserError(f"unknown camera(s) {sorted(unknown)} in camera params; valid: {', '.join(CAMERAS)}")
+        for camera, values in params.items():
+            if not isinstance(values, dict):
+                raise UserError(f"camera params of {camera!r} must be an object, got {type(values).__name__}")
+            unknown = set(values) - set(KEYS[camera])
+            if unknown:
+                raise UserError(f"unknown {camera} camera parameter(s) {sorted(unknown)}; valid: {', '.join(KEYS[camera])}")
+            fovy = values.get("fovy", BASE_FOVY[camera])
+            if not (_number(fovy, 0.0, 180.0) and 0.0 < fovy < 180.0):
+                raise UserError(f"camera fovy {fovy!r} out of range; valid: 0-180 (exclusive)")
+        agent = params.get("agentview", {})
+        scale = agent.get("distance_scale", 1.0)
+        if not _number(scale, -np.inf, np.inf) or scale <= 0:
+            raise UserError(f"camera distance_scale {scale!r} out of range; valid: > 0 (0.25-4)")
+        if not _number(scale, 0.25, 4.0):
+            raise UserError(f"camera distance_scale {scale!r} out of range; valid: 0.25-4")
+        for key, limit in (("yaw", MAX_YAW), ("pitch", MAX_PITCH)):
+            value = agent.get(key, 0.0)
+            if not _number(value, -limit, limit):
+                raise UserError(f"camera {key} {value!r} out of range; valid: -{limit:g}..{limit:g} (deg)")
+        wrist = params.get("wrist", {})
+        for key, limit, unit in (("rotation", MAX_ROTATION, "deg"), ("translation", MAX_TRANSLATION, "m")):
+            value = wrist.get(key, [0.0, 0.0, 0.0])
+            if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(_number(v, -limit, limit) for v in value)):
+                raise UserError(f"camera wrist {key} {value!r} invalid; valid: three numbers in -{limit:g}..{limit:g} ({unit})")
+
+    def apply_model(self, env, params: dict[str, Any]) -> None:
+        model = env.raw.sim.model._model  # cam_* fields are restored to pristine before this hook runs
+        if "agentview" in params:
+            self._orbit(env, model, self._cam_id(env, "agentview"), params["agentview"])
+        if "wrist" in params:
+            cam = self._cam_id(env, "wrist")
+            values = params["wrist"]
+            rotation = np.deg2rad(np.asarray(values.get("rotation", [0.0, 0.0, 0.0]), dtype=float))
+            angle = float(np.linalg.norm(rotation))
+            quat = model.cam_quat[cam].copy()
+            # the shift is in the camera frame as it was mounted, then the camera turns about itself
+            model.cam_pos[cam] += _matrix(quat) @ np.asarray(values.get("translation", [0.0, 0.0, 0.0]), dtype=float)
+            if angle:
+                model.cam_quat[cam] = _mul(quat, _quat(rotation / angle, angle))
+            if "fovy" in values:
+                model.cam_fovy[cam] = values["fovy"]
+
+    @staticmethod
+    def _cam_id(env, camera: str) -> int:
+        return env.raw.sim.model.camera_name2id(libero_env.CAMERA_NAMES[camera])
+
+    @staticmethod
+    def _orbit(env, model, cam: int, values: dict[str, Any]) -> None:
+        if model.cam_bodyid[cam] != 0:
+            raise InvalidScene("agentview camera is not fixed to the world; cannot orbit it")
+        pos, quat = model.cam_pos[cam].copy(), model.cam_quat[cam].copy()
+        rot = _matrix(quat)
+        forward, right = -rot[:, 2], rot[:, 0]  # MuJoCo cameras look along -z, x is image right
+        height = env.object_position(env.target_object)[2]
+        if forward[2] >= -1e-6 or pos[2] <= height:
+            raise InvalidScene("agentview camera does not look down at the target's height; cannot orbit it")
+        pivot = pos + forward * (height - pos[2]) / forward[2]
+        # pitch turns about the camera's horizontal right axis; negative angle raises a camera that looks down
+        right_h = np.array([right[0], right[1], 0.0])
+        turn = _mul(_quat([0.0, 0.0, 1.0], np.deg2rad(values.get("yaw", 0.0))),
+                    _quat(right_h / np.linalg.norm(right_h), -np.deg2rad(values.get("pitch", 0.0))))
+        offset = np.zeros(3)
+        mujoco.mju_rotVecQuat(offset, pos - pivot, turn)
+        elevation = np.degrees(np.arcsin(offset[2] / np.linalg.norm(offset)))
+        if not MIN_ELEVATION <= elevation <= MAX_ELEVATION:
+            raise InvalidScene(f"agentview elevation {elevation:.1f} deg after pitch; valid: {MIN_ELEVATION:g}-{MAX_ELEVATION:g}")
+        model.cam_pos[cam] = pivot + offset * values.get("distance_scale", 1.0)
+        model.cam_quat[cam] = _mul(turn, quat)
+        if "fovy" in values:
+            model.cam_fovy[cam] = values["fovy"]
+
+    def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
+        cameras = tuple(c for c in CAMERAS if c in params)
+        if not cameras:
+            return {}
+        data = env.raw.sim.data._data
+        ids = {camera: self._cam_id(env, camera) for camera in cameras}
+        perturbed = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(env.raw.sim.model.cam_fovy[i])) for c, i in ids.items()}
+        with env.clean_model():
+            clean = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(env.raw.sim.model.cam_fovy[i])) for c, i in ids.items()}
+        change = env.image_change_vs_clean(cameras)
+        record = {"image_change": change, "pose_change": {}}
+        for camera in cameras:
+            (pos, mat, fovy), (pos0, mat0, fovy0) = perturbed[camera], clean[camera]
+            cos = np.clip((np.trace(mat0.T @ mat) - 1.0) / 2.0, -1.0, 1.0)
+            record["pose_change"][camera] = {
+                "position_m": float(np.linalg.norm(pos - pos0)),
+                "rotation_deg": float(np.degrees(np.arccos(cos))),
+                "fovy_deg": fovy - fovy0,
+            }
+            if change[camera] == 0.0:
+                raise NotRealised(f"camera perturbation left camera {camera} unchanged")
+        return record

@@ -1,0 +1,181 @@
+"""Simulator lighting (model layer): the scene's own lights made brighter or darker, moved, re-aimed,
+tinted warm or cool, or one of them switched off.
+
+Only the per-light model fields are edited (``light_diffuse``, ``light_ambient``, ``light_specular``,
+``light_pos``, ``light_dir``, ``light_active``), which the env restores from a pristine copy at every
+reset, so nothing leaks into the next episode. The headlight (``model.vis.headlight``) is left alone on
+purpose: the env does not restore ``vis`` at reset (nor inside ``clean_model``), so a headlight edit
+would leak into the following unperturbed episodes and be invisible to the realisation check; a
+headlight knob becomes safe once the env restores ``vis.headlight`` like the other model fields.
+``ambient`` adds ambient colour to the scene lights instead; being spot lights, their ambient term is
+attenuated by the spot cone like the rest of their light, so it brightens what they illuminate.
+
+LIBERO scenes have two spot lights (``light1``, ``light2``, 4 m above the floor, pointing down).
+Severity levels, each a stronger change of every light (the sign of the brightness change and the
+warm/cool side are drawn from the family's generator):
+
+    level  brightness (diffuse, specular)  ambient   re-aim   move     colour temperature   light off
+    1      x0.80 or x1.25                  +0.00      3 deg   0.15 m   5500 or 7500 K       no
+    2      x0.65 or x1.50                  +0.05      6 deg   0.30 m   4500 or 9000 K       no
+    3      x0.50 or x1.80                  +0.10      9 deg   0.45 m   3500 or 12000 K      no
+    4      x0.35 or x2.20                  +0.15     12 deg   0.60 m   2800 or 16000 K      no
+    5      x0.20 or x2.60                  +0.20     15 deg   0.75 m   2000 or 25000 K      yes
+
+(ambient is added only when brightening; 6500 K is neutral white). Re-aiming stays within 15 degrees
+because the lights are spots (cutoff 45 deg, exponent 10): their whole contribution, ambient included,
+falls off as cos^10 of the angle to the table, so a few degrees already brighten or darken it visibly
+and ~50 deg leaves only the headlight. In LIBERO scenes only ``light1`` reaches the table (the table is
+outside ``light2``'s cone): switching ``light1`` off leaves the headlight alone, switching ``light2`` off
+changes nothing by itself, which is why "light off" comes only at level 5 on top of the other changes.
+
+Realisation: the mean absolute pixel change (0-255) of each camera against the clean render of the same
+state; a non-identity sample that changes both cameras by less than 0.5 is not realised.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
+from stress.errors import UserError
+
+MIN_IMAGE_CHANGE = 0.5  # mean abs pixel change (0-255) below which a lighting change did not take effect
+NEUTRAL_K = 6500.0
+# level -> (dim factor, bright factor, ambient added when brightening, tilt deg, shift m, warm K, cool K, light off)
+LEVELS = {
+    1: (0.80, 1.25, 0.00, 3.0, 0.15, 5500.0, 7500.0, False),
+    2: (0.65, 1.50, 0.05, 6.0, 0.30, 4500.0, 9000.0, False),
+    3: (0.50, 1.80, 0.10, 9.0, 0.45, 3500.0, 12000.0, False),
+    4: (0.35, 2.20, 0.15, 12.0, 0.60, 2800.0, 16000.0, False),
+    5: (0.20, 2.60, 0.20, 15.0, 0.75, 2000.0, 25000.0, True),
+}
+IDENTITY = {
+    "diffuse_scale": 1.0,
+    "specular_scale": 1.0,
+    "ambient": 0.0,
+    "tilt_deg": 0.0,
+    "azimuth_deg": 0.0,
+    "position_shift": [0.0, 0.0, 0.0],
+    "colour_temperature": NEUTRAL_K,
+    "light_off": None,
+}
+RANGES = {  # numeric parameter -> (low, high), inclusive
+    "diffuse_scale": (0.0, 5.0),
+    "specular_scale": (0.0, 5.0),
+    "ambient": (0.0, 1.0),
+    "tilt_deg": (0.0, 90.0),
+    "azimuth_deg": (0.0, 360.0),
+    "colour_temperature": (1000.0, 40000.0),
+}
+MAX_SHIFT = 3.0  # m, each axis
+
+
+def blackbody_rgb(kelvin: float) -> np.ndarray:
+    """Approximate RGB (0-1) of a black body at ``kelvin`` (Tanner Helland's fit of the Planckian locus)."""
+    t = kelvin / 100.0
+    red = 255.0 if t <= 66 else 329.698727446 * (t - 60) ** -0.1332047592
+    green = 99.4708025861 * np.log(t) - 161.1195681661 if t <= 66 else 288.1221695283 * (t - 60) ** -0.0755148492
+    blue = 255.0 if t >= 66 else (0.0 if t <= 19 else 138.5177312231 * np.log(t - 10) - 305.0447927307)
+    return np.clip(np.array([red, green, blue]), 0.0, 255.0) / 255.0
+
+
+def temperature_tint(kelvin: float) -> np.ndarray:
+    """Per-channel factor (max 1) turning a neutral (6500 K) light into one of ``kelvin``."""
+    tint = blackbody_rgb(kelvin) / blackbody_rgb(NEUTRAL_K)
+    return tint / tint.max()
+
+
+def _rotate(vec: np.ndarray, axis: np.ndarray, angle_rad: float) -> np.ndarray:
+    quat, out = np.zeros(4), np.zeros(3)
+    mujoco.mju_axisAngle2Quat(quat, axis, angle_rad)
+    mujoco.mju_rotVecQuat(out, vec, quat)
+    return out
+
+
+@register
+class Lighting(Perturbation):
+    name = "lighting"
+    layer = Layer.MODEL
+    preserves_physics = True
+    summary = "scene lights rescaled, re-aimed, moved, tinted (colour temperature) or one switched off"
+    severity_meaning = (
+        "every light: brightness x0.8|1.25, x0.65|1.5, x0.5|1.8, x0.35|2.2, x0.2|2.6; re-aimed 3/6/9/12/15 deg; "
+        "moved 0.15/0.3/0.45/0.6/0.75 m; 5500|7500, 4500|9000, 3500|12000, 2800|16000, 2000|25000 K; one light off at 5"
+    )
+    parameters = {
+        "diffuse_scale": "factor on every light's diffuse colour, 0-5",
+        "specular_scale": "factor on every light's specular colour, 0-5",
+        "ambient": "ambient colour added to every light (grey level), 0-1",
+        "tilt_deg": "angle every light direction is tilted away from its own, degrees 0-90",
+        "azimuth_deg": "compass direction of that tilt (0 = +x, 90 = +y), degrees 0-360",
+        "position_shift": "[dx, dy, dz] added to every light position, metres, each -3..3",
+        "colour_temperature": "Planckian colour of the diffuse light, kelvin 1000-40000 (6500 = neutral)",
+        "light_off": "index of the light switched off (0 = light1, 1 = light2) or null",
+    }
+
+    def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        dim, bright, ambient, tilt, shift, warm, cool, off = LEVELS[severity]
+        brighter = bool(rng.integers(2))
+        direction = rng.normal(size=3)
+        return {
+            "diffuse_scale": bright if brighter else dim,
+            "specular_scale": bright if brighter else dim,
+            "ambient": ambient if brighter else 0.0,
+            "tilt_deg": tilt,
+            "azimuth_deg": float(rng.uniform(0.0, 360.0)),
+            "position_shift": [float(v) for v in shift * direction / np.linalg.norm(direction)],
+            "colour_temperature": warm if rng.integers(2) else cool,
+            "light_off": int(rng.integers(2)) if off else None,
+        }
+
+    def identity_params(self) -> dict[str, Any]:
+        return dict(IDENTITY)
+
+    def is_identity(self, params: dict[str, Any]) -> bool:
+        return {**IDENTITY, **params} == IDENTITY
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        unknown = set(params) - set(self.parameters)
+        if unknown:
+            raise UserError(f"unknown lighting parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
+        for key, (low, high) in RANGES.items():
+            value = params.get(key, IDENTITY[key])
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+                raise UserError(f"lighting {key} {value!r} out of range; valid: {low:g}-{high:g}")
+        shift = params.get("position_shift", IDENTITY["position_shift"])
+        if not (isinstance(shift, (list, tuple)) and len(shift) == 3
+                and all(isinstance(v, (int, float)) and -MAX_SHIFT <= v <= MAX_SHIFT for v in shift)):
+            raise UserError(f"lighting position_shift {shift!r} invalid; valid: three numbers in -{MAX_SHIFT:g}..{MAX_SHIFT:g} (m)")
+        off = params.get("light_off")
+        if off is not None and (not isinstance(off, int) or isinstance(off, bool) or off < 0):
+            raise UserError(f"lighting light_off {off!r} invalid; valid: a light index >= 0 or null")
+
+    def apply_model(self, env, params: dict[str, Any]) -> None:
+        p = {**IDENTITY, **params}
+        model = env.raw.sim.model._model  # fields below are restored to pristine before this hook runs
+        off = p["light_off"]
+        if off is not None and off >= model.nlight:
+            raise InvalidScene(f"lighting light_off {off} but the scene has {model.nlight} light(s); valid: 0-{model.nlight - 1}")
+        model.light_diffuse[:] = np.clip(model.light_diffuse * p["diffuse_scale"] * temperature_tint(p["colour_temperature"]), 0.0, None)
+        model.light_specular[:] *= p["specular_scale"]
+        model.light_ambient[:] += p["ambient"]
+        model.light_pos[:] += np.asarray(p["position_shift"], dtype=float)
+        if p["tilt_deg"]:
+            azimuth = np.deg2rad(p["azimuth_deg"])
+            # tilting towards the azimuth = rotating about the horizontal axis perpendicular to it
+            axis = np.array([np.sin(azimuth), -np.cos(azimuth), 0.0])
+            for i in range(model.nlight):
+                model.light_dir[i] = _rotate(model.light_dir[i], axis, np.deg2rad(p["tilt_deg"]))
+        if off is not None:
+            model.light_active[off] = 0
+
+    def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
+        if self.is_identity(params):
+            return {}
+        change = env.image_change_vs_clean()
+        if max(change.values()) < MIN_IMAGE_CHANGE:
+            raise NotRealised(f"lighting changed the images by {max(change.values()):.3f} < {MIN_IMAGE_CHANGE} (mean abs, 0-255)")
+        return {"image_change": change}
