@@ -149,6 +149,15 @@ class Perturbation:
         """Scene layer: edit the compiled scene's MJCF XML (e.g. add a visual-only body)."""
         return xml
 
+    def edits_xml(self, params: dict[str, Any]) -> bool:
+        """Whether ``edit_scene`` changes the compiled scene for these parameters (then the env rebuilds)."""
+        return type(self).edit_scene is not Perturbation.edit_scene and not self.is_identity(params)
+
+    def scene_key(self, params: dict[str, Any]) -> Any:
+        """The part of the parameters the compiled scene depends on (JSON-able). Envs are built and cached
+        per scene key; the rest of the parameters is applied at every reset (e.g. where a body goes)."""
+        return params
+
     def edit_bddl(self, bddl: str, params: dict[str, Any]) -> str:
         """Scene layer: edit the task's BDDL text (e.g. add distractor objects); shipped init states are
         then mapped joint by joint by name, new objects keep LIBERO's placement."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from perturbations.base import InvalidScene, Layer, NotRealised, family, validate
 from scenarios.spec import MODES, ScenarioSpec
-from stress.envs.libero import LiberoEnv, SimulatorFault, check_task, init_states, SUITES
+from stress.envs.libero import SUITES, LiberoEnv, SimulatorFault, check_task, init_states, scene_key
 from stress.errors import UserError, choice_error
 from stress.policies import policy_class
 from stress.policies.base import Decision
@@ -90,7 +90,7 @@ class EnvCache:
 
     def get(self, spec: ScenarioSpec) -> LiberoEnv:
         scene = tuple(p for p in spec.perturbations if family(p.name).layer is Layer.SCENE)
-        key = (spec.suite, spec.task_id, spec.image_size, tuple(json.dumps(p.to_dict(), sort_keys=True) for p in scene))
+        key = (spec.suite, spec.task_id, spec.image_size, scene_key(scene))
         if key in self._envs:
             self._envs.move_to_end(key)
             return self._envs[key]

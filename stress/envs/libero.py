@@ -17,6 +17,7 @@ Perturbation hooks, by layer (perturbations/base.py):
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from contextlib import contextmanager
@@ -90,7 +91,14 @@ def init_states(suite: str, task_id: int) -> np.ndarray:
     return np.asarray(_benchmarks()[suite]().get_task_init_states(task_id))
 
 
-XML_PROBE = "<mujoco><worldbody></worldbody></mujoco>"  # tells whether a scene family edits XML at all
+def scene_key(specs) -> tuple:
+    """What a compiled scene depends on: the scene-layer specs' scene keys (envs are cached by it)."""
+    out = []
+    for spec in specs:
+        fam = family(spec.name)
+        if fam.layer is Layer.SCENE:
+            out.append((spec.name, json.dumps(fam.scene_key(parameters_for(spec)), sort_keys=True)))
+    return tuple(out)
 
 
 def _make_control_env(bddl: Path, image_size: int, offscreen: bool):
@@ -154,7 +162,8 @@ class LiberoEnv:
         self._state_layout = _joint_layout(bddl) if edited_bddl != bddl else None
         self._control = _make_control_env(edited_bddl, image_size, offscreen=True)
         self.raw = self._control.env  # the robosuite/LIBERO domain env (privileged access)
-        if any(fam.edit_scene(XML_PROBE, params) != XML_PROBE for fam, params in scene_params):
+        self.scene_key = scene_key(self.scene_specs)
+        if any(fam.edits_xml(params) for fam, params in scene_params):
             self._rebuild_with_scene_edits(scene_params)
         self._reset_with_fixture_seed(0)
         self._pristine = {f: getattr(self.raw.sim.model, f).copy() for f in RESTORED_MODEL_FIELDS}
@@ -220,8 +229,8 @@ class LiberoEnv:
     def reset(self, init_index: int, perturbations: tuple[PerturbationSpec, ...] = ()) -> None:
         """Set a shipped init state, apply model/state perturbations, settle, resolve and check them.
 
-        Scene-layer specs in ``perturbations`` are ignored: the env applies (and records) the ones it was
-        built with. A state perturbation whose sampled
+        Scene-layer specs in ``perturbations`` must have this env's scene key (they may differ in what is
+        applied per reset); without any, the env's own are used. A state perturbation whose sampled
         parameters give an invalid scene (``InvalidScene``) is re-sampled from its own generator up to
         ``MAX_ATTEMPTS`` times (explicit parameters are never re-sampled); the number of attempts is
         recorded. Raises ``InvalidScene`` when no valid sample was found, ``NotRealised`` when a
@@ -249,8 +258,11 @@ class LiberoEnv:
         self._restore_pristine_model()
         self._control.set_init_state(self._map_init_state(state))
         self.step_count = self.chunk_start = 0
-        # scene-layer specs are this env's own (it was compiled with them); the caller's are ignored
-        specs = self.scene_specs + tuple(s for s in perturbations if family_layer(s) is not Layer.SCENE)
+        # scene-layer specs: the caller's (same compiled scene, e.g. another seed), else the env's own
+        scene = tuple(s for s in perturbations if family_layer(s) is Layer.SCENE) or self.scene_specs
+        if scene_key(scene) != self.scene_key:
+            raise ValueError(f"scene perturbations {[s.name for s in scene]} need another compiled scene than this env's")
+        specs = scene + tuple(s for s in perturbations if family_layer(s) is not Layer.SCENE)
         self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0) for spec in specs]
         by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
         for p in by_layer[Layer.MODEL]:
