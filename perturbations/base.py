@@ -169,7 +169,9 @@ class Perturbation:
     def apply_state(self, env, params: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def on_step(self, env, params: dict[str, Any], step: int) -> None:
+    def on_step(self, env, params: dict[str, Any], step: int, record: dict[str, Any]) -> None:
+        """Event layer: called after every env step; ``record`` is this perturbation's realisation record
+        (what fired, when, with what effect), stored with the episode."""
         raise NotImplementedError
 
     def apply_pixels(self, image: np.ndarray, camera: str, params: dict[str, Any]) -> np.ndarray:

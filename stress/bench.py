@@ -108,7 +108,7 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
 
         def runner_loop() -> None:
             result = run_episode(perturbed, envs, policies)
-            store.write_episode(result.row(), result.actions, result.decisions)
+            store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps)
 
         console.print(f"timing ({repeats} repeats each, best kept) ...")
         on_demand = min(_timed(lambda: replay(False)) for _ in range(repeats))

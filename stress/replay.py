@@ -36,26 +36,32 @@ def frame(env) -> np.ndarray:
     return np.repeat(np.repeat(side_by_side, UPSCALE, axis=0), UPSCALE, axis=1)
 
 
-def replay(store: RunStore, key: str, video: Path | None = None, progress=None) -> ReplayResult:
+def replay(store: RunStore, key: str, video: Path | None = None) -> ReplayResult:
     spec = store.spec(key)
     rows = store.query("SELECT success, steps, error FROM episodes WHERE episode_key = ?", [key])
     if not rows:
         raise ValueError(f"episode {key} has no stored result")
     recorded = rows[0]
-    actions = store.actions(key)
-    env = EnvCache().get(spec)
-    env.reset(spec.init_index, spec.perturbations)
+    actions, decision_steps = store.actions(key)
+    queries = set(decision_steps.tolist())
     if video is None:
         video = store.path / "media" / f"{key}.mp4"
     video.parent.mkdir(parents=True, exist_ok=True)
-    success = False
-    with imageio.get_writer(video, fps=FPS, codec="libx264", quality=8, macro_block_size=2) as writer:
-        writer.append_data(frame(env))
-        for action in actions:
-            success = env.step(action)
+    envs = EnvCache()
+    try:
+        env = envs.get(spec)
+        env.reset(spec.init_index, spec.perturbations)
+        success = False
+        with imageio.get_writer(video, fps=FPS, codec="libx264", quality=8, macro_block_size=2) as writer:
             writer.append_data(frame(env))
-            if progress:
-                progress()
-    result = ReplayResult(key, bool(success), env.step_count, bool(recorded["success"]), int(recorded["steps"]), video)
+            for step, action in enumerate(actions):
+                if step in queries:
+                    env.begin_chunk()  # event triggers count steps into the chunk, as in the run
+                success = env.step(action)
+                writer.append_data(frame(env))
+        steps = env.step_count
+    finally:
+        envs.close()
+    result = ReplayResult(key, bool(success), steps, bool(recorded["success"]), int(recorded["steps"]), video)
     store.write_json(f"media/{key}.replay.json", {**result.__dict__, "video": str(video), "matches": result.matches})
     return result

@@ -59,6 +59,7 @@ class EpisodeResult:
     error: str | None = None
     perturbations: list[dict[str, Any]] = field(default_factory=list)
     actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))
+    decision_steps: list[int] = field(default_factory=list)  # env step at each policy query
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
     def row(self) -> dict[str, Any]:
@@ -153,6 +154,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         policy.reset(env.instruction, spec.seed)
         while env.step_count < max_steps and not result.success:
             env.begin_chunk()
+            result.decision_steps.append(env.step_count)
             snapshot = env.snapshot() if on_decision else None
             obs = env.observe(render=policy.uses_images)
             result.error = env.check_pixel_realisation()  # no extra render when obs rendered
@@ -204,7 +206,7 @@ def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Cal
     pending.sort(key=lambda s: (s.suite, s.task_id, s.init_index))
 
     def finish(result: EpisodeResult) -> None:
-        store.write_episode(result.row(), result.actions, result.decisions)
+        store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps)
         if on_result:
             on_result(result)
 

@@ -4,7 +4,7 @@ Layout of a run folder::
 
     manifest.json            format version, command, config, the run's ScenarioSpecs, versions, git revision
     parts/<key>.parquet      one finished episode (written atomically; its presence = episode done)
-    actions/<key>.npy        the executed actions of that episode (steps x 7), for exact replay
+    actions/<key>.npz        the executed actions (steps x 7) and the policy-query steps, for exact replay
     decisions/<key>.parquet  per-decision predictions, for backends that make them
     episodes.parquet         all parts gathered (rewritten at the end of a run and by ``stress show``)
     decisions.parquet        all decision parts gathered
@@ -164,25 +164,28 @@ class RunStore:
         parts = self.path / "parts"
         return {p.stem for p in parts.glob("*.parquet")} if parts.is_dir() else set()
 
-    def write_episode(self, row: dict[str, Any], actions: np.ndarray, decisions: list[dict[str, Any]]) -> None:
+    def write_episode(self, row: dict[str, Any], actions: np.ndarray, decisions: list[dict[str, Any]], decision_steps: list[int]) -> None:
         """Store one finished episode. The part file is written last: its presence means 'done'."""
         key = row["episode_key"]
-        def save_actions(tmp):
-            with open(tmp, "wb") as f:  # a file object: np.save would append '.npy' to a plain name
-                np.save(f, np.asarray(actions, dtype=np.float64).reshape(-1, 7))
 
-        _atomic_write(self.path / "actions" / f"{key}.npy", save_actions)
+        def save_actions(tmp):
+            with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a plain name
+                np.savez(f, actions=np.asarray(actions, dtype=np.float64).reshape(-1, 7), decision_steps=np.asarray(decision_steps, dtype=np.int64))
+
+        _atomic_write(self.path / "actions" / f"{key}.npz", save_actions)
         if decisions:
             table = pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA)
             _atomic_write(self.path / "decisions" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
         table = pa.Table.from_pylist([row], schema=EPISODE_SCHEMA)
         _atomic_write(self.path / "parts" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
 
-    def actions(self, key: str) -> np.ndarray:
-        path = self.path / "actions" / f"{key}.npy"
+    def actions(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """The executed actions (steps x 7) and the steps at which the policy was queried."""
+        path = self.path / "actions" / f"{key}.npz"
         if not path.is_file():
             raise UserError(f"no recorded actions for episode {key!r} in {self.path.name}")
-        return np.load(path)
+        with np.load(path) as data:
+            return data["actions"], data["decision_steps"]
 
     def consolidate(self) -> None:
         """Gather the parts into episodes.parquet / decisions.parquet (atomic rewrite)."""

@@ -39,7 +39,7 @@ def test_run_writes_the_documented_tables(short_run):
     for label, severity, error, steps, perturbations, key in table:
         assert error is None
         assert steps == 40
-        assert (run / "actions" / f"{key}.npy").is_file()
+        assert (run / "actions" / f"{key}.npz").is_file()
         records = json.loads(perturbations)
         if label == "clean":
             assert severity == 0 and records == []
@@ -107,3 +107,22 @@ def test_sigkill_then_resume_stores_every_episode_exactly_once(tmp_path):
     for name, data in before.items():  # finished episodes were not re-run
         assert (run / "parts" / name).read_bytes() == data
     assert not list(run.rglob("*.tmp"))
+
+
+def test_replay_reproduces_a_mid_chunk_event(tmp_path):
+    """Events count steps into the executed chunk: the replay must re-create the chunk boundaries."""
+    scenario = tmp_path / "push.json"
+    push = {"name": "mid_chunk_push", "severity": 3, "seed": 1,
+            "params": {"object": "target", "trigger": "chunk_step", "chunk": 1, "step": 5, "action": "move",
+                       "displacement_m": 0.03, "direction_deg": 90.0}}
+    scenario.write_text(json.dumps([{"suite": "libero_object", "task_id": 0, "init_index": 2, "perturbations": [push]}]))
+    out = tmp_path / "results"
+    proc = run_cli("run", "--scenario", str(scenario), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    key, record = duckdb.sql(f"SELECT episode_key, perturbations FROM read_parquet('{run}/episodes.parquet')").fetchall()[0]
+    (realised,) = json.loads(record)
+    assert realised["realisation"]["fired"] and realised["realisation"]["chunk"] == 1
+    replayed = run_cli("replay", str(run), key)
+    assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+    assert "matches" in replayed.stdout

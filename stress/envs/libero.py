@@ -378,7 +378,7 @@ class LiberoEnv:
         self._forward()
         self.step_count += 1
         for p in self._events:
-            p.family.on_step(self, p.params, self.step_count)
+            p.family.on_step(self, p.params, self.step_count, p.realisation)
         self._check_physics()
         return self.success()
 

@@ -1,0 +1,189 @@
+"""Event-layer mid-chunk push: an object is pushed or moved once, while the policy executes a chunk.
+
+Probes the open-loop chunk failure mode: the policy planned its chunk for a scene that changes under it.
+The event fires once per episode, on the first env step where its trigger holds:
+
+* ``chunk_step``: after action ``step`` (0-based, 0..15) of the ``chunk``-th executed chunk (0 = the
+  first policy query); the runner calls ``env.begin_chunk()`` at every query, so the env step with
+  ``env.chunk_step == step + 1`` is that action;
+* ``gripper_distance``: when the grip site comes within ``distance_m`` of the object's origin.
+
+Then, on the object (the task's target by default):
+
+* ``push``: its linear velocity in the table plane is set to ``speed_mps`` along ``direction_deg``
+  (a velocity kick: the object then slides and friction stops it);
+* ``move``: it is teleported by ``displacement_m`` along ``direction_deg`` (velocity zeroed).
+
+Severity is the push strength / the displacement. Push speeds are calibrated so that a free push slides
+a LIBERO bowl (libero_spatial) as far as the move of the same level (it stops within 5 steps); other
+objects slide less or topple (cans in libero_object: 0.2, 0.7, 2, 7, 11 cm), which is why the achieved
+displacement is recorded:
+
+    level                 1          2          3          4          5
+    move displacement     1 cm       2 cm       4 cm       6 cm       8 cm
+    push speed            0.45 m/s   0.62 m/s   0.88 m/s   1.1 m/s    1.28 m/s
+
+A sample draws the trigger (either kind: chunk 1-3 and step 0-15, or 5-15 cm), the action (push or
+move) and the direction (0-360 deg in the table plane, 0 = +x, away from the robot).
+
+Record: ``check`` (at reset, before the event) starts the realisation with ``fired: false`` and
+``status: "not_reached"``; ``on_step`` fills in the same record (the env hands it over)
+when the event fires (step, chunk, chunk step, gripper distance, position before, what was applied) and
+for the next 5 steps the displacement achieved (``displacement_m`` after ``measured_after_steps``). An
+episode that ends before the trigger (solved early, or the gripper never got that close) keeps
+``fired: false``: not an error, the policy simply never reached that situation (the record also keeps
+the number of chunks started and, for the distance trigger, the closest approach). A fired event that
+did not move the object by 1 mm within 5 steps raises ``NotRealised`` (the episode is an error).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mujoco
+import numpy as np
+
+from perturbations.base import Layer, NotRealised, Perturbation, register
+from perturbations.object_pose import eef_position, free_joint, object_name
+from stress.errors import UserError
+
+MOVE_M = {1: 0.01, 2: 0.02, 3: 0.04, 4: 0.06, 5: 0.08}
+PUSH_MPS = {1: 0.45, 2: 0.62, 3: 0.88, 4: 1.1, 5: 1.28}
+TRIGGERS = ("chunk_step", "gripper_distance")
+ACTIONS = ("push", "move")
+CHUNK_LEN = 16
+MEASURE_STEPS = 5
+MIN_EFFECT_M = 0.001
+
+
+def _number(params, key, low, high, what, integer=False):
+    value = params.get(key)
+    kinds = (int,) if integer else (int, float)
+    if value is None or isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        raise UserError(f"mid_chunk_push {key} {value!r} out of range; valid: {what}")
+
+
+@register
+class MidChunkPush(Perturbation):
+    name = "mid_chunk_push"
+    layer = Layer.EVENT
+    summary = "an object pushed (velocity kick) or moved once, mid-chunk or when the gripper comes close"
+    severity_meaning = (
+        "move displacement / push speed: 1: 1 cm / 0.45 m/s, 2: 2 cm / 0.62 m/s, 3: 4 cm / 0.88 m/s, "
+        "4: 6 cm / 1.1 m/s, 5: 8 cm / 1.28 m/s (a push slides a bowl about as far as the move)"
+    )
+    parameters = {
+        "object": "'target' (the task's target object, default) or a movable object's name",
+        "trigger": "'chunk_step' (at a step of a chunk) or 'gripper_distance' (gripper close to the object)",
+        "chunk": "chunk_step: index of the executed chunk, 0 = first policy query, integer 0..1000",
+        "step": f"chunk_step: fires after this action of the chunk, integer 0..{CHUNK_LEN - 1}",
+        "distance_m": "gripper_distance: grip site to object origin, m, 0.01..0.5",
+        "action": "'push' (velocity kick) or 'move' (teleport)",
+        "speed_mps": "push: speed set in the table plane, m/s, 0..2",
+        "displacement_m": "move: distance moved in the table plane, m, 0..0.2",
+        "direction_deg": "direction in the table plane, deg (0 = +x, away from the robot; 90 = +y), 0..360",
+    }
+
+    def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        params: dict[str, Any] = {"object": "target", "trigger": str(rng.choice(TRIGGERS))}
+        if params["trigger"] == "chunk_step":
+            params["chunk"], params["step"] = int(rng.integers(1, 4)), int(rng.integers(0, CHUNK_LEN))
+        else:
+            params["distance_m"] = round(float(rng.uniform(0.05, 0.15)), 4)
+        params["action"] = str(rng.choice(ACTIONS))
+        if params["action"] == "push":
+            params["speed_mps"] = PUSH_MPS[severity]
+        else:
+            params["displacement_m"] = MOVE_M[severity]
+        params["direction_deg"] = round(float(rng.uniform(0.0, 360.0)), 2)
+        return params
+
+    def is_identity(self, params: dict[str, Any]) -> bool:
+        strength = params.get("speed_mps" if params.get("action") == "push" else "displacement_m", 0.0)
+        return not params or not strength
+
+    def check_params(self, params: dict[str, Any]) -> None:
+        unknown = set(params) - set(self.parameters)
+        if unknown:
+            raise UserError(f"unknown mid_chunk_push parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
+        if not params:
+            return
+        if not isinstance(params.get("object", "target"), str):
+            raise UserError(f"mid_chunk_push object {params['object']!r} invalid; valid: an object name or 'target'")
+        if params.get("trigger") not in TRIGGERS:
+            raise UserError(f"mid_chunk_push trigger {params.get('trigger')!r} unknown; valid: {', '.join(TRIGGERS)}")
+        if params["trigger"] == "chunk_step":
+            _number(params, "chunk", 0, 1000, "an integer 0..1000", integer=True)
+            _number(params, "step", 0, CHUNK_LEN - 1, f"an integer 0..{CHUNK_LEN - 1}", integer=True)
+        else:
+            _number(params, "distance_m", 0.01, 0.5, "0.01..0.5 m")
+        if params.get("action") not in ACTIONS:
+            raise UserError(f"mid_chunk_push action {params.get('action')!r} unknown; valid: {', '.join(ACTIONS)}")
+        if params["action"] == "push":
+            _number(params, "speed_mps", 0.0, 2.0, "0..2 m/s")
+        else:
+            _number(params, "displacement_m", 0.0, 0.2, "0..0.2 m")
+        _number(params, "direction_deg", 0.0, 360.0, "0..360 deg")
+
+    def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
+        if self.is_identity(params):
+            return params
+        return {**params, "object": object_name(env, params.get("object", "target"))}
+
+    def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
+        """At reset the event has not happened: start its record, which ``on_step`` completes."""
+        if self.is_identity(params):
+            return {}
+        return {"fired": False, "status": "not_reached", "chunks_started": 0}
+
+    def on_step(self, env, params: dict[str, Any], step: int, record: dict[str, Any]) -> None:
+        if self.is_identity(params):
+            return
+        if env.chunk_step == 1:  # first action of a chunk: the runner queried the policy just before
+            record["chunks_started"] += 1
+        name = params["object"]
+        position = env.object_position(name)
+        if record["fired"]:
+            after = step - record["fired_at_step"]
+            if after <= MEASURE_STEPS:
+                moved = position - np.asarray(record["position_before"])
+                record["displacement_m"] = [round(float(v), 5) for v in moved]
+                record["distance_m"] = round(float(np.linalg.norm(moved[:2])), 5)
+                record["measured_after_steps"] = after
+                if after == MEASURE_STEPS and record["distance_m"] < MIN_EFFECT_M:
+                    moved_mm = record["distance_m"] * 1000
+                    raise NotRealised(f"mid_chunk_push {params['action']} left {name} in place ({moved_mm:.1f} mm in {MEASURE_STEPS} steps)")
+            return
+        gap = float(np.linalg.norm(eef_position(env) - position))
+        if params["trigger"] == "chunk_step":
+            due = record["chunks_started"] - 1 == params["chunk"] and env.chunk_step == params["step"] + 1
+        else:
+            record["closest_gripper_distance_m"] = round(min(gap, record.get("closest_gripper_distance_m", np.inf)), 5)
+            due = gap <= params["distance_m"]
+        if due:
+            self._fire(env, params, record, step, position, gap)
+
+    @staticmethod
+    def _fire(env, params, record, step, position, gap) -> None:
+        data = env.raw.sim.data._data
+        qadr, vadr = free_joint(env, params["object"])
+        angle = np.radians(params["direction_deg"])
+        u = np.array([np.cos(angle), np.sin(angle)])
+        if params["action"] == "push":
+            data.qvel[vadr : vadr + 2] = params["speed_mps"] * u
+            applied = {"velocity_set_mps": [round(float(v), 5) for v in data.qvel[vadr : vadr + 3]]}
+        else:
+            data.qpos[qadr : qadr + 2] += params["displacement_m"] * u
+            data.qvel[vadr : vadr + 6] = 0.0
+            applied = {"moved_by_m": [round(float(v), 5) for v in params["displacement_m"] * u]}
+        mujoco.mj_forward(env.raw.sim.model._model, data)
+        record.update(
+            fired=True,
+            status="fired",
+            fired_at_step=step,
+            chunk=record["chunks_started"] - 1,
+            chunk_step=env.chunk_step - 1,
+            gripper_distance_m=round(gap, 5),
+            position_before=[round(float(v), 6) for v in position],
+            **applied,
+        )
