@@ -185,6 +185,13 @@ def cmd_run(args) -> int:
     store.consolidate()
     _print_summary(store)
     print(f"results: {store.path}")
+    impossible = store.query(
+        "SELECT perturbation, any_value(error) AS example FROM episodes GROUP BY perturbation "
+        "HAVING bool_and(coalesce(error LIKE 'invalid_scene%', false))"
+    )
+    if impossible:  # the run is stored, but the request itself cannot be met on these scenes
+        bad = impossible[0]
+        raise UserError(f"perturbation {bad['perturbation']} gave no valid scene on any init state ({bad['example']}); lower the severity or change its parameters")
     return 0
 
 

@@ -126,3 +126,26 @@ def test_replay_reproduces_a_mid_chunk_event(tmp_path):
     replayed = run_cli("replay", str(run), key)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     assert "matches" in replayed.stdout
+
+
+def test_composed_perturbations_are_recorded_separately(tmp_path):
+    out = tmp_path / "results"
+    proc = run_cli("run", "--perturb", "lighting:3", "--perturb", "occlusion:2", "--episodes", "1", "--max-steps", "16", "--no-baseline", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p for p in out.iterdir() if p.is_dir()]
+    label, severity, records = duckdb.sql(f"SELECT perturbation, severity, perturbations FROM read_parquet('{run}/episodes.parquet')").fetchall()[0]
+    assert label == "lighting:3+occlusion:2" and severity == 3
+    lighting, occlusion = json.loads(records)
+    assert lighting["name"] == "lighting" and lighting["layer"] == "model" and lighting["realisation"]["image_change"]
+    assert occlusion["name"] == "occlusion" and occlusion["realisation"]["changed_fraction"]["agentview"] > 0
+
+
+def test_a_perturbation_with_no_valid_scene_exits_2(tmp_path):
+    scenario = tmp_path / "into_the_plate.json"
+    shift = {"name": "object_pose", "severity": 1, "params": {"mode": "shift", "object": "target", "dx": 0.0, "dy": -0.5, "dyaw": 0.0}}
+    scenario.write_text(json.dumps([{"suite": "libero_spatial", "task_id": 0, "init_index": 0, "perturbations": [shift]}]))
+    proc = run_cli("run", "--scenario", str(scenario), "--out", str(tmp_path / "results"))
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]  # the run is stored first; the verdict is the last line
+    assert last.startswith("stress: error: perturbation object_pose:1 gave no valid scene") and "invalid_scene" in last
+    assert "Traceback" not in proc.stderr
