@@ -55,7 +55,7 @@ def import_libero():
     os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
     # robosuite warns at import that it has no private macro file (creating one means writing into
     # site-packages); the defaults are what we want, so drop just that advice
-    logging.getLogger("robosuite_logs").addFilter(lambda record: "macro file" not in record.getMessage())
+    logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     import libero.libero as libero_pkg
