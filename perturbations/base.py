@@ -190,6 +190,31 @@ class Perturbation:
         return {}
 
 
+# --- helpers shared by families ---------------------------------------------------------------------
+MIN_IMAGE_CHANGE = 0.5  # mean abs pixel change (0-255) below which a visual model edit did not take effect
+
+
+def in_range(value, low: float = -np.inf, high: float = np.inf) -> bool:
+    """A real number (not a bool) within [low, high]."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+
+def check_number(family_name: str, params: dict[str, Any], key: str, low: float, high: float, valid: str | None = None, default: Any = None, integer: bool = False):
+    """``params[key]`` (or ``default``) if a number in [low, high], else a UserError naming it and the range."""
+    value = params.get(key, default)
+    if not in_range(value, low, high) or (integer and not isinstance(value, int)):
+        raise UserError(f"{family_name} {key} {value!r} out of range; valid: {valid or f'{low:g}-{high:g}'}")
+    return value
+
+
+def require_image_change(env, family_name: str) -> dict[str, Any]:
+    """Realisation check of a visual model edit: the mean image change vs the clean render of the same state."""
+    change = env.image_change_vs_clean()
+    if max(change.values()) < MIN_IMAGE_CHANGE:
+        raise NotRealised(f"{family_name} changed the images by {max(change.values()):.3f} < {MIN_IMAGE_CHANGE} (mean abs, 0-255)")
+    return {"image_change": change}
+
+
 _REGISTRY: dict[str, type[Perturbation]] = {}
 
 

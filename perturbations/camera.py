@@ -33,7 +33,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, in_range, register
 # a module import, not `from ... import CAMERA_NAMES`: stress.envs.libero imports this package while it loads
 import stress.envs.libero as libero_env
 from stress.errors import UserError
@@ -69,9 +69,6 @@ def _matrix(quat: np.ndarray) -> np.ndarray:
     mujoco.mju_quat2Mat(out, quat)
     return out.reshape(3, 3)
 
-
-def _number(value, low: float, high: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
 
 def _signed(rng: np.random.Generator, magnitude: float) -> float:
@@ -130,22 +127,22 @@ class Camera(Perturbation):
             if unknown:
                 raise UserError(f"unknown {camera} camera parameter(s) {sorted(unknown)}; valid: {', '.join(KEYS[camera])}")
             fovy = values.get("fovy", BASE_FOVY[camera])
-            if not (_number(fovy, 0.0, 180.0) and 0.0 < fovy < 180.0):
+            if not (in_range(fovy, 0.0, 180.0) and 0.0 < fovy < 180.0):
                 raise UserError(f"camera fovy {fovy!r} out of range; valid: 0-180 (exclusive)")
         agent = params.get("agentview", {})
         scale = agent.get("distance_scale", 1.0)
-        if not _number(scale, -np.inf, np.inf) or scale <= 0:
+        if not in_range(scale, -np.inf, np.inf) or scale <= 0:
             raise UserError(f"camera distance_scale {scale!r} out of range; valid: > 0 (0.25-4)")
-        if not _number(scale, 0.25, 4.0):
+        if not in_range(scale, 0.25, 4.0):
             raise UserError(f"camera distance_scale {scale!r} out of range; valid: 0.25-4")
         for key, limit in (("yaw", MAX_YAW), ("pitch", MAX_PITCH)):
             value = agent.get(key, 0.0)
-            if not _number(value, -limit, limit):
+            if not in_range(value, -limit, limit):
                 raise UserError(f"camera {key} {value!r} out of range; valid: -{limit:g}..{limit:g} (deg)")
         wrist = params.get("wrist", {})
         for key, limit, unit in (("rotation", MAX_ROTATION, "deg"), ("translation", MAX_TRANSLATION, "m")):
             value = wrist.get(key, [0.0, 0.0, 0.0])
-            if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(_number(v, -limit, limit) for v in value)):
+            if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(in_range(v, -limit, limit) for v in value)):
                 raise UserError(f"camera wrist {key} {value!r} invalid; valid: three numbers in -{limit:g}..{limit:g} ({unit})")
 
     def apply_model(self, env, params: dict[str, Any]) -> None:

@@ -39,10 +39,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.base import InvalidScene, Layer, Perturbation, register, require_image_change
 from stress.errors import UserError
 
-MIN_IMAGE_CHANGE = 0.5  # mean abs pixel change (0-255) below which a lighting change did not take effect
 NEUTRAL_K = 6500.0
 # level -> (dim factor, bright factor, ambient added when brightening, tilt deg, shift m, warm K, cool K, light off)
 LEVELS = {
@@ -175,7 +174,4 @@ class Lighting(Perturbation):
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
         if self.is_identity(params):
             return {}
-        change = env.image_change_vs_clean()
-        if max(change.values()) < MIN_IMAGE_CHANGE:
-            raise NotRealised(f"lighting changed the images by {max(change.values()):.3f} < {MIN_IMAGE_CHANGE} (mean abs, 0-255)")
-        return {"image_change": change}
+        return require_image_change(env, self.name)

@@ -43,7 +43,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, NotRealised, Perturbation, register
+from perturbations.base import Layer, NotRealised, Perturbation, check_number, register
 from perturbations.object_pose import eef_position, free_joint, object_name
 from stress.errors import UserError
 
@@ -55,12 +55,6 @@ CHUNK_LEN = 16
 MEASURE_STEPS = 5
 MIN_EFFECT_M = 0.001
 
-
-def _number(params, key, low, high, what, integer=False):
-    value = params.get(key)
-    kinds = (int,) if integer else (int, float)
-    if value is None or isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        raise UserError(f"mid_chunk_push {key} {value!r} out of range; valid: {what}")
 
 
 @register
@@ -113,17 +107,17 @@ class MidChunkPush(Perturbation):
         if params.get("trigger") not in TRIGGERS:
             raise UserError(f"mid_chunk_push trigger {params.get('trigger')!r} unknown; valid: {', '.join(TRIGGERS)}")
         if params["trigger"] == "chunk_step":
-            _number(params, "chunk", 0, 1000, "an integer 0..1000", integer=True)
-            _number(params, "step", 0, CHUNK_LEN - 1, f"an integer 0..{CHUNK_LEN - 1}", integer=True)
+            check_number(self.name, params, "chunk", 0, 1000, "an integer 0..1000", integer=True)
+            check_number(self.name, params, "step", 0, CHUNK_LEN - 1, f"an integer 0..{CHUNK_LEN - 1}", integer=True)
         else:
-            _number(params, "distance_m", 0.01, 0.5, "0.01..0.5 m")
+            check_number(self.name, params, "distance_m", 0.01, 0.5, "0.01..0.5 m")
         if params.get("action") not in ACTIONS:
             raise UserError(f"mid_chunk_push action {params.get('action')!r} unknown; valid: {', '.join(ACTIONS)}")
         if params["action"] == "push":
-            _number(params, "speed_mps", 0.0, 2.0, "0..2 m/s")
+            check_number(self.name, params, "speed_mps", 0.0, 2.0, "0..2 m/s")
         else:
-            _number(params, "displacement_m", 0.0, 0.2, "0..0.2 m")
-        _number(params, "direction_deg", 0.0, 360.0, "0..360 deg")
+            check_number(self.name, params, "displacement_m", 0.0, 0.2, "0..0.2 m")
+        check_number(self.name, params, "direction_deg", 0.0, 360.0, "0..360 deg")
 
     def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         if self.is_identity(params):

@@ -38,7 +38,7 @@ import mujoco
 import numpy as np
 
 import stress.envs.libero as libero_env
-from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, check_number, register
 from stress.errors import UserError
 
 OUTSIDE_M = {1: (0.005, 0.015), 2: (0.02, 0.03), 3: (0.04, 0.05), 4: (0.06, 0.07), 5: (0.08, 0.10)}
@@ -204,11 +204,6 @@ def set_pose(env, name: str, position: np.ndarray, quat: np.ndarray) -> None:
     data.qvel[vadr : vadr + 6] = 0.0
 
 
-def _number(params, key, low, high, what):
-    value = params.get(key, 0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise UserError(f"object_pose {key} {value!r} out of range; valid: {what}")
-
 
 @register
 class ObjectPose(Perturbation):
@@ -259,12 +254,12 @@ class ObjectPose(Perturbation):
         others = params.get("others", [])
         if not isinstance(others, list) or not all(isinstance(o, str) for o in others):
             raise UserError(f"object_pose others {others!r} invalid; valid: a list of object names")
-        _number(params, "dx", -MAX_SHIFT_M, MAX_SHIFT_M, f"-{MAX_SHIFT_M}..{MAX_SHIFT_M} m")
-        _number(params, "dy", -MAX_SHIFT_M, MAX_SHIFT_M, f"-{MAX_SHIFT_M}..{MAX_SHIFT_M} m")
-        _number(params, "dyaw", -180.0, 180.0, "-180..180 deg")
-        _number(params, "direction_deg", 0.0, 360.0, "0..360 deg")
-        _number(params, "outside_m", 0.0, MAX_SHIFT_M, f"0..{MAX_SHIFT_M} m")
-        _number(params, "yaw_outside_deg", -180.0, 180.0, "-180..180 deg")
+        check_number(self.name, params, "dx", -MAX_SHIFT_M, MAX_SHIFT_M, f"-{MAX_SHIFT_M}..{MAX_SHIFT_M} m", default=0.0)
+        check_number(self.name, params, "dy", -MAX_SHIFT_M, MAX_SHIFT_M, f"-{MAX_SHIFT_M}..{MAX_SHIFT_M} m", default=0.0)
+        check_number(self.name, params, "dyaw", -180.0, 180.0, "-180..180 deg", default=0.0)
+        check_number(self.name, params, "direction_deg", 0.0, 360.0, "0..360 deg", default=0.0)
+        check_number(self.name, params, "outside_m", 0.0, MAX_SHIFT_M, f"0..{MAX_SHIFT_M} m", default=0.0)
+        check_number(self.name, params, "yaw_outside_deg", -180.0, 180.0, "-180..180 deg", default=0.0)
 
     def apply_state(self, env, params: dict[str, Any]) -> None:
         """Resolve the concrete offsets for this scene (written into ``params``) and set the new poses."""

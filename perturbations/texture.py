@@ -40,10 +40,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, NotRealised, Perturbation, register
+from perturbations.base import Layer, Perturbation, in_range, register, require_image_change
 from stress.errors import UserError
 
-MIN_IMAGE_CHANGE = 0.5  # mean abs pixel change (0-255) below which the change did not take effect
 SURFACES = ("table", "floor", "walls")
 MODES = ("hue", "pattern", "solid")
 PATCH_CELLS, CELL_PX = 8, 8  # pattern patch: 8 x 8 blocks of 8 px, tiled
@@ -179,7 +178,7 @@ class Texture(Perturbation):
                 raise UserError(f"texture objects {objects!r} invalid; valid: an object with tint and strength")
             _check_rgb("objects tint", objects.get("tint", [1.0, 1.0, 1.0]))
             strength = objects.get("strength", 0.0)
-            if not _number(strength, 0.0, 1.0):
+            if not in_range(strength, 0.0, 1.0):
                 raise UserError(f"texture objects strength {strength!r} out of range; valid: 0-1")
 
     @staticmethod
@@ -193,9 +192,9 @@ class Texture(Perturbation):
             raise UserError(f"unknown texture {surface} {spec['mode']} parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(allowed))}")
         if spec["mode"] == "hue":
             hue, value = spec.get("hue_deg", 0.0), spec.get("value", 1.0)
-            if not _number(hue, -180.0, 180.0):
+            if not in_range(hue, -180.0, 180.0):
                 raise UserError(f"texture {surface} hue_deg {hue!r} out of range; valid: -180..180")
-            if not _number(value, 0.0, 3.0):
+            if not in_range(value, 0.0, 3.0):
                 raise UserError(f"texture {surface} value {value!r} out of range; valid: 0-3")
         elif spec["mode"] == "solid":
             _check_rgb(f"{surface} colour", spec.get("colour"))
@@ -250,16 +249,10 @@ class Texture(Perturbation):
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
         if self.is_identity(params):
             return {}
-        change = env.image_change_vs_clean()
-        if max(change.values()) < MIN_IMAGE_CHANGE:
-            raise NotRealised(f"texture changed the images by {max(change.values()):.3f} < {MIN_IMAGE_CHANGE} (mean abs, 0-255)")
-        return {"image_change": change}
+        return require_image_change(env, self.name)
 
-
-def _number(value, low: float, high: float) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
 
 def _check_rgb(what: str, colour) -> None:
-    if not (isinstance(colour, (list, tuple)) and len(colour) == 3 and all(_number(v, 0.0, 1.0) for v in colour)):
+    if not (isinstance(colour, (list, tuple)) and len(colour) == 3 and all(in_range(v, 0.0, 1.0) for v in colour)):
         raise UserError(f"texture {what} {colour!r} invalid; valid: [r, g, b] each 0-1")

@@ -164,7 +164,6 @@ def _specs_from_args(args) -> tuple[list, dict]:
 def cmd_run(args) -> int:
     from rich.console import Console
 
-    from stress.runner import run_specs
     from stress.store import RunStore
 
     console = Console(stderr=True)
@@ -215,7 +214,6 @@ def _run_with_progress(store, specs, workers, console) -> None:
 
 
 def _print_summary(store) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from stress.report.summary import error_counts, summarise
@@ -244,7 +242,6 @@ def _console():
 
 # --- other commands ----------------------------------------------------------------------------------
 def cmd_show(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from stress.store import RunStore
@@ -263,7 +260,6 @@ def cmd_show(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     console = _console()
