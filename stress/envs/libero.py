@@ -17,10 +17,11 @@ Perturbation hooks, by layer (perturbations/base.py):
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -62,11 +63,13 @@ class SimulatorFault(RuntimeError):
 
 
 @cache
-def _benchmarks():
+def _benchmark(suite: str):
+    """LIBERO's benchmark object of a suite (it prints its task order to stdout when built: silenced)."""
     import_libero()
     from libero.libero import benchmark
 
-    return benchmark.get_benchmark_dict()
+    with redirect_stdout(io.StringIO()):
+        return benchmark.get_benchmark_dict()[suite]()
 
 
 @cache
@@ -74,7 +77,7 @@ def suite_tasks(suite: str) -> tuple[str, ...]:
     """Instructions of a suite's tasks, in LIBERO's task order."""
     if suite not in SUITES:
         raise choice_error("suite", suite, SUITES)
-    bench = _benchmarks()[suite]()
+    bench = _benchmark(suite)
     return tuple(bench.get_task(i).language for i in range(bench.n_tasks))
 
 
@@ -88,7 +91,7 @@ def check_task(suite: str, task_id: int) -> None:
 def init_states(suite: str, task_id: int) -> np.ndarray:
     """The shipped init states of a task (usually 50 flattened MuJoCo states)."""
     check_task(suite, task_id)
-    return np.asarray(_benchmarks()[suite]().get_task_init_states(task_id))
+    return np.asarray(_benchmark(suite).get_task_init_states(task_id))
 
 
 def scene_key(specs) -> tuple:
@@ -149,7 +152,7 @@ class LiberoEnv:
     def __init__(self, suite: str, task_id: int, image_size: int = 128, scene: tuple[PerturbationSpec, ...] = ()):
         check_task(suite, task_id)
         libero = import_libero()
-        task = _benchmarks()[suite]().get_task(task_id)
+        task = _benchmark(suite).get_task(task_id)
         bddl = Path(libero.get_libero_path("bddl_files")) / task.problem_folder / task.bddl_file
         self.suite, self.task_id, self.image_size = suite, task_id, image_size
         self.instruction = task.language
