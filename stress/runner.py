@@ -1,8 +1,8 @@
 """The runner: ScenarioSpec -> one episode -> EpisodeResult, and a run of many specs into the store.
 
-Episode loop (per decision): snapshot the simulator, observe (rendering the cameras only if the
-policy uses images), ask the policy, execute the whole action chunk open-loop, stop on success or the
-step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
+Episode loop (per decision): mark the chunk start, snapshot the simulator when a measurement hook asks
+for it, observe (rendering the cameras only if the policy uses images), ask the policy, execute the
+whole action chunk open-loop, stop on success or the step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
 """
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ DecisionHook = Callable[[LiberoEnv, Any, Decision], None]
 
 def check_spec(spec: ScenarioSpec) -> None:
     """Validate a spec before running it; raise UserError naming the first bad value."""
+    for name in ("task_id", "init_index", "seed", "n_candidates"):
+        value = getattr(spec, name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise UserError(f"scenario field {name} {value!r} is not an integer")
     if spec.suite not in SUITES:
         raise choice_error("suite", spec.suite, SUITES)
     check_task(spec.suite, spec.task_id)
     n_init = len(init_states(spec.suite, spec.task_id))
-    if not isinstance(spec.init_index, int) or not 0 <= spec.init_index < n_init:
+    if not 0 <= spec.init_index < n_init:
         raise UserError(f"init state {spec.init_index!r} not in {spec.suite} task {spec.task_id}; valid: 0-{n_init - 1}")
     cls = policy_class(spec.policy)
     if spec.mode not in MODES:

@@ -45,6 +45,9 @@ def test_malformed_scenario_files(tmp_path):
     bad_param = tmp_path / "bad_param.json"
     bad_param.write_text(json.dumps({"suite": "libero_spatial", "task_id": 0, "init_index": 0, "perturbations": [{"name": "occlusion", "params": {"area_fraction": 3}}]}))
     assert_user_error(run_cli("run", "--scenario", str(bad_param)), "area_fraction 3", "0-1")
+    text_task = tmp_path / "text_task.json"
+    text_task.write_text(json.dumps({"suite": "libero_spatial", "task_id": "0", "init_index": 0}))
+    assert_user_error(run_cli("run", "--scenario", str(text_task)), "task_id '0'", "integer")
     bad_init = tmp_path / "bad_init.json"
     bad_init.write_text(json.dumps({"suite": "libero_spatial", "task_id": 0, "init_index": 99}))
     assert_user_error(run_cli("run", "--scenario", str(bad_init)), "99", "0-49")
