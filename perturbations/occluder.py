@@ -101,22 +101,21 @@ class Occluder(Perturbation):
 
     # --- scene ------------------------------------------------------------------------------------------
     def scene_key(self, params: dict[str, Any]) -> Any:
-        # the compiled boxes depend on which cameras get one and their colour; size and place are per reset
+        # the compiled boxes depend only on which cameras get one; size, place and colour are set per reset
         if self.is_identity(params):
             return None
-        return {"cameras": sorted(params.get("cameras", list(CAMERAS))), "gray": params.get("gray", 0.5)}
+        return {"cameras": sorted(params.get("cameras", list(CAMERAS)))}
 
     def edit_scene(self, xml: str, params: dict[str, Any]) -> str:
         """Add one parked occluder body per camera in ``params['cameras']``."""
         if self.is_identity(params):
             return xml
-        gray = params.get("gray", 0.5)
         for camera in params.get("cameras", list(CAMERAS)):
             # zero mass, no joint, no collision: the dynamics and contacts cannot see the body
             body = (
                 f'<body name="{body_name(camera)}" pos="0 0 0">'
                 f'<geom name="{body_name(camera)}" type="box" size="{PARKED_HALF_SIZE} {PARKED_HALF_SIZE} {PARKED_HALF_SIZE}" pos="0 0 {PARK_BEHIND}" mass="0" '
-                f'contype="0" conaffinity="0" group="{GEOM_GROUP[camera]}" rgba="{gray} {gray} {gray} 1"/></body>'
+                f'contype="0" conaffinity="0" group="{GEOM_GROUP[camera]}" rgba="0.5 0.5 0.5 1"/></body>'
             )
             holder = CAMERA_BODY[camera] and re.search(rf'<camera[^>]*name="{CAMERA_BODY[camera]}"[^>]*/>', xml)
             if holder:  # a sibling of the camera: welded to the camera's body, moves with it
@@ -134,11 +133,14 @@ class Occluder(Perturbation):
         placement = {}
         for camera in CAMERAS:  # every occluder body the scene has: untargeted ones stay out of sight
             _Box(env, camera).park()
+        gray = params.get("gray", 0.5)
         for camera in cameras:
             if camera not in params.get("cameras", list(CAMERAS)):
                 placement[camera] = {"error": f"no occluder body for camera {camera}"}
                 continue
-            placement[camera] = _Box(env, camera).fit(params)
+            box = _Box(env, camera)
+            box.model.geom_rgba[box.geom] = (gray, gray, gray, 1.0)  # geom_rgba is restored at every reset
+            placement[camera] = box.fit(params)
         return {**params, "placement": placement}
 
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
