@@ -41,7 +41,7 @@ PARKED_HALF_SIZE = 1e-6  # m: a parked box casts no shadow a camera could see
 CAMERA_BODY = {"agentview": None, "wrist": "robot0_eye_in_hand"}  # None: static body of the world
 MUJOCO_CAMERA = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 GEOM_GROUP = {"agentview": 3, "wrist": 4}  # stress.envs.libero.CAMERA_GEOM_GROUP (not imported: cycle)
-REFINE_RENDERS = 10
+REFINE_RENDERS = 16
 
 
 def body_name(camera: str) -> str:
