@@ -274,11 +274,16 @@ class _Box:
         measured = rendered(scale)
         # the projection model ignores what hides the target in front of the box: refine with renders
         below, above = 0.0, np.inf  # rendered-fraction bracket of the scale
+        best = (abs(measured - target), scale)
         for _ in range(REFINE_RENDERS):
             if abs(measured - target) <= TOLERANCE / 2:
                 break
             below, above = (scale, above) if measured < target else (below, scale)
             scale = (below + above) / 2 if np.isfinite(above) else scale * 1.5
             measured = rendered(scale)
+            best = min(best, (abs(measured - target), scale))
+        # an off-centre box is not nested as it grows, so the fraction need not be monotonic: keep the best
+        scale = best[1]
+        self._set(*shape(scale))
         centre, half = shape(scale)
         return {"half_size_m": [float(half[0]), float(half[1])], "distance_m": float(-centre[2]), "centre_camera_m": [float(v) for v in centre]}
