@@ -34,8 +34,7 @@ import mujoco
 import numpy as np
 
 from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, in_range, register
-# a module import, not `from ... import CAMERA_NAMES`: stress.envs.libero imports this package while it loads
-import stress.envs.libero as libero_env
+from stress.envs.cameras import CAMERA_NAMES
 from stress.errors import UserError
 
 BASE_FOVY = {"agentview": 45.0, "wrist": 75.0}  # LIBERO's cameras; sampled fovy = base + change
@@ -164,7 +163,7 @@ class Camera(Perturbation):
 
     @staticmethod
     def _cam_id(env, camera: str) -> int:
-        return env.raw.sim.model.camera_name2id(libero_env.CAMERA_NAMES[camera])
+        return env.raw.sim.model.camera_name2id(CAMERA_NAMES[camera])
 
     @staticmethod
     def _orbit(env, model, cam: int, values: dict[str, Any]) -> None:

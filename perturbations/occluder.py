@@ -30,6 +30,7 @@ import mujoco
 import numpy as np
 
 from perturbations.base import CAMERAS, Layer, NotRealised, Perturbation, register
+from stress.envs.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
 from stress.errors import UserError
 
 FRACTION_BY_SEVERITY = {1: 0.2, 2: 0.4, 3: 0.6, 4: 0.8, 5: 0.95}
@@ -38,9 +39,7 @@ MIN_TARGET_PIXELS = 20  # below this the fraction cannot be set within the toler
 HALF_THICKNESS = 0.001  # m
 PARK_BEHIND = 1.0  # m behind the camera: outside its view frustum
 PARKED_HALF_SIZE = 1e-6  # m: a parked box casts no shadow a camera could see
-CAMERA_BODY = {"agentview": None, "wrist": "robot0_eye_in_hand"}  # None: static body of the world
-MUJOCO_CAMERA = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
-GEOM_GROUP = {"agentview": 3, "wrist": 4}  # stress.envs.libero.CAMERA_GEOM_GROUP (not imported: cycle)
+CAMERA_BODY = {"agentview": None, "wrist": CAMERA_NAMES["wrist"]}  # camera the box is welded beside; None: the world
 REFINE_RENDERS = 16
 
 
@@ -115,7 +114,7 @@ class Occluder(Perturbation):
             body = (
                 f'<body name="{body_name(camera)}" pos="0 0 0">'
                 f'<geom name="{body_name(camera)}" type="box" size="{PARKED_HALF_SIZE} {PARKED_HALF_SIZE} {PARKED_HALF_SIZE}" pos="0 0 {PARK_BEHIND}" mass="0" '
-                f'contype="0" conaffinity="0" group="{GEOM_GROUP[camera]}" rgba="0.5 0.5 0.5 1"/></body>'
+                f'contype="0" conaffinity="0" group="{CAMERA_GEOM_GROUP[camera]}" rgba="0.5 0.5 0.5 1"/></body>'
             )
             holder = CAMERA_BODY[camera] and re.search(rf'<camera[^>]*name="{CAMERA_BODY[camera]}"[^>]*/>', xml)
             if holder:  # a sibling of the camera: welded to the camera's body, moves with it
@@ -166,7 +165,7 @@ class _Box:
         self.model, self.data = env.raw.sim.model._model, env.raw.sim.data._data
         self.body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body_name(camera))
         self.geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, body_name(camera))
-        self.cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, MUJOCO_CAMERA[camera])
+        self.cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAMES[camera])
         self.welded = CAMERA_BODY[camera] is not None
         self.cam_xpos = self.data.cam_xpos[self.cam].copy()
         self.cam_xmat = self.data.cam_xmat[self.cam].reshape(3, 3).copy()

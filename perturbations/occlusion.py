@@ -72,7 +72,7 @@ class Occlusion(Perturbation):
         if params.get("fill", "black") not in FILLS:
             raise UserError(f"occlusion fill {params.get('fill')!r} unknown; valid: {', '.join(FILLS)}")
         for key, low, high in (("offset", -1.0, 1.0), ("random_centre", 0.0, 1.0)):
-            value = params.get(key, [low * 0 + (low + high) / 2] * 2)
+            value = params.get(key, [(low + high) / 2] * 2)
             if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and low <= v <= high for v in value)):
                 raise UserError(f"occlusion {key} {value!r} invalid; valid: two numbers in {low:g}..{high:g}")
 

@@ -14,6 +14,7 @@ All loops replay the same expert episode on the same scene so only the measured 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import resource
 import tempfile
@@ -130,7 +131,7 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
 
     figures = {
         "date": datetime.now().isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": __import__("os").cpu_count()},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
         "scene": {"suite": suite, "task": task, "init": init, "steps": steps, "expert_success": recorded.success},
         "render_on_demand_steps_per_s": steps / on_demand,
         "render_every_step_steps_per_s": steps / every_step,

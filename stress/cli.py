@@ -170,17 +170,15 @@ def cmd_run(args) -> int:
     if args.resume is not None:
         store = RunStore.open(args.resume)
         specs = store.specs()
-        workers = args.workers
     else:
         specs, config = _specs_from_args(args)
         labels = sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]
         run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + "-".join(labels)
         store = RunStore.create(args.out, run_id, specs, config)
-        workers = args.workers
     done = store.done_keys()
     todo = [s for s in specs if s.key not in done]
     console.print(f"run {store.path}: {len(specs)} episodes, {len(specs) - len(todo)} already stored")
-    _run_with_progress(store, todo, workers, console)
+    _run_with_progress(store, todo, args.workers, console)
     store.consolidate()
     _print_summary(store)
     print(f"results: {store.path}")

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, NotRealised, family, validate
+from perturbations.base import InvalidScene, Layer, NotRealised, validate
 from scenarios.spec import MODES, ScenarioSpec
 from stress.envs.libero import SUITES, LiberoEnv, SimulatorFault, check_task, init_states, scene_key
 from stress.errors import UserError, choice_error
@@ -94,14 +94,13 @@ class EnvCache:
         self.size, self._envs = size, OrderedDict()
 
     def get(self, spec: ScenarioSpec) -> LiberoEnv:
-        scene = tuple(p for p in spec.perturbations if family(p.name).layer is Layer.SCENE)
-        key = (spec.suite, spec.task_id, spec.image_size, scene_key(scene))
+        key = (spec.suite, spec.task_id, spec.image_size, scene_key(spec.perturbations))
         if key in self._envs:
             self._envs.move_to_end(key)
             return self._envs[key]
         while len(self._envs) >= self.size:
             self._envs.popitem(last=False)[1].close()
-        env = LiberoEnv(spec.suite, spec.task_id, image_size=spec.image_size, scene=scene)
+        env = LiberoEnv(spec.suite, spec.task_id, image_size=spec.image_size, scene=spec.perturbations)
         self._envs[key] = env
         return env
 

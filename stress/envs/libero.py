@@ -31,6 +31,7 @@ import mujoco
 import numpy as np
 
 from perturbations.base import CAMERAS, InvalidScene, Layer, PerturbationSpec, Realised, family, parameters_for, realise
+from stress.envs.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
 from stress.envs.libero_setup import cache_dir, import_libero
 from stress.errors import UserError, choice_error
 from stress.policies.base import Observation
@@ -40,10 +41,6 @@ SUITES = tuple(SUITE_MAX_STEPS)
 SETTLE_STEPS = 10
 MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid scene
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
-CAMERA_NAMES = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}  # ours -> MuJoCo's
-# Geom groups seen by one camera only (LIBERO uses groups 0 and 1): a visual-only body meant for one
-# camera (e.g. an occluder in front of the wrist camera) goes in that camera's group.
-CAMERA_GEOM_GROUP = {"agentview": 3, "wrist": 4}
 # MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
 RESTORED_MODEL_FIELDS = (
     "light_diffuse", "light_ambient", "light_specular", "light_pos", "light_dir", "light_active",
@@ -157,7 +154,7 @@ class LiberoEnv:
         self.suite, self.task_id, self.image_size = suite, task_id, image_size
         self.instruction = task.language
         self.max_steps = SUITE_MAX_STEPS[suite]
-        self.scene_specs = tuple(scene)
+        self.scene_specs = tuple(s for s in scene if family_layer(s) is Layer.SCENE)  # the rest is per reset
         scene_params = [(family(spec.name), parameters_for(spec)) for spec in self.scene_specs]
         edited_bddl = self._edited_bddl(bddl, scene_params)
         # shipped init states are flat [time, qpos, qvel] of the original model: map them by joint name
