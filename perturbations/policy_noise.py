@@ -109,9 +109,9 @@ class NoisyPolicy:
             for attribute, value in saved.items():
                 setattr(self.policy, attribute, value)
 
-    def reset(self, instruction: str, seed: int) -> None:
+    def reset(self, instruction: str, seed: int, **planning) -> None:
         with self._overridden():
-            self.policy.reset(instruction, (int(seed) + self.seed_offset) % SEED_MOD)
+            self.policy.reset(instruction, (int(seed) + self.seed_offset) % SEED_MOD, **planning)
         self._rng = np.random.default_rng(self.noise_seed)
         self._pending = deque(NOOP.copy() for _ in range(self.latency))
 

@@ -18,9 +18,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks 
 from stress.errors import UserError  # noqa: E402
 
 DEFAULT_SUITE = "libero_spatial"
-DEFAULT_POLICY = "expert"
+DEFAULT_POLICY = "reference"
+DEFAULT_CANDIDATES = 8
+DEFAULT_AGGREGATION = "average"
 DEFAULT_EPISODES = 3
 DEFAULT_SEVERITIES = "1,3,5"
+DEFAULT_TRAIN_STEPS = 6000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", type=Path, help="JSON file with a list of ScenarioSpecs (explicit parameters) to run")
     run.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy backend (default {DEFAULT_POLICY})")
     run.add_argument("--mode", default="auto", help="direct, planning, both, or auto (every mode the policy has)")
+    run.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates in planning mode (default {DEFAULT_CANDIDATES})")
+    run.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"planning value aggregation: average, lcb, success_vote, majority_mean (default {DEFAULT_AGGREGATION})")
     run.add_argument("--no-baseline", action="store_true", help="skip the clean baseline episodes")
     run.add_argument("--max-steps", type=int, help="step budget (default: the suite's)")
     run.add_argument("--workers", type=int, default=1, help="simulator processes (each ~2 GB; default 1)")
@@ -76,6 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run", type=Path)
     rep.add_argument("episode_key")
     rep.add_argument("--video", type=Path, help="mp4 path (default RUN/media/KEY.mp4)")
+
+    train = sub.add_parser("train-reference", help="generate expert data and train the built-in reference model (CPU)")
+    train.add_argument("--steps", type=int, default=DEFAULT_TRAIN_STEPS, help=f"optimiser steps (default {DEFAULT_TRAIN_STEPS})")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=2, help="simulator processes for data generation (default 2)")
+    train.add_argument("--inits", default="0-39", help="shipped init states to generate data from (default 0-39; 40-49 stay held out)")
+    train.add_argument("--out", type=Path, default=Path("results") / "reference", help="checkpoint, manifest and resumable state (default results/reference)")
+    train.add_argument("--data", type=Path, default=Path("results") / "data" / "reference", help="expert data shards (default results/data/reference)")
+    train.add_argument("--evaluate", action="store_true", help="afterwards, run evaluate-reference on the new checkpoint")
+    train.add_argument("--ship", action="store_true", help="copy the new checkpoint and manifest into the package (the default model)")
+
+    ev = sub.add_parser("evaluate-reference", help="success, value AUROC, world-model error and latency of a reference checkpoint")
+    ev.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped one)")
+    ev.add_argument("--inits", default="0-49", help="shipped init states for direct episodes (default 0-49)")
+    ev.add_argument("--planning-inits", default="0-49", help="init states for best-of-N episodes (default 0-49; 'none' to skip)")
+    ev.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES)
+    ev.add_argument("--aggregation", default=DEFAULT_AGGREGATION)
+    ev.add_argument("--future-inits", type=int, default=10, help="direct episodes per task whose predicted futures are checked against the simulator (default 10)")
+    ev.add_argument("--workers", type=int, default=2)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
+    ev.add_argument("--resume", type=Path, metavar="RUN", help="continue an evaluation run folder")
 
     bench = sub.add_parser("bench", help="measure render-on-demand speed-up, runner overhead and memory")
     bench.add_argument("--suite", default=DEFAULT_SUITE)
@@ -109,6 +136,12 @@ def _specs_from_args(args) -> tuple[list, dict]:
             raise UserError(f"unknown mode {mode!r}; valid: direct, planning, both, auto")
         if mode not in policy.modes:
             raise UserError(f"policy {args.policy!r} has no {mode!r} mode; valid: {', '.join(policy.modes)}")
+    if "planning" in modes:
+        from stress.policies.planning import check_aggregation
+
+        check_aggregation(args.aggregation)
+        if args.candidates < 1:
+            raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
     if args.workers < 1:
@@ -154,6 +187,8 @@ def _specs_from_args(args) -> tuple[list, dict]:
                         ScenarioSpec(
                             suite=args.suite, task_id=task, init_index=init, perturbations=perturbations,
                             policy=args.policy, mode=mode, seed=args.seed, max_steps=args.max_steps,
+                            n_candidates=args.candidates if mode == "planning" else 1,
+                            aggregation=args.aggregation if mode == "planning" else None,
                         )
                     )
     for spec in specs:
@@ -316,7 +351,106 @@ def cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "list": cmd_list, "show": cmd_show, "replay": cmd_replay, "bench": cmd_bench}
+def _stage_progress():
+    """A rich progress bar per pipeline stage; returns (callback, progress context)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+    tasks = {}
+
+    def update(stage, done, total):
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    return update, bars
+
+
+def cmd_train_reference(args) -> int:
+    import shutil
+
+    from stress.policies.reference.build import TRAIN_TASKS, train_reference
+    from stress.policies.reference.policy import SHIPPED_CHECKPOINT
+
+    if args.steps < 1:
+        raise UserError(f"--steps {args.steps} invalid; valid: 1 or more")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
+    inits = _int_list(args.inits, "--inits")
+    bad = [i for i in inits if not 0 <= i < 50]
+    if bad:
+        raise UserError(f"init state {bad[0]} in --inits out of range; valid: 0-49")
+    update, bars = _stage_progress()
+    with bars:
+        checkpoint = train_reference(args.out, args.data, args.steps, seed=args.seed, workers=args.workers, inits=tuple(inits), progress=update)
+    print(f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), manifest: {args.out / 'manifest.json'}")
+    if args.ship:
+        SHIPPED_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, SHIPPED_CHECKPOINT)
+        shutil.copyfile(args.out / "manifest.json", SHIPPED_CHECKPOINT.with_name("manifest.json"))
+        print(f"shipped: {SHIPPED_CHECKPOINT}")
+    if args.evaluate:
+        ev = build_parser().parse_args(["evaluate-reference", "--checkpoint", str(checkpoint), "--workers", str(args.workers)])
+        cmd_evaluate_reference(ev, tasks=TRAIN_TASKS)
+    return 0
+
+
+def cmd_evaluate_reference(args, tasks=None) -> int:
+    from stress.policies.reference.build import TRAIN_TASKS
+    from stress.policies.reference.evaluate import evaluate, evaluation_specs
+    from stress.policies.reference.policy import checkpoint_path, load_checkpoint
+    from stress.policies.planning import check_aggregation
+    from stress.store import RunStore
+
+    checkpoint = args.checkpoint or checkpoint_path()
+    load_checkpoint(checkpoint)  # a bad checkpoint fails here, with its one-line message
+    check_aggregation(args.aggregation)
+    tasks = tasks or TRAIN_TASKS
+    inits = _int_list(args.inits, "--inits")
+    planning_inits = [] if args.planning_inits == "none" else _int_list(args.planning_inits, "--planning-inits")
+    for i in inits + planning_inits:
+        if not 0 <= i < 50:
+            raise UserError(f"init state {i} out of range; valid: 0-49")
+    if args.resume:
+        store = RunStore.open(args.resume)
+    else:
+        specs = evaluation_specs(tasks, inits, ("direct",), args.candidates, args.aggregation, args.seed) + evaluation_specs(tasks, planning_inits, ("planning",), args.candidates, args.aggregation, args.seed)
+        config = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "command"}
+        store = RunStore.create(args.out, datetime.now().strftime("%Y%m%d-%H%M%S") + "-evaluate-reference", specs, config)
+    print(f"evaluation run: {store.path}")
+    update, bars = _stage_progress()
+    with bars:
+        figures = evaluate(store, checkpoint, tasks, inits, planning_inits, args.candidates, args.aggregation, args.future_inits, args.workers, args.seed, progress=update)
+    _print_evaluation(figures)
+    print(f"figures: {store.path / 'evaluation.json'}")
+    return 0
+
+
+def _print_evaluation(figures: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="reference model on the shipped init states")
+    for column in ("task", "mode", "all", "95% CI", "trained inits", "held-out inits", "errors"):
+        table.add_column(column)
+    for s in figures["success"]:
+        fmt = lambda part: f"{s[part]['success']:.0%} of {s[part]['n']}" if s[part]["n"] else "-"
+        table.add_row(f"{s['suite']} {s['task_id']}", s["mode"], fmt("all"), f"{s['all']['ci95'][0]:.0%}-{s['all']['ci95'][1]:.0%}", fmt("trained_inits"), fmt("held_out_inits"), str(s["errors"]))
+    console = Console()
+    console.print(table)
+    for mode in ("direct", "planning"):
+        if f"mean_success_{mode}" in figures:
+            auc = figures["value_auroc"].get(mode, {}).get("auroc")
+            console.print(f"{mode}: mean success {figures[f'mean_success_{mode}']:.1%}, value AUROC {auc if auc is None else round(auc, 3)} over {figures['value_auroc'][mode]['decisions']} decisions")
+    if figures.get("paired"):
+        p = figures["paired"]
+        console.print(f"paired on {p['n']} scenarios: both {p['both']}, direct only {p['direct_only']}, planning only {p['planning_only']}, neither {p['neither']}")
+    for camera, f in figures["future"].items():
+        console.print(f"world model {camera}: PSNR {f['psnr']:.2f} dB vs copy-frame {f['baseline_psnr']:.2f}; SSIM {f['ssim']:.3f} vs {f['baseline_ssim']:.3f} ({f['decisions']} decisions)")
+    console.print(f"latency (ms): {figures['latency_ms']}")
+
+
+COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "replay": cmd_replay, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

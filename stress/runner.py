@@ -25,6 +25,7 @@ from stress.envs.libero import SUITES, LiberoEnv, SimulatorFault, check_task, in
 from stress.errors import UserError, choice_error
 from stress.policies import policy_class
 from stress.policies.base import Decision
+from stress.policies.planning import check_aggregation
 
 DecisionHook = Callable[[LiberoEnv, Any, Decision], None]
 
@@ -50,6 +51,10 @@ def check_spec(spec: ScenarioSpec) -> None:
         raise UserError(f"max_steps {spec.max_steps!r} invalid; valid: a positive integer or null (suite default)")
     if spec.image_size not in (64, 128, 224, 256):
         raise UserError(f"image_size {spec.image_size!r} invalid; valid: 64, 128, 224, 256")
+    if spec.mode == "planning":
+        if spec.n_candidates < 1:
+            raise UserError(f"n_candidates {spec.n_candidates!r} invalid; valid: an integer >= 1")
+        check_aggregation(spec.aggregation or "average")
     for p in spec.perturbations:
         validate(p)
 
@@ -154,7 +159,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         for p in env.perturbations:
             if p.family.layer is Layer.POLICY:
                 policy = p.family.wrap_policy(policy, p.params)
-        policy.reset(env.instruction, spec.seed)
+        policy.reset(env.instruction, spec.seed, mode=spec.mode, n_candidates=spec.n_candidates, aggregation=spec.aggregation)
         while env.step_count < max_steps and not result.success:
             env.begin_chunk()
             result.decision_steps.append(env.step_count)

@@ -197,12 +197,15 @@ class RunStore:
             _atomic_write(self.path / f"{table_name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
 
     def query(self, sql: str, params: list | None = None):
-        """Run DuckDB SQL with the view ``episodes`` over the stored parts. Returns a list of dict rows."""
+        """Run DuckDB SQL with the views ``episodes`` and (when any were stored) ``decisions`` over the stored parts. Returns a list of dict rows."""
         con = duckdb.connect()
         parts = self.path / "parts"
         if not parts.is_dir() or not any(parts.glob("*.parquet")):
             return []
         con.execute(f"CREATE VIEW episodes AS SELECT * FROM read_parquet('{parts}/*.parquet')")
+        decisions = self.path / "decisions"
+        if decisions.is_dir() and any(decisions.glob("*.parquet")):
+            con.execute(f"CREATE VIEW decisions AS SELECT * FROM read_parquet('{decisions}/*.parquet')")
         cursor = con.execute(sql, params or [])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]

@@ -19,7 +19,7 @@ REQUIRED_COLUMNS = {"episode_key", "suite", "task_id", "init_index", "policy", "
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    proc = run_cli("run", "--perturb", "occlusion:2", "--episodes", "2", "--max-steps", "40", "--out", str(out))
+    proc = run_cli("run", "--perturb", "occlusion:2", "--episodes", "2", "--max-steps", "32", "--mode", "both", "--candidates", "4", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     return run, proc
@@ -28,16 +28,17 @@ def short_run(tmp_path_factory):
 def test_run_writes_the_documented_tables(short_run):
     run, proc = short_run
     manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["format"] == "stress-run/1" and len(manifest["specs"]) == 4
+    assert manifest["format"] == "stress-run/1" and len(manifest["specs"]) == 8  # 2 inits x (clean, occlusion) x 2 modes
+    assert {s["policy"] for s in manifest["specs"]} == {"reference"}  # the built-in default
     assert manifest["versions"]["mujoco"].startswith("3.3")
     rows = duckdb.sql(f"SELECT * FROM read_parquet('{run}/episodes.parquet') ORDER BY init_index, perturbation").fetchall()
     columns = {d[0] for d in duckdb.sql(f"DESCRIBE SELECT * FROM read_parquet('{run}/episodes.parquet')").fetchall()}
     assert REQUIRED_COLUMNS <= columns
-    assert len(rows) == 4
+    assert len(rows) == 8
     table = duckdb.sql(f"SELECT perturbation, severity, error, steps, perturbations, episode_key FROM read_parquet('{run}/episodes.parquet')").fetchall()
     for label, severity, error, steps, perturbations, key in table:
         assert error is None
-        assert steps == 40
+        assert steps == 32
         assert (run / "actions" / f"{key}.npz").is_file()
         records = json.loads(perturbations)
         if label == "clean":
@@ -82,7 +83,7 @@ def test_list_commands():
 
 def test_sigkill_then_resume_stores_every_episode_exactly_once(tmp_path):
     out = tmp_path / "results"
-    args = [sys.executable, "-m", "stress.cli", "run", "--perturb", "occlusion:1", "--episodes", "4", "--max-steps", "24", "--out", str(out)]
+    args = [sys.executable, "-m", "stress.cli", "run", "--policy", "expert", "--perturb", "occlusion:1", "--episodes", "4", "--max-steps", "24", "--out", str(out)]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 600
     parts = []
@@ -129,7 +130,7 @@ def test_replay_reproduces_a_mid_chunk_event(tmp_path):
 
 def test_composed_perturbations_are_recorded_separately(tmp_path):
     out = tmp_path / "results"
-    proc = run_cli("run", "--perturb", "lighting:3", "--perturb", "occlusion:2", "--episodes", "1", "--max-steps", "16", "--no-baseline", "--out", str(out))
+    proc = run_cli("run", "--policy", "expert", "--perturb", "lighting:3", "--perturb", "occlusion:2", "--episodes", "1", "--max-steps", "16", "--no-baseline", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     label, severity, records = duckdb.sql(f"SELECT perturbation, severity, perturbations FROM read_parquet('{run}/episodes.parquet')").fetchall()[0]

@@ -8,6 +8,7 @@ from stress.errors import choice_error
 
 # name -> (module, class); imported lazily so listing policies does not load heavy backends
 _BACKENDS = {
+    "reference": ("stress.policies.reference.policy", "ReferencePolicy"),
     "expert": ("stress.policies.expert", "ExpertPolicy"),
 }
 

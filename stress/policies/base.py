@@ -67,6 +67,9 @@ class Policy(Protocol):
     modes: ClassVar[tuple[str, ...]]  # "direct", and "planning" for backends with a planner
     uses_images: ClassVar[bool]
 
-    def reset(self, instruction: str, seed: int) -> None: ...
+    def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
+        """Start an episode. ``mode`` is "direct" or "planning" (best-of-``n_candidates``, candidates
+        scored with ``aggregation``, see ``stress.policies.planning``)."""
+        ...
 
     def act(self, obs: Observation) -> Decision: ...

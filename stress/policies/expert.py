@@ -170,7 +170,7 @@ class ExpertPolicy:
         self.action_noise = float(action_noise)
         self.reset("", seed)
 
-    def reset(self, instruction: str, seed: int) -> None:
+    def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
         self.instruction = instruction
         self._rng = np.random.default_rng(seed)
         self._scene: _Scene | None = None

@@ -1,0 +1,120 @@
+"""``stress train-reference``: generate the expert data, train the reference model, export the checkpoint.
+
+Every stage resumes: shards already on disk are kept, the trainer's state is saved every
+``SAVE_EVERY`` steps and picked up again (same data, seed and step budget)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stress.policies.reference.data import VARIANTS, generate, plan_jobs
+from stress.policies.reference.model import Architecture
+from stress.policies.reference.train import Trainer, load_shards
+
+TRAIN_TASKS = (("libero_spatial", 0), ("libero_spatial", 1), ("libero_object", 0), ("libero_object", 1))
+TRAIN_INITS = tuple(range(40))  # shipped init states 40-49 are never trained on: the evaluation reports them apart
+SAVE_EVERY = 250
+
+
+def is_validation(init_index: int) -> bool:
+    """Episodes of every 10th init state (9, 19, ...) are kept out of training for the validation losses."""
+    return init_index % 10 == 9
+
+
+def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
+                    inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None) -> Path:
+    """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
+
+    progress(stage, done, total) is called as work advances."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    jobs = plan_jobs(tasks, inits, variants)
+    counter = {"done": sum(j.path(data_root).exists() for j in jobs)}
+
+    def shard_done(job, success):
+        counter["done"] += 1
+        if progress:
+            progress("data", counter["done"], len(jobs))
+
+    generate(jobs, data_root, workers=workers, on_done=shard_done)
+    data_s = time.time() - started
+    validation = np.array([is_validation(j.init_index) for j in jobs])
+    train_paths = [j.path(data_root) for j, v in zip(jobs, validation) if not v]
+    val_paths = [j.path(data_root) for j, v in zip(jobs, validation) if v]
+    train_data = load_shards(train_paths)
+    config = {"steps": steps, "seed": seed, "tasks": [list(t) for t in tasks], "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict()}
+    trainer = Trainer(train_data, arch, seed, total_steps=steps)
+    state_path = out / "train_state.pt"
+    config_path = out / "train_config.json"
+    if state_path.exists() and config_path.exists() and json.loads(config_path.read_text()) == config:
+        trainer.load_state(state_path)
+    else:
+        config_path.write_text(json.dumps(config, indent=1))
+    train_started = time.time()
+    while trainer.step < steps:
+        n = min(SAVE_EVERY - trainer.step % SAVE_EVERY, steps - trainer.step)
+        trainer.train_steps(n, on_step=(lambda t: progress("train", t.step, steps)) if progress else None)
+        trainer.save_state(state_path)
+    train_s = time.time() - train_started
+    validation_losses = evaluate_losses(trainer, load_shards(val_paths)) if val_paths else {}
+    manifest = {
+        "format": "stress-reference-manifest/1",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "config": config,
+        "data": {"root": str(data_root), "episodes": len(jobs), "train_episodes": len(train_paths), "validation_episodes": len(val_paths),
+                 "train_decisions": len(train_data), "train_success_rate": float(train_data.success.mean()),
+                 "seeds": "sha256 of suite/task/init/variant (stress.policies.reference.data.Job.seed)"},
+        "timing_s": {"data": round(data_s, 1), "train": round(train_s, 1)},
+        "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses)},
+    }
+    path = out / "reference.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(trainer.checkpoint(manifest), tmp)
+    tmp.replace(path)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    return path
+
+
+def _mean_last(losses: list[dict], n: int) -> dict[str, float]:
+    tail = losses[-n:]
+    return {k: round(float(np.mean([x[k] for x in tail])), 4) for k in tail[0]} if tail else {}
+
+
+def _curve(losses: list[dict], points: int = 40) -> list[dict]:
+    """The loss curve, averaged in ``points`` windows (for the manifest and the docs' plot)."""
+    if not losses:
+        return []
+    edges = np.linspace(0, len(losses), min(points, len(losses)) + 1).astype(int)
+    return [{"step": int(b), **_mean_last(losses[a:b], b - a)} for a, b in zip(edges, edges[1:])]
+
+
+@torch.no_grad()
+def evaluate_losses(trainer: Trainer, data, batches: int = 20) -> dict[str, float]:
+    """Mean losses on held-out episodes, with a fixed generator (comparable across runs)."""
+    saved_rng, saved_data = trainer.rng, trainer.data
+    saved_weights = {k: v.clone() for k, v in trainer.net.state_dict().items()}
+    trainer.rng, trainer.data = np.random.default_rng(12345), data
+    trainer.net.load_state_dict(trainer.ema)  # the exported (EMA) weights
+    trainer.net.eval()
+    try:
+        totals = []
+        for _ in range(batches):
+            idx = trainer.rng.integers(0, len(data), size=trainer.batch)
+            b = trainer.batch_tensors(idx, augment=False)
+            n = trainer.batch * trainer.draws
+            roles = trainer.roles_for(b["policy_ok"].repeat(trainer.draws))
+            t = torch.sigmoid(torch.from_numpy(trainer.rng.normal(size=n)).float())
+            noise = torch.from_numpy(trainer.rng.normal(size=(n, trainer.net.dim))).float()
+            totals.append({k: float(v) for k, v in trainer.losses_for(b, roles, t, noise).items()})
+        return {k: round(float(np.mean([x[k] for x in totals])), 4) for k in totals[0]}
+    finally:
+        trainer.rng, trainer.data = saved_rng, saved_data
+        trainer.net.load_state_dict(saved_weights)
+        trainer.net.train()

@@ -1,0 +1,170 @@
+"""``stress evaluate-reference``: the reference model's figures on the shipped init states of its tasks.
+
+* success per task and mode (direct, best-of-N planning) with 95 % Wilson intervals, paired on the same
+  init states (both modes share each scenario but the mode), split into trained init states and held-out
+  ones (40-49 are never trained on);
+* value AUROC: the decision-time predicted value (direct: the policy's own value; planning: the chosen
+  candidate's aggregated score) against the episode's eventual success, over every decision of these
+  closed-loop episodes (none of which is training data);
+* world-model error: at each decision of the first ``future_inits`` direct episodes per task, the
+  simulator snapshot is restored after the executed chunk has been played to render the true future;
+  PSNR / SSIM of the predicted future vs the true one, and of the current frame vs the true one (the
+  copy-current-frame baseline), per camera, at the model's 64 px;
+* CPU latency of one decision, policy mode and best-of-N planning (median of repeated calls on real
+  observations).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scenarios.spec import ScenarioSpec
+from stress.metrics import auroc, psnr, ssim, wilson_interval
+from stress.policies.reference.build import TRAIN_INITS
+from stress.policies.reference.model import CAMERAS, model_image
+
+SHIPPED_INITS = tuple(range(50))
+
+
+class FutureProbe:
+    """Decision hook: plays the executed chunk from the snapshot, renders the true future, restores."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def __call__(self, env, snapshot, decision) -> None:
+        if decision.predicted_future is None:
+            return
+        current = {c: model_image(env.render(c)) for c in CAMERAS}
+        for action in decision.actions:
+            env.step(action)
+        true = {c: model_image(env.render(c)) for c in CAMERAS}
+        env.restore(snapshot)
+        for c in CAMERAS:
+            self.rows.append({"camera": c, "psnr": psnr(decision.predicted_future[c], true[c]), "ssim": ssim(decision.predicted_future[c], true[c]),
+                              "baseline_psnr": psnr(current[c], true[c]), "baseline_ssim": ssim(current[c], true[c])})
+
+
+def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, seed: int) -> list[ScenarioSpec]:
+    specs = []
+    for suite, task in tasks:
+        for init in inits:
+            for mode in modes:
+                planning = mode == "planning"
+                specs.append(ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode=mode, seed=seed,
+                                          n_candidates=n_candidates if planning else 1, aggregation=aggregation if planning else None))
+    return specs
+
+
+def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits=SHIPPED_INITS, n_candidates: int = 8,
+             aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None) -> dict:
+    """Run the evaluation episodes into ``store`` (resumable) and return the figures."""
+    from stress.runner import EnvCache, PolicyCache, run_episode, run_specs
+
+    os.environ["STRESS_REFERENCE_CHECKPOINT"] = str(Path(checkpoint).resolve())  # worker processes load it
+    direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed)
+    planning = evaluation_specs(tasks, planning_inits, ("planning",), n_candidates, aggregation, seed)
+    # world-model probe: in this process, on the first direct episodes of each task (stored like any other)
+    probe, envs, policies = FutureProbe(), EnvCache(), PolicyCache()
+    probed = [s for s in direct if s.init_index < future_inits]
+    futures_path = store.path / "future_errors.json"
+    if futures_path.exists():
+        probe.rows = json.loads(futures_path.read_text())
+    else:
+        try:
+            for i, spec in enumerate(probed):
+                result = run_episode(spec, envs, policies, on_decision=probe)
+                if spec.key not in store.done_keys():
+                    store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps)
+                if progress:
+                    progress("world-model probe", i + 1, len(probed))
+        finally:
+            envs.close()
+        futures_path.write_text(json.dumps(probe.rows))
+    specs = direct + planning
+    counter = {"done": len(store.done_keys())}
+
+    def on_result(_):
+        counter["done"] += 1
+        if progress:
+            progress("episodes", counter["done"], len(specs))
+
+    run_specs(specs, store, workers=workers, on_result=on_result)
+    store.consolidate()
+    figures = summarise(store, tasks, probe.rows)
+    figures["latency_ms"] = measure_latency(checkpoint, tasks[0], n_candidates, aggregation)
+    figures["config"] = {"checkpoint": str(checkpoint), "n_candidates": n_candidates, "aggregation": aggregation, "seed": seed,
+                         "inits": [min(inits), max(inits)], "planning_inits": [min(planning_inits), max(planning_inits)] if planning_inits else None,
+                         "future_inits": future_inits, "trained_inits": [min(TRAIN_INITS), max(TRAIN_INITS)]}
+    (store.path / "evaluation.json").write_text(json.dumps(figures, indent=1))
+    return figures
+
+
+def summarise(store, tasks, future_rows: list[dict]) -> dict:
+    episodes = store.query("SELECT suite, task_id, init_index, mode, success, error, episode_key FROM episodes")
+    out = {"success": [], "paired": {}, "value_auroc": {}, "future": {}}
+    trained = set(TRAIN_INITS)
+    for suite, task in tasks:
+        for mode in ("direct", "planning"):
+            rows = [e for e in episodes if (e["suite"], e["task_id"], e["mode"]) == (suite, task, mode)]
+            if not rows:
+                continue
+            entry = {"suite": suite, "task_id": task, "mode": mode}
+            for split, keep in (("all", lambda e: True), ("trained_inits", lambda e: e["init_index"] in trained), ("held_out_inits", lambda e: e["init_index"] not in trained)):
+                chosen = [e for e in rows if keep(e)]
+                wins = sum(bool(e["success"]) for e in chosen)
+                low, high = wilson_interval(wins, len(chosen))
+                entry[split] = {"n": len(chosen), "success": wins / len(chosen) if chosen else None, "ci95": [round(low, 3), round(high, 3)]}
+            entry["errors"] = sum(e["error"] is not None for e in rows)
+            out["success"].append(entry)
+    for mode in ("direct", "planning"):
+        rates = [s["all"]["success"] for s in out["success"] if s["mode"] == mode]
+        if rates:
+            out[f"mean_success_{mode}"] = float(np.mean(rates))
+    by_key = {(e["suite"], e["task_id"], e["init_index"], e["mode"]): bool(e["success"]) for e in episodes}
+    pairs = [(v, by_key[k[:3] + ("planning",)]) for k, v in by_key.items() if k[3] == "direct" and k[:3] + ("planning",) in by_key]
+    if pairs:
+        out["paired"] = {"n": len(pairs), "both": sum(a and b for a, b in pairs), "direct_only": sum(a and not b for a, b in pairs),
+                         "planning_only": sum(b and not a for a, b in pairs), "neither": sum(not a and not b for a, b in pairs)}
+    success_of = {e["episode_key"]: bool(e["success"]) for e in episodes}
+    mode_of = {e["episode_key"]: e["mode"] for e in episodes}
+    decisions = store.query("SELECT episode_key, pred_value FROM decisions WHERE chosen") if any((store.path / "decisions").glob("*.parquet")) else []
+    for mode in ("direct", "planning"):
+        rows = [d for d in decisions if mode_of.get(d["episode_key"]) == mode]
+        score = auroc([d["pred_value"] for d in rows], [success_of[d["episode_key"]] for d in rows]) if rows else None
+        out["value_auroc"][mode] = {"decisions": len(rows), "auroc": score}
+    for camera in CAMERAS:
+        rows = [r for r in future_rows if r["camera"] == camera]
+        if rows:
+            out["future"][camera] = {"decisions": len(rows), **{k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")}}
+    return out
+
+
+def measure_latency(checkpoint: Path, task, n_candidates: int, aggregation: str, repeats: int = 20) -> dict:
+    """Median wall time of one decision on a real observation (this process, torch's default threads)."""
+    from stress.envs.libero import LiberoEnv
+    from stress.policies.reference.policy import ReferencePolicy
+
+    env = LiberoEnv(*task)
+    try:
+        env.reset(0)
+        obs = env.observe(render=True)
+    finally:
+        env.close()
+    policy = ReferencePolicy(checkpoint)
+    out = {}
+    for label, mode, n in (("policy_5_steps", "direct", 1), (f"best_of_{n_candidates}_3x5", "planning", n_candidates)):
+        policy.reset(obs.instruction, 0, mode=mode, n_candidates=n, aggregation=aggregation)
+        policy.act(obs)  # warm-up
+        times = []
+        for _ in range(repeats if mode == "direct" else max(3, repeats // 4)):
+            start = time.perf_counter()
+            policy.act(obs)
+            times.append(time.perf_counter() - start)
+        out[label] = round(1000 * float(np.median(times)), 1)
+    return out

@@ -1,0 +1,196 @@
+"""The ``reference`` policy backend: the built-in model behind Cosmos Policy's contract.
+
+Direct mode samples the policy role once per decision (actions, future images and proprio, value
+together). Planning mode (best-of-N) draws N action chunks with seeds ``seed + i``; for each, the world
+model role predicts ``n_futures`` futures and the value role (V(s') from the predicted future, or Q(s, a)
+from the actions alone: ``value_source``) ``n_values`` values per future; the ensemble is aggregated
+(``stress.policies.planning``) and the best candidate executed. Every candidate's predictions are in the
+Decision.
+
+Noise seeds: decision d of an episode reset with ``seed`` uses ``seed * 1000 + d`` (candidate i adds i), so
+the same spec gives the same actions and different seeds give different candidates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zlib
+from contextlib import nullcontext
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from stress.errors import UserError
+from stress.policies.base import Candidate, Decision, Observation
+from stress.policies.planning import best_candidate, check_aggregation
+from stress.policies.reference.model import CAMERAS, CHUNK, PARTS, SLICES, Architecture, ReferenceNet, model_image, role_states, sample
+from stress.policies.reference.train import CHECKPOINT_FORMAT, text_batch, to_tensor_images
+
+SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "reference.pt"
+PRECISIONS = ("float32", "bfloat16")
+VALUE_SOURCES = ("future", "action")
+
+
+class CheckpointError(UserError):
+    """A missing, corrupt or mismatching checkpoint."""
+
+
+def checkpoint_path() -> Path:
+    return Path(os.environ.get("STRESS_REFERENCE_CHECKPOINT", SHIPPED_CHECKPOINT))
+
+
+def load_checkpoint(path: Path) -> tuple[ReferenceNet, dict]:
+    """Load a checkpoint (plain tensors and strings only: ``weights_only=True``). Raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"reference checkpoint {str(path)!r} not found; train one with `stress train-reference` or set STRESS_REFERENCE_CHECKPOINT")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated file, not a torch archive, pickled objects
+        raise CheckpointError(f"reference checkpoint {str(path)!r} is corrupt or not a weights-only torch file ({type(exc).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+        found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
+        raise CheckpointError(f"reference checkpoint {str(path)!r} has format {found!r}; valid: {CHECKPOINT_FORMAT!r}")
+    try:
+        arch = Architecture.from_dict(blob["architecture"])
+        net = ReferenceNet(arch)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+        net.load_state_dict(state)
+    except (TypeError, KeyError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise CheckpointError(f"reference checkpoint {str(path)!r} does not match this code's architecture: {first}") from None
+    net.eval()
+    meta = {"normalisation": blob["normalisation"], "instructions": list(blob["instructions"]), "manifest": json.loads(blob.get("manifest", "{}"))}
+    return net, meta
+
+
+def check_images(images: dict[str, np.ndarray]) -> None:
+    for camera in CAMERAS:
+        if camera not in images:
+            raise UserError(f"reference policy needs a {camera!r} image; got cameras {sorted(images)}")
+        image = images[camera]
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+            raise UserError(f"{camera} image must be a uint8 array; got {getattr(image, 'dtype', type(image).__name__)}")
+        if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 32:
+            raise UserError(f"{camera} image must be HxWx3 with H, W >= 32; got shape {image.shape}")
+
+
+class ReferencePolicy:
+    """Built-in joint policy / world model / value network (CPU), Cosmos Policy's contract."""
+
+    name: ClassVar[str] = "reference"
+    modes: ClassVar[tuple[str, ...]] = ("direct", "planning")
+    uses_images: ClassVar[bool] = True
+
+    def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
+                 value_source: str = "future", n_futures: int = 3, n_values: int = 5):
+        self.net, self.meta = load_checkpoint(checkpoint or checkpoint_path())
+        norm = self.meta["normalisation"]
+        self._proprio_mean, self._proprio_std = np.array(norm["proprio_mean"], np.float32), np.array(norm["proprio_std"], np.float32)
+        self._delta_std = np.array(norm["delta_std"], np.float32)
+        self.num_denoising_steps, self.precision, self.value_source = num_denoising_steps, precision, value_source
+        self.n_futures, self.n_values = n_futures, n_values
+        self._warned: set[str] = set()
+        self.reset("", 0)
+
+    # --- protocol -----------------------------------------------------------------------------------------
+    def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
+        if mode not in self.modes:
+            raise UserError(f"reference policy has no mode {mode!r}; valid: {', '.join(self.modes)}")
+        if mode == "planning":
+            aggregation = aggregation or "average"
+            check_aggregation(aggregation)
+            if not isinstance(n_candidates, int) or n_candidates < 1:
+                raise UserError(f"n_candidates {n_candidates!r} invalid; valid: an integer >= 1")
+        if instruction and instruction not in self.meta["instructions"] and instruction not in self._warned:
+            self._warned.add(instruction)
+            print(f"warning: the reference model was not trained on the instruction {instruction!r}; it runs, but expect little", file=sys.stderr)
+        self.instruction, self.seed, self.mode = instruction, int(seed), mode
+        self.n_candidates, self.aggregation = n_candidates, aggregation
+        self._decision = 0
+
+    def act(self, obs: Observation) -> Decision:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision {self.precision!r} unknown; valid: {', '.join(PRECISIONS)}")
+        if self.value_source not in VALUE_SOURCES:
+            raise UserError(f"value_source {self.value_source!r} unknown; valid: {', '.join(VALUE_SOURCES)}")
+        check_images(obs.images)
+        seed = self.seed * 1000 + self._decision
+        self._decision += 1
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bfloat16" else nullcontext()
+        with torch.inference_mode(), autocast:
+            condition, maps, current = self._encode(obs)
+            if self.mode == "direct":
+                return self._direct(obs, condition, maps, current, seed)
+            return self._plan(obs, condition, maps, current, seed)
+
+    # --- internals ----------------------------------------------------------------------------------------
+    def _encode(self, obs: Observation):
+        current = {c: to_tensor_images(model_image(obs.images[c]))[None] for c in CAMERAS}
+        proprio = torch.from_numpy((np.asarray(obs.proprio, np.float32) - self._proprio_mean) / self._proprio_std)[None]
+        tokens, offsets = text_batch([obs.instruction or self.instruction])
+        condition, maps = self.net.encode(current, proprio, tokens, offsets)
+        return condition, maps, current
+
+    @staticmethod
+    def _noise(seeds: list[int], dim: int) -> torch.Tensor:
+        return torch.stack([torch.randn(dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+    def _sample(self, role: str, condition, clean: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        n = len(seeds)
+        noise = self._noise(seeds, self.net.dim)
+        return sample(self.net, condition.expand(n, -1), role_states(role, n), clean, self.num_denoising_steps, noise).float()
+
+    def _futures(self, x: torch.Tensor, maps, current) -> list[dict[str, np.ndarray]]:
+        n = len(x)
+        rep_maps = {c: [m.expand(n, -1, -1, -1) for m in maps[c]] for c in CAMERAS}
+        rep_cur = {c: current[c].expand(n, -1, -1, -1) for c in CAMERAS}
+        images = self.net.decode_future(x[:, SLICES["future"]], rep_maps, rep_cur)
+        out = {c: (images[c].float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy() for c in CAMERAS}
+        return [{c: out[c][i] for c in CAMERAS} for i in range(n)]
+
+    def _actions(self, x: torch.Tensor) -> np.ndarray:
+        return np.clip(x[:, SLICES["actions"]].numpy().reshape(len(x), CHUNK, -1), -1.0, 1.0).astype(np.float64)
+
+    def _values(self, x: torch.Tensor) -> np.ndarray:
+        return np.clip((x[:, SLICES["value"]].numpy()[:, 0] + 1) / 2, 0.0, 1.0)
+
+    def _proprio(self, x: torch.Tensor, proprio: np.ndarray) -> np.ndarray:
+        return np.asarray(proprio, np.float32) + x[:, SLICES["proprio"]].numpy() * self._delta_std
+
+    def _direct(self, obs, condition, maps, current, seed) -> Decision:
+        x = self._sample("policy", condition, torch.zeros(1, self.net.dim), [seed])
+        value = float(self._values(x)[0])
+        return Decision(actions=self._actions(x)[0], predicted_value=value, predicted_future=self._futures(x, maps, current)[0],
+                        info={"seed": seed, "predicted_proprio": self._proprio(x, obs.proprio)[0].tolist(), "denoising_steps": self.num_denoising_steps})
+
+    def _plan(self, obs, condition, maps, current, seed) -> Decision:
+        n, nf, nv = self.n_candidates, self.n_futures, self.n_values
+        seeds = [seed + i for i in range(n)]
+        proposals = self._sample("policy", condition, torch.zeros(n, self.net.dim), seeds)
+        actions = proposals[:, SLICES["actions"]]
+        # world model: nf futures per candidate (actions clean)
+        clean = torch.zeros(n * nf, self.net.dim)
+        clean[:, SLICES["actions"]] = actions.repeat_interleave(nf, dim=0)
+        ensemble_seed = lambda *ids: zlib.crc32(repr((seed, *ids)).encode())  # independent of N: candidate i is the same in best-of-2 and of-8
+        worlds = self._sample("world", condition, clean, [ensemble_seed("future", i, j) for i in range(n) for j in range(nf)])
+        # value: nv values per future, from the future (V(s')) or from the actions alone (Q(s, a))
+        role = "value_future" if self.value_source == "future" else "value_action"
+        clean = worlds.repeat_interleave(nv, dim=0)
+        clean[:, SLICES["value"]] = 0.0
+        values = self._values(self._sample(role, condition, clean, [ensemble_seed("value", i, j, k) for i in range(n) for j in range(nf) for k in range(nv)]))
+        values = values.reshape(n, nf * nv)
+        chosen, scores = best_candidate(values, self.aggregation)
+        futures = self._futures(worlds[::nf], maps, current)  # the first future of each candidate
+        candidates = [Candidate(actions=a, predicted_value=float(s), predicted_future=f, seed=sd) for a, s, f, sd in zip(self._actions(proposals), scores, futures, seeds)]
+        return Decision(
+            actions=candidates[chosen].actions, predicted_value=float(scores[chosen]), predicted_future=futures[chosen],
+            candidates=candidates, chosen=chosen, aggregation=self.aggregation,
+            info={"seed": seed, "candidate_values": values.round(4).tolist(), "value_source": self.value_source,
+                  "predicted_proprio": self._proprio(worlds[chosen * nf : chosen * nf + 1], obs.proprio)[0].tolist(),
+                  "denoising_steps": self.num_denoising_steps},
+        )

@@ -1,0 +1,234 @@
+"""Training of the reference model from the expert's shards (``data.py``): seeded, resumable, CPU first.
+
+Per batch, each sample gets one role (policy / world / value_future / value_action, see ``model.py``) and
+is trained with the flow-matching loss on its generated parts; the future-image autoencoder (future
+encoder + decoder on the current images' features) is trained alongside with an L1 loss. The future
+latent the flow learns is the (detached) future encoder's output.
+
+* the policy role learns the expert's clean plan (label actions); samples whose label is no expert plan
+  (sabotage chunks) or whose executed chunk differs on purpose from the plan (``slow``) are not used
+  for it;
+* the world and value roles learn from the *executed* actions, i.e. what really produced the future.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from stress.policies.reference.data import value_targets
+from stress.policies.reference.model import CAMERAS, PARTS, ROLES, SLICES, Architecture, ReferenceNet, GENERATED, instruction_tokens, role_states, state_mask
+
+CHECKPOINT_FORMAT = "stress-reference/1"
+ROLE_SHARES = {"policy": 0.4, "world": 0.25, "value_future": 0.2, "value_action": 0.15}
+PART_WEIGHTS = {"actions": 1.0, "proprio": 0.5, "future": 1.0, "value": 1.0}
+LATENT_NOISE = 0.1  # the decoder is trained on noisy latents, so sampled latents decode sensibly
+SHIFT = 4  # random-shift augmentation, pixels
+
+
+@dataclass
+class Dataset:
+    """All decisions of all shards, as arrays (images uint8, N x 2 cams x 64 x 64 x 3)."""
+
+    current: np.ndarray
+    future: np.ndarray
+    proprio: np.ndarray
+    future_proprio: np.ndarray
+    label_actions: np.ndarray
+    executed_actions: np.ndarray
+    policy_ok: np.ndarray
+    value: np.ndarray
+    success: np.ndarray  # the episode's eventual success, per decision
+    instruction: np.ndarray  # index into instructions
+    episode: np.ndarray
+    instructions: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def subset(self, mask: np.ndarray) -> "Dataset":
+        kw = {k: getattr(self, k)[mask] for k in self.__dataclass_fields__ if k != "instructions"}
+        return Dataset(instructions=self.instructions, **kw)
+
+
+def load_shards(paths: list[Path]) -> Dataset:
+    cols = {k: [] for k in Dataset.__dataclass_fields__ if k != "instructions"}
+    instructions: list[str] = []
+    for e, path in enumerate(paths):
+        with np.load(path) as d:
+            images = np.stack([d[c] for c in CAMERAS], axis=1)  # (D+1, 2, H, W, 3)
+            n = len(d["label_actions"])
+            if str(d["instruction"]) not in instructions:
+                instructions.append(str(d["instruction"]))
+            cols["current"].append(images[:-1])
+            cols["future"].append(images[1:])
+            cols["proprio"].append(d["proprio"][:-1])
+            cols["future_proprio"].append(d["proprio"][1:])
+            cols["label_actions"].append(d["label_actions"].reshape(n, -1))
+            cols["executed_actions"].append(d["executed_actions"].reshape(n, -1))
+            cols["policy_ok"].append(d["label_valid"] & (str(d["variant"]) != "slow"))
+            cols["value"].append(value_targets(d["decision_steps"], bool(d["success"]), int(d["success_step"])))
+            cols["success"].append(np.full(n, bool(d["success"])))
+            cols["instruction"].append(np.full(n, instructions.index(str(d["instruction"]))))
+            cols["episode"].append(np.full(n, e))
+    return Dataset(instructions=instructions, **{k: np.concatenate(v) for k, v in cols.items()})
+
+
+def normalisation(data: Dataset) -> dict[str, list[float]]:
+    delta = data.future_proprio - data.proprio
+    return {
+        "proprio_mean": data.proprio.mean(0).tolist(),
+        "proprio_std": (data.proprio.std(0) + 1e-3).tolist(),
+        "delta_std": (delta.std(0) + 1e-3).tolist(),
+    }
+
+
+def to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, -3))).float() / 255.0
+
+
+def text_batch(instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = [instruction_tokens(t) for t in instructions]
+    offsets = np.cumsum([0] + [len(t) for t in tokens[:-1]])
+    return torch.tensor([w for t in tokens for w in t], dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
+
+
+def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same random shift for a sample's current and future image of one camera (B, 2, H, W, 3)."""
+    b, cams, h, w, _ = current.shape
+    pad = lambda x: np.pad(x, ((0, 0), (0, 0), (SHIFT, SHIFT), (SHIFT, SHIFT), (0, 0)), mode="edge")
+    pc, pf = pad(current), pad(future)
+    out_c, out_f = np.empty_like(current), np.empty_like(future)
+    offsets = rng.integers(0, 2 * SHIFT + 1, size=(b, cams, 2))
+    for i in range(b):
+        for c in range(cams):
+            y, x = offsets[i, c]
+            out_c[i, c] = pc[i, c, y : y + h, x : x + w]
+            out_f[i, c] = pf[i, c, y : y + h, x : x + w]
+    return out_c, out_f
+
+
+class Trainer:
+    def __init__(self, data: Dataset, arch: Architecture, seed: int, total_steps: int = 1000, lr: float = 3e-4, batch: int = 32, draws: int = 4):
+        self.data, self.arch, self.seed, self.batch = data, arch, seed, batch
+        self.total_steps, self.base_lr = total_steps, lr
+        self.draws = draws  # flow samples (role, time, noise) per encoded sample: the CNNs cost most, the denoiser little
+        torch.manual_seed(seed)
+        self.net = ReferenceNet(arch)
+        self.norm = normalisation(data)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)
+        self.rng = np.random.default_rng(seed)
+        self.step = 0
+        self.losses: list[dict[str, float]] = []
+        # exponential moving average of the weights: what is exported (smoother samples than the raw weights)
+        self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def learning_rate(self) -> float:
+        """Linear warm-up over 200 steps, then cosine decay to 10 % of the base rate."""
+        warm = min(1.0, (self.step + 1) / 200)
+        progress = min(1.0, self.step / max(1, self.total_steps))
+        return self.base_lr * warm * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+    @torch.no_grad()
+    def _update_ema(self, decay: float = 0.999) -> None:
+        decay = min(decay, (1 + self.step) / (10 + self.step))  # early on, follow the weights closely
+        for k, v in self.net.state_dict().items():
+            if v.is_floating_point():
+                self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+            else:
+                self.ema[k].copy_(v)
+
+    def batch_tensors(self, idx: np.ndarray, augment: bool) -> dict:
+        d = self.data
+        current, future = d.current[idx], d.future[idx]
+        if augment:
+            current, future = _shift(current, future, self.rng)
+        cur = {c: to_tensor_images(current[:, i]) for i, c in enumerate(CAMERAS)}
+        fut = {c: to_tensor_images(future[:, i]) for i, c in enumerate(CAMERAS)}
+        mean, std = torch.tensor(self.norm["proprio_mean"]), torch.tensor(self.norm["proprio_std"])
+        proprio = (torch.from_numpy(d.proprio[idx]) - mean) / std
+        delta = torch.from_numpy(d.future_proprio[idx] - d.proprio[idx]) / torch.tensor(self.norm["delta_std"])
+        tokens, offsets = text_batch([d.instructions[i] for i in d.instruction[idx]])
+        return {"cur": cur, "fut": fut, "proprio": proprio, "delta": delta, "tokens": tokens, "offsets": offsets,
+                "label": torch.from_numpy(d.label_actions[idx]), "executed": torch.from_numpy(d.executed_actions[idx]),
+                "value": torch.from_numpy(d.value[idx]) * 2 - 1, "policy_ok": torch.from_numpy(d.policy_ok[idx])}
+
+    def roles_for(self, policy_ok: torch.Tensor) -> list[str]:
+        names, shares = list(ROLE_SHARES), np.array(list(ROLE_SHARES.values()))
+        roles = list(self.rng.choice(names, size=len(policy_ok), p=shares))
+        return [r if (r != "policy" or ok) else "world" for r, ok in zip(roles, policy_ok.tolist())]
+
+    def losses_for(self, b: dict, roles: list[str], t: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
+        net = self.net
+        condition, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
+        latent = net.encode_future(b["fut"], b["cur"])
+        recon = net.decode_future(latent + LATENT_NOISE * torch.randn_like(latent), maps, b["cur"])
+        recon_loss = sum(F.l1_loss(recon[c], b["fut"][c]) for c in CAMERAS) / len(CAMERAS)
+        r = len(roles) // len(condition)
+        rep = lambda x: x.repeat(r, *([1] * (x.dim() - 1)))
+        condition = rep(condition)
+        is_policy = torch.tensor([role == "policy" for role in roles])[:, None]
+        actions = torch.where(is_policy, rep(b["label"]), rep(b["executed"]))
+        x1 = torch.cat([actions, rep(b["delta"]), rep(latent.detach()), rep(b["value"])[:, None]], dim=1)
+        states = torch.cat([role_states(r, 1) for r in roles])
+        gen, clean = state_mask(states, GENERATED), state_mask(states, 1)
+        x_t = ((1 - t[:, None]) * noise + t[:, None] * x1) * gen + x1 * clean
+        v = net(x_t, t, states, condition)
+        err = (v - (x1 - noise)) ** 2 * gen
+        out = {"recon": recon_loss}
+        for name, sl in SLICES.items():
+            weight = gen[:, sl].sum()
+            out[name] = err[:, sl].sum() / weight.clamp(min=1.0)
+        out["total"] = recon_loss + sum(PART_WEIGHTS[p] * out[p] for p in PARTS)
+        return out
+
+    def train_steps(self, n: int, on_step=None) -> None:
+        self.net.train()
+        for _ in range(n):
+            idx = self.rng.integers(0, len(self.data), size=self.batch)
+            b = self.batch_tensors(idx, augment=True)
+            n = self.batch * self.draws
+            roles = self.roles_for(b["policy_ok"].repeat(self.draws))
+            t = torch.sigmoid(torch.from_numpy(self.rng.normal(0.0, 1.0, size=n)).float())  # logit-normal times
+            noise = torch.from_numpy(self.rng.normal(size=(n, self.net.dim))).float()
+            losses = self.losses_for(b, roles, t, noise)
+            for group in self.opt.param_groups:
+                group["lr"] = self.learning_rate()
+            self.opt.zero_grad()
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+            self.opt.step()
+            self.step += 1
+            self._update_ema()
+            self.losses.append({k: float(v.detach()) for k, v in losses.items()})
+            if on_step:
+                on_step(self)
+
+    # --- checkpoints: plain tensors and JSON-able metadata only (loadable with weights_only=True) ---------
+    def checkpoint(self, manifest: dict, half: bool = True) -> dict:
+        state = {k: (v.half() if half and v.is_floating_point() else v.clone()) for k, v in self.ema.items()}
+        return {"format": CHECKPOINT_FORMAT, "architecture": self.arch.to_dict(), "normalisation": self.norm,
+                "instructions": self.data.instructions, "state_dict": state, "manifest": json.dumps(manifest)}
+
+    def save_state(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"net": self.net.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step,
+                    "rng": json.dumps(self.rng.bit_generator.state), "losses": json.dumps(self.losses), "torch_rng": torch.get_rng_state()}, tmp)
+        tmp.replace(path)
+
+    def load_state(self, path: Path) -> None:
+        state = torch.load(path, weights_only=True)
+        self.net.load_state_dict(state["net"])
+        self.ema = {k: v.clone() for k, v in state["ema"].items()}
+        self.opt.load_state_dict(state["opt"])
+        self.step = int(state["step"])
+        self.rng.bit_generator.state = json.loads(state["rng"])
+        self.losses = json.loads(state["losses"])
+        torch.set_rng_state(state["torch_rng"])

@@ -1,0 +1,190 @@
+"""The reference model: the contract every model-backed policy honours, bad checkpoints and inputs,
+a tiny real training run, and the shipped checkpoint solving a known init state."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scenarios.spec import ScenarioSpec
+from stress.errors import UserError
+from stress.policies import policy_class, policy_names
+from stress.policies.base import Observation
+from tests.conftest import run_cli
+
+MODEL_BACKED = [n for n in policy_names() if "planning" in policy_class(n).modes]
+
+
+@pytest.fixture(scope="module")
+def observation(spatial_env):
+    spatial_env.reset(3)
+    return spatial_env.observe(render=True)
+
+
+@pytest.fixture(scope="module", params=MODEL_BACKED)
+def policy(request):
+    return policy_class(request.param)()
+
+
+def test_direct_decision_contract(policy, observation):
+    policy.reset(observation.instruction, 7)
+    d = policy.act(observation)
+    assert d.actions.shape == (16, 7) and np.all(np.abs(d.actions) <= 1.0)
+    assert 0.0 <= d.predicted_value <= 1.0
+    for camera in ("agentview", "wrist"):
+        image = d.predicted_future[camera]
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    assert len(d.info["predicted_proprio"]) == 9
+
+
+def test_same_seed_same_decision_other_seed_other_actions(policy, observation):
+    decisions = []
+    for seed in (7, 7, 8):
+        policy.reset(observation.instruction, seed)
+        decisions.append(policy.act(observation))
+    a, b, c = decisions
+    np.testing.assert_array_equal(a.actions, b.actions)
+    assert a.predicted_value == b.predicted_value
+    np.testing.assert_array_equal(a.predicted_future["agentview"], b.predicted_future["agentview"])
+    assert not np.allclose(a.actions, c.actions)
+
+
+def test_planning_candidates_and_roles_are_consistent(policy, observation):
+    policy.reset(observation.instruction, 7)
+    direct = policy.act(observation)
+    policy.reset(observation.instruction, 7, mode="planning", n_candidates=4, aggregation="lcb")
+    plan = policy.act(observation)
+    assert len(plan.candidates) == 4 and plan.aggregation == "lcb"
+    # candidate i uses seed + i: candidate 0 is the direct policy's own sample
+    np.testing.assert_array_equal(plan.candidates[0].actions, direct.actions)
+    assert [c.seed for c in plan.candidates] == [plan.candidates[0].seed + i for i in range(4)]
+    assert not np.allclose(plan.candidates[0].actions, plan.candidates[1].actions)
+    # the executed chunk is the candidate with the best aggregated ensemble (3 futures x 5 values)
+    values = np.array(plan.info["candidate_values"])
+    assert values.shape == (4, 15) and np.all((values >= 0) & (values <= 1))
+    scores = values.mean(1) - values.std(1)
+    assert plan.chosen == int(np.argmax([c.predicted_value for c in plan.candidates]))
+    np.testing.assert_allclose([c.predicted_value for c in plan.candidates], scores, atol=1e-3)
+    np.testing.assert_array_equal(plan.actions, plan.candidates[plan.chosen].actions)
+    # the candidates of best-of-2 are the first two of best-of-4
+    policy.reset(observation.instruction, 7, mode="planning", n_candidates=2, aggregation="lcb")
+    small = policy.act(observation)
+    np.testing.assert_allclose(np.array(small.info["candidate_values"]), values[:2])
+
+
+def test_q_variant_values_from_actions_alone(policy, observation):
+    policy.value_source = "action"
+    try:
+        policy.reset(observation.instruction, 7, mode="planning", n_candidates=2)
+        plan = policy.act(observation)
+    finally:
+        policy.value_source = "future"
+    assert plan.info["value_source"] == "action"
+    assert all(0.0 <= c.predicted_value <= 1.0 for c in plan.candidates)
+
+
+@pytest.mark.parametrize("steps", [1, 5, 10])
+def test_denoising_steps_knob(policy, observation, steps):
+    policy.num_denoising_steps = steps
+    try:
+        policy.reset(observation.instruction, 7)
+        d = policy.act(observation)
+    finally:
+        policy.num_denoising_steps = 5
+    assert d.info["denoising_steps"] == steps and d.actions.shape == (16, 7)
+
+
+def test_bad_images_are_clear_errors(policy, observation):
+    policy.reset(observation.instruction, 0)
+    wrong_dtype = Observation({**observation.images, "wrist": observation.images["wrist"].astype(np.float32)}, observation.proprio, observation.instruction, 0)
+    with pytest.raises(UserError, match="wrist image must be a uint8 array; got float32"):
+        policy.act(wrong_dtype)
+    wrong_shape = Observation({**observation.images, "agentview": observation.images["agentview"][..., 0]}, observation.proprio, observation.instruction, 0)
+    with pytest.raises(UserError, match=r"agentview image must be HxWx3.*\(128, 128\)"):
+        policy.act(wrong_shape)
+    missing = Observation({"agentview": observation.images["agentview"]}, observation.proprio, observation.instruction, 0)
+    with pytest.raises(UserError, match="needs a 'wrist' image"):
+        policy.act(missing)
+
+
+def test_unknown_instruction_warns_and_still_runs(observation, capsys):
+    policy = policy_class("reference")()
+    policy.reset("stack the red cube on the green cube", 0)
+    assert "not trained on the instruction 'stack the red cube on the green cube'" in capsys.readouterr().err
+    d = policy.act(Observation(observation.images, observation.proprio, "stack the red cube on the green cube", 0))
+    assert d.actions.shape == (16, 7)
+
+
+def test_bad_checkpoints_fail_with_one_line(tmp_path):
+    from stress.policies.reference.policy import SHIPPED_CHECKPOINT, CheckpointError, ReferencePolicy
+
+    with pytest.raises(CheckpointError, match="not found"):
+        ReferencePolicy(tmp_path / "none.pt")
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(SHIPPED_CHECKPOINT.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ReferencePolicy(corrupt)
+    blob = torch.load(SHIPPED_CHECKPOINT, weights_only=True)
+    blob["architecture"]["width"] = 128  # another architecture
+    other = tmp_path / "other.pt"
+    torch.save(blob, other)
+    with pytest.raises(CheckpointError, match="does not match this code's architecture"):
+        ReferencePolicy(other)
+    blob["format"] = "someone-else/3"
+    torch.save(blob, other)
+    with pytest.raises(CheckpointError, match="'someone-else/3'; valid: 'stress-reference/1'"):
+        ReferencePolicy(other)
+    # through the CLI: exit 2, one line, no traceback
+    proc = run_cli("evaluate-reference", "--checkpoint", str(corrupt))
+    assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_shipped_checkpoint_is_small_and_weights_only():
+    from stress.policies.reference.policy import SHIPPED_CHECKPOINT
+
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 25e6
+    blob = torch.load(SHIPPED_CHECKPOINT, weights_only=True)  # plain tensors and strings: nothing unpickled
+    manifest = json.loads(blob["manifest"])
+    assert manifest["data"]["episodes"] > 0 and manifest["config"]["steps"] > 0
+    assert {tuple(t)[0] for t in manifest["config"]["tasks"]} == {"libero_spatial", "libero_object"}
+
+
+def test_shipped_checkpoint_solves_a_known_init_state():
+    from stress.runner import EnvCache, PolicyCache, run_episode
+
+    envs = EnvCache()
+    try:
+        result = run_episode(ScenarioSpec("libero_spatial", 0, SOLVED_INIT, policy="reference", seed=0), envs, PolicyCache())
+    finally:
+        envs.close()
+    assert result.error is None and result.success
+    assert len(result.decisions) == len(result.decision_steps)  # one value row per decision
+
+
+def test_tiny_training_run_end_to_end(tmp_path):
+    """Real data from a real LIBERO task, a few optimiser steps, a loadable checkpoint; then resume."""
+    from stress.policies.reference.build import train_reference
+    from stress.policies.reference.policy import ReferencePolicy
+
+    kwargs = dict(data_root=tmp_path / "data", tasks=(("libero_object", 1),), inits=(0, 9), variants=("demo", "sabotage"))
+    checkpoint = train_reference(tmp_path / "out", steps=3, **kwargs)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["data"]["train_episodes"] == 2 and manifest["data"]["validation_episodes"] == 2  # init 9 is held out
+    assert len(manifest["losses"]["curve"]) == 3 and set(manifest["losses"]["validation"]) >= {"actions", "value", "recon"}
+    assert len(list((tmp_path / "data").glob("*/*.npz"))) == 4
+    policy = ReferencePolicy(checkpoint)
+    policy.reset("pick up the cream cheese and place it in the basket", 0)
+    rng = np.random.default_rng(0)
+    obs = Observation({c: rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for c in ("agentview", "wrist")}, np.zeros(9, np.float32), "", 0)
+    assert policy.act(obs).actions.shape == (16, 7)
+    # resume: the saved state continues to 5 steps (data shards are reused, not regenerated)
+    stamps = {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")}
+    train_reference(tmp_path / "out", steps=5, **kwargs)
+    assert {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")} == stamps
+    state = torch.load(tmp_path / "out" / "train_state.pt", weights_only=True)
+    assert int(state["step"]) == 5
+
+
+SOLVED_INIT = 0  # set from the shipped checkpoint's evaluation (docs/reference-model.md)
