@@ -202,6 +202,9 @@ _worker_state: dict[str, Any] = {}
 
 def _worker_run(spec_json: str) -> EpisodeResult:
     if not _worker_state:
+        import torch
+
+        torch.set_num_threads(1)  # the pool already runs one worker per core: threads inside would oversubscribe
         _worker_state.update(envs=EnvCache(), policies=PolicyCache())
     return run_episode(ScenarioSpec.from_json(spec_json), _worker_state["envs"], _worker_state["policies"])
 

@@ -22,3 +22,27 @@ def test_bench_pixel_occlusion_per_frame(benchmark, spatial_env):
     image = spatial_env.render("agentview")
     out = benchmark(spatial_env.perturb_pixels, image, "agentview")
     assert not np.array_equal(out, image)
+
+
+def _reference_policy_and_observation(spatial_env, mode, n_candidates=1):
+    from stress.policies import policy_class
+
+    spatial_env.reset(0)
+    obs = spatial_env.observe(render=True)
+    policy = policy_class("reference")()
+    policy.reset(obs.instruction, 0, mode=mode, n_candidates=n_candidates, aggregation="average")
+    return policy, obs
+
+
+def test_bench_reference_policy_decision(benchmark, spatial_env):
+    """One policy-mode decision, 5 denoising steps (target <= 30 ms on a CPU)."""
+    policy, obs = _reference_policy_and_observation(spatial_env, "direct")
+    decision = benchmark(policy.act, obs)
+    assert decision.actions.shape == (16, 7)
+
+
+def test_bench_reference_best_of_8_decision(benchmark, spatial_env):
+    """One best-of-8 planning decision with 3 futures x 5 values per candidate (target <= 400 ms)."""
+    policy, obs = _reference_policy_and_observation(spatial_env, "planning", 8)
+    decision = benchmark.pedantic(policy.act, (obs,), rounds=5, iterations=1)
+    assert len(decision.candidates) == 8

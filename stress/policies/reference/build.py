@@ -79,7 +79,29 @@ def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, worke
     torch.save(trainer.checkpoint(manifest), tmp)
     tmp.replace(path)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    save_loss_plot(manifest["losses"]["curve"], out / "loss_curve.png")
     return path
+
+
+def save_loss_plot(curve: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not curve:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [c["step"] for c in curve]
+    for key in ("actions", "proprio", "future", "value", "recon"):
+        ax.plot(steps, [c[key] for c in curve], label=key)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss (window mean)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _mean_last(losses: list[dict], n: int) -> dict[str, float]:

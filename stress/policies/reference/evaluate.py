@@ -34,8 +34,10 @@ SHIPPED_INITS = tuple(range(50))
 class FutureProbe:
     """Decision hook: plays the executed chunk from the snapshot, renders the true future, restores."""
 
-    def __init__(self):
+    def __init__(self, keep_examples: int = 6):
         self.rows: list[dict] = []
+        self.examples: list[dict[str, np.ndarray]] = []  # (current, predicted, true) images for the picture
+        self.keep_examples = keep_examples
 
     def __call__(self, env, snapshot, decision) -> None:
         if decision.predicted_future is None:
@@ -45,6 +47,8 @@ class FutureProbe:
             env.step(action)
         true = {c: model_image(env.render(c)) for c in CAMERAS}
         env.restore(snapshot)
+        if len(self.examples) < self.keep_examples and len(self.rows) % 24 == 0:  # spread over episodes
+            self.examples.append({"current": current, "predicted": decision.predicted_future, "true": true})
         for c in CAMERAS:
             self.rows.append({"camera": c, "psnr": psnr(decision.predicted_future[c], true[c]), "ssim": ssim(decision.predicted_future[c], true[c]),
                               "baseline_psnr": psnr(current[c], true[c]), "baseline_ssim": ssim(current[c], true[c])})
@@ -86,6 +90,8 @@ def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits
         finally:
             envs.close()
         futures_path.write_text(json.dumps(probe.rows))
+        if probe.examples:
+            save_future_picture(probe.examples, store.path / "future_examples.png")
     specs = direct + planning
     counter = {"done": len(store.done_keys())}
 
@@ -133,7 +139,7 @@ def summarise(store, tasks, future_rows: list[dict]) -> dict:
                          "planning_only": sum(b and not a for a, b in pairs), "neither": sum(not a and not b for a, b in pairs)}
     success_of = {e["episode_key"]: bool(e["success"]) for e in episodes}
     mode_of = {e["episode_key"]: e["mode"] for e in episodes}
-    decisions = store.query("SELECT episode_key, pred_value FROM decisions WHERE chosen") if any((store.path / "decisions").glob("*.parquet")) else []
+    decisions = store.query("SELECT episode_key, pred_value FROM decisions WHERE candidate = -1") if any((store.path / "decisions").glob("*.parquet")) else []
     for mode in ("direct", "planning"):
         rows = [d for d in decisions if mode_of.get(d["episode_key"]) == mode]
         score = auroc([d["pred_value"] for d in rows], [success_of[d["episode_key"]] for d in rows]) if rows else None
@@ -168,3 +174,15 @@ def measure_latency(checkpoint: Path, task, n_candidates: int, aggregation: str,
             times.append(time.perf_counter() - start)
         out[label] = round(1000 * float(np.median(times)), 1)
     return out
+
+
+def save_future_picture(examples: list[dict], path: Path) -> None:
+    """Rows: decisions; columns: current, predicted and true future for each camera (64 px, upscaled 2x)."""
+    import imageio.v3 as iio
+
+    rows = []
+    for ex in examples:
+        tiles = [ex[kind][camera] for camera in CAMERAS for kind in ("current", "predicted", "true")]
+        rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1))
+    grid = np.concatenate(rows, axis=0).repeat(2, axis=0).repeat(2, axis=1)
+    iio.imwrite(path, grid)

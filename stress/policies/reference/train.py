@@ -14,7 +14,6 @@ latent the flow learns is the (detached) future encoder's output.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import torch
 from torch.nn import functional as F
 
 from stress.policies.reference.data import value_targets
-from stress.policies.reference.model import CAMERAS, PARTS, ROLES, SLICES, Architecture, ReferenceNet, GENERATED, instruction_tokens, role_states, state_mask
+from stress.policies.reference.model import CAMERAS, PARTS, SLICES, Architecture, ReferenceNet, GENERATED, instruction_tokens, role_states, state_mask
 
 CHECKPOINT_FORMAT = "stress-reference/1"
 ROLE_SHARES = {"policy": 0.4, "world": 0.25, "value_future": 0.2, "value_action": 0.15}
