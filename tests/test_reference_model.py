@@ -179,12 +179,21 @@ def test_tiny_training_run_end_to_end(tmp_path):
     rng = np.random.default_rng(0)
     obs = Observation({c: rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for c in ("agentview", "wrist")}, np.zeros(9, np.float32), "", 0)
     assert policy.act(obs).actions.shape == (16, 7)
-    # resume: the saved state continues to 5 steps (data shards are reused, not regenerated)
+    # an interrupted training resumes from its last saved state (data shards are reused, not regenerated)
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")}
-    train_reference(tmp_path / "out", steps=5, **kwargs)
+    out = tmp_path / "interrupted"
+
+    def interrupt(stage, done, total):
+        if stage == "train" and done == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_reference(out, steps=4, save_every=2, progress=interrupt, **kwargs)
+    assert int(torch.load(out / "train_state.pt", weights_only=True)["step"]) == 2
+    seen = []
+    train_reference(out, steps=4, save_every=2, progress=lambda stage, done, total: seen.append((stage, done)), **kwargs)
+    assert [d for stage, d in seen if stage == "train"] == [3, 4]  # continued from step 2, not from 0
     assert {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")} == stamps
-    state = torch.load(tmp_path / "out" / "train_state.pt", weights_only=True)
-    assert int(state["step"]) == 5
 
 
 SOLVED_INIT = 0  # set from the shipped checkpoint's evaluation (docs/reference-model.md)

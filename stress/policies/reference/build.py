@@ -28,7 +28,7 @@ def is_validation(init_index: int) -> bool:
 
 
 def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
-                    inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None) -> Path:
+                    inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY) -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
     progress(stage, done, total) is called as work advances."""
@@ -53,12 +53,12 @@ def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, worke
     state_path = out / "train_state.pt"
     config_path = out / "train_config.json"
     if state_path.exists() and config_path.exists() and json.loads(config_path.read_text()) == config:
-        trainer.load_state(state_path)
+        trainer.load_state(state_path)  # the same command again: continue where it stopped
     else:
         config_path.write_text(json.dumps(config, indent=1))
     train_started = time.time()
     while trainer.step < steps:
-        n = min(SAVE_EVERY - trainer.step % SAVE_EVERY, steps - trainer.step)
+        n = min(save_every - trainer.step % save_every, steps - trainer.step)
         trainer.train_steps(n, on_step=(lambda t: progress("train", t.step, steps)) if progress else None)
         trainer.save_state(state_path)
     train_s = time.time() - train_started

@@ -20,6 +20,7 @@ Chunks are always executed in full, even past success, so every decision has a 1
 from __future__ import annotations
 
 import hashlib
+import multiprocessing.util
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -72,11 +73,21 @@ def _env(suite: str, task_id: int):
 
     key = (suite, task_id)
     if key not in _envs:
-        for env in _envs.values():
-            env.close()
-        _envs.clear()
+        _close_envs()
+        if not _envs_registered:
+            # free GL contexts before teardown (else noisy EGL errors); pool workers skip atexit, not this
+            multiprocessing.util.Finalize(None, _close_envs, exitpriority=10)
+            _envs_registered.append(True)
         _envs[key] = LiberoEnv(suite, task_id, image_size=128)
     return _envs[key]
+
+
+_envs_registered: list[bool] = []
+
+
+def _close_envs() -> None:
+    while _envs:
+        _envs.popitem()[1].close()
 
 
 def generate_episode(job: Job) -> dict:
