@@ -56,8 +56,8 @@ def test_planning_candidates_and_roles_are_consistent(policy, observation):
     policy.reset(observation.instruction, 7, mode="planning", n_candidates=4, aggregation="lcb")
     plan = policy.act(observation)
     assert len(plan.candidates) == 4 and plan.aggregation == "lcb"
-    # candidate i uses seed + i: candidate 0 is the direct policy's own sample
-    np.testing.assert_array_equal(plan.candidates[0].actions, direct.actions)
+    # candidate i uses seed + i: candidate 0 is the direct policy's own sample (up to batched float rounding)
+    np.testing.assert_allclose(plan.candidates[0].actions, direct.actions, atol=1e-5)
     assert [c.seed for c in plan.candidates] == [plan.candidates[0].seed + i for i in range(4)]
     assert not np.allclose(plan.candidates[0].actions, plan.candidates[1].actions)
     # the executed chunk is the candidate with the best aggregated ensemble (3 futures x 5 values)
@@ -70,7 +70,7 @@ def test_planning_candidates_and_roles_are_consistent(policy, observation):
     # the candidates of best-of-2 are the first two of best-of-4
     policy.reset(observation.instruction, 7, mode="planning", n_candidates=2, aggregation="lcb")
     small = policy.act(observation)
-    np.testing.assert_allclose(np.array(small.info["candidate_values"]), values[:2])
+    np.testing.assert_allclose(np.array(small.info["candidate_values"]), values[:2], atol=1e-3)
 
 
 def test_q_variant_values_from_actions_alone(policy, observation):
@@ -93,6 +93,25 @@ def test_denoising_steps_knob(policy, observation, steps):
     finally:
         policy.num_denoising_steps = 5
     assert d.info["denoising_steps"] == steps and d.actions.shape == (16, 7)
+
+
+def test_policy_noise_reaches_the_models_knobs():
+    """The policy_noise family changes the real denoising steps and precision, and puts them back."""
+    from perturbations.base import PerturbationSpec
+    from stress.runner import EnvCache, PolicyCache, run_episode
+
+    noise = PerturbationSpec("policy_noise", 1, params={"denoising_steps_scale": 0.5, "precision": "bfloat16"})
+    envs, policies = EnvCache(), PolicyCache()
+    try:
+        result = run_episode(ScenarioSpec("libero_spatial", 0, 0, perturbations=(noise,), policy="reference", max_steps=16), envs, policies)
+    finally:
+        envs.close()
+    assert result.error is None
+    knobs = result.perturbations[0]["realisation"]["knobs"]
+    assert knobs["denoising_steps_scale"] == {"applied": True, "attribute": "num_denoising_steps", "from": 5, "to": 2}
+    assert knobs["precision"]["applied"] and knobs["precision"]["to"] == "bfloat16"
+    policy = policies.get("reference")
+    assert policy.num_denoising_steps == 5 and policy.precision == "float32"  # restored for the next episode
 
 
 def test_bad_images_are_clear_errors(policy, observation):
@@ -196,4 +215,4 @@ def test_tiny_training_run_end_to_end(tmp_path):
     assert {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")} == stamps
 
 
-SOLVED_INIT = 0  # set from the shipped checkpoint's evaluation (docs/reference-model.md)
+SOLVED_INIT = 40  # a held-out init state the shipped checkpoint solves (seed 0; docs/reference-model.md)

@@ -76,7 +76,7 @@ def test_list_commands():
     perturbations = run_cli("list", "perturbations")
     assert perturbations.returncode == 0 and "occlusion" in perturbations.stdout and "pixels" in perturbations.stdout
     policies = run_cli("list", "policies")
-    assert policies.returncode == 0 and "expert" in policies.stdout
+    assert policies.returncode == 0 and "expert" in policies.stdout and "reference" in policies.stdout and "planning" in policies.stdout
     suites = run_cli("list", "suites")
     assert suites.returncode == 0 and "libero_object: 10 tasks, 280 max steps" in suites.stdout
 

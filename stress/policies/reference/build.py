@@ -35,7 +35,8 @@ def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, worke
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     jobs = plan_jobs(tasks, inits, variants)
-    counter = {"done": sum(j.path(data_root).exists() for j in jobs)}
+    reused = sum(j.path(data_root).exists() for j in jobs)
+    counter = {"done": reused}
 
     def shard_done(job, success):
         counter["done"] += 1
@@ -71,7 +72,7 @@ def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, worke
         "data": {"root": str(data_root), "episodes": len(jobs), "train_episodes": len(train_paths), "validation_episodes": len(val_paths),
                  "train_decisions": len(train_data), "train_success_rate": float(train_data.success.mean()),
                  "seeds": "sha256 of suite/task/init/variant (stress.policies.reference.data.Job.seed)"},
-        "timing_s": {"data": round(data_s, 1), "train": round(train_s, 1)},
+        "timing_s": {"data": round(data_s, 1), "data_shards_reused": reused, "train": round(train_s, 1)},
         "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses)},
     }
     path = out / "reference.pt"

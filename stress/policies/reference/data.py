@@ -173,10 +173,13 @@ def generate(jobs: list[Job], root: Path, workers: int = 1, on_done=None) -> Non
     """Generate the shards not yet on disk (resumable)."""
     todo = [j for j in jobs if not j.path(root).exists()]
     if workers <= 1:
-        for job in todo:
-            result = _write(job, root)
-            if on_done:
-                on_done(*result)
+        try:
+            for job in todo:
+                result = _write(job, root)
+                if on_done:
+                    on_done(*result)
+        finally:
+            _close_envs()
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         # one task per worker at a time keeps env rebuilds rare
