@@ -183,16 +183,21 @@ def test_shipped_checkpoint_solves_a_known_init_state():
 
 
 def test_tiny_training_run_end_to_end(tmp_path):
-    """Real data from a real LIBERO task, a few optimiser steps, a loadable checkpoint; then resume."""
+    """Real data from a real LIBERO task, a few optimiser steps, a DAgger round on the model's own rollouts,
+    a loadable checkpoint; then resume."""
     from stress.policies.reference.build import train_reference
     from stress.policies.reference.policy import ReferencePolicy
 
     kwargs = dict(data_root=tmp_path / "data", tasks=(("libero_object", 1),), inits=(0, 9), variants=("demo", "sabotage"))
-    checkpoint = train_reference(tmp_path / "out", steps=3, **kwargs)
+    checkpoint = train_reference(tmp_path / "out", steps=3, own_steps=2, **kwargs)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["data"]["train_episodes"] == 2 and manifest["data"]["validation_episodes"] == 2  # init 9 is held out
-    assert len(manifest["losses"]["curve"]) == 3 and set(manifest["losses"]["validation"]) >= {"actions", "value", "recon"}
-    assert len(list((tmp_path / "data").glob("*/*.npz"))) == 4
+    assert manifest["data"]["train_episodes"] == 3 and manifest["data"]["validation_episodes"] == 3  # init 9 is held out
+    assert set(manifest["data"]["success_rate_by_variant"]) == {"demo", "sabotage", "policy"}
+    assert len(manifest["losses"]["curve"]) == 2 and set(manifest["losses"]["validation"]) >= {"actions", "value", "recon"}
+    own = sorted(p.name for p in (tmp_path / "data").glob("*/*_policy-*.npz"))  # named after the driving checkpoint
+    assert len(own) == 2 and len(list((tmp_path / "data").glob("*/*.npz"))) == 6
+    with np.load(next((tmp_path / "data").glob("*/init00_policy-*.npz"))) as shard:
+        assert shard["label_valid"].all() and not np.allclose(shard["executed_actions"], shard["label_actions"])  # the model acted, the expert labelled
     policy = ReferencePolicy(checkpoint)
     policy.reset("pick up the cream cheese and place it in the basket", 0)
     rng = np.random.default_rng(0)
@@ -208,7 +213,7 @@ def test_tiny_training_run_end_to_end(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train_reference(out, steps=4, save_every=2, progress=interrupt, **kwargs)
-    assert int(torch.load(out / "train_state.pt", weights_only=True)["step"]) == 2
+    assert int(torch.load(out / "round1" / "train_state.pt", weights_only=True)["step"]) == 2
     seen = []
     train_reference(out, steps=4, save_every=2, progress=lambda stage, done, total: seen.append((stage, done)), **kwargs)
     assert [d for stage, d in seen if stage == "train"] == [3, 4]  # continued from step 2, not from 0

@@ -1,4 +1,5 @@
-"""``stress train-reference``: generate the expert data, train the reference model, export the checkpoint.
+"""``stress train-reference``: generate the expert data, train the reference model (optionally a second,
+DAgger round on its own rollouts), export the checkpoint.
 
 Every stage resumes: shards already on disk are kept, the trainer's state is saved every
 ``SAVE_EVERY`` steps and picked up again (same data, seed and step budget)."""
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stress.policies.reference.data import VARIANTS, generate, plan_jobs
+from stress.policies.reference.data import OWN_ROLLOUTS, VARIANTS, generate, plan_jobs
 from stress.policies.reference.model import Architecture
 from stress.policies.reference.train import Trainer, load_shards
 
@@ -27,52 +28,43 @@ def is_validation(init_index: int) -> bool:
     return init_index % 10 == 9
 
 
-def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
+def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
                     inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY) -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
-    progress(stage, done, total) is called as work advances."""
+    Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, round 2 (DAgger) rolls the
+    round-1 model out on the same init states (``policy`` shards, labelled by the expert) and fine-tunes on
+    all the data for ``own_steps`` more steps. progress(stage, done, total) is called as work advances."""
     out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
+    config = {"steps": steps, "own_steps": own_steps, "seed": seed, "tasks": [list(t) for t in tasks], "inits": list(inits),
+              "variants": list(variants), "architecture": arch.to_dict()}
+    timing: dict = {}
     jobs = plan_jobs(tasks, inits, variants)
-    reused = sum(j.path(data_root).exists() for j in jobs)
-    counter = {"done": reused}
-
-    def shard_done(job, success):
-        counter["done"] += 1
-        if progress:
-            progress("data", counter["done"], len(jobs))
-
-    generate(jobs, data_root, workers=workers, on_done=shard_done)
-    data_s = time.time() - started
-    validation = np.array([is_validation(j.init_index) for j in jobs])
-    train_paths = [j.path(data_root) for j, v in zip(jobs, validation) if not v]
-    val_paths = [j.path(data_root) for j, v in zip(jobs, validation) if v]
-    train_data = load_shards(train_paths)
-    config = {"steps": steps, "seed": seed, "tasks": [list(t) for t in tasks], "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict()}
+    timing["data_shards_reused"] = _generate(jobs, data_root, workers, "data", progress, timing, "data")
+    train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
     trainer = Trainer(train_data, arch, seed, total_steps=steps)
-    state_path = out / "train_state.pt"
-    config_path = out / "train_config.json"
-    if state_path.exists() and config_path.exists() and json.loads(config_path.read_text()) == config:
-        trainer.load_state(state_path)  # the same command again: continue where it stopped
-    else:
-        config_path.write_text(json.dumps(config, indent=1))
-    train_started = time.time()
-    while trainer.step < steps:
-        n = min(save_every - trainer.step % save_every, steps - trainer.step)
-        trainer.train_steps(n, on_step=(lambda t: progress("train", t.step, steps)) if progress else None)
-        trainer.save_state(state_path)
-    train_s = time.time() - train_started
+    _train(trainer, out / "round1", {**config, "round": 1}, save_every, progress, "train", timing)
+    if own_steps:
+        first = out / "round1" / "reference.pt"
+        torch.save(trainer.checkpoint({"round": 1}), first)
+        own = plan_jobs(tasks, inits, (OWN_ROLLOUTS,), driver=str(first))
+        timing["own_shards_reused"] = _generate(own, data_root, workers, "own rollouts", progress, timing, "own_rollouts")
+        jobs = jobs + own
+        train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
+        trainer = Trainer(train_data, arch, seed + 1, total_steps=own_steps, start_from=trainer)
+        _train(trainer, out / "round2", {**config, "round": 2}, save_every, progress, "fine-tune", timing)
+    val_paths = [j.path(data_root) for j in jobs if is_validation(j.init_index)]
     validation_losses = evaluate_losses(trainer, load_shards(val_paths)) if val_paths else {}
     manifest = {
         "format": "stress-reference-manifest/1",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "config": config,
-        "data": {"root": str(data_root), "episodes": len(jobs), "train_episodes": len(train_paths), "validation_episodes": len(val_paths),
+        "data": {"root": str(data_root), "episodes": len(jobs), "train_episodes": len(jobs) - len(val_paths), "validation_episodes": len(val_paths),
                  "train_decisions": len(train_data), "train_success_rate": float(train_data.success.mean()),
+                 "success_rate_by_variant": _success_by_variant(jobs, data_root),
                  "seeds": "sha256 of suite/task/init/variant (stress.policies.reference.data.Job.seed)"},
-        "timing_s": {"data": round(data_s, 1), "data_shards_reused": reused, "train": round(train_s, 1)},
+        "timing_s": timing,
         "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses)},
     }
     path = out / "reference.pt"
@@ -82,6 +74,48 @@ def train_reference(out: Path, data_root: Path, steps: int, seed: int = 0, worke
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     save_loss_plot(manifest["losses"]["curve"], out / "loss_curve.png")
     return path
+
+
+def _generate(jobs, data_root: Path, workers: int, stage: str, progress, timing: dict, key: str) -> int:
+    """Generate the missing shards; returns how many were already there."""
+    started = time.time()
+    reused = sum(j.path(data_root).exists() for j in jobs)
+    counter = {"done": reused}
+
+    def shard_done(job, success):
+        counter["done"] += 1
+        if progress:
+            progress(stage, counter["done"], len(jobs))
+
+    generate(jobs, data_root, workers=workers, on_done=shard_done)
+    timing[key] = round(time.time() - started, 1)
+    return reused
+
+
+def _train(trainer: Trainer, folder: Path, config: dict, save_every: int, progress, stage: str, timing: dict) -> None:
+    """Train to ``trainer.total_steps``, saving the state every ``save_every`` steps; the same command again
+    (same config) continues where it stopped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state_path, config_path = folder / "train_state.pt", folder / "train_config.json"
+    if state_path.exists() and config_path.exists() and json.loads(config_path.read_text()) == config:
+        trainer.load_state(state_path)
+    else:
+        config_path.write_text(json.dumps(config, indent=1))
+    started = time.time()
+    steps = trainer.total_steps
+    while trainer.step < steps:
+        n = min(save_every - trainer.step % save_every, steps - trainer.step)
+        trainer.train_steps(n, on_step=(lambda t: progress(stage, t.step, steps)) if progress else None)
+        trainer.save_state(state_path)
+    timing[f"{folder.name}_train"] = round(time.time() - started, 1)
+
+
+def _success_by_variant(jobs, data_root: Path) -> dict[str, float]:
+    outcomes: dict[str, list[bool]] = {}
+    for job in jobs:
+        with np.load(job.path(data_root)) as d:
+            outcomes.setdefault(job.variant, []).append(bool(d["success"]))
+    return {v: round(float(np.mean(o)), 3) for v, o in outcomes.items()}
 
 
 def save_loss_plot(curve: list[dict], path: Path) -> None:

@@ -13,12 +13,16 @@ Each episode is one ``.npz`` shard under ``DATA_DIR/<suite>_<task>/``:
 Variants (per init state), chosen so that the value head sees failures as well as successes:
 ``demo`` (expert, executed with action noise 0.1, DART-style: labels stay clean), ``noisy`` (noise 0.3),
 ``sabotage`` (1-3 chunks of a random constant motion with a random gripper command, then the expert
-recovers or not), ``slow`` (the expert's motions executed at 35 % speed: mostly time-outs).
+recovers or not), ``slow`` (the expert's motions executed at 35 % speed: mostly time-outs), and
+``policy``: the model's own rollouts (a first-round checkpoint drives, the expert labels every visited
+state, DAgger-style). They put the states the model really reaches, and its own failures, into the
+data: the policy learns to recover from its own drift and the value head sees what it is evaluated on.
 Chunks are always executed in full, even past success, so every decision has a 16-step future.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing.util
 import os
@@ -31,8 +35,9 @@ import numpy as np
 
 CHUNK = 16
 GAMMA = 0.99
-VARIANTS = ("demo", "noisy", "sabotage", "slow")
-NOISE = {"demo": 0.1, "noisy": 0.3, "sabotage": 0.05, "slow": 0.05}
+VARIANTS = ("demo", "noisy", "sabotage", "slow")  # the expert's variants (first round)
+OWN_ROLLOUTS = "policy"  # the model's own rollouts (second round; needs a driving checkpoint)
+NOISE = {"demo": 0.1, "noisy": 0.3, "sabotage": 0.05, "slow": 0.05, OWN_ROLLOUTS: 0.0}
 SLOW_FACTOR = 0.35
 
 
@@ -46,6 +51,8 @@ class Job:
     task_id: int
     init_index: int
     variant: str
+    driver: str | None = None  # checkpoint that acts in the ``policy`` variant
+
 
     @property
     def seed(self) -> int:
@@ -53,7 +60,14 @@ class Job:
         return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
     def path(self, root: Path) -> Path:
-        return root / f"{self.suite}_{self.task_id}" / f"init{self.init_index:02d}_{self.variant}.npz"
+        # own rollouts depend on the driving checkpoint: its digest is in the name, so a new model never reuses old shards
+        tag = f"-{_digest(self.driver)}" if self.driver else ""
+        return root / f"{self.suite}_{self.task_id}" / f"init{self.init_index:02d}_{self.variant}{tag}.npz"
+
+
+@functools.lru_cache(maxsize=8)
+def _digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
 
 
 def value_targets(decision_steps: np.ndarray, success: bool, success_step: int) -> np.ndarray:
@@ -100,6 +114,12 @@ def generate_episode(job: Job) -> dict:
     env.reset(job.init_index)
     expert = ExpertPolicy(action_noise=0.0)
     expert.reset(env.instruction, job.seed)
+    driver = None
+    if job.variant == OWN_ROLLOUTS:
+        from stress.policies.reference.policy import ReferencePolicy
+
+        driver = ReferencePolicy(checkpoint=job.driver)
+        driver.reset(env.instruction, job.seed, mode="direct")
     max_steps = env.max_steps
     sabotage_at = int(rng.integers(1, 6)) if job.variant == "sabotage" else -1
     sabotage_len = int(rng.integers(1, 4))
@@ -129,6 +149,8 @@ def generate_episode(job: Job) -> dict:
             is_valid = False
         elif job.variant == "slow":
             chunk[:, :6] *= SLOW_FACTOR
+        elif driver is not None:
+            chunk = driver.act(obs).actions.astype(label.dtype)
         chunk[:, :6] = np.clip(chunk[:, :6] + rng.normal(0.0, NOISE[job.variant], size=(len(chunk), 6)), -1.0, 1.0)
         for action in chunk:
             if env.step(action) and success_step < 0:
@@ -165,8 +187,14 @@ def _write(job: Job, root: Path) -> tuple[Job, bool]:
     return job, bool(arrays["success"])
 
 
-def plan_jobs(tasks, init_indices, variants=VARIANTS) -> list[Job]:
-    return [Job(suite, task, init, variant) for suite, task in tasks for init in init_indices for variant in variants]
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one worker per core already: threads inside the driving model would oversubscribe
+
+
+def plan_jobs(tasks, init_indices, variants=VARIANTS, driver: str | None = None) -> list[Job]:
+    return [Job(suite, task, init, variant, driver) for suite, task in tasks for init in init_indices for variant in variants]
 
 
 def generate(jobs: list[Job], root: Path, workers: int = 1, on_done=None) -> None:
@@ -181,7 +209,7 @@ def generate(jobs: list[Job], root: Path, workers: int = 1, on_done=None) -> Non
         finally:
             _close_envs()
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_one_thread) as pool:
         # one task per worker at a time keeps env rebuilds rare
         futures = [pool.submit(_write, job, root) for job in todo]
         for future in as_completed(futures):

@@ -70,6 +70,7 @@ class Architecture:
     blocks: int = 3  # denoiser residual blocks
     channels: tuple[int, ...] = (16, 32, 64, 64)  # image encoder stages (stride 2 each): 32, 16, 8, 4 px
     embed: int = 192  # per-camera embedding
+    dropout: float = 0.1  # on the condition and the denoiser blocks, in training only: the value roles overfit without it
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -173,9 +174,10 @@ class ReferenceNet(nn.Module):
         freqs = torch.exp(torch.linspace(0, 6, 32, device=t.device))
         t_embed = torch.cat([torch.sin(t[:, None] * freqs), torch.cos(t[:, None] * freqs)], dim=1)
         h = self.inp(torch.cat([x_t, state_onehot, t_embed], dim=1))
+        condition = F.dropout(condition, self.arch.dropout, self.training)
         for block, film in zip(self.blocks, self.films):
             scale, shift = film(condition).chunk(2, dim=1)
-            h = h + block(h * (1 + scale) + shift)
+            h = h + F.dropout(block(h * (1 + scale) + shift), self.arch.dropout, self.training)
         return self.velocity(h)
 
 

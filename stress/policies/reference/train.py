@@ -2,7 +2,8 @@
 
 Per batch, each sample gets one role (policy / world / value_future / value_action, see ``model.py``) and
 is trained with the flow-matching loss on its generated parts; the future-image autoencoder (future
-encoder + decoder on the current images' features) is trained alongside with an L1 loss. The future
+encoder + decoder on the current images' features) is trained alongside with a squared-error loss (an L1
+loss learns each pixel's median, which for uncertain motion is "no change": the copy-frame baseline). The future
 latent the flow learns is the (detached) future encoder's output.
 
 * the policy role learns the expert's clean plan (label actions); samples whose label is no expert plan
@@ -27,6 +28,7 @@ from stress.policies.reference.model import CAMERAS, PARTS, SLICES, Architecture
 CHECKPOINT_FORMAT = "stress-reference/1"
 ROLE_SHARES = {"policy": 0.4, "world": 0.25, "value_future": 0.2, "value_action": 0.15}
 PART_WEIGHTS = {"actions": 1.0, "proprio": 0.5, "future": 1.0, "value": 1.0}
+RECON_WEIGHT = 10.0  # brings the squared error (~0.003) to the scale of the flow losses' gradients
 LATENT_NOISE = 0.1  # the decoder is trained on noisy latents, so sampled latents decode sensibly
 # random-shift augmentation, pixels per camera. None for the wrist camera: it is rigid on the gripper, so where
 # the object sits in its image *is* the grasp alignment the policy must read (a 4 px shift is ~1 cm there).
@@ -119,19 +121,24 @@ def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator) ->
 
 
 class Trainer:
-    def __init__(self, data: Dataset, arch: Architecture, seed: int, total_steps: int = 1000, lr: float = 3e-4, batch: int = 32, draws: int = 4):
+    def __init__(self, data: Dataset, arch: Architecture, seed: int, total_steps: int = 1000, lr: float = 3e-4, batch: int = 32, draws: int = 4,
+                 start_from: "Trainer | None" = None):
+        """start_from: continue from another trainer's weights (EMA included) and normalisation (a fine-tuning round)."""
         self.data, self.arch, self.seed, self.batch = data, arch, seed, batch
         self.total_steps, self.base_lr = total_steps, lr
         self.draws = draws  # flow samples (role, time, noise) per encoded sample: the CNNs cost most, the denoiser little
         torch.manual_seed(seed)
         self.net = ReferenceNet(arch)
-        self.norm = normalisation(data)
+        self.norm = normalisation(data) if start_from is None else start_from.norm
+        if start_from is not None:
+            self.net.load_state_dict(start_from.net.state_dict())
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)
         self.rng = np.random.default_rng(seed)
         self.step = 0
         self.losses: list[dict[str, float]] = []
         # exponential moving average of the weights: what is exported (smoother samples than the raw weights)
-        self.ema = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+        source = start_from.ema if start_from is not None else self.net.state_dict()
+        self.ema = {k: v.detach().clone() for k, v in source.items()}
 
     def learning_rate(self) -> float:
         """Linear warm-up over 200 steps, then cosine decay to 10 % of the base rate."""
@@ -173,7 +180,7 @@ class Trainer:
         condition, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
         latent = net.encode_future(b["fut"], b["cur"])
         recon = net.decode_future(latent + LATENT_NOISE * torch.randn_like(latent), maps, b["cur"])
-        recon_loss = sum(F.l1_loss(recon[c], b["fut"][c]) for c in CAMERAS) / len(CAMERAS)
+        recon_loss = RECON_WEIGHT * sum(F.mse_loss(recon[c], b["fut"][c]) for c in CAMERAS) / len(CAMERAS)
         r = len(roles) // len(condition)
         rep = lambda x: x.repeat(r, *([1] * (x.dim() - 1)))
         condition = rep(condition)
