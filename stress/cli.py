@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates in planning mode (default {DEFAULT_CANDIDATES})")
     run.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"planning value aggregation: average, lcb, success_vote, majority_mean (default {DEFAULT_AGGREGATION})")
     run.add_argument("--no-baseline", action="store_true", help="skip the clean baseline episodes")
+    run.add_argument("--true-futures", action=argparse.BooleanOptionalAction, default=True,
+                     help="measure every predicted future against the simulator's true one (default on; costs a chunk of physics and a render per candidate)")
+    run.add_argument("--counterfactual-rollouts", type=int, default=0, metavar="K",
+                     help="decisions per episode whose chunks (every candidate) are continued by the direct policy to the end, for their true outcome (default 0; expensive)")
     run.add_argument("--max-steps", type=int, help="step budget (default: the suite's)")
     run.add_argument("--workers", type=int, default=1, help="simulator processes (each ~2 GB; default 1)")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
@@ -77,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="summary of a run: success per perturbation and severity vs clean")
     show.add_argument("run", type=Path)
     show.add_argument("--episodes", action="store_true", help="also list every episode (keys for replay)")
+
+    cmp = sub.add_parser("compare", help="two runs on their common scenarios: paired success, prediction and selection figures")
+    cmp.add_argument("run_a", type=Path)
+    cmp.add_argument("run_b", type=Path)
 
     rep = sub.add_parser("replay", help="re-execute an episode's recorded actions and write an mp4")
     rep.add_argument("run", type=Path)
@@ -149,6 +157,8 @@ def _specs_from_args(args) -> tuple[list, dict]:
         raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
     if args.workers < 1:
         raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
+    if args.counterfactual_rollouts < 0:
+        raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
     tasks = _int_list(args.tasks, "--tasks")
     for task in tasks:
         check_task(args.suite, task)
@@ -202,13 +212,17 @@ def _specs_from_args(args) -> tuple[list, dict]:
 def cmd_run(args) -> int:
     from rich.console import Console
 
+    from stress.groundtruth import Measurement
     from stress.store import RunStore
 
     console = Console(stderr=True)
     if args.resume is not None:
         store = RunStore.open(args.resume)
         specs = store.specs()
+        config = store.manifest.get("config", {})
+        measurement = Measurement(config.get("true_futures", True), config.get("counterfactual_rollouts", 0))  # as the run began
     else:
+        measurement = Measurement(args.true_futures, args.counterfactual_rollouts)
         specs, config = _specs_from_args(args)
         labels = sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]
         run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + "-".join(labels)
@@ -216,9 +230,10 @@ def cmd_run(args) -> int:
     done = store.done_keys()
     todo = [s for s in specs if s.key not in done]
     console.print(f"run {store.path}: {len(specs)} episodes, {len(specs) - len(todo)} already stored")
-    _run_with_progress(store, todo, args.workers, console)
+    _run_with_progress(store, todo, args.workers, console, measurement)
     store.consolidate()
     _print_summary(store)
+    _print_degradation(store)
     print(f"results: {store.path}")
     impossible = store.query(
         "SELECT perturbation, any_value(error) AS example FROM episodes GROUP BY perturbation "
@@ -230,7 +245,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _run_with_progress(store, specs, workers, console) -> None:
+def _run_with_progress(store, specs, workers, console, measurement) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from stress.runner import run_specs
@@ -246,7 +261,7 @@ def _run_with_progress(store, specs, workers, console) -> None:
             counts["error" if result.error else "success" if result.success else "failure"] += 1
             progress.update(bar, advance=1, counts=" ".join(f"{k} {v}" for k, v in counts.items()))
 
-        run_specs(specs, store, workers=workers, on_result=on_result)
+        run_specs(specs, store, workers=workers, on_result=on_result, measurement=measurement)
 
 
 def _print_summary(store) -> None:
@@ -267,6 +282,54 @@ def _print_summary(store) -> None:
         console.print(f"errors: {e['n']} x {e['kind']} (e.g. {e['example'][:160]})")
 
 
+def _fmt(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def _print_degradation(store) -> None:
+    """The degradation tables (stress.report.degradation); each only where the run has its data."""
+    from stress.report.degradation import degradation, load
+
+    tables = degradation(*load(store))
+    store.write_json("degradation.json", tables)
+    _print_tables(tables, DEGRADATION_TABLES)
+
+
+DEGRADATION_TABLES = {
+    "robustness": ("robustness vs clean on the same init states", [("pairs", "pairs", "d"), ("relative robustness", "relative_robustness", ".2f"), ("breakage", "breakage_rate", ".0%")]),
+    "direct_vs_planning": ("best-of-N planning vs the direct policy, paired on the same scenarios", [
+        ("n", "n", "d"), ("direct", "direct", ".0%"), ("planning", "planning", ".0%"), ("both", "both", "d"), ("direct only", "direct_only", "d"),
+        ("planning only", "planning_only", "d"), ("neither", "neither", "d"), ("McNemar p", "mcnemar_p", ".3f"),
+        ("P(plan fails | direct ok)", "p_planning_fails_given_direct_succeeds", ".0%"), ("P(plan ok | direct fails)", "p_planning_succeeds_given_direct_fails", ".0%")]),
+    "world_model": ("world model: predicted vs true future (copy-current-frame baseline)", [
+        ("decisions", "decisions", "d"), ("PSNR", "future_psnr", ".2f"), ("copy PSNR", "baseline_psnr", ".2f"), ("SSIM", "future_ssim", ".3f"),
+        ("copy SSIM", "baseline_ssim", ".3f"), ("PSNR agentview", "future_psnr_agentview", ".2f"), ("PSNR wrist", "future_psnr_wrist", ".2f")]),
+    "value": ("value predictions vs what happened", [
+        ("decisions", "decisions", "d"), ("AUROC", "auroc", ".3f"), ("Brier", "brier", ".3f"), ("ECE", "ece", ".3f"),
+        ("over-estimation", "overestimation", "+.3f"), ("over-est. (failed)", "overestimation_failed", "+.3f")]),
+    "selection": ("best-of-N selection against counterfactual true outcomes", [
+        ("decisions", "decisions", "d"), ("measured", "measured", "d"), ("regret", "regret", ".3f"), ("rank", "rank", ".2f"), ("Spearman", "spearman", "+.2f"),
+        ("worse than direct", "worse_than_direct", ".0%"), ("better than direct", "better_than_direct", ".0%"), ("spread", "action_spread", ".2f")]),
+}
+
+
+def _print_tables(tables: dict[str, list[dict]], layout: dict) -> None:
+    from rich.table import Table
+
+    console = _console()
+    for name, (title, columns) in layout.items():
+        rows = tables.get(name)
+        if not rows:
+            continue
+        keys = [k for k in ("policy", "mode", "perturbation", "severity") if k in rows[0]]
+        table = Table(title=title)
+        for column in keys + [c[0] for c in columns]:
+            table.add_column(column, justify="left" if column in keys else "right")
+        for r in rows:
+            table.add_row(*[str(r[k]) for k in keys], *[_fmt(r[field], spec) for _, field, spec in columns])
+        console.print(table)
+
+
 def _console():
     from rich.console import Console
 
@@ -285,6 +348,7 @@ def cmd_show(args) -> int:
     store = RunStore.open(args.run)
     store.consolidate()
     _print_summary(store)
+    _print_degradation(store)
     if args.episodes:
         table = Table(title="episodes")
         for column in ("episode_key", "task", "init", "mode", "perturbation", "success", "steps", "wall_s", "error"):
@@ -292,6 +356,29 @@ def cmd_show(args) -> int:
         for r in store.query("SELECT * FROM episodes ORDER BY task_id, init_index, perturbation, mode"):
             table.add_row(r["episode_key"], str(r["task_id"]), str(r["init_index"]), r["mode"], r["perturbation"], str(r["success"]), str(r["steps"]), f"{r['wall_s']:.1f}", (r["error"] or "")[:60])
         _console().print(table)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from stress.report.degradation import compare, load
+    from stress.store import RunStore
+
+    stores = [RunStore.open(path) for path in (args.run_a, args.run_b)]
+    for store in stores:
+        store.consolidate()
+    result = compare(load(stores[0]), load(stores[1]))
+    if not result["common_scenarios"]:
+        raise UserError(f"runs {stores[0].path.name} and {stores[1].path.name} share no scenario (task, init state, perturbation, seed); nothing to compare")
+    console = _console()
+    console.print(f"A = {stores[0].path.name}, B = {stores[1].path.name}: {result['common_scenarios']} common scenarios (matched on {', '.join(result['matched_on'])})")
+    _print_tables(result, {
+        "success": ("success on the common scenarios", [("n", "n", "d"), ("A", "a", ".0%"), ("B", "b", ".0%"), ("A only", "a_only", "d"), ("B only", "b_only", "d"),
+                                                        ("McNemar p", "mcnemar_p", ".3f"), ("B - A", "difference", "+.0%")]),
+        "figures": ("prediction and selection figures on the common scenarios", [
+            (f"{label} {side.upper()}", f"{field}_{side}", spec) for label, field, spec in (
+                ("PSNR", "future_psnr", ".2f"), ("AUROC", "auroc", ".3f"), ("over-est.", "overestimation", "+.3f"), ("regret", "regret", ".3f"))
+            for side in "ab"]),
+    })
     return 0
 
 
@@ -455,7 +542,7 @@ def _print_evaluation(figures: dict) -> None:
     console.print(f"latency (ms): {figures['latency_ms']}")
 
 
-COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "replay": cmd_replay, "bench": cmd_bench}
+COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "replay": cmd_replay, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,24 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def _ranks(x):
+    """1-based ranks, ties given their average rank."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    start = 0
+    while start < len(x):
+        end = start
+        while end + 1 < len(x) and sorted_x[end + 1] == sorted_x[start]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
 def auroc(scores, labels) -> float | None:
     """Area under the ROC curve of ``scores`` ranking positive ``labels`` above negatives (ties count half).
     None when only one class is present (the figure does not exist, it is not 0.5)."""
@@ -25,17 +43,7 @@ def auroc(scores, labels) -> float | None:
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    # average ranks over ties
-    start = 0
-    while start < len(scores):
-        end = start
-        while end + 1 < len(scores) and sorted_scores[end + 1] == sorted_scores[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
+    ranks = _ranks(scores)
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -60,3 +68,141 @@ def ssim(predicted, true) -> float:
     vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
     return float(s.mean())
+
+
+# --- paired success ------------------------------------------------------------------------------------
+def mcnemar(b: int, c: int) -> float | None:
+    """Exact two-sided McNemar p-value from the discordant pair counts (b: only A succeeds, c: only B):
+    binomial test, n = b + c, p = 1/2. None when there is no discordant pair."""
+    n = b + c
+    if n == 0:
+        return None
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float] | None:
+    """mean(b) - mean(a) over pairs, with the 95 % percentile interval of the pairs resampled ``n_boot``
+    times (own seeded generator). None for no pairs."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
+    if len(a) == 0:
+        return None
+    diff = b - a
+    idx = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
+    means = diff[idx].mean(axis=1)
+    return float(diff.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def amplification(direct, planning) -> dict:
+    """Direct vs planning outcomes of the same scenarios: the four paired counts, P(planning fails |
+    direct succeeds), P(planning succeeds | direct fails) (None when the condition never holds), McNemar's p."""
+    import numpy as np
+
+    d, p = np.asarray(direct, dtype=bool), np.asarray(planning, dtype=bool)
+    both, direct_only, planning_only, neither = int((d & p).sum()), int((d & ~p).sum()), int((~d & p).sum()), int((~d & ~p).sum())
+    return {"n": len(d), "both": both, "direct_only": direct_only, "planning_only": planning_only, "neither": neither,
+            "p_planning_fails_given_direct_succeeds": direct_only / d.sum() if d.sum() else None,
+            "p_planning_succeeds_given_direct_fails": planning_only / (~d).sum() if (~d).sum() else None,
+            "mcnemar_p": mcnemar(direct_only, planning_only)}
+
+
+def relative_robustness(perturbed, clean) -> float | None:
+    """Perturbed success / clean success on the same init states; None when clean never succeeds."""
+    import numpy as np
+
+    perturbed, clean = np.asarray(perturbed, dtype=float), np.asarray(clean, dtype=float)
+    if len(clean) == 0 or clean.mean() == 0:
+        return None
+    return float(perturbed.mean() / clean.mean())
+
+
+def breakage_rate(clean, perturbed) -> float | None:
+    """Among the scenarios the clean policy solves, the share the perturbation makes fail (paired)."""
+    import numpy as np
+
+    clean, perturbed = np.asarray(clean, dtype=bool), np.asarray(perturbed, dtype=bool)
+    if not clean.any():
+        return None
+    return float((~perturbed[clean]).mean())
+
+
+def flip_rate(outcomes_by_scenario: dict) -> float | None:
+    """Seed sensitivity: share of scenarios (run with >= 2 policy seeds) whose outcome is not the same for
+    every seed. None when no scenario has two seeds."""
+    multi = [set(map(bool, v)) for v in outcomes_by_scenario.values() if len(v) >= 2]
+    return sum(len(s) > 1 for s in multi) / len(multi) if multi else None
+
+
+# --- values --------------------------------------------------------------------------------------------
+def brier(pred, outcome) -> float | None:
+    """Mean squared error of a predicted probability against the 0/1 outcome; None for no data."""
+    import numpy as np
+
+    pred, outcome = np.asarray(pred, dtype=float), np.asarray(outcome, dtype=float)
+    return float(np.mean((pred - outcome) ** 2)) if len(pred) else None
+
+
+def calibration(pred, outcome, bins: int = 10) -> dict:
+    """Reliability diagram data on ``bins`` equal-width bins of [0, 1] (1.0 falls in the last) and the
+    expected calibration error: sum over non-empty bins of n_b / N * |mean prediction - share positive|."""
+    import numpy as np
+
+    pred, outcome = np.asarray(pred, dtype=float), np.asarray(outcome, dtype=float)
+    which = np.clip((pred * bins).astype(int), 0, bins - 1)
+    rows, ece = [], 0.0
+    for i in range(bins):
+        mask = which == i
+        n = int(mask.sum())
+        mean_pred = float(pred[mask].mean()) if n else None
+        frac = float(outcome[mask].mean()) if n else None
+        if n:
+            ece += n / len(pred) * abs(mean_pred - frac)
+        rows.append({"low": i / bins, "high": (i + 1) / bins, "n": n, "mean_pred": mean_pred, "frac_positive": frac})
+    return {"ece": float(ece) if len(pred) else None, "bins": rows}
+
+
+def overestimation(pred, realised) -> float | None:
+    """mean(predicted - realised value): > 0 means the model promises more than happens."""
+    import numpy as np
+
+    pred, realised = np.asarray(pred, dtype=float), np.asarray(realised, dtype=float)
+    return float(np.mean(pred - realised)) if len(pred) else None
+
+
+# --- best-of-N selection -------------------------------------------------------------------------------
+def spearman(x, y) -> float | None:
+    """Spearman rank correlation (average ranks for ties); None with < 2 points or a constant side."""
+    import numpy as np
+
+    if len(x) != len(y):
+        raise ValueError(f"spearman needs equal lengths; got {len(x)} and {len(y)}")
+    if len(x) < 2:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def selection(true_outcomes, chosen: int) -> dict:
+    """One best-of-N decision judged by its candidates' true outcomes: regret = best true outcome - the
+    chosen one's; rank = 1 + candidates truly better than the chosen one (1 = best, ties favour it)."""
+    true = [float(t) for t in true_outcomes]
+    if not true or not 0 <= chosen < len(true):
+        raise ValueError(f"chosen candidate {chosen} not in 0-{len(true) - 1}")
+    return {"regret": max(true) - true[chosen], "rank": 1 + sum(t > true[chosen] for t in true), "n": len(true)}
+
+
+def action_spread(chunks) -> float | None:
+    """Candidate diversity: mean pairwise Euclidean distance of the N action chunks (flattened); None if N < 2."""
+    import numpy as np
+
+    flat = np.asarray([np.asarray(c, dtype=float).ravel() for c in chunks])
+    if len(flat) < 2:
+        return None
+    dist = np.sqrt(((flat[:, None] - flat[None]) ** 2).sum(-1))
+    return float(dist[np.triu_indices(len(flat), 1)].mean())

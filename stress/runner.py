@@ -25,7 +25,10 @@ from stress.envs.libero import SUITES, LiberoEnv, SimulatorFault, check_task, in
 from stress.errors import UserError, choice_error
 from stress.policies import policy_class
 from stress.policies.base import Decision
+from stress.groundtruth import GroundTruth, Measurement
+from stress.metrics import action_spread
 from stress.policies.planning import check_aggregation
+from stress.policies.reference.data import GAMMA
 
 DecisionHook = Callable[[LiberoEnv, Any, Decision], None]
 
@@ -70,6 +73,7 @@ class EpisodeResult:
     actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))
     decision_steps: list[int] = field(default_factory=list)  # env step at each policy query
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    measure_s: float = 0.0  # of wall_s, the time spent on ground-truth measurements
 
     def row(self) -> dict[str, Any]:
         s = self.spec
@@ -87,6 +91,7 @@ class EpisodeResult:
             "success": self.success,
             "steps": self.steps,
             "wall_s": self.wall_s,
+            "measure_s": self.measure_s,
             "error": self.error,
             "spec": s.to_json(),
         }
@@ -123,26 +128,49 @@ class PolicyCache:
     def __init__(self):
         self._policies = {}
 
-    def get(self, name: str):
-        if name not in self._policies:
-            self._policies[name] = policy_class(name)()
-        return self._policies[name]
+    def get(self, name: str, slot: str = "episode"):
+        """One instance per backend and slot: the ground truth's continuations get their own ("continuation"),
+        so they never touch the episode's policy state."""
+        if (name, slot) not in self._policies:
+            self._policies[name, slot] = policy_class(name)()
+        return self._policies[name, slot]
 
 
-def _decision_rows(key: str, step: int, decision: Decision) -> list[dict[str, Any]]:
-    """Rows for decisions.parquet; none for backends that predict nothing (the expert)."""
-    rows = []
+def _decision_rows(key: str, step: int, decision: Decision, measured: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
+    """Rows for decisions.parquet (one per executed decision, -1, and per candidate); none for backends
+    that predict nothing (the expert): their prediction metrics are absent, not zero."""
+    if decision.predicted_value is None:
+        return []
     n = max(1, len(decision.candidates))
-    if decision.predicted_value is not None:
-        rows.append({"episode_key": key, "step": step, "candidate": -1, "chosen": True, "pred_value": decision.predicted_value, "aggregation": decision.aggregation, "n_candidates": n})
+    spread = action_spread([c.actions for c in decision.candidates]) if decision.candidates else None
+    common = {"episode_key": key, "step": step, "aggregation": decision.aggregation, "n_candidates": n, "action_spread": spread}
+    rows = [{**common, "candidate": -1, "chosen": True, "pred_value": decision.predicted_value, **measured.get(-1, {})}]
     for i, c in enumerate(decision.candidates):
-        rows.append({"episode_key": key, "step": step, "candidate": i, "chosen": i == decision.chosen, "pred_value": c.predicted_value, "aggregation": decision.aggregation, "n_candidates": n})
+        rows.append({**common, "candidate": i, "chosen": i == decision.chosen, "pred_value": c.predicted_value, **measured.get(i, {})})
     return rows
 
 
-def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_decision: DecisionHook | None = None) -> EpisodeResult:
+def _realised_values(rows: list[dict[str, Any]], chunk_ends: dict[int, int], success_step: int | None) -> None:
+    """The value each executed decision really had (Cosmos's meaning, gamma^(steps from the chunk's end to
+    success), 0 if the episode failed): what the predicted value is compared with."""
+    for row in rows:
+        if row["chosen"]:
+            end = chunk_ends[row["step"]]
+            row["realised_value"] = 0.0 if success_step is None else float(GAMMA ** max(0, success_step - end))
+
+
+def _wrap_policy(policy, env: LiberoEnv):
+    for p in env.perturbations:
+        if p.family.layer is Layer.POLICY:
+            policy = p.family.wrap_policy(policy, p.params)
+    return policy
+
+
+def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_decision: DecisionHook | None = None,
+                measurement: Measurement | None = None) -> EpisodeResult:
     """Run one episode. Never raises for simulator or policy faults: they land in ``result.error``.
 
+    ``measurement`` adds the counterfactual ground truth (``stress.groundtruth``) to the decision rows.
     ``on_decision(env, snapshot, decision)`` is called after each policy query with the simulator
     snapshot taken just before it (counterfactual measurements restore it; they must restore the
     env to that snapshot plus nothing else before returning).
@@ -156,27 +184,35 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         policy = policies.get(spec.policy)
         max_steps = spec.max_steps or env.max_steps
         env.reset(spec.init_index, spec.perturbations)
-        for p in env.perturbations:
-            if p.family.layer is Layer.POLICY:
-                policy = p.family.wrap_policy(policy, p.params)
+        policy = _wrap_policy(policy, env)
         policy.reset(env.instruction, spec.seed, mode=spec.mode, n_candidates=spec.n_candidates, aggregation=spec.aggregation)
+        hooks = [h for h in (on_decision,) if h]
+        truth = None
+        if measurement and (measurement.true_futures or measurement.rollouts):
+            truth = GroundTruth(measurement, spec.key, max_steps, lambda: _wrap_policy(policies.get(spec.policy, "continuation"), env))
+            hooks.append(truth)
+        chunk_ends: dict[int, int] = {}
         while env.step_count < max_steps and not result.success:
             env.begin_chunk()
             result.decision_steps.append(env.step_count)
-            snapshot = env.snapshot() if on_decision else None
+            snapshot = env.snapshot() if hooks else None
             obs = env.observe(render=policy.uses_images)
             result.error = env.check_pixel_realisation()  # no extra render when obs rendered
             if result.error:
                 break
             decision = policy.act(obs)
-            if on_decision:
-                on_decision(env, snapshot, decision)
-            result.decisions += _decision_rows(spec.key, env.step_count, decision)
+            for hook in hooks:
+                hook(env, snapshot, decision)
+            step = env.step_count
+            result.decisions += _decision_rows(spec.key, step, decision, truth.by_step.get(step, {}) if truth else {})
+            chunk_ends[step] = step + len(decision.actions)
             for action in decision.actions:
                 actions.append(np.asarray(action, dtype=np.float64))
                 result.success = env.step(action)
                 if result.success or env.step_count >= max_steps:
                     break
+        _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None)
+        result.measure_s = truth.seconds if truth else 0.0
     except SimulatorFault as exc:
         result.error = f"simulator_fault: {exc}"
     except InvalidScene as exc:
@@ -200,17 +236,19 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
 _worker_state: dict[str, Any] = {}
 
 
-def _worker_run(spec_json: str) -> EpisodeResult:
+def _worker_run(spec_json: str, measurement: Measurement | None) -> EpisodeResult:
     if not _worker_state:
         import torch
 
         torch.set_num_threads(1)  # the pool already runs one worker per core: threads inside would oversubscribe
         _worker_state.update(envs=EnvCache(), policies=PolicyCache())
-    return run_episode(ScenarioSpec.from_json(spec_json), _worker_state["envs"], _worker_state["policies"])
+    return run_episode(ScenarioSpec.from_json(spec_json), _worker_state["envs"], _worker_state["policies"], measurement=measurement)
 
 
-def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Callable[[EpisodeResult], None] | None = None) -> None:
-    """Run specs not yet in ``store`` and write each finished episode at once (so a crash loses nothing)."""
+def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Callable[[EpisodeResult], None] | None = None,
+              measurement: Measurement | None = Measurement()) -> None:
+    """Run specs not yet in ``store`` and write each finished episode at once (so a crash loses nothing).
+    ``measurement``: the ground truth measured at each decision (default: true futures, no rollouts)."""
     done = store.done_keys()
     pending = [s for s in specs if s.key not in done]
     # group by env so each worker rebuilds as rarely as possible
@@ -225,14 +263,14 @@ def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Cal
         envs, policies = EnvCache(), PolicyCache()
         try:
             for spec in pending:
-                finish(run_episode(spec, envs, policies))
+                finish(run_episode(spec, envs, policies, measurement=measurement))
         finally:
             envs.close()
         return
     queue, crashes = list(pending), {}
     while queue:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_worker_run, s.to_json()): s for s in queue}
+            futures = {pool.submit(_worker_run, s.to_json(), measurement): s for s in queue}
             queue = []
             for future in _as_completed(futures):
                 spec = futures[future]

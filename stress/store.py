@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from perturbations.base import CAMERAS
 from scenarios.spec import ScenarioSpec
 from stress.errors import UserError
 
@@ -51,6 +52,7 @@ EPISODE_SCHEMA = pa.schema(
         ("success", pa.bool_()),
         ("steps", pa.int32()),
         ("wall_s", pa.float64()),
+        ("measure_s", pa.float64()),  # of wall_s, spent on ground-truth measurements (stress.groundtruth)
         ("error", pa.string()),
         ("spec", pa.string()),  # the ScenarioSpec as JSON
     ]
@@ -64,6 +66,15 @@ DECISION_SCHEMA = pa.schema(
         ("pred_value", pa.float64()),
         ("aggregation", pa.string()),
         ("n_candidates", pa.int32()),
+        # counterfactual ground truth (stress.groundtruth); null where not measured
+        ("true_outcome", pa.float64()),  # success (1/0) of this chunk continued by the direct policy
+        ("realised_value", pa.float64()),  # executed rows: gamma^(steps from the chunk's end to success), 0 on failure
+        ("future_psnr", pa.float64()),  # predicted vs true future, mean over cameras
+        ("future_ssim", pa.float64()),
+        ("baseline_psnr", pa.float64()),  # current frame vs true future (copy-frame baseline)
+        ("baseline_ssim", pa.float64()),
+        *[(f"{m}_{c}", pa.float64()) for c in CAMERAS for m in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim")],
+        ("action_spread", pa.float64()),  # planning: mean pairwise distance of the N candidate chunks
     ]
 )
 TRACKED_PACKAGES = ("stress", "mujoco", "robosuite", "hf-libero", "numpy", "torch", "albumentations", "pyarrow", "duckdb")
@@ -97,6 +108,12 @@ def _git_revision() -> str | None:
         return subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A stored part in the current schema: columns added since it was written are null."""
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(len(table), f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 class RunStore:
@@ -193,7 +210,7 @@ class RunStore:
             files = sorted((self.path / folder).glob("*.parquet")) if (self.path / folder).is_dir() else []
             if not files:
                 continue
-            table = pa.concat_tables([pq.read_table(f, schema=schema) for f in files])
+            table = pa.concat_tables([_conform(pq.read_table(f), schema) for f in files])
             _atomic_write(self.path / f"{table_name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
 
     def query(self, sql: str, params: list | None = None):
@@ -202,10 +219,10 @@ class RunStore:
         parts = self.path / "parts"
         if not parts.is_dir() or not any(parts.glob("*.parquet")):
             return []
-        con.execute(f"CREATE VIEW episodes AS SELECT * FROM read_parquet('{parts}/*.parquet')")
+        con.execute(f"CREATE VIEW episodes AS SELECT * FROM read_parquet('{parts}/*.parquet', union_by_name = true)")
         decisions = self.path / "decisions"
         if decisions.is_dir() and any(decisions.glob("*.parquet")):
-            con.execute(f"CREATE VIEW decisions AS SELECT * FROM read_parquet('{decisions}/*.parquet')")
+            con.execute(f"CREATE VIEW decisions AS SELECT * FROM read_parquet('{decisions}/*.parquet', union_by_name = true)")
         cursor = con.execute(sql, params or [])
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]

@@ -16,6 +16,8 @@ Perturbation hooks, by layer (perturbations/base.py):
 
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import io
 import json
@@ -141,6 +143,8 @@ class Snapshot:
     cur_time: float
     step: int
     controller: dict[str, Any]
+    chunk_start: int = 0
+    events: tuple[dict[str, Any], ...] = ()  # the event perturbations' records (what fired, when): part of the episode's state
 
 
 class LiberoEnv:
@@ -513,7 +517,8 @@ class LiberoEnv:
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         physics = np.empty(mujoco.mj_stateSize(model, spec))
         mujoco.mj_getState(model, data, physics, spec)
-        return Snapshot(physics, self.raw.timestep, self.raw.cur_time, self.step_count, self._controller_state())
+        return Snapshot(physics, self.raw.timestep, self.raw.cur_time, self.step_count, self._controller_state(),
+                        self.chunk_start, tuple(copy.deepcopy(p.realisation) for p in self._events))
 
     def _controller_state(self) -> dict[str, Any]:
         """Arrays and scalars of the controller and gripper (e.g. the gripper's smoothed command)."""
@@ -536,6 +541,10 @@ class LiberoEnv:
         mujoco.mj_forward(model, data)
         self.raw.timestep, self.raw.cur_time, self.step_count = snap.timestep, snap.cur_time, snap.step
         self._set_controller_state(snap.controller)
+        self.chunk_start = snap.chunk_start
+        for p, record in zip(self._events, snap.events):
+            p.realisation.clear()
+            p.realisation.update(copy.deepcopy(record))
 
     def close(self) -> None:
         # free our GL objects with our context current: robosuite frees them in __del__, whenever the

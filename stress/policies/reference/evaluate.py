@@ -100,7 +100,7 @@ def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits
         if progress:
             progress("episodes", counter["done"], len(specs))
 
-    run_specs(specs, store, workers=workers, on_result=on_result)
+    run_specs(specs, store, workers=workers, on_result=on_result, measurement=None)  # the probe above measures the futures
     store.consolidate()
     figures = summarise(store, tasks, probe.rows)
     figures["latency_ms"] = measure_latency(checkpoint, tasks[0], n_candidates, aggregation)

@@ -1,0 +1,139 @@
+"""Counterfactual ground truth at each decision, from the simulator snapshot the runner takes there.
+
+For the executed chunk (direct mode) or every best-of-N candidate (planning), restore the snapshot,
+execute the chunk in the (perturbed) simulator and render the **true future**; compare it with the
+model's predicted future, and the current frame with it (the copy-current-frame baseline). Images are
+compared in the space the policy sees (pixel perturbations applied) at the prediction's resolution.
+
+At ``rollouts`` decisions per episode (spread evenly over the step budget), each candidate is also
+continued with the *direct* policy to the end of the episode: its **true outcome** (1 success, 0 not).
+All candidates of a decision are continued with the same policy seed (common random numbers), so their
+outcomes differ by the chunk alone.
+
+The snapshot is restored afterwards and the hook touches neither the episode's policy nor its random
+state: the episode's trajectory is bit-identical with and without these measurements.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from perturbations.base import CAMERAS
+from stress.envs.libero import LiberoEnv, SimulatorFault
+from stress.metrics import psnr, ssim
+from stress.policies.base import Decision
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What the runner measures besides the episode itself (a run setting, not part of the scenario key:
+    the episode is the same with or without it)."""
+
+    true_futures: bool = True
+    rollouts: int = 0  # decisions per episode whose candidates are continued to the end (expensive)
+
+    def rollout_decisions(self, max_steps: int, chunk: int) -> set[int]:
+        """Indices of the decisions continued to the end: ``rollouts`` of them, evenly over the budget."""
+        n = -(-max_steps // chunk)
+        if self.rollouts <= 0:
+            return set()
+        return {int(round(x)) for x in np.linspace(0, n - 1, min(self.rollouts, n))}
+
+
+def execute(env: LiberoEnv, actions: np.ndarray, max_steps: int) -> bool:
+    """Execute a chunk open-loop; stop at success or the step budget. Returns success."""
+    for action in actions:
+        if env.step(action):
+            return True
+        if env.step_count >= max_steps:
+            break
+    return False
+
+
+def to_resolution(image: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return image if image.shape == like.shape else cv2.resize(image, (like.shape[1], like.shape[0]), interpolation=cv2.INTER_AREA)
+
+
+def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray], current: dict[str, np.ndarray]) -> dict[str, float]:
+    """PSNR/SSIM of predicted vs true future and of current vs true future (baseline), per camera and mean."""
+    out: dict[str, float] = {}
+    for c in CAMERAS:
+        p = predicted[c]
+        t, now = to_resolution(true[c], p), to_resolution(current[c], p)
+        out[f"future_psnr_{c}"], out[f"future_ssim_{c}"] = psnr(p, t), ssim(p, t)
+        out[f"baseline_psnr_{c}"], out[f"baseline_ssim_{c}"] = psnr(now, t), ssim(now, t)
+    for name in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim"):
+        out[name] = float(np.mean([out[f"{name}_{c}"] for c in CAMERAS]))
+    return out
+
+
+class GroundTruth:
+    """Decision hook (``run_episode(on_decision=...)``) that measures each decision against the simulator.
+
+    ``continuation()`` returns a fresh direct-mode policy (perturbation wrappers applied) for the
+    rollouts; it is never the episode's own policy object."""
+
+    def __init__(self, measurement: Measurement, episode_key: str, max_steps: int, continuation, chunk: int = 16):
+        self.measurement, self.key, self.max_steps = measurement, episode_key, max_steps
+        self.continuation = continuation
+        self.rollout_at = measurement.rollout_decisions(max_steps, chunk)
+        self.by_step: dict[int, dict[int, dict[str, float]]] = {}  # step -> candidate (-1 executed) -> figures
+        self.seconds = 0.0
+        self._decision = 0
+
+    def __call__(self, env: LiberoEnv, snapshot, decision: Decision) -> None:
+        start = time.perf_counter()
+        try:
+            self._measure(env, snapshot, decision)
+        finally:
+            env.restore(snapshot)
+            self._decision += 1
+            self.seconds += time.perf_counter() - start
+
+    def _measure(self, env, snapshot, decision: Decision) -> None:
+        step = snapshot.step
+        rollout = self._decision in self.rollout_at
+        chunks = [(-1, decision.actions, decision.predicted_future)] if not decision.candidates else [
+            (i, c.actions, c.predicted_future) for i, c in enumerate(decision.candidates)]
+        futures = self.measurement.true_futures and any(f is not None for _, _, f in chunks)
+        if not (futures or rollout):
+            return
+        current = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS} if futures else None
+        figures: dict[int, dict[str, float]] = {}
+        for i, actions, predicted in chunks:
+            env.restore(snapshot)
+            row: dict[str, float] = {}
+            try:
+                done = False
+                for action in actions:  # the whole chunk: the prediction is for the chunk's end
+                    done = env.step(action) or done
+                if futures and predicted is not None:
+                    true = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
+                    row.update(future_errors(predicted, true, current))
+                if rollout:
+                    row["true_outcome"] = float(self._continue(env, snapshot, done))
+            except SimulatorFault:
+                row["true_outcome"] = 0.0 if rollout else None  # the chunk itself broke the simulation
+            figures[i] = row
+        if decision.candidates and decision.chosen is not None:
+            figures[-1] = dict(figures[decision.chosen])  # the executed decision is the chosen candidate
+        self.by_step[step] = figures
+
+    def _continue(self, env, snapshot, done: bool) -> bool:
+        """Continue from after the chunk with the direct policy to the end of the budget."""
+        if done:
+            return True
+        if env.step_count >= self.max_steps:
+            return False
+        policy = self.continuation()
+        policy.reset(env.instruction, zlib.crc32(f"{self.key}/{snapshot.step}".encode()), mode="direct")
+        while env.step_count < self.max_steps:
+            env.begin_chunk()
+            if execute(env, policy.act(env.observe(render=policy.uses_images)).actions, self.max_steps):
+                return True
+        return False
