@@ -34,6 +34,16 @@ def _ranks(x):
     return ranks
 
 
+def _paired(x, y, dtype=float):
+    """Two 1-D arrays paired by index; ValueError when their lengths differ (no silent broadcasting)."""
+    import numpy as np
+
+    x, y = np.asarray(x, dtype=dtype).ravel(), np.asarray(y, dtype=dtype).ravel()
+    if len(x) != len(y):
+        raise ValueError(f"paired samples differ in length: {len(x)} vs {len(y)}")
+    return x, y
+
+
 def auroc(scores, labels) -> float | None:
     """Area under the ROC curve of ``scores`` ranking positive ``labels`` above negatives (ties count half).
     None when only one class is present (the figure does not exist, it is not 0.5)."""
@@ -100,31 +110,26 @@ def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0) -> tuple[float, fl
 def amplification(direct, planning) -> dict:
     """Direct vs planning outcomes of the same scenarios: the four paired counts, P(planning fails |
     direct succeeds), P(planning succeeds | direct fails) (None when the condition never holds), McNemar's p."""
-    import numpy as np
-
-    d, p = np.asarray(direct, dtype=bool), np.asarray(planning, dtype=bool)
+    d, p = _paired(direct, planning, dtype=bool)
     both, direct_only, planning_only, neither = int((d & p).sum()), int((d & ~p).sum()), int((~d & p).sum()), int((~d & ~p).sum())
     return {"n": len(d), "both": both, "direct_only": direct_only, "planning_only": planning_only, "neither": neither,
-            "p_planning_fails_given_direct_succeeds": direct_only / d.sum() if d.sum() else None,
-            "p_planning_succeeds_given_direct_fails": planning_only / (~d).sum() if (~d).sum() else None,
+            "p_planning_fails_given_direct_succeeds": direct_only / (both + direct_only) if both + direct_only else None,
+            "p_planning_succeeds_given_direct_fails": planning_only / (planning_only + neither) if planning_only + neither else None,
             "mcnemar_p": mcnemar(direct_only, planning_only)}
 
 
 def relative_robustness(perturbed, clean) -> float | None:
-    """Perturbed success / clean success on the same init states; None when clean never succeeds."""
-    import numpy as np
-
-    perturbed, clean = np.asarray(perturbed, dtype=float), np.asarray(clean, dtype=float)
+    """Perturbed success / clean success on the same init states; None when clean never succeeds (or no data)."""
+    perturbed, clean = _paired(perturbed, clean)
     if len(clean) == 0 or clean.mean() == 0:
         return None
     return float(perturbed.mean() / clean.mean())
 
 
 def breakage_rate(clean, perturbed) -> float | None:
-    """Among the scenarios the clean policy solves, the share the perturbation makes fail (paired)."""
-    import numpy as np
-
-    clean, perturbed = np.asarray(clean, dtype=bool), np.asarray(perturbed, dtype=bool)
+    """Among the scenarios the clean policy solves, the share the perturbation makes fail (paired); None when
+    the clean policy solves none."""
+    clean, perturbed = _paired(clean, perturbed, dtype=bool)
     if not clean.any():
         return None
     return float((~perturbed[clean]).mean())
@@ -142,7 +147,7 @@ def brier(pred, outcome) -> float | None:
     """Mean squared error of a predicted probability against the 0/1 outcome; None for no data."""
     import numpy as np
 
-    pred, outcome = np.asarray(pred, dtype=float), np.asarray(outcome, dtype=float)
+    pred, outcome = _paired(pred, outcome)
     return float(np.mean((pred - outcome) ** 2)) if len(pred) else None
 
 
@@ -151,8 +156,10 @@ def calibration(pred, outcome, bins: int = 10) -> dict:
     expected calibration error: sum over non-empty bins of n_b / N * |mean prediction - share positive|."""
     import numpy as np
 
-    pred, outcome = np.asarray(pred, dtype=float), np.asarray(outcome, dtype=float)
-    which = np.clip((pred * bins).astype(int), 0, bins - 1)
+    pred, outcome = _paired(pred, outcome)
+    # against the reported edges i / bins, so a value on an edge lands in the bin it opens (pred * bins can round down)
+    edges = np.array([i / bins for i in range(bins + 1)])
+    which = np.clip(np.searchsorted(edges, pred, side="right") - 1, 0, bins - 1)
     rows, ece = [], 0.0
     for i in range(bins):
         mask = which == i
@@ -169,7 +176,7 @@ def overestimation(pred, realised) -> float | None:
     """mean(predicted - realised value): > 0 means the model promises more than happens."""
     import numpy as np
 
-    pred, realised = np.asarray(pred, dtype=float), np.asarray(realised, dtype=float)
+    pred, realised = _paired(pred, realised)
     return float(np.mean(pred - realised)) if len(pred) else None
 
 

@@ -19,7 +19,8 @@ REQUIRED_COLUMNS = {"episode_key", "suite", "task_id", "init_index", "policy", "
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    proc = run_cli("run", "--perturb", "occlusion:2", "--episodes", "2", "--max-steps", "32", "--mode", "both", "--candidates", "4", "--out", str(out))
+    proc = run_cli("run", "--perturb", "occlusion:2", "--episodes", "2", "--max-steps", "32", "--mode", "both", "--candidates", "4",
+                   "--counterfactual-rollouts", "1", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     (run,) = [p for p in out.iterdir() if p.is_dir()]
     return run, proc
@@ -49,6 +50,38 @@ def test_run_writes_the_documented_tables(short_run):
             assert record["params"]["holes_px"]["agentview"]  # realised parameters, in pixels
             assert record["realisation"]["changed_fraction"]["agentview"] > 0
     assert "occlusion:2" in proc.stdout and "clean" in proc.stdout
+
+
+DECISION_COLUMNS = {"episode_key", "step", "candidate", "chosen", "pred_value", "true_outcome", "future_psnr", "future_ssim",
+                    "baseline_psnr", "baseline_ssim", "aggregation", "n_candidates"}
+
+
+def test_decisions_carry_the_counterfactual_ground_truth(short_run):
+    run, proc = short_run
+    table = f"read_parquet('{run}/decisions.parquet')"
+    columns = {d[0] for d in duckdb.sql(f"DESCRIBE SELECT * FROM {table}").fetchall()}
+    assert DECISION_COLUMNS <= columns
+    # every decision's predicted future was compared with the true one; the first decision's chunks were rolled out
+    assert duckdb.sql(f"SELECT count(*) FROM {table} WHERE future_psnr IS NULL OR baseline_ssim IS NULL").fetchall()[0][0] == 0
+    missing = duckdb.sql(f"SELECT count(*) FROM {table} WHERE step = 0 AND true_outcome IS NULL").fetchall()[0][0]
+    assert missing == 0 and duckdb.sql(f"SELECT count(*) FROM {table} WHERE step > 0 AND true_outcome IS NOT NULL").fetchall()[0][0] == 0
+    per_decision = duckdb.sql(f"SELECT n_candidates, count(*) FROM {table} WHERE step = 0 GROUP BY 1 ORDER BY 1").fetchall()
+    assert per_decision == [(1, 4), (4, 20)]  # 4 direct episodes x 1 row; 4 planning episodes x (executed + 4 candidates)
+    for title in ("world model: predicted vs true future", "value predictions vs what happened", "best-of-N selection", "planning vs the direct policy"):
+        assert title in proc.stdout
+    assert json.loads((run / "degradation.json").read_text())["selection"][0]["measured"] == 2
+
+
+def test_compare_two_runs_on_common_scenarios(short_run, tmp_path):
+    run, _ = short_run
+    proc = run_cli("compare", str(run), str(run))
+    assert proc.returncode == 0, proc.stderr
+    assert "8 common scenarios" in proc.stdout and "B - A" in proc.stdout and "regret A" in proc.stdout
+    other = run_cli("run", "--policy", "expert", "--suite", "libero_object", "--episodes", "1", "--max-steps", "4", "--out", str(tmp_path))
+    assert other.returncode == 0, other.stderr
+    (other_run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    proc = run_cli("compare", str(run), str(other_run))
+    assert proc.returncode == 2 and "share no scenario" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_show_summarises_against_clean_on_same_inits(short_run):

@@ -1,0 +1,62 @@
+"""The degradation report tables (stress.report.degradation) on hand-built episodes and decisions
+(the metric functions themselves: tests/test_metrics.py)."""
+
+import math
+
+import pytest
+
+from stress.metrics import spearman
+from stress.report.degradation import compare, degradation
+
+
+def _episode(key, mode, success, perturbation="clean", severity=0, init=0, policy="reference"):
+    return {"episode_key": key, "suite": "libero_spatial", "task_id": 0, "init_index": init, "perturbation": perturbation,
+            "severity": severity, "seed": 0, "policy": policy, "mode": mode, "success": success}
+
+
+def _decision(episode, step, candidate, chosen, pred, **more):
+    return {"episode_key": episode["episode_key"], "step": step, "candidate": candidate, "chosen": chosen, "pred_value": pred,
+            "policy": episode["policy"], "mode": episode["mode"], "perturbation": episode["perturbation"], "severity": episode["severity"],
+            "episode_success": episode["success"], **more}
+
+
+def test_report_tables_on_hand_built_run():
+    episodes = [_episode("d0", "direct", True, init=0), _episode("p0", "planning", False, init=0),
+                _episode("d1", "direct", False, init=1), _episode("p1", "planning", False, init=1),
+                _episode("d0o", "direct", False, "occlusion:3", 3, init=0), _episode("d1o", "direct", False, "occlusion:3", 3, init=1)]
+    d0, p0, d1 = episodes[:3]
+    decisions = [
+        _decision(d0, 0, -1, True, 0.8, realised_value=0.9, future_psnr=20.0, baseline_psnr=18.0, future_ssim=0.6, baseline_ssim=0.5),
+        _decision(d1, 0, -1, True, 0.6, realised_value=0.0, future_psnr=22.0, baseline_psnr=18.0, future_ssim=0.7, baseline_ssim=0.5),
+        _decision(p0, 0, -1, True, 0.9, realised_value=0.0),
+        # planning: candidate 1 (chosen, highest predicted value) truly fails; 0 and 2 succeed
+        _decision(p0, 0, 0, False, 0.5, true_outcome=1.0, action_spread=2.0),
+        _decision(p0, 0, 1, True, 0.9, true_outcome=0.0, action_spread=2.0),
+        _decision(p0, 0, 2, False, 0.1, true_outcome=1.0, action_spread=2.0),
+        _decision(p0, 16, 0, True, 0.4, action_spread=1.0),  # no rollout at this decision
+        _decision(p0, 16, 1, False, 0.3, action_spread=1.0),
+    ]
+    tables = degradation(episodes, decisions)
+    (paired_clean,) = [r for r in tables["direct_vs_planning"] if r["perturbation"] == "clean"]
+    assert (paired_clean["n"], paired_clean["direct_only"], paired_clean["neither"]) == (2, 1, 1)
+    assert paired_clean["p_planning_fails_given_direct_succeeds"] == 1.0
+    (robust,) = tables["robustness"]
+    assert robust["relative_robustness"] == 0.0 and robust["breakage_rate"] == 1.0
+    (world,) = tables["world_model"]
+    assert world["decisions"] == 2 and world["future_psnr"] == 21.0 and world["baseline_psnr"] == 18.0 and world["future_ssim"] == pytest.approx(0.65)
+    direct_value = next(r for r in tables["value"] if r["mode"] == "direct")
+    assert direct_value["auroc"] == 1.0 and direct_value["overestimation"] == pytest.approx((-0.1 + 0.6) / 2)
+    assert direct_value["overestimation_failed"] == pytest.approx(0.6)
+    (sel,) = tables["selection"]
+    assert (sel["decisions"], sel["measured"], sel["regret"], sel["rank"]) == (2, 1, 1.0, 3.0)
+    assert sel["worse_than_direct"] == 1.0 and sel["better_than_direct"] == 0.0 and sel["action_spread"] == 1.5
+    assert sel["spearman"] == pytest.approx(spearman([0.5, 0.9, 0.1], [1, 0, 1]))
+    # the expert predicts nothing: its prediction tables are absent, not zero
+    expert = [_episode("e0", "direct", True, policy="expert")]
+    tables = degradation(expert, [])
+    assert tables["world_model"] == tables["value"] == tables["selection"] == []
+    # a run against itself: every scenario in common, no difference
+    result = compare((episodes, decisions), (episodes, decisions))
+    assert result["common_scenarios"] == 6 and all(r["difference"] == 0 for r in result["success"])
+    assert any(r["regret_a"] == r["regret_b"] == 1.0 for r in result["figures"])
+    assert math.isclose(next(r for r in result["figures"] if r["mode"] == "direct" and r["perturbation"] == "clean")["future_psnr_b"], 21.0)
