@@ -11,7 +11,11 @@ from perturbations.base import PerturbationSpec
 from stress.errors import UserError
 
 MODES = ("direct", "planning")
-SPEC_FIELDS = ("suite", "task_id", "init_index", "perturbations", "policy", "mode", "n_candidates", "aggregation", "seed", "max_steps", "image_size")
+SPEC_FIELDS = ("suite", "task_id", "init_index", "perturbations", "policy", "mode", "n_candidates", "aggregation", "seed", "max_steps", "image_size",
+               "policy_options")
+
+
+OPTION_LABELS = {"num_denoising_steps": "steps", "value_source": "value"}  # short names in the 'setting' label
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,8 @@ class ScenarioSpec:
     """One episode: scene (suite, task, init state, perturbations) x policy (name, mode, seeds).
 
     ``max_steps`` None means the suite's own budget (LIBERO: spatial 220, object 280, goal 300, 10: 520).
+    ``policy_options``: keyword arguments of the backend's constructor (e.g. ``num_denoising_steps``,
+    ``value_source`` of the reference model), as sorted (name, value) pairs; the studies vary them.
     """
 
     suite: str
@@ -32,9 +38,10 @@ class ScenarioSpec:
     seed: int = 0
     max_steps: int | None = None
     image_size: int = 128
+    policy_options: tuple[tuple[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "suite": self.suite,
             "task_id": self.task_id,
             "init_index": self.init_index,
@@ -47,6 +54,9 @@ class ScenarioSpec:
             "max_steps": self.max_steps,
             "image_size": self.image_size,
         }
+        if self.policy_options:  # left out when empty: the keys of specs without options stay what they were
+            out["policy_options"] = dict(self.policy_options)
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
@@ -64,8 +74,11 @@ class ScenarioSpec:
         perturbations = data.get("perturbations", [])
         if not isinstance(perturbations, list):
             raise UserError("scenario field 'perturbations' must be a list")
-        kwargs = {k: data[k] for k in SPEC_FIELDS if k in data and k != "perturbations"}
-        return cls(perturbations=tuple(PerturbationSpec.from_dict(p) for p in perturbations), **kwargs)
+        kwargs = {k: data[k] for k in SPEC_FIELDS if k in data and k not in ("perturbations", "policy_options")}
+        options = data.get("policy_options") or {}
+        if not isinstance(options, dict):
+            raise UserError("scenario field 'policy_options' must be an object of constructor arguments")
+        return cls(perturbations=tuple(PerturbationSpec.from_dict(p) for p in perturbations), policy_options=tuple(sorted(options.items())), **kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> "ScenarioSpec":
@@ -75,6 +88,12 @@ class ScenarioSpec:
     def key(self) -> str:
         """Content hash: the same key means the same episode."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+    @property
+    def setting(self) -> str:
+        """Short label of how the policy runs: 'direct' or 'best-of-8 average', plus any policy options."""
+        text = "direct" if self.mode == "direct" else f"best-of-{self.n_candidates} {self.aggregation or 'average'}"
+        return " ".join([text, *(f"{OPTION_LABELS.get(k, k)}={v}" for k, v in self.policy_options)])
 
     @property
     def label(self) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates on import
 
-from stress.errors import UserError  # noqa: E402
+from stress.errors import UserError, choice_error  # noqa: E402
 
 DEFAULT_SUITE = "libero_spatial"
 DEFAULT_POLICY = "reference"
@@ -48,11 +48,8 @@ def _int_list(text: str, what: str) -> list[int]:
     return out
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="stress", description="Robustness and failure-mode stress suite for world-model robot policies.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
+def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
+    """The scenario, policy and measurement arguments shared by ``run`` and ``study``."""
     run.add_argument("--suite", default=DEFAULT_SUITE, help=f"LIBERO suite (default {DEFAULT_SUITE})")
     run.add_argument("--tasks", default="0", help="task ids, e.g. 0,1 or 0-3 (default 0)")
     run.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES})")
@@ -74,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     run.add_argument("--seed", type=int, default=0, help="run seed: policy seed and perturbation seeds derive from it")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder, skipping stored episodes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stress", description="Robustness and failure-mode stress suite for world-model robot policies.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
+    _add_scenario_arguments(run)
+
+    study = sub.add_parser("study", help="one policy variable varied on identical scenarios: aggregation, value-source, denoising, candidates")
+    study.add_argument("name", help="aggregation, value-source, denoising or candidates")
+    _add_scenario_arguments(study)
 
     lst = sub.add_parser("list", help="list perturbations, policies or suites")
     lst.add_argument("what", help="perturbations, policies or suites")
@@ -129,7 +138,6 @@ def _specs_from_args(args) -> tuple[list, dict]:
     from perturbations.base import PerturbationSpec, parse_cli
     from scenarios.spec import ScenarioSpec
     from stress.envs.libero import SUITES, check_task
-    from stress.errors import choice_error
     from stress.policies import policy_class
     from stress.runner import check_spec
 
@@ -209,29 +217,34 @@ def _specs_from_args(args) -> tuple[list, dict]:
     return specs, config
 
 
-def cmd_run(args) -> int:
-    from rich.console import Console
-
+def _start_or_resume(args, make_specs, label):
+    """(store, specs, measurement) of a new run, or of ``--resume RUN`` as it began."""
     from stress.groundtruth import Measurement
     from stress.store import RunStore
 
-    console = Console(stderr=True)
     if args.resume is not None:
         store = RunStore.open(args.resume)
-        specs = store.specs()
         config = store.manifest.get("config", {})
-        measurement = Measurement(config.get("true_futures", True), config.get("counterfactual_rollouts", 0))  # as the run began
-    else:
-        measurement = Measurement(args.true_futures, args.counterfactual_rollouts)
-        specs, config = _specs_from_args(args)
-        labels = sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]
-        run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + "-".join(labels)
-        store = RunStore.create(args.out, run_id, specs, config)
+        return store, store.specs(), Measurement(config.get("true_futures", True), config.get("counterfactual_rollouts", 0))
+    specs, config = make_specs(args)
+    run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + label(specs)
+    return RunStore.create(args.out, run_id, specs, config), specs, Measurement(args.true_futures, args.counterfactual_rollouts)
+
+
+def _execute(store, specs, measurement, workers) -> None:
+    from rich.console import Console
+
+    console = Console(stderr=True)
     done = store.done_keys()
     todo = [s for s in specs if s.key not in done]
     console.print(f"run {store.path}: {len(specs)} episodes, {len(specs) - len(todo)} already stored")
-    _run_with_progress(store, todo, args.workers, console, measurement)
+    _run_with_progress(store, todo, workers, console, measurement)
     store.consolidate()
+
+
+def cmd_run(args) -> int:
+    store, specs, measurement = _start_or_resume(args, _specs_from_args, lambda specs: "-".join(sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
+    _execute(store, specs, measurement, args.workers)
     _print_summary(store)
     _print_degradation(store)
     print(f"results: {store.path}")
@@ -242,6 +255,40 @@ def cmd_run(args) -> int:
     if impossible:  # the run is stored, but the request itself cannot be met on these scenes
         bad = impossible[0]
         raise UserError(f"perturbation {bad['perturbation']} gave no valid scene on any init state ({bad['example']}); lower the severity or change its parameters")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from stress.policies import policy_class
+    from stress.report.degradation import load
+    from stress.report.study import STUDIES, save_study_plot, study_specs, study_table
+    from stress.runner import check_spec
+
+    if args.name not in STUDIES:
+        raise choice_error("study", args.name, STUDIES)
+    if args.resume is None and "planning" not in policy_class(args.policy).modes:
+        raise UserError(f"policy {args.policy!r} has no planning mode, which every study varies; valid: a model-backed policy such as reference")
+
+    def make_specs(args):
+        args.mode = "direct"  # the base scenarios; the study adds its variants
+        base, config = _specs_from_args(args)
+        specs = study_specs(args.name, base, args.candidates, args.aggregation)
+        for spec in specs:
+            check_spec(spec)
+        return specs, {**config, "mode": "study", "study": args.name}
+
+    store, specs, measurement = _start_or_resume(args, make_specs, lambda specs: f"study-{args.name}")
+    name = store.manifest["config"].get("study", args.name)
+    _execute(store, specs, measurement, args.workers)
+    _print_summary(store)
+    rows = study_table(*load(store))
+    store.write_json("study.json", rows)
+    save_study_plot(name, rows, store.path / "study.png")
+    _print_tables({"study": rows}, {"study": (f"study {name}: identical scenarios, one variable", [
+        ("episodes", "episodes", "d"), ("success", "success", ".0%"), ("ms/decision", "latency_ms", ".1f"), ("PSNR", "future_psnr", ".2f"),
+        ("copy PSNR", "baseline_psnr", ".2f"), ("AUROC", "auroc", ".3f"), ("regret", "regret", ".3f"), ("worse than direct", "worse_than_direct", ".0%"),
+        ("direct only", "direct_only", "d"), ("planning only", "planning_only", "d"), ("McNemar p", "mcnemar_p", ".3f")])})
+    print(f"results: {store.path} (study.json, study.png)")
     return 0
 
 
@@ -270,12 +317,12 @@ def _print_summary(store) -> None:
     from stress.report.summary import error_counts, summarise
 
     table = Table(title=f"{store.path.name}: success rate (95% Wilson interval)")
-    for column in ("policy", "mode", "perturbation", "sev", "n", "success", "95% CI", "clean, same inits", "errors"):
-        table.add_column(column, justify="left" if column in ("policy", "mode", "perturbation") else "right")
+    for column in ("policy", "setting", "perturbation", "sev", "n", "success", "95% CI", "clean, same inits", "errors"):
+        table.add_column(column, justify="left" if column in ("policy", "setting", "perturbation") else "right")
     for r in summarise(store):
         clean = "—" if r.clean_rate is None else f"{r.clean_rate:.0%} (n={r.clean_pairs})"
         rate = "—" if r.episodes == r.errors else f"{r.rate:.0%} ({r.successes}/{r.episodes - r.errors})"
-        table.add_row(r.policy, r.mode, r.perturbation, str(r.severity), str(r.episodes), rate, f"{r.low:.0%}–{r.high:.0%}", clean, str(r.errors))
+        table.add_row(r.policy, r.setting, r.perturbation, str(r.severity), str(r.episodes), rate, f"{r.low:.0%}–{r.high:.0%}", clean, str(r.errors))
     console = _console()
     console.print(table)
     for e in error_counts(store):
@@ -321,12 +368,12 @@ def _print_tables(tables: dict[str, list[dict]], layout: dict) -> None:
         rows = tables.get(name)
         if not rows:
             continue
-        keys = [k for k in ("policy", "mode", "perturbation", "severity") if k in rows[0]]
+        keys = [k for k in ("policy", "mode", "setting", "perturbation", "severity") if k in rows[0]]
         table = Table(title=title)
         for column in keys + [c[0] for c in columns]:
             table.add_column(column, justify="left" if column in keys else "right")
         for r in rows:
-            table.add_row(*[str(r[k]) for k in keys], *[_fmt(r[field], spec) for _, field, spec in columns])
+            table.add_row(*[str(r[k]) for k in keys], *[_fmt(r.get(field), spec) for _, field, spec in columns])
         console.print(table)
 
 
@@ -542,7 +589,7 @@ def _print_evaluation(figures: dict) -> None:
     console.print(f"latency (ms): {figures['latency_ms']}")
 
 
-COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "replay": cmd_replay, "bench": cmd_bench}
+COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ whole action chunk open-loop, stop on success or the step budget. A simulator fa
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import traceback
@@ -46,6 +47,10 @@ def check_spec(spec: ScenarioSpec) -> None:
     if not 0 <= spec.init_index < n_init:
         raise UserError(f"init state {spec.init_index!r} not in {spec.suite} task {spec.task_id}; valid: 0-{n_init - 1}")
     cls = policy_class(spec.policy)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    for option, _ in spec.policy_options:
+        if option not in accepted:
+            raise UserError(f"policy option {option!r} unknown for policy {spec.policy!r}; valid: {', '.join(accepted) or 'none'}")
     if spec.mode not in MODES:
         raise choice_error("mode", spec.mode, MODES)
     if spec.mode not in cls.modes:
@@ -74,6 +79,7 @@ class EpisodeResult:
     decision_steps: list[int] = field(default_factory=list)  # env step at each policy query
     decisions: list[dict[str, Any]] = field(default_factory=list)
     measure_s: float = 0.0  # of wall_s, the time spent on ground-truth measurements
+    policy_s: float = 0.0  # of wall_s, the time spent inside policy.act (latency = policy_s / decisions)
 
     def row(self) -> dict[str, Any]:
         s = self.spec
@@ -92,6 +98,9 @@ class EpisodeResult:
             "steps": self.steps,
             "wall_s": self.wall_s,
             "measure_s": self.measure_s,
+            "policy_s": self.policy_s,
+            "decisions": len(self.decision_steps),
+            "setting": s.setting,
             "error": self.error,
             "spec": s.to_json(),
         }
@@ -128,12 +137,13 @@ class PolicyCache:
     def __init__(self):
         self._policies = {}
 
-    def get(self, name: str, slot: str = "episode"):
-        """One instance per backend and slot: the ground truth's continuations get their own ("continuation"),
-        so they never touch the episode's policy state."""
-        if (name, slot) not in self._policies:
-            self._policies[name, slot] = policy_class(name)()
-        return self._policies[name, slot]
+    def get(self, name: str, slot: str = "episode", options: tuple = ()):
+        """One instance per backend, slot and constructor options: the ground truth's continuations get
+        their own slot ("continuation"), so they never touch the episode's policy state."""
+        key = (name, slot, options)
+        if key not in self._policies:
+            self._policies[key] = policy_class(name)(**dict(options))
+        return self._policies[key]
 
 
 def _decision_rows(key: str, step: int, decision: Decision, measured: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
@@ -181,7 +191,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
     env = None
     try:
         env = envs.get(spec)
-        policy = policies.get(spec.policy)
+        policy = policies.get(spec.policy, options=spec.policy_options)
         max_steps = spec.max_steps or env.max_steps
         env.reset(spec.init_index, spec.perturbations)
         policy = _wrap_policy(policy, env)
@@ -189,7 +199,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         hooks = [h for h in (on_decision,) if h]
         truth = None
         if measurement and (measurement.true_futures or measurement.rollouts):
-            truth = GroundTruth(measurement, spec.key, max_steps, lambda: _wrap_policy(policies.get(spec.policy, "continuation"), env))
+            truth = GroundTruth(measurement, spec.key, max_steps, lambda: _wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options), env))
             hooks.append(truth)
         chunk_ends: dict[int, int] = {}
         while env.step_count < max_steps and not result.success:
@@ -200,7 +210,9 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
             result.error = env.check_pixel_realisation()  # no extra render when obs rendered
             if result.error:
                 break
+            started = time.perf_counter()
             decision = policy.act(obs)
+            result.policy_s += time.perf_counter() - started
             for hook in hooks:
                 hook(env, snapshot, decision)
             step = env.step_count

@@ -53,6 +53,9 @@ EPISODE_SCHEMA = pa.schema(
         ("steps", pa.int32()),
         ("wall_s", pa.float64()),
         ("measure_s", pa.float64()),  # of wall_s, spent on ground-truth measurements (stress.groundtruth)
+        ("policy_s", pa.float64()),  # of wall_s, spent inside the policy (per decision: policy_s / decisions)
+        ("decisions", pa.int32()),
+        ("setting", pa.string()),  # how the policy ran: 'direct', 'best-of-8 average', plus policy options
         ("error", pa.string()),
         ("spec", pa.string()),  # the ScenarioSpec as JSON
     ]

@@ -33,6 +33,11 @@ def assert_user_error(proc, *fragments):
         (["run", "--camera", "frontview", "--perturb", "occlusion"], ["'frontview'", "agentview, wrist, both"]),
         (["list", "widgets"], ["'widgets'", "perturbations, policies, suites"]),
         (["show", "/nonexistent/run"], ["not a run folder"]),
+        (["compare", "/nonexistent/a", "/nonexistent/b"], ["not a run folder"]),
+        (["run", "--counterfactual-rollouts", "-1"], ["-1", "0 or more"]),
+        (["study", "temperature"], ["'temperature'", "aggregation, value-source, denoising, candidates"]),
+        (["study", "candidates", "--policy", "expert"], ["'expert'", "planning"]),
+        (["train-reference", "--own-steps", "-3"], ["--own-steps -3", "0 or more"]),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, fragments):
@@ -55,6 +60,9 @@ def test_malformed_scenario_files(tmp_path):
     bad_init = tmp_path / "bad_init.json"
     bad_init.write_text(json.dumps({"suite": "libero_spatial", "task_id": 0, "init_index": 99}))
     assert_user_error(run_cli("run", "--scenario", str(bad_init)), "99", "0-49")
+    bad_option = tmp_path / "bad_option.json"
+    bad_option.write_text(json.dumps({"suite": "libero_spatial", "task_id": 0, "init_index": 0, "policy": "reference", "policy_options": {"temperature": 2}}))
+    assert_user_error(run_cli("run", "--scenario", str(bad_option)), "'temperature'", "num_denoising_steps")
 
 
 def test_output_folder_that_is_a_file(tmp_path):

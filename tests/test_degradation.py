@@ -11,12 +11,13 @@ from stress.report.degradation import compare, degradation
 
 def _episode(key, mode, success, perturbation="clean", severity=0, init=0, policy="reference"):
     return {"episode_key": key, "suite": "libero_spatial", "task_id": 0, "init_index": init, "perturbation": perturbation,
-            "severity": severity, "seed": 0, "policy": policy, "mode": mode, "success": success}
+            "severity": severity, "seed": 0, "policy": policy, "mode": mode, "setting": "direct" if mode == "direct" else "best-of-3 average",
+            "success": success, "spec": "{}"}
 
 
 def _decision(episode, step, candidate, chosen, pred, **more):
     return {"episode_key": episode["episode_key"], "step": step, "candidate": candidate, "chosen": chosen, "pred_value": pred,
-            "policy": episode["policy"], "mode": episode["mode"], "perturbation": episode["perturbation"], "severity": episode["severity"],
+            "policy": episode["policy"], "mode": episode["mode"], "setting": episode["setting"], "perturbation": episode["perturbation"], "severity": episode["severity"],
             "episode_success": episode["success"], **more}
 
 
@@ -44,7 +45,7 @@ def test_report_tables_on_hand_built_run():
     assert robust["relative_robustness"] == 0.0 and robust["breakage_rate"] == 1.0
     (world,) = tables["world_model"]
     assert world["decisions"] == 2 and world["future_psnr"] == 21.0 and world["baseline_psnr"] == 18.0 and world["future_ssim"] == pytest.approx(0.65)
-    direct_value = next(r for r in tables["value"] if r["mode"] == "direct")
+    direct_value = next(r for r in tables["value"] if r["setting"] == "direct")
     assert direct_value["auroc"] == 1.0 and direct_value["overestimation"] == pytest.approx((-0.1 + 0.6) / 2)
     assert direct_value["overestimation_failed"] == pytest.approx(0.6)
     (sel,) = tables["selection"]

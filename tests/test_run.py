@@ -182,3 +182,17 @@ def test_a_perturbation_with_no_valid_scene_exits_2(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]  # the run is stored first; the verdict is the last line
     assert last.startswith("stress: error: perturbation object_pose:1 gave no valid scene") and "invalid_scene" in last
     assert "Traceback" not in proc.stderr
+
+
+def test_denoising_study_varies_one_knob_on_identical_scenarios(tmp_path):
+    proc = run_cli("study", "denoising", "--episodes", "1", "--max-steps", "16", "--candidates", "2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    rows = json.loads((run / "study.json").read_text())
+    settings = {r["setting"] for r in rows}
+    assert settings == {f"{mode} steps={n}" for mode in ("direct", "best-of-2 average") for n in (1, 5, 10)}
+    assert all(r["episodes"] == 1 and r["latency_ms"] > 0 and r["future_psnr"] > 0 for r in rows)
+    specs = json.loads((run / "manifest.json").read_text())["specs"]
+    assert {(s["init_index"], s["task_id"], s["seed"]) for s in specs} == {(0, 0, 0)}  # identical scenarios
+    assert iio.imread(run / "study.png").shape[2] in (3, 4)
+    assert "study denoising" in proc.stdout

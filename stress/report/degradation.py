@@ -8,6 +8,7 @@ A figure that cannot exist (no predictions: the expert; no counterfactual rollou
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -17,7 +18,7 @@ from stress.metrics import (amplification, auroc, breakage_rate, brier, calibrat
                             relative_robustness, selection, spearman)
 from stress.store import RunStore
 
-GROUP = ("policy", "mode", "perturbation", "severity")
+GROUP = ("policy", "setting", "perturbation", "severity")  # setting: 'direct', 'best-of-8 average', plus policy options
 SCENARIO = ("suite", "task_id", "init_index", "perturbation", "seed", "policy")  # the same scenario in either mode
 
 
@@ -32,25 +33,30 @@ def load(store: RunStore) -> tuple[list[dict], list[dict]]:
     if not (store.path / "decisions").is_dir():
         return episodes, []
     return episodes, store.query(
-        "SELECT d.*, e.policy, e.mode, e.perturbation, e.severity, e.success AS episode_success "
+        "SELECT d.*, e.policy, e.mode, e.setting, e.perturbation, e.severity, e.success AS episode_success "
         "FROM decisions d JOIN episodes e USING (episode_key) WHERE e.error IS NULL"
     )
 
 
 def _order(key: tuple) -> tuple:
-    policy, mode, perturbation, severity = key
-    return policy, mode, perturbation != "clean", perturbation, severity
+    policy, setting, perturbation, severity = key
+    return policy, setting != "direct", setting, perturbation != "clean", perturbation, severity
+
+
+def _options(episode: dict) -> str:
+    """The policy options of an episode's spec (direct and planning pair only under the same options)."""
+    return json.dumps(json.loads(episode["spec"]).get("policy_options", {}), sort_keys=True)
 
 
 def robustness(episodes: list[dict]) -> list[dict]:
     """Per group: relative robustness (perturbed / clean success on the same init states) and the breakage
     rate (share of the scenarios the clean policy solves that the perturbation breaks)."""
-    clean = {(e["suite"], e["task_id"], e["init_index"], e["seed"], e["policy"], e["mode"]): e["success"] for e in episodes if e["perturbation"] == "clean"}
+    clean = {(e["suite"], e["task_id"], e["init_index"], e["seed"], e["policy"], e["setting"]): e["success"] for e in episodes if e["perturbation"] == "clean"}
     groups = defaultdict(list)
     for e in episodes:
         if e["perturbation"] == "clean":
             continue
-        base = clean.get((e["suite"], e["task_id"], e["init_index"], e["seed"], e["policy"], e["mode"]))
+        base = clean.get((e["suite"], e["task_id"], e["init_index"], e["seed"], e["policy"], e["setting"]))
         if base is not None:
             groups[tuple(e[k] for k in GROUP)].append((base, e["success"]))
     out = []
@@ -65,20 +71,19 @@ def direct_vs_planning(episodes: list[dict]) -> list[dict]:
     """Per perturbation and severity, planning vs direct on the same scenarios: success of each, the four
     paired counts, McNemar's exact p, and amplification (P(planning fails | direct succeeds) vs
     P(planning succeeds | direct fails))."""
-    by_scenario = defaultdict(dict)
+    by_scenario = defaultdict(list)
     for e in episodes:
-        by_scenario[tuple(e[k] for k in SCENARIO)][e["mode"]] = e
+        by_scenario[(*(e[k] for k in SCENARIO), _options(e))].append(e)
     groups = defaultdict(list)
-    for modes in by_scenario.values():
-        if "direct" in modes and "planning" in modes:
-            d, p = modes["direct"], modes["planning"]
-            groups[(d["policy"], d["perturbation"], d["severity"])].append((d["success"], p["success"]))
+    for runs in by_scenario.values():
+        for d in (e for e in runs if e["mode"] == "direct"):
+            for p in (e for e in runs if e["mode"] == "planning"):  # each planning setting against the direct policy
+                groups[(d["policy"], p["setting"], d["perturbation"], d["severity"])].append((d["success"], p["success"]))
     out = []
-    for key in sorted(groups, key=lambda k: (k[0], k[1] != "clean", k[1], k[2])):
+    for key in sorted(groups, key=_order):
         pairs = np.array(groups[key], dtype=bool)
         amp = amplification(pairs[:, 0], pairs[:, 1])
-        out.append({"policy": key[0], "perturbation": key[1], "severity": key[2], "direct": float(pairs[:, 0].mean()),
-                    "planning": float(pairs[:, 1].mean()), **amp})
+        out.append({**dict(zip(GROUP, key)), "direct": float(pairs[:, 0].mean()), "planning": float(pairs[:, 1].mean()), **amp})
     return out
 
 
@@ -201,7 +206,8 @@ def compare(run_a: tuple[list[dict], list[dict]], run_b: tuple[list[dict], list[
     for table, field in COMPARED:
         for side, tables in (("a", tables_a), ("b", tables_b)):
             for row in tables[table]:
-                group = (row["mode"], row["perturbation"], row["severity"])
+                mode = "direct" if row["setting"].split()[0] == "direct" else "planning"  # A's and B's settings may differ
+                group = (mode, row["perturbation"], row["severity"])
                 figures[group][f"{field}_{side}"] = row[field]
     rows = [{"mode": g[0], "perturbation": g[1], "severity": g[2], **{f"{f}_{s}": figures[g].get(f"{f}_{s}") for _, f in COMPARED for s in "ab"}}
             for g in sorted(figures, key=lambda g: (g[0], g[1] != "clean", g[1], g[2]))]

@@ -12,7 +12,7 @@ from stress.store import RunStore
 @dataclass
 class SummaryRow:
     policy: str
-    mode: str
+    setting: str  # 'direct', 'best-of-8 average', plus policy options
     perturbation: str
     severity: int
     episodes: int
@@ -29,17 +29,17 @@ def summarise(store: RunStore) -> list[SummaryRow]:
     rows = store.query(
         """
         WITH valid AS (SELECT * FROM episodes WHERE error IS NULL),
-        clean AS (SELECT suite, task_id, init_index, policy, mode, seed, success FROM valid WHERE perturbation = 'clean')
-        SELECT e.policy, e.mode, e.perturbation, e.severity,
+        clean AS (SELECT suite, task_id, init_index, policy, setting, seed, success FROM valid WHERE perturbation = 'clean')
+        SELECT e.policy, e.setting, e.perturbation, e.severity,
                count(*) AS episodes,
                count(*) FILTER (WHERE e.error IS NOT NULL) AS errors,
                count(*) FILTER (WHERE e.success AND e.error IS NULL) AS successes,
                avg(c.success::INT) AS clean_rate,
                count(c.success) AS clean_pairs
         FROM episodes e
-        LEFT JOIN clean c USING (suite, task_id, init_index, policy, mode, seed)
-        GROUP BY e.policy, e.mode, e.perturbation, e.severity
-        ORDER BY e.policy, e.mode, e.perturbation = 'clean' DESC, e.perturbation, e.severity
+        LEFT JOIN clean c USING (suite, task_id, init_index, policy, setting, seed)
+        GROUP BY e.policy, e.setting, e.perturbation, e.severity
+        ORDER BY e.policy, e.setting != 'direct', e.setting, e.perturbation = 'clean' DESC, e.perturbation, e.severity
         """
     )
     out = []
@@ -48,7 +48,7 @@ def summarise(store: RunStore) -> list[SummaryRow]:
         low, high = wilson_interval(r["successes"], valid)
         out.append(
             SummaryRow(
-                policy=r["policy"], mode=r["mode"], perturbation=r["perturbation"], severity=r["severity"],
+                policy=r["policy"], setting=r["setting"], perturbation=r["perturbation"], severity=r["severity"],
                 episodes=r["episodes"], errors=r["errors"], successes=r["successes"],
                 rate=r["successes"] / valid if valid else float("nan"), low=low, high=high,
                 clean_rate=None if r["perturbation"] == "clean" or r["clean_rate"] is None else float(r["clean_rate"]),
