@@ -8,6 +8,9 @@ All loops replay the same expert episode on the same scene so only the measured 
   bare reset/act/step loop with the same policy; again with a pixel perturbation, whose realisation check
   renders both cameras once (a policy that uses images pays nothing extra: its first observation is reused);
 - snapshot + restore of the simulator at a decision point;
+- the cost of counterfactual ground truth: a best-of-8 planning episode of the reference model (64 steps,
+  4 decisions) without measurements, with the executed chunk's true future, with every candidate's, and
+  with every candidate of one decision also rolled out to the end;
 - peak resident memory of this one-env process.
 """
 
@@ -72,6 +75,23 @@ def _family_costs(env, init: int, steps: int, episode_s: float) -> dict:
     return costs
 
 
+def _ground_truth_costs(suite: str, task: int, init: int, envs, policies) -> dict:
+    from stress.groundtruth import Measurement
+
+    spec = ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode="planning", n_candidates=8,
+                        aggregation="average", max_steps=64)
+    run_episode(spec, envs, policies)  # warm-up: env build, model load
+    timed = {}
+    for name, measurement in (("plain", None), ("executed", Measurement("executed")), ("all", Measurement("all")),
+                              ("rollout", Measurement("executed", rollouts=1))):
+        result = run_episode(spec, envs, policies, measurement=measurement)
+        timed[name] = (result.wall_s, len(result.decision_steps))
+    decisions = timed["plain"][1]
+    return {"plain_s": timed["plain"][0], "executed_future_s": timed["executed"][0], "all_futures_s": timed["all"][0],
+            "rollout_s": timed["rollout"][0], "decisions": decisions,
+            "true_future_ms_per_candidate": 1000 * (timed["all"][0] - timed["plain"][0]) / (decisions * 8)}
+
+
 def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict:
     from rich.console import Console
     from rich.table import Table
@@ -119,6 +139,7 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
         runner = min(_timed(lambda: runner_loop(clean)) for _ in range(repeats))
         runner_occluded = min(_timed(lambda: runner_loop(perturbed)) for _ in range(repeats))
 
+    ground_truth = _ground_truth_costs(suite, task, init, envs, policies)
     family_costs = _family_costs(env, init, steps, on_demand)
     env.reset(init)
     snapshot_times = []
@@ -144,6 +165,7 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
         "snapshot_restore_ms": 1000 * float(np.median(snapshot_times)),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "families": family_costs,
+        "ground_truth": ground_truth,
     }
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"bench-{datetime.now():%Y%m%d-%H%M%S}.json"
@@ -162,6 +184,11 @@ def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict
     table.add_row("overhead with occlusion (the expert renders nothing else)", f"{figures['runner_occlusion_overhead_pct']:.1f} %")
     table.add_row("snapshot + restore (ms)", f"{figures['snapshot_restore_ms']:.2f}")
     table.add_row("peak memory, one env process (MB)", f"{figures['peak_rss_mb']:.0f}")
+    gt = ground_truth
+    table.add_row("planning episode (best-of-8, 64 steps), no ground truth (s)", f"{gt['plain_s']:.2f}")
+    table.add_row("  + true future of the executed chunk (s)", f"{gt['executed_future_s']:.2f}")
+    table.add_row("  + true future of every candidate (s)", f"{gt['all_futures_s']:.2f} (+{gt['true_future_ms_per_candidate']:.0f} ms per candidate)")
+    table.add_row("  + every candidate of 1 decision rolled out to the end (s)", f"{gt['rollout_s']:.2f}")
     for name, cost in family_costs.items():
         table.add_row(f"{name}: applying it, per episode ({cost['layer']})", f"{cost['apply_ms_per_episode']:.1f} ms = {cost['percent_of_episode']:.2f} %")
         table.add_row(f"{name}: realisation check + reset, per episode", f"{cost['reset_and_check_ms']:.0f} ms")

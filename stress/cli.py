@@ -62,8 +62,9 @@ def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates in planning mode (default {DEFAULT_CANDIDATES})")
     run.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"planning value aggregation: average, lcb, success_vote, majority_mean (default {DEFAULT_AGGREGATION})")
     run.add_argument("--no-baseline", action="store_true", help="skip the clean baseline episodes")
-    run.add_argument("--true-futures", action=argparse.BooleanOptionalAction, default=True,
-                     help="measure every predicted future against the simulator's true one (default on; costs a chunk of physics and a render per candidate)")
+    run.add_argument("--true-futures", default="executed", metavar="WHICH",
+                     help="predicted futures measured against the simulator's true one: executed (the executed chunk's, default), "
+                          "all (every best-of-N candidate's; one chunk of physics and a render each), none")
     run.add_argument("--counterfactual-rollouts", type=int, default=0, metavar="K",
                      help="decisions per episode whose chunks (every candidate) are continued by the direct policy to the end, for their true outcome (default 0; expensive)")
     run.add_argument("--max-steps", type=int, help="step budget (default: the suite's)")
@@ -167,6 +168,10 @@ def _specs_from_args(args) -> tuple[list, dict]:
         raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
     if args.counterfactual_rollouts < 0:
         raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
+    from stress.groundtruth import TRUE_FUTURES
+
+    if args.true_futures not in TRUE_FUTURES:
+        raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
     tasks = _int_list(args.tasks, "--tasks")
     for task in tasks:
         check_task(args.suite, task)
@@ -225,7 +230,7 @@ def _start_or_resume(args, make_specs, label):
     if args.resume is not None:
         store = RunStore.open(args.resume)
         config = store.manifest.get("config", {})
-        return store, store.specs(), Measurement(config.get("true_futures", True), config.get("counterfactual_rollouts", 0))
+        return store, store.specs(), Measurement(config.get("true_futures", "executed"), config.get("counterfactual_rollouts", 0))
     specs, config = make_specs(args)
     run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + label(specs)
     return RunStore.create(args.out, run_id, specs, config), specs, Measurement(args.true_futures, args.counterfactual_rollouts)

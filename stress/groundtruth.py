@@ -1,9 +1,11 @@
 """Counterfactual ground truth at each decision, from the simulator snapshot the runner takes there.
 
-For the executed chunk (direct mode) or every best-of-N candidate (planning), restore the snapshot,
+For the executed chunk, or (``true_futures="all"``) every best-of-N candidate, restore the snapshot,
 execute the chunk in the (perturbed) simulator and render the **true future**; compare it with the
 model's predicted future, and the current frame with it (the copy-current-frame baseline). Images are
 compared in the space the policy sees (pixel perturbations applied) at the prediction's resolution.
+Each measured chunk costs one chunk of physics (~0.3-0.6 s on a 2-core CPU: robosuite steps dominate)
+and two renders, so "all" multiplies a best-of-8 episode's cost several times.
 
 At ``rollouts`` decisions per episode (spread evenly over the step budget), each candidate is also
 continued with the *direct* policy to the end of the episode: its **true outcome** (1 success, 0 not).
@@ -25,8 +27,12 @@ import numpy as np
 
 from perturbations.base import CAMERAS
 from stress.envs.libero import LiberoEnv, SimulatorFault
+from stress.errors import UserError
 from stress.metrics import psnr, ssim
 from stress.policies.base import Decision
+
+
+TRUE_FUTURES = ("executed", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -34,8 +40,14 @@ class Measurement:
     """What the runner measures besides the episode itself (a run setting, not part of the scenario key:
     the episode is the same with or without it)."""
 
-    true_futures: bool = True
+    true_futures: str = "executed"  # "executed" chunk only, "all" candidates, or "none"
     rollouts: int = 0  # decisions per episode whose candidates are continued to the end (expensive)
+
+    def __post_init__(self):
+        if self.true_futures not in TRUE_FUTURES:
+            raise UserError(f"true futures {self.true_futures!r} unknown; valid: {', '.join(TRUE_FUTURES)}")
+        if not isinstance(self.rollouts, int) or self.rollouts < 0:
+            raise UserError(f"counterfactual rollouts {self.rollouts!r} invalid; valid: 0 or more")
 
     def rollout_decisions(self, max_steps: int, chunk: int) -> set[int]:
         """Indices of the decisions continued to the end: ``rollouts`` of them, evenly over the budget."""
@@ -96,31 +108,37 @@ class GroundTruth:
             self.seconds += time.perf_counter() - start
 
     def _measure(self, env, snapshot, decision: Decision) -> None:
+        if decision.predicted_value is None:
+            return  # a backend without predictions (the expert): nothing to compare, no rows to fill
         step = snapshot.step
         rollout = self._decision in self.rollout_at
-        chunks = [(-1, decision.actions, decision.predicted_future)] if not decision.candidates else [
-            (i, c.actions, c.predicted_future) for i, c in enumerate(decision.candidates)]
-        futures = self.measurement.true_futures and any(f is not None for _, _, f in chunks)
-        if not (futures or rollout):
+        items = [(i, c.actions, c.predicted_future) for i, c in enumerate(decision.candidates)] or [(-1, decision.actions, decision.predicted_future)]
+        executed = {-1, decision.chosen}
+        mode = self.measurement.true_futures
+        wanted = lambda i, predicted: predicted is not None and (mode == "all" or (mode == "executed" and i in executed))
+        if not (rollout or any(wanted(i, p) for i, _, p in items)):
             return
-        current = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS} if futures else None
+        current = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS} if any(wanted(i, p) for i, _, p in items) else None
         figures: dict[int, dict[str, float]] = {}
-        for i, actions, predicted in chunks:
+        for i, actions, predicted in items:
+            if not (rollout or wanted(i, predicted)):
+                continue
             env.restore(snapshot)
             row: dict[str, float] = {}
             try:
                 done = False
                 for action in actions:  # the whole chunk: the prediction is for the chunk's end
                     done = env.step(action) or done
-                if futures and predicted is not None:
+                if wanted(i, predicted):
                     true = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
                     row.update(future_errors(predicted, true, current))
                 if rollout:
                     row["true_outcome"] = float(self._continue(env, snapshot, done))
             except SimulatorFault:
-                row["true_outcome"] = 0.0 if rollout else None  # the chunk itself broke the simulation
+                if rollout:
+                    row["true_outcome"] = 0.0  # the chunk itself broke the simulation
             figures[i] = row
-        if decision.candidates and decision.chosen is not None:
+        if decision.candidates and decision.chosen in figures:
             figures[-1] = dict(figures[decision.chosen])  # the executed decision is the chosen candidate
         self.by_step[step] = figures
 

@@ -198,7 +198,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         policy.reset(env.instruction, spec.seed, mode=spec.mode, n_candidates=spec.n_candidates, aggregation=spec.aggregation)
         hooks = [h for h in (on_decision,) if h]
         truth = None
-        if measurement and (measurement.true_futures or measurement.rollouts):
+        if measurement and (measurement.true_futures != "none" or measurement.rollouts):
             truth = GroundTruth(measurement, spec.key, max_steps, lambda: _wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options), env))
             hooks.append(truth)
         chunk_ends: dict[int, int] = {}

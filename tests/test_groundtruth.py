@@ -25,13 +25,16 @@ def runner():
 def test_episode_is_bit_identical_with_and_without_ground_truth(runner):
     envs, policies = runner
     plain = run_episode(PLANNING, envs, policies)
-    measured = run_episode(PLANNING, envs, policies, measurement=Measurement(true_futures=True, rollouts=1))
+    measured = run_episode(PLANNING, envs, policies, measurement=Measurement(true_futures="all", rollouts=1))
     assert plain.error is None and measured.error is None
     assert np.array_equal(plain.actions, measured.actions) and plain.success == measured.success and plain.steps == measured.steps
     assert [r["pred_value"] for r in plain.decisions] == [r["pred_value"] for r in measured.decisions]
     assert measured.measure_s > 0 and plain.measure_s == 0
     rows = measured.decisions
     assert len(rows) == 3 * 4  # 3 decisions x (executed + 3 candidates)
+    executed_only = run_episode(PLANNING, envs, policies, measurement=Measurement())  # the default: the executed chunk's future
+    assert np.array_equal(executed_only.actions, plain.actions)
+    assert all((r.get("future_psnr") is not None) == r["chosen"] for r in executed_only.decisions)
     for r in rows:
         assert 5 < r["future_psnr"] < 60 and -1 <= r["future_ssim"] <= 1 and 5 < r["baseline_psnr"] < 60
         assert r["action_spread"] > 0

@@ -61,8 +61,9 @@ def test_decisions_carry_the_counterfactual_ground_truth(short_run):
     table = f"read_parquet('{run}/decisions.parquet')"
     columns = {d[0] for d in duckdb.sql(f"DESCRIBE SELECT * FROM {table}").fetchall()}
     assert DECISION_COLUMNS <= columns
-    # every decision's predicted future was compared with the true one; the first decision's chunks were rolled out
-    assert duckdb.sql(f"SELECT count(*) FROM {table} WHERE future_psnr IS NULL OR baseline_ssim IS NULL").fetchall()[0][0] == 0
+    # every executed decision's predicted future was compared with the true one; the first decision's chunks were rolled out
+    assert duckdb.sql(f"SELECT count(*) FROM {table} WHERE chosen AND (future_psnr IS NULL OR baseline_ssim IS NULL)").fetchall()[0][0] == 0
+    assert duckdb.sql(f"SELECT count(*) FROM {table} WHERE NOT chosen AND future_psnr IS NOT NULL").fetchall()[0][0] == 0
     missing = duckdb.sql(f"SELECT count(*) FROM {table} WHERE step = 0 AND true_outcome IS NULL").fetchall()[0][0]
     assert missing == 0 and duckdb.sql(f"SELECT count(*) FROM {table} WHERE step > 0 AND true_outcome IS NOT NULL").fetchall()[0][0] == 0
     per_decision = duckdb.sql(f"SELECT n_candidates, count(*) FROM {table} WHERE step = 0 GROUP BY 1 ORDER BY 1").fetchall()
