@@ -344,6 +344,8 @@ def _print_degradation(store) -> None:
 
     tables = degradation(*load(store))
     store.write_json("degradation.json", tables)
+    for row in tables["failures"]:
+        row["counts_text"] = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items(), key=lambda kv: -kv[1]))
     _print_tables(tables, DEGRADATION_TABLES)
 
 
@@ -353,6 +355,8 @@ DEGRADATION_TABLES = {
         ("n", "n", "d"), ("direct", "direct", ".0%"), ("planning", "planning", ".0%"), ("both", "both", "d"), ("direct only", "direct_only", "d"),
         ("planning only", "planning_only", "d"), ("neither", "neither", "d"), ("McNemar p", "mcnemar_p", ".3f"),
         ("P(plan fails | direct ok)", "p_planning_fails_given_direct_succeeds", ".0%"), ("P(plan ok | direct fails)", "p_planning_succeeds_given_direct_fails", ".0%")]),
+    "failures": ("how the failures failed (signatures from simulator state)", [
+        ("failures", "failures", "d"), ("most common", "top_signature", "s"), ("its share", "top_share", ".0%"), ("all", "counts_text", "s")]),
     "world_model": ("world model: predicted vs true future (copy-current-frame baseline)", [
         ("decisions", "decisions", "d"), ("PSNR", "future_psnr", ".2f"), ("copy PSNR", "baseline_psnr", ".2f"), ("SSIM", "future_ssim", ".3f"),
         ("copy SSIM", "baseline_ssim", ".3f"), ("PSNR agentview", "future_psnr_agentview", ".2f"), ("PSNR wrist", "future_psnr_wrist", ".2f")]),

@@ -27,6 +27,7 @@ from stress.errors import UserError, choice_error
 from stress.policies import policy_class
 from stress.policies.base import Decision
 from stress.groundtruth import GroundTruth, Measurement
+from stress.signatures import SignatureTracker
 from stress.metrics import action_spread
 from stress.policies.planning import check_aggregation
 from stress.policies.reference.data import GAMMA
@@ -80,6 +81,7 @@ class EpisodeResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     measure_s: float = 0.0  # of wall_s, the time spent on ground-truth measurements
     policy_s: float = 0.0  # of wall_s, the time spent inside policy.act (latency = policy_s / decisions)
+    failure: str | None = None  # failure signature (stress.signatures); None when the episode errored
 
     def row(self) -> dict[str, Any]:
         s = self.spec
@@ -101,6 +103,7 @@ class EpisodeResult:
             "policy_s": self.policy_s,
             "decisions": len(self.decision_steps),
             "setting": s.setting,
+            "failure": self.failure if self.error is None else None,
             "error": self.error,
             "spec": s.to_json(),
         }
@@ -202,6 +205,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
             truth = GroundTruth(measurement, spec.key, max_steps, lambda: _wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options), env))
             hooks.append(truth)
         chunk_ends: dict[int, int] = {}
+        tracker = SignatureTracker(env)
         while env.step_count < max_steps and not result.success:
             env.begin_chunk()
             result.decision_steps.append(env.step_count)
@@ -221,9 +225,11 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
             for action in decision.actions:
                 actions.append(np.asarray(action, dtype=np.float64))
                 result.success = env.step(action)
+                tracker.step(action)
                 if result.success or env.step_count >= max_steps:
                     break
         _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None)
+        result.failure = tracker.signature(result.success)
         result.measure_s = truth.seconds if truth else 0.0
     except SimulatorFault as exc:
         result.error = f"simulator_fault: {exc}"

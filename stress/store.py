@@ -56,6 +56,7 @@ EPISODE_SCHEMA = pa.schema(
         ("policy_s", pa.float64()),  # of wall_s, spent inside the policy (per decision: policy_s / decisions)
         ("decisions", pa.int32()),
         ("setting", pa.string()),  # how the policy ran: 'direct', 'best-of-8 average', plus policy options
+        ("failure", pa.string()),  # failure signature (stress.signatures): success, never_grasped, dropped, ...
         ("error", pa.string()),
         ("spec", pa.string()),  # the ScenarioSpec as JSON
     ]

@@ -9,8 +9,8 @@ from stress.metrics import spearman
 from stress.report.degradation import compare, degradation
 
 
-def _episode(key, mode, success, perturbation="clean", severity=0, init=0, policy="reference"):
-    return {"episode_key": key, "suite": "libero_spatial", "task_id": 0, "init_index": init, "perturbation": perturbation,
+def _episode(key, mode, success, perturbation="clean", severity=0, init=0, policy="reference", failure=None):
+    return {"failure": failure or ("success" if success else "timeout"), "episode_key": key, "suite": "libero_spatial", "task_id": 0, "init_index": init, "perturbation": perturbation,
             "severity": severity, "seed": 0, "policy": policy, "mode": mode, "setting": "direct" if mode == "direct" else "best-of-3 average",
             "success": success, "spec": "{}"}
 
@@ -41,6 +41,9 @@ def test_report_tables_on_hand_built_run():
     (paired_clean,) = [r for r in tables["direct_vs_planning"] if r["perturbation"] == "clean"]
     assert (paired_clean["n"], paired_clean["direct_only"], paired_clean["neither"]) == (2, 1, 1)
     assert paired_clean["p_planning_fails_given_direct_succeeds"] == 1.0
+    failures = {(r["setting"], r["perturbation"]): r for r in tables["failures"]}
+    assert failures["direct", "occlusion:3"]["failures"] == 2 and failures["direct", "occlusion:3"]["top_share"] == 1.0
+    assert failures["best-of-3 average", "clean"]["counts"] == {"timeout": 2}
     (robust,) = tables["robustness"]
     assert robust["relative_robustness"] == 0.0 and robust["breakage_rate"] == 1.0
     (world,) = tables["world_model"]

@@ -87,6 +87,22 @@ def direct_vs_planning(episodes: list[dict]) -> list[dict]:
     return out
 
 
+def failure_signatures(episodes: list[dict]) -> list[dict]:
+    """Per group: how the failed episodes failed (stress.signatures), and the share of failures with the
+    most common signature (mode collapse: near 1 means the policy keeps failing the same way)."""
+    groups = defaultdict(list)
+    for e in episodes:
+        if not e["success"] and e.get("failure"):
+            groups[tuple(e[k] for k in GROUP)].append(e["failure"])
+    out = []
+    for key in sorted(groups, key=_order):
+        names, counts = np.unique(groups[key], return_counts=True)
+        top = int(np.argmax(counts))
+        out.append({**dict(zip(GROUP, key)), "failures": len(groups[key]), "counts": dict(zip(names.tolist(), counts.tolist())),
+                    "top_signature": str(names[top]), "top_share": float(counts[top] / len(groups[key]))})
+    return out
+
+
 def world_model(decisions: list[dict]) -> list[dict]:
     """Per group: predicted vs true future (PSNR, SSIM), and the copy-current-frame baseline, over the
     executed decisions whose true future was measured; per camera too."""
@@ -161,7 +177,8 @@ def selection_quality(decisions: list[dict]) -> list[dict]:
 
 def degradation(episodes: list[dict], decisions: list[dict]) -> dict[str, list[dict]]:
     """Every table of ``stress show``, as JSON-able data (also written to RUN/degradation.json)."""
-    return {"robustness": robustness(episodes), "direct_vs_planning": direct_vs_planning(episodes), "world_model": world_model(decisions),
+    return {"robustness": robustness(episodes), "direct_vs_planning": direct_vs_planning(episodes), "failures": failure_signatures(episodes),
+            "world_model": world_model(decisions),
             "value": value_quality(decisions), "selection": selection_quality(decisions)}
 
 

@@ -1,0 +1,76 @@
+"""Failure signature of an episode, from simulator state (never from images): how it failed.
+
+Traced at every step (contacts and positions: no render): whether both fingers hold the task's object,
+the object's distance to the goal target, the gripper command, and whether an arm link (not the
+fingers) touched anything but the robot. At the end, the first rule that holds names the failure:
+
+* ``collision``: an arm link hit the scene (table, fixture, object) at some step;
+* ``never_grasped``: the object was never held;
+* ``dropped``: the grasp was lost while the gripper was commanded closed, away from the goal;
+* ``wrong_place``: the gripper opened on purpose away from the goal (released in the wrong place);
+* ``timeout_near_goal``: the budget ran out with the object within ``NEAR_M`` of the target;
+* ``timeout``: none of the above (held, but never brought near the goal in time).
+
+Successful episodes get ``success``. The gallery clusters failures by signature.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SIGNATURES = ("success", "collision", "never_grasped", "dropped", "wrong_place", "timeout_near_goal", "timeout")
+NEAR_M = 0.05  # horizontal distance (m) to the target counted as "near the goal"
+
+
+class SignatureTracker:
+    def __init__(self, env):
+        from stress.policies.expert import _Scene  # the expert's geometry queries: grasp = both fingers touch
+
+        self.env, self.scene = env, _Scene(env)
+        self.object = env.target_object
+        self.target = env.goal[0][2] if env.goal and len(env.goal[0]) > 2 else None
+        model = self.scene.model
+        robot = {g for g in range(model.ngeom) if self.scene.sim.model.geom_id2name(g) and self.scene.sim.model.geom_id2name(g).startswith(("robot0_", "mount0_"))}
+        self.fingers = set().union(*self.scene.fingers)
+        gripper = {g for g in range(model.ngeom) if (self.scene.sim.model.geom_id2name(g) or "").startswith("gripper0_")}
+        self.arm, self.robot = robot - gripper, robot | gripper
+        self.ever_grasped = self.collided = False
+        self.released: str | None = None  # how the last grasp ended: "dropped" or "opened"
+        self.holding = False
+
+    def _distance(self) -> float | None:
+        if self.target is None:
+            return None
+        try:
+            delta = self.env.object_position(self.object) - self.env.object_position(self.target)
+        except KeyError:
+            return None
+        return float(np.linalg.norm(delta[:2]))
+
+    def step(self, action: np.ndarray) -> None:
+        holding = self.scene.grasped(self.object)
+        if self.holding and not holding:
+            near = (self._distance() or np.inf) < NEAR_M
+            self.released = None if near else ("dropped" if action[6] > 0 else "opened")
+        if holding:
+            self.ever_grasped, self.released = True, None
+        self.holding = holding
+        data = self.scene.data
+        for c in data.contact[: data.ncon]:
+            if (c.geom1 in self.arm and c.geom2 not in self.robot) or (c.geom2 in self.arm and c.geom1 not in self.robot):
+                self.collided = True
+                break
+
+    def signature(self, success: bool) -> str:
+        if success:
+            return "success"
+        if self.collided:
+            return "collision"
+        if not self.ever_grasped:
+            return "never_grasped"
+        if self.released == "dropped":
+            return "dropped"
+        if self.released == "opened":
+            return "wrong_place"
+        distance = self._distance()
+        return "timeout_near_goal" if distance is not None and distance < NEAR_M else "timeout"
