@@ -71,6 +71,8 @@ def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--workers", type=int, default=1, help="simulator processes (each ~2 GB; default 1)")
     run.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     run.add_argument("--seed", type=int, default=0, help="run seed: policy seed and perturbation seeds derive from it")
+    run.add_argument("--policy-seeds", type=int, default=1, metavar="N",
+                     help="run every scenario with N policy seeds (seed .. seed+N-1), the scene unchanged: seed sensitivity (default 1)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder, skipping stored episodes")
 
 
@@ -166,6 +168,8 @@ def _specs_from_args(args) -> tuple[list, dict]:
         raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
     if args.workers < 1:
         raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
+    if args.policy_seeds < 1:
+        raise UserError(f"--policy-seeds {args.policy_seeds} invalid; valid: 1 or more")
     if args.counterfactual_rollouts < 0:
         raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
     from stress.groundtruth import TRUE_FUTURES
@@ -208,11 +212,11 @@ def _specs_from_args(args) -> tuple[list, dict]:
                 tuple(PerturbationSpec(p.name, p.severity, perturbation_seed, args.camera) for p in combo) for combo in combos
             ]
             for perturbations in scenes:
-                for mode in modes:
+                for mode, policy_seed in ((m, s) for m in modes for s in range(args.seed, args.seed + args.policy_seeds)):
                     specs.append(
                         ScenarioSpec(
                             suite=args.suite, task_id=task, init_index=init, perturbations=perturbations,
-                            policy=args.policy, mode=mode, seed=args.seed, max_steps=args.max_steps,
+                            policy=args.policy, mode=mode, seed=policy_seed, max_steps=args.max_steps,
                             n_candidates=args.candidates if mode == "planning" else 1,
                             aggregation=args.aggregation if mode == "planning" else None,
                         )
@@ -357,9 +361,12 @@ DEGRADATION_TABLES = {
         ("P(plan fails | direct ok)", "p_planning_fails_given_direct_succeeds", ".0%"), ("P(plan ok | direct fails)", "p_planning_succeeds_given_direct_fails", ".0%")]),
     "failures": ("how the failures failed (signatures from simulator state)", [
         ("failures", "failures", "d"), ("most common", "top_signature", "s"), ("its share", "top_share", ".0%"), ("all", "counts_text", "s")]),
+    "seeds": ("seed sensitivity: outcome flips when only the policy seed changes", [
+        ("scenarios", "scenarios", "d"), ("seeds", "seeds", "d"), ("flip rate", "flip_rate", ".0%")]),
     "world_model": ("world model: predicted vs true future (copy-current-frame baseline)", [
         ("decisions", "decisions", "d"), ("PSNR", "future_psnr", ".2f"), ("copy PSNR", "baseline_psnr", ".2f"), ("SSIM", "future_ssim", ".3f"),
-        ("copy SSIM", "baseline_ssim", ".3f"), ("PSNR agentview", "future_psnr_agentview", ".2f"), ("PSNR wrist", "future_psnr_wrist", ".2f")]),
+        ("copy SSIM", "baseline_ssim", ".3f"), ("PSNR agentview", "future_psnr_agentview", ".2f"), ("PSNR wrist", "future_psnr_wrist", ".2f"),
+        ("PSNR occluded", "future_psnr_occluded", ".2f"), ("copy occluded", "baseline_psnr_occluded", ".2f"), ("PSNR visible", "future_psnr_visible", ".2f")]),
     "value": ("value predictions vs what happened", [
         ("decisions", "decisions", "d"), ("AUROC", "auroc", ".3f"), ("Brier", "brier", ".3f"), ("ECE", "ece", ".3f"),
         ("over-estimation", "overestimation", "+.3f"), ("over-est. (failed)", "overestimation_failed", "+.3f")]),

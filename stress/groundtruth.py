@@ -71,17 +71,38 @@ def to_resolution(image: np.ndarray, like: np.ndarray) -> np.ndarray:
     return image if image.shape == like.shape else cv2.resize(image, (like.shape[1], like.shape[0]), interpolation=cv2.INTER_AREA)
 
 
-def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray], current: dict[str, np.ndarray]) -> dict[str, float]:
-    """PSNR/SSIM of predicted vs true future and of current vs true future (baseline), per camera and mean."""
+def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray], current: dict[str, np.ndarray],
+                  occluded: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """PSNR/SSIM of predicted vs true future and of current vs true future (baseline), per camera and mean.
+    With ``occluded`` masks (camera -> HxW bool, where an occluder hides the scene), PSNR is also split
+    into the occluded pixels and the rest, averaged over the cameras the occluder covers."""
     out: dict[str, float] = {}
+    split: dict[str, list[float]] = {k: [] for k in ("future_psnr_occluded", "future_psnr_visible", "baseline_psnr_occluded", "baseline_psnr_visible")}
     for c in CAMERAS:
         p = predicted[c]
         t, now = to_resolution(true[c], p), to_resolution(current[c], p)
         out[f"future_psnr_{c}"], out[f"future_ssim_{c}"] = psnr(p, t), ssim(p, t)
         out[f"baseline_psnr_{c}"], out[f"baseline_ssim_{c}"] = psnr(now, t), ssim(now, t)
+        if occluded is not None and occluded[c].any():
+            mask = to_resolution(occluded[c].astype(np.float32), p[..., 0]) > 0.5
+            if mask.any() and (~mask).any():
+                for name, image in (("future", p), ("baseline", now)):
+                    split[f"{name}_psnr_occluded"].append(psnr(image[mask], t[mask]))
+                    split[f"{name}_psnr_visible"].append(psnr(image[~mask], t[~mask]))
     for name in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim"):
         out[name] = float(np.mean([out[f"{name}_{c}"] for c in CAMERAS]))
+    out.update({k: float(np.mean(v)) for k, v in split.items() if v})
     return out
+
+
+OCCLUDING = ("occlusion",)  # pixel families whose changed pixels are an occluder (the error is split there)
+
+
+def occlusion_masks(env: LiberoEnv, clean: dict[str, np.ndarray], observed: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    """Where an occluding pixel perturbation changed the current frame (None when there is none)."""
+    if not any(p.spec.name in OCCLUDING for p in env.perturbations):
+        return None
+    return {c: np.any(observed[c] != clean[c], axis=-1) for c in CAMERAS}
 
 
 class GroundTruth:
@@ -118,7 +139,11 @@ class GroundTruth:
         wanted = lambda i, predicted: predicted is not None and (mode == "all" or (mode == "executed" and i in executed))
         if not (rollout or any(wanted(i, p) for i, _, p in items)):
             return
-        current = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS} if any(wanted(i, p) for i, _, p in items) else None
+        current = masks = None
+        if any(wanted(i, p) for i, _, p in items):
+            clean = {c: env.render(c) for c in CAMERAS}
+            current = {c: env.perturb_pixels(clean[c], c) for c in CAMERAS}
+            masks = occlusion_masks(env, clean, current)
         figures: dict[int, dict[str, float]] = {}
         for i, actions, predicted in items:
             if not (rollout or wanted(i, predicted)):
@@ -131,7 +156,7 @@ class GroundTruth:
                     done = env.step(action) or done
                 if wanted(i, predicted):
                     true = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
-                    row.update(future_errors(predicted, true, current))
+                    row.update(future_errors(predicted, true, current, masks))
                 if rollout:
                     row["true_outcome"] = float(self._continue(env, snapshot, done))
             except SimulatorFault:

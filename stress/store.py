@@ -78,6 +78,8 @@ DECISION_SCHEMA = pa.schema(
         ("baseline_psnr", pa.float64()),  # current frame vs true future (copy-frame baseline)
         ("baseline_ssim", pa.float64()),
         *[(f"{m}_{c}", pa.float64()) for c in CAMERAS for m in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim")],
+        # with an occluding pixel perturbation: PSNR inside the occluded pixels and outside them
+        *[(f"{m}_psnr_{part}", pa.float64()) for m in ("future", "baseline") for part in ("occluded", "visible")],
         ("action_spread", pa.float64()),  # planning: mean pairwise distance of the N candidate chunks
     ]
 )

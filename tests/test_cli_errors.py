@@ -35,6 +35,7 @@ def assert_user_error(proc, *fragments):
         (["show", "/nonexistent/run"], ["not a run folder"]),
         (["compare", "/nonexistent/a", "/nonexistent/b"], ["not a run folder"]),
         (["run", "--counterfactual-rollouts", "-1"], ["-1", "0 or more"]),
+        (["run", "--policy-seeds", "0"], ["--policy-seeds 0", "1 or more"]),
         (["run", "--true-futures", "some"], ["'some'", "executed, all, none"]),
         (["study", "temperature"], ["'temperature'", "aggregation, value-source, denoising, candidates"]),
         (["study", "candidates", "--policy", "expert"], ["'expert'", "planning"]),

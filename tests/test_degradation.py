@@ -44,6 +44,10 @@ def test_report_tables_on_hand_built_run():
     failures = {(r["setting"], r["perturbation"]): r for r in tables["failures"]}
     assert failures["direct", "occlusion:3"]["failures"] == 2 and failures["direct", "occlusion:3"]["top_share"] == 1.0
     assert failures["best-of-3 average", "clean"]["counts"] == {"timeout": 2}
+    assert tables["seeds"] == []  # one policy seed per scenario: no seed sensitivity to report
+    seeded = [dict(e, seed=s, success=bool(s % 2) if e["init_index"] == 0 else e["success"]) for e in episodes[:2] for s in (0, 1)]
+    (flips,) = [r for r in degradation(seeded, [])["seeds"] if r["setting"] == "direct"]
+    assert (flips["scenarios"], flips["seeds"], flips["flip_rate"]) == (1, 2, 1.0)
     (robust,) = tables["robustness"]
     assert robust["relative_robustness"] == 0.0 and robust["breakage_rate"] == 1.0
     (world,) = tables["world_model"]

@@ -66,6 +66,10 @@ def test_decisions_carry_the_counterfactual_ground_truth(short_run):
     assert duckdb.sql(f"SELECT count(*) FROM {table} WHERE NOT chosen AND future_psnr IS NOT NULL").fetchall()[0][0] == 0
     missing = duckdb.sql(f"SELECT count(*) FROM {table} WHERE step = 0 AND true_outcome IS NULL").fetchall()[0][0]
     assert missing == 0 and duckdb.sql(f"SELECT count(*) FROM {table} WHERE step > 0 AND true_outcome IS NOT NULL").fetchall()[0][0] == 0
+    # under the occlusion patch the future error is also split into the occluded pixels and the rest
+    split = duckdb.sql(f"SELECT e.perturbation, count(d.future_psnr_occluded), count(d.future_psnr_visible), count(*) FROM {table} d "
+                       f"JOIN read_parquet('{run}/episodes.parquet') e USING (episode_key) WHERE d.chosen GROUP BY 1 ORDER BY 1").fetchall()
+    assert split[0][:3] == ("clean", 0, 0) and split[1][0] == "occlusion:2" and split[1][1] == split[1][2] == split[1][3] > 0
     per_decision = duckdb.sql(f"SELECT n_candidates, count(*) FROM {table} WHERE step = 0 GROUP BY 1 ORDER BY 1").fetchall()
     assert per_decision == [(1, 4), (4, 20)]  # 4 direct episodes x 1 row; 4 planning episodes x (executed + 4 candidates)
     for title in ("world model: predicted vs true future", "value predictions vs what happened", "best-of-N selection", "planning vs the direct policy"):
@@ -197,3 +201,14 @@ def test_denoising_study_varies_one_knob_on_identical_scenarios(tmp_path):
     assert {(s["init_index"], s["task_id"], s["seed"]) for s in specs} == {(0, 0, 0)}  # identical scenarios
     assert iio.imread(run / "study.png").shape[2] in (3, 4)
     assert "study denoising" in proc.stdout
+
+
+def test_policy_seeds_vary_only_the_policy(tmp_path):
+    proc = run_cli("run", "--policy", "expert", "--perturb", "occlusion:1", "--no-baseline", "--episodes", "1", "--max-steps", "4",
+                   "--policy-seeds", "2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    specs = json.loads((run / "manifest.json").read_text())["specs"]
+    assert sorted(s["seed"] for s in specs) == [0, 1]
+    assert specs[0]["perturbations"] == specs[1]["perturbations"]  # the same scene for both policy seeds
+    assert "seed sensitivity" in proc.stdout

@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 
 from perturbations.base import CAMERAS
-from stress.metrics import (amplification, auroc, breakage_rate, brier, calibration, mcnemar, overestimation, paired_bootstrap,
+from stress.metrics import (amplification, auroc, breakage_rate, brier, calibration, flip_rate, mcnemar, overestimation, paired_bootstrap,
                             relative_robustness, selection, spearman)
 from stress.store import RunStore
 
@@ -87,6 +87,21 @@ def direct_vs_planning(episodes: list[dict]) -> list[dict]:
     return out
 
 
+def seed_sensitivity(episodes: list[dict]) -> list[dict]:
+    """Per group run with several policy seeds (``--policy-seeds``): the share of scenarios (task, init
+    state, perturbation) whose outcome flips when only the policy seed changes."""
+    outcomes = defaultdict(lambda: defaultdict(list))
+    for e in episodes:
+        outcomes[tuple(e[k] for k in GROUP)][(e["suite"], e["task_id"], e["init_index"])].append(e["success"])
+    out = []
+    for key in sorted(outcomes, key=_order):
+        rate = flip_rate(outcomes[key])
+        if rate is not None:
+            scenarios = outcomes[key].values()
+            out.append({**dict(zip(GROUP, key)), "scenarios": len(scenarios), "seeds": max(len(v) for v in scenarios), "flip_rate": rate})
+    return out
+
+
 def failure_signatures(episodes: list[dict]) -> list[dict]:
     """Per group: how the failed episodes failed (stress.signatures), and the share of failures with the
     most common signature (mode collapse: near 1 means the policy keeps failing the same way)."""
@@ -114,6 +129,8 @@ def world_model(decisions: list[dict]) -> list[dict]:
     for key in sorted(groups, key=_order):
         rows = groups[key]
         row = {**dict(zip(GROUP, key)), "decisions": len(rows)}
+        for metric in ("future_psnr_occluded", "future_psnr_visible", "baseline_psnr_occluded", "baseline_psnr_visible"):
+            row[metric] = _mean(r.get(metric) for r in rows)
         for metric in ("future_psnr", "baseline_psnr", "future_ssim", "baseline_ssim"):
             row[metric] = _mean(r[metric] for r in rows)
             for c in CAMERAS:
@@ -178,6 +195,7 @@ def selection_quality(decisions: list[dict]) -> list[dict]:
 def degradation(episodes: list[dict], decisions: list[dict]) -> dict[str, list[dict]]:
     """Every table of ``stress show``, as JSON-able data (also written to RUN/degradation.json)."""
     return {"robustness": robustness(episodes), "direct_vs_planning": direct_vs_planning(episodes), "failures": failure_signatures(episodes),
+            "seeds": seed_sensitivity(episodes),
             "world_model": world_model(decisions),
             "value": value_quality(decisions), "selection": selection_quality(decisions)}
 
