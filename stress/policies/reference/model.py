@@ -70,7 +70,9 @@ class Architecture:
     blocks: int = 3  # denoiser residual blocks
     channels: tuple[int, ...] = (16, 32, 64, 64)  # image encoder stages (stride 2 each): 32, 16, 8, 4 px
     embed: int = 192  # per-camera embedding
-    dropout: float = 0.1  # on the condition and the denoiser blocks, in training only: the value roles overfit without it
+    # dropout on the condition and the denoiser blocks, in training only. 0.1 was tried against the value head's
+    # overfitting: direct success fell (docs/reference-model.md), so it is off by default
+    dropout: float = 0.0
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
