@@ -180,6 +180,8 @@ class LiberoEnv:
         self.goal = [list(map(str, g)) for g in goal]
         self.target_object = self.goal[0][1] if self.goal and len(self.goal[0]) > 1 else self.raw.obj_of_interest[0]
         self.perturbations: list[Realised] = []
+        self._events: list[Realised] = []
+        self._pixels: list[Realised] = []
         self.step_count = 0
 
     # --- building --------------------------------------------------------------------------------------
@@ -269,6 +271,7 @@ class LiberoEnv:
         specs = scene + tuple(s for s in perturbations if family_layer(s) is not Layer.SCENE)
         self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0) for spec in specs]
         by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
+        self._events = by_layer[Layer.EVENT]  # before the state layer: its validity checks take snapshots
         for p in by_layer[Layer.MODEL]:
             p.family.apply_model(self, p.params)
         for p in by_layer[Layer.STATE]:
@@ -281,7 +284,6 @@ class LiberoEnv:
         # scene-dependent parameters (e.g. where the target is in the image) are fixed after settling
         for p in self.perturbations:
             p.params = p.family.resolve(p.params, self, p.cameras)
-        self._events = by_layer[Layer.EVENT]
         self._pixels = by_layer[Layer.PIXELS]
         self._pixel_check_pending, self._pixel_error = bool(self._pixels), None
         for p in self.perturbations:

@@ -121,8 +121,8 @@ def generate_episode(job: Job) -> dict:
         driver = ReferencePolicy(checkpoint=job.driver)
         driver.reset(env.instruction, job.seed, mode="direct")
     max_steps = env.max_steps
-    sabotage_at = int(rng.integers(1, 6)) if job.variant == "sabotage" else -1
-    sabotage_len = int(rng.integers(1, 4))
+    sabotage_at, sabotage_len = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    sabotaged = range(sabotage_at, sabotage_at + sabotage_len) if job.variant == "sabotage" else range(0)
     frames = {"agentview": [], "wrist": []}
     proprio, steps, labels, executed, valid = [], [], [], [], []
     success_step = -1
@@ -141,7 +141,7 @@ def generate_episode(job: Job) -> dict:
         label = expert.act(obs).actions
         chunk = label.copy()
         is_valid = True
-        if sabotage_at <= decision < sabotage_at + sabotage_len:
+        if decision in sabotaged:
             direction = rng.normal(size=3)
             chunk = np.zeros_like(label)
             chunk[:, :3] = 0.6 * direction / np.linalg.norm(direction)
