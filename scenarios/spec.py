@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 from perturbations.base import PerturbationSpec
@@ -15,7 +16,7 @@ SPEC_FIELDS = ("suite", "task_id", "init_index", "perturbations", "policy", "mod
                "policy_options")
 
 
-OPTION_LABELS = {"num_denoising_steps": "steps", "value_source": "value"}  # short names in the 'setting' label
+OPTION_LABELS = {"num_denoising_steps": "steps", "value_source": "value", "checkpoint": "model"}  # short names in the 'setting' label
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ class ScenarioSpec:
     def setting(self) -> str:
         """Short label of how the policy runs: 'direct' or 'best-of-8 average', plus any policy options."""
         text = "direct" if self.mode == "direct" else f"best-of-{self.n_candidates} {self.aggregation or 'average'}"
-        return " ".join([text, *(f"{OPTION_LABELS.get(k, k)}={v}" for k, v in self.policy_options)])
+        return " ".join([text, *(f"{OPTION_LABELS.get(k, k)}={_option_label(k, v)}" for k, v in self.policy_options)])
 
     @property
     def label(self) -> str:
@@ -107,3 +108,8 @@ class ScenarioSpec:
     def clean(self) -> "ScenarioSpec":
         """The same scenario without perturbations (its clean baseline)."""
         return replace(self, perturbations=())
+
+
+def _option_label(name: str, value) -> str:
+    # a checkpoint is named by its folder and file ('round1/reference'), not its whole path
+    return "/".join(Path(value).parts[-2:]).removesuffix(".pt") if name == "checkpoint" else str(value)

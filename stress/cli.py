@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     study = sub.add_parser("study", help="one policy variable varied on identical scenarios: aggregation, value-source, denoising, candidates")
     study.add_argument("name", help="aggregation, value-source, denoising or candidates")
+    study.add_argument("--checkpoints", help="comma-separated checkpoints of a model-backed policy: the study is repeated with each, on the same "
+                       "scenarios (e.g. V(s') vs Q(s, a) for models trained on different amounts of rollout data)")
     _add_scenario_arguments(study)
 
     lst = sub.add_parser("list", help="list perturbations, policies or suites")
@@ -281,7 +283,7 @@ def cmd_study(args) -> int:
     def make_specs(args):
         args.mode = "direct"  # the base scenarios; the study adds its variants
         base, config = _specs_from_args(args)
-        specs = study_specs(args.name, base, args.candidates, args.aggregation)
+        specs = study_specs(args.name, base, args.candidates, args.aggregation, _study_checkpoints(args))
         for spec in specs:
             check_spec(spec)
         return specs, {**config, "mode": "study", "study": args.name}
@@ -299,6 +301,22 @@ def cmd_study(args) -> int:
         ("direct only", "direct_only", "d"), ("planning only", "planning_only", "d"), ("McNemar p", "mcnemar_p", ".3f")])})
     print(f"results: {store.path} (study.json, study.png)")
     return 0
+
+
+def _study_checkpoints(args) -> tuple[str, ...]:
+    import inspect
+
+    from stress.policies import policy_class
+
+    if not args.checkpoints:
+        return ()
+    if "checkpoint" not in inspect.signature(policy_class(args.policy)).parameters:
+        raise UserError(f"--checkpoints needs a policy that loads checkpoints; {args.policy!r} does not (valid: reference)")
+    paths = tuple(c.strip() for c in args.checkpoints.split(",") if c.strip())
+    missing = [c for c in paths if not Path(c).is_file()]
+    if missing or not paths:
+        raise UserError(f"--checkpoints: no such checkpoint file {missing[0] if missing else repr(args.checkpoints)}; give existing .pt files, comma-separated")
+    return paths
 
 
 def _run_with_progress(store, specs, workers, console, measurement) -> None:

@@ -39,6 +39,7 @@ def assert_user_error(proc, *fragments):
         (["run", "--true-futures", "some"], ["'some'", "executed, all, none"]),
         (["study", "temperature"], ["'temperature'", "aggregation, value-source, denoising, candidates"]),
         (["study", "candidates", "--policy", "expert"], ["'expert'", "planning"]),
+        (["study", "value-source", "--checkpoints", "/nonexistent/x.pt"], ["/nonexistent/x.pt", "existing .pt files"]),
         (["train-reference", "--own-steps", "-3"], ["--own-steps -3", "0 or more"]),
     ],
 )

@@ -68,3 +68,29 @@ def test_report_tables_on_hand_built_run():
     assert result["common_scenarios"] == 6 and all(r["difference"] == 0 for r in result["success"])
     assert any(r["regret_a"] == r["regret_b"] == 1.0 for r in result["figures"])
     assert math.isclose(next(r for r in result["figures"] if r["mode"] == "direct" and r["perturbation"] == "clean")["future_psnr_b"], 21.0)
+
+
+def test_value_source_study_pairs_both_scorers_with_one_direct_run_per_checkpoint():
+    import json
+
+    from scenarios.spec import ScenarioSpec
+    from stress.report.degradation import direct_vs_planning
+    from stress.report.study import study_specs
+
+    base = [ScenarioSpec(suite="libero_spatial", task_id=0, init_index=i, policy="reference") for i in (0, 1)]
+    specs = study_specs("value-source", base, 4, "average", checkpoints=("a/round1/reference.pt", "b/final/reference.pt"))
+    assert len(specs) == 2 * 2 * 3  # inits x checkpoints x (direct, V(s'), Q(s, a))
+    settings = {s.setting for s in specs}
+    assert "direct model=round1/reference" in settings and "best-of-4 average model=final/reference value=action" in settings
+    # direct solves init 0 only, under both checkpoints; V(s') planning solves both inits, Q(s, a) neither
+    outcome = {"direct": lambda s: s.init_index == 0, "future": lambda s: True, "action": lambda s: False}
+    episodes = [{"episode_key": s.key, **{k: getattr(s, k) for k in ("suite", "task_id", "init_index", "seed", "policy", "mode")},
+                 "setting": s.setting, "perturbation": "clean", "severity": 0, "spec": s.to_json(),
+                 "success": outcome[dict(s.policy_options).get("value_source", "direct") if s.mode == "planning" else "direct"](s)} for s in specs]
+    rows = {r["setting"]: r for r in direct_vs_planning(episodes)}
+    assert len(rows) == 4  # every planning setting found its direct partner with the same checkpoint
+    for model in ("round1", "final"):
+        future, action = rows[f"best-of-4 average model={model}/reference value=future"], rows[f"best-of-4 average model={model}/reference value=action"]
+        assert (future["n"], future["planning_only"], future["direct_only"]) == (2, 1, 0)
+        assert (action["n"], action["planning_only"], action["direct_only"]) == (2, 0, 1)
+    assert json.loads(specs[0].to_json())["policy_options"]["checkpoint"] in ("a/round1/reference.pt", "b/final/reference.pt")

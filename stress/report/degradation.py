@@ -43,9 +43,14 @@ def _order(key: tuple) -> tuple:
     return policy, setting != "direct", setting, perturbation != "clean", perturbation, severity
 
 
+PLANNING_ONLY_OPTIONS = ("value_source",)  # change only how candidates are scored, never the direct policy's actions
+
+
 def _options(episode: dict) -> str:
-    """The policy options of an episode's spec (direct and planning pair only under the same options)."""
-    return json.dumps(json.loads(episode["spec"]).get("policy_options", {}), sort_keys=True)
+    """The policy options of an episode's spec that shape the direct policy (direct and planning pair only
+    under the same ones)."""
+    options = dict(json.loads(episode["spec"]).get("policy_options", {}))
+    return json.dumps({k: v for k, v in options.items() if k not in PLANNING_ONLY_OPTIONS}, sort_keys=True)
 
 
 def robustness(episodes: list[dict]) -> list[dict]:

@@ -25,8 +25,9 @@ DENOISING_STEPS = (1, 5, 10)
 CANDIDATES = (1, 2, 4, 8)
 
 
-def study_specs(name: str, base: list, n_candidates: int, aggregation: str) -> list:
-    """The study's variants of each direct ``base`` spec (the direct spec itself included)."""
+def study_specs(name: str, base: list, n_candidates: int, aggregation: str, checkpoints: tuple[str, ...] = ()) -> list:
+    """The study's variants of each direct ``base`` spec (the direct spec itself included); with ``checkpoints``,
+    all of them once per checkpoint (e.g. models trained on different amounts of data)."""
     planning = lambda s, **kw: replace(s, mode="planning", n_candidates=kw.pop("n", n_candidates), aggregation=kw.pop("agg", aggregation), **kw)
     out = []
     for s in base:
@@ -40,6 +41,8 @@ def study_specs(name: str, base: list, n_candidates: int, aggregation: str) -> l
                 out += [replace(s, policy_options=options), planning(s, policy_options=options)]
         elif name == "candidates":
             out += [s] + [planning(s, n=n) for n in CANDIDATES]
+    if checkpoints:
+        out = [replace(s, policy_options=tuple(sorted((*s.policy_options, ("checkpoint", c))))) for c in checkpoints for s in out]
     return list({s.key: s for s in out}.values())
 
 
@@ -92,7 +95,7 @@ def save_study_plot(name: str, rows: list[dict], path: Path) -> None:
             y = [np.nan if by_setting.get(s) is None else by_setting[s] for s in settings]
             ax.plot(x, y, marker="o", label=perturbation)
         ax.set_title(title, fontsize=10)
-        ax.set_xticks(x, [s.replace(" steps=", "\nsteps=").replace(" value=", "\nvalue=") for s in settings], rotation=45, ha="right", fontsize=7)
+        ax.set_xticks(x, [s.replace(" steps=", "\nsteps=").replace(" value=", "\nvalue=").replace(" model=", "\nmodel=") for s in settings], rotation=45, ha="right", fontsize=7)
         ax.grid(alpha=0.3)
     axes[0].set_ylim(-0.05, 1.05)
     axes[0].legend(fontsize=7)
