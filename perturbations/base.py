@@ -180,6 +180,11 @@ class Perturbation:
     def wrap_policy(self, policy, params: dict[str, Any]):
         raise NotImplementedError
 
+    def occluded_pixels(self, env, params: dict[str, Any], camera: str) -> np.ndarray | None:
+        """Where this perturbation hides the scene in ``camera``'s frames (image-size HxW bool), for the
+        world model's error split into the occluded region and the rest; None: it hides nothing there."""
+        return None
+
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
         """Realisation check after settling (non-pixel layers; pixels have a generic one in the env).
 

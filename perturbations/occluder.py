@@ -156,6 +156,14 @@ class Occluder(Perturbation):
             fractions[camera], pixels[camera] = fraction, clean
         return {"occluded_fraction": fractions, "target_pixels": pixels}
 
+    def occluded_pixels(self, env, params: dict[str, Any], camera: str) -> np.ndarray | None:
+        # the box is fixed in its camera's view (world-static for agentview, welded for the wrist): its
+        # pixels in the segmentation render now are its pixels in the true future too
+        if self.is_identity(params) or camera not in params.get("placement", {}):
+            return None
+        box = _Box(env, camera)
+        return env.segmentation(camera) == box.geom
+
 
 class _Box:
     """One camera's occluder body on the live model: park, place, measure."""

@@ -103,6 +103,15 @@ class Occlusion(Perturbation):
             holes[camera] = [x1, y1, x1 + width, y1 + height]
         return {**params, "holes_px": holes, "anchored_on": anchors}
 
+    def occluded_pixels(self, env, params: dict[str, Any], camera: str) -> np.ndarray | None:
+        hole = params.get("holes_px", {}).get(camera)
+        if hole is None or self.is_identity(params):
+            return None
+        x1, y1, x2, y2 = hole
+        mask = np.zeros((env.image_size, env.image_size), dtype=bool)
+        mask[y1:y2, x1:x2] = True
+        return mask
+
     def apply_pixels(self, image: np.ndarray, camera: str, params: dict[str, Any]) -> np.ndarray:
         hole = params.get("holes_px", {}).get(camera)
         if hole is None or self.is_identity(params):

@@ -95,14 +95,17 @@ def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray],
     return out
 
 
-OCCLUDING = ("occlusion",)  # pixel families whose changed pixels are an occluder (the error is split there)
-
-
-def occlusion_masks(env: LiberoEnv, clean: dict[str, np.ndarray], observed: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-    """Where an occluding pixel perturbation changed the current frame (None when there is none)."""
-    if not any(p.spec.name in OCCLUDING for p in env.perturbations):
+def occlusion_masks(env: LiberoEnv) -> dict[str, np.ndarray] | None:
+    """Per camera, the pixels an occluding perturbation hides (pixel patch or scene box); None when none does."""
+    masks = {}
+    for p in env.perturbations:
+        for camera in CAMERAS:
+            mask = p.family.occluded_pixels(env, p.params, camera)
+            if mask is not None:
+                masks[camera] = masks[camera] | mask if camera in masks else mask
+    if not masks:
         return None
-    return {c: np.any(observed[c] != clean[c], axis=-1) for c in CAMERAS}
+    return {c: masks.get(c, np.zeros((env.image_size, env.image_size), dtype=bool)) for c in CAMERAS}
 
 
 class GroundTruth:
@@ -141,9 +144,8 @@ class GroundTruth:
             return
         current = masks = None
         if any(wanted(i, p) for i, _, p in items):
-            clean = {c: env.render(c) for c in CAMERAS}
-            current = {c: env.perturb_pixels(clean[c], c) for c in CAMERAS}
-            masks = occlusion_masks(env, clean, current)
+            current = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
+            masks = occlusion_masks(env)
         figures: dict[int, dict[str, float]] = {}
         for i, actions, predicted in items:
             if not (rollout or wanted(i, predicted)):

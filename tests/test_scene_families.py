@@ -193,3 +193,20 @@ def test_distractor_run_through_the_cli_stores_the_realised_record(tmp_path):
     assert record["params"] == parameters_for(PerturbationSpec("distractors", 2, seed=5))
     added = record["realisation"]["added"]
     assert len(added) == 2 and all(a["agentview_pixels"] > 0 and len(a["position"]) == 3 for a in added)
+
+
+def test_occluder_box_pixels_are_the_occluded_region_of_the_world_model_error(envs):
+    from stress.groundtruth import occlusion_masks
+
+    clean_env, env = env_with(envs), env_with(envs, OCCLUDER)
+    clean_env.reset(1)
+    env.reset(1)
+    masks = occlusion_masks(env)
+    for camera in ("agentview", "wrist"):
+        mask = masks[camera]
+        assert mask.shape == (env.image_size, env.image_size) and 0 < mask.mean() < 0.9
+        hidden = target_pixels(clean_env, camera) - target_pixels(env, camera)
+        assert mask.sum() >= hidden > 0  # the box covers at least the target pixels it hides
+        changed = np.any(env.render(camera) != clean_env.render(camera), axis=-1)
+        assert changed[mask].mean() > 0.9  # the box's pixels are where the frame differs from the clean scene
+    assert occlusion_masks(clean_env) is None
