@@ -363,9 +363,13 @@ def _fmt(value, spec: str = ".2f") -> str:
 def _print_degradation(store) -> None:
     """The degradation tables (stress.report.degradation); each only where the run has its data."""
     from stress.report.degradation import degradation, load
+    from stress.report.degradation_plot import save_degradation_plot
 
-    tables = degradation(*load(store))
+    episodes, decisions = load(store)
+    tables = degradation(episodes, decisions)
     store.write_json("degradation.json", tables)
+    if episodes:
+        save_degradation_plot(episodes, decisions, tables, store.path / "degradation.png")
     for row in tables["failures"]:
         row["counts_text"] = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items(), key=lambda kv: -kv[1]))
     _print_tables(tables, DEGRADATION_TABLES)

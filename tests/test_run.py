@@ -9,6 +9,7 @@ import time
 
 import duckdb
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
@@ -50,6 +51,8 @@ def test_run_writes_the_documented_tables(short_run):
             assert record["params"]["holes_px"]["agentview"]  # realised parameters, in pixels
             assert record["realisation"]["changed_fraction"]["agentview"] > 0
     assert "occlusion:2" in proc.stdout and "clean" in proc.stdout
+    picture = iio.imread(run / "degradation.png")  # the report as one picture, next to degradation.json
+    assert picture.shape[1] > 1000 and len(np.unique(picture[..., :3].reshape(-1, 3), axis=0)) > 50
 
 
 DECISION_COLUMNS = {"episode_key", "step", "candidate", "chosen", "pred_value", "true_outcome", "future_psnr", "future_ssim",
