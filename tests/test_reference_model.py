@@ -203,6 +203,10 @@ def test_tiny_training_run_end_to_end(tmp_path):
     rng = np.random.default_rng(0)
     obs = Observation({c: rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for c in ("agentview", "wrist")}, np.zeros(9, np.float32), "", 0)
     assert policy.act(obs).actions.shape == (16, 7)
+    # only the second round changed (here: dropped): the finished first round is reused, not retrained
+    stages = []
+    train_reference(tmp_path / "out", steps=3, own_steps=0, progress=lambda stage, done, total: stages.append(stage), **kwargs)
+    assert "train" not in stages and "policy" not in json.loads((tmp_path / "out" / "manifest.json").read_text())["data"]["success_rate_by_variant"]
     # an interrupted training resumes from its last saved state (data shards are reused, not regenerated)
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")}
     out = tmp_path / "interrupted"

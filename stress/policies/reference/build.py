@@ -43,7 +43,8 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
     timing["data_shards_reused"] = _generate(jobs, data_root, workers, "data", progress, timing, "data")
     train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
     trainer = Trainer(train_data, arch, seed, total_steps=steps)
-    _train(trainer, out / "round1", {**config, "round": 1}, save_every, progress, "train", timing)
+    # round 1 does not depend on own_steps: changing it later reuses the finished first round
+    _train(trainer, out / "round1", {**{k: v for k, v in config.items() if k != "own_steps"}, "round": 1}, save_every, progress, "train", timing)
     if own_steps:
         first = out / "round1" / "reference.pt"
         torch.save(trainer.checkpoint({"round": 1}), first)
