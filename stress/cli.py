@@ -24,7 +24,7 @@ DEFAULT_AGGREGATION = "average"
 DEFAULT_EPISODES = 3
 DEFAULT_SEVERITIES = "1,3,5"
 DEFAULT_TRAIN_STEPS = 8000  # what the shipped checkpoint was trained with
-DEFAULT_OWN_STEPS = 6000
+DEFAULT_OWN_STEPS = 0  # the DAgger round is opt-in: with this expert's labels it lowered direct success (docs/reference-model.md)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=DEFAULT_TRAIN_STEPS, help=f"optimiser steps (default {DEFAULT_TRAIN_STEPS})")
     train.add_argument("--own-steps", type=int, default=DEFAULT_OWN_STEPS,
                        help=f"steps of the second (DAgger) round on the model's own rollouts; 0 skips it (default {DEFAULT_OWN_STEPS})")
+    train.add_argument("--recon-loss", default="l1", help="future autoencoder loss: l1 (the shipped model) or mse (default l1)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=2, help="simulator processes for data generation (default 2)")
     train.add_argument("--inits", default="0-39", help="shipped init states to generate data from (default 0-39; 40-49 stay held out)")
@@ -549,6 +550,10 @@ def cmd_train_reference(args) -> int:
 
     if args.steps < 1:
         raise UserError(f"--steps {args.steps} invalid; valid: 1 or more")
+    from stress.policies.reference.train import RECON_LOSSES
+
+    if args.recon_loss not in RECON_LOSSES:
+        raise choice_error("--recon-loss", args.recon_loss, RECON_LOSSES)
     if args.own_steps < 0:
         raise UserError(f"--own-steps {args.own_steps} invalid; valid: 0 or more")
     if args.workers < 1:
@@ -559,7 +564,8 @@ def cmd_train_reference(args) -> int:
         raise UserError(f"init state {bad[0]} in --inits out of range; valid: 0-49")
     update, bars = _stage_progress()
     with bars:
-        checkpoint = train_reference(args.out, args.data, args.steps, own_steps=args.own_steps, seed=args.seed, workers=args.workers, inits=tuple(inits), progress=update)
+        checkpoint = train_reference(args.out, args.data, args.steps, own_steps=args.own_steps, seed=args.seed, workers=args.workers, inits=tuple(inits),
+                                     progress=update, recon_loss=args.recon_loss)
     print(f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), manifest: {args.out / 'manifest.json'}")
     if args.ship:
         SHIPPED_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,8 @@ def is_validation(init_index: int) -> bool:
 
 
 def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
-                    inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY) -> Path:
+                    inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY,
+                    recon_loss: str = "l1") -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
     Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, round 2 (DAgger) rolls the
@@ -37,12 +38,12 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
     all the data for ``own_steps`` more steps. progress(stage, done, total) is called as work advances."""
     out.mkdir(parents=True, exist_ok=True)
     config = {"steps": steps, "own_steps": own_steps, "seed": seed, "tasks": [list(t) for t in tasks], "inits": list(inits),
-              "variants": list(variants), "architecture": arch.to_dict()}
+              "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss}
     timing: dict = {}
     jobs = plan_jobs(tasks, inits, variants)
     timing["data_shards_reused"] = _generate(jobs, data_root, workers, "data", progress, timing, "data")
     train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
-    trainer = Trainer(train_data, arch, seed, total_steps=steps)
+    trainer = Trainer(train_data, arch, seed, total_steps=steps, recon_loss=recon_loss)
     # round 1 does not depend on own_steps: changing it later reuses the finished first round
     _train(trainer, out / "round1", {**{k: v for k, v in config.items() if k != "own_steps"}, "round": 1}, save_every, progress, "train", timing)
     if own_steps:
@@ -52,7 +53,7 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
         timing["own_shards_reused"] = _generate(own, data_root, workers, "own rollouts", progress, timing, "own_rollouts")
         jobs = jobs + own
         train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
-        trainer = Trainer(train_data, arch, seed + 1, total_steps=own_steps, start_from=trainer)
+        trainer = Trainer(train_data, arch, seed + 1, total_steps=own_steps, start_from=trainer, recon_loss=recon_loss)
         _train(trainer, out / "round2", {**config, "round": 2}, save_every, progress, "fine-tune", timing)
     val_paths = [j.path(data_root) for j in jobs if is_validation(j.init_index)]
     validation_losses = evaluate_losses(trainer, load_shards(val_paths)) if val_paths else {}

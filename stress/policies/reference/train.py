@@ -28,7 +28,10 @@ from stress.policies.reference.model import CAMERAS, PARTS, SLICES, Architecture
 CHECKPOINT_FORMAT = "stress-reference/1"
 ROLE_SHARES = {"policy": 0.4, "world": 0.25, "value_future": 0.2, "value_action": 0.15}
 PART_WEIGHTS = {"actions": 1.0, "proprio": 0.5, "future": 1.0, "value": 1.0}
-RECON_WEIGHT = 10.0  # brings the squared error (~0.003) to the scale of the flow losses' gradients
+# future autoencoder loss. "l1" (the shipped model): best direct success, but its per-pixel optimum (the median) is
+# "no change" where the arm covers few pixels, so the agentview future ties copy-frame. "mse" x 10 (the squared
+# error is ~0.003): both cameras beat copy-frame, but direct success fell (docs/reference-model.md, "Attempts")
+RECON_LOSSES = {"l1": (F.l1_loss, 1.0), "mse": (F.mse_loss, 10.0)}
 LATENT_NOISE = 0.1  # the decoder is trained on noisy latents, so sampled latents decode sensibly
 # random-shift augmentation, pixels per camera. None for the wrist camera: it is rigid on the gripper, so where
 # the object sits in its image *is* the grasp alignment the policy must read (a 4 px shift is ~1 cm there).
@@ -122,10 +125,11 @@ def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator) ->
 
 class Trainer:
     def __init__(self, data: Dataset, arch: Architecture, seed: int, total_steps: int = 1000, lr: float = 3e-4, batch: int = 32, draws: int = 4,
-                 start_from: "Trainer | None" = None):
+                 start_from: "Trainer | None" = None, recon_loss: str = "l1"):
         """start_from: continue from another trainer's weights (EMA included) and normalisation (a fine-tuning round)."""
         self.data, self.arch, self.seed, self.batch = data, arch, seed, batch
         self.total_steps, self.base_lr = total_steps, lr
+        self.recon_loss, self.recon_weight = RECON_LOSSES[recon_loss]
         self.draws = draws  # flow samples (role, time, noise) per encoded sample: the CNNs cost most, the denoiser little
         torch.manual_seed(seed)
         self.net = ReferenceNet(arch)
@@ -180,7 +184,7 @@ class Trainer:
         condition, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
         latent = net.encode_future(b["fut"], b["cur"])
         recon = net.decode_future(latent + LATENT_NOISE * torch.randn_like(latent), maps, b["cur"])
-        recon_loss = RECON_WEIGHT * sum(F.mse_loss(recon[c], b["fut"][c]) for c in CAMERAS) / len(CAMERAS)
+        recon_loss = self.recon_weight * sum(self.recon_loss(recon[c], b["fut"][c]) for c in CAMERAS) / len(CAMERAS)
         r = len(roles) // len(condition)
         rep = lambda x: x.repeat(r, *([1] * (x.dim() - 1)))
         condition = rep(condition)
