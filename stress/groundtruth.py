@@ -144,7 +144,8 @@ class GroundTruth:
             return
         current = masks = None
         if any(wanted(i, p) for i, _, p in items):
-            current = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
+            # the frame the policy just saw (its render is reused: the simulator has not moved since)
+            current = env.observed_images() or {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
             masks = occlusion_masks(env)
         figures: dict[int, dict[str, float]] = {}
         for i, actions, predicted in items:

@@ -90,3 +90,21 @@ def test_known_best_candidate_gives_expected_regret_and_rank(spatial_env):
     assert selection(outcomes, chosen=0) == {"regret": 0.0, "rank": 1, "n": 2}
     # the snapshot was restored exactly
     assert np.array_equal(env.snapshot().physics, snapshot.physics) and env.step_count == snapshot.step
+
+
+def test_the_current_frame_is_reused_only_while_the_simulator_has_not_moved(spatial_env):
+    from perturbations.base import PerturbationSpec
+
+    env = spatial_env
+    env.reset(0, (PerturbationSpec("occlusion", 3),))
+    obs = env.observe(render=True)
+    assert env.observed_images() is obs.images  # what the policy saw: the measurement's current frame
+    snapshot = env.snapshot()
+    env.step(np.zeros(7))
+    assert env.observed_images() is None
+    env.observe(render=True)
+    env.restore(snapshot)
+    assert env.observed_images() is None
+    env.observe(render=True)
+    env.reset(0)  # same state, other perturbations: the occluded frame must not be reused
+    assert env.observed_images() is None

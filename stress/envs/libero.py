@@ -182,6 +182,7 @@ class LiberoEnv:
         self.perturbations: list[Realised] = []
         self._events: list[Realised] = []
         self._pixels: list[Realised] = []
+        self._observed: dict[str, np.ndarray] | None = None  # the last rendered observation's images
         self.step_count = 0
 
     # --- building --------------------------------------------------------------------------------------
@@ -259,6 +260,7 @@ class LiberoEnv:
                 p.realisation["attempts"] = attempt + 1
 
     def _reset_once(self, state: np.ndarray, init_index: int, perturbations, attempt: int) -> None:
+        self._observed = None
         self._reset_with_fixture_seed(init_index)
         self._set_controller_state(self._pristine_controller)
         self._restore_pristine_model()
@@ -377,6 +379,7 @@ class LiberoEnv:
 
     def step(self, action: np.ndarray) -> bool:
         """One control step (20 Hz). Returns LIBERO's goal check."""
+        self._observed = None
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (7,) or not np.all(np.isfinite(action)):
             raise SimulatorFault(f"invalid action {action!r}")
@@ -461,7 +464,13 @@ class LiberoEnv:
             if self._pixel_check_pending:  # the first query's clean render doubles as the realisation check
                 self._record_pixel_realisation(clean)
             images = {camera: self.perturb_pixels(clean[camera], camera) for camera in CAMERAS}
+            self._observed = images
         return Observation(images=images, proprio=self.proprio(), instruction=self.instruction, step=self.step_count, privileged=self)
+
+    def observed_images(self) -> dict[str, np.ndarray] | None:
+        """The images the last ``observe`` rendered, if nothing moved the simulator since (step, reset and
+        restore forget them; else None): measurements of the current frame reuse them instead of rendering."""
+        return self._observed
 
     def check_pixel_realisation(self) -> str | None:
         """Realisation check of the pixel perturbations (renders once unless ``observe`` already did).
@@ -538,6 +547,7 @@ class LiberoEnv:
             setattr(parts[part], attr, np.copy(value) if isinstance(value, np.ndarray) else value)
 
     def restore(self, snap: Snapshot) -> None:
+        self._observed = None
         model, data = self.raw.sim.model._model, self.raw.sim.data._data
         mujoco.mj_setState(model, data, snap.physics, mujoco.mjtState.mjSTATE_INTEGRATION)
         mujoco.mj_forward(model, data)
