@@ -50,3 +50,27 @@ def test_action_noise_uses_its_own_generator(caches):
         chunks.append(policy.act(env.observe(render=False)).actions)
     assert np.array_equal(chunks[0], chunks[1])
     assert not np.array_equal(chunks[0], chunks[2])
+
+
+def test_an_expert_taking_over_a_held_object_keeps_holding_it(caches):
+    """DAgger labels: an expert that did not grasp the object itself (a fresh one, as when it labels another
+    policy's rollout) must carry on from the lift, not re-approach with the gripper open."""
+    from stress.policies.expert import ExpertPolicy
+
+    envs, _ = caches
+    env = envs.get(ScenarioSpec(suite="libero_object", task_id=0, init_index=0))
+    env.reset(0)
+    driver = ExpertPolicy()
+    driver.reset(env.instruction, 0)
+    for _ in range(12):
+        decision = driver.act(env.observe(render=False))
+        if decision.info["phase"] == "transport":
+            break
+        for action in decision.actions:
+            env.step(action)
+    assert decision.info["phase"] == "transport"  # the object is in the hand, off the floor
+    fresh = ExpertPolicy()
+    fresh.reset(env.instruction, 0)
+    label = fresh.act(env.observe(render=False))
+    assert label.info["phase"] in ("lift", "transport")  # the phase at the chunk's end: it may carry on to transport
+    assert (label.actions[:, 6] > 0).all()  # keeps the gripper closed

@@ -28,7 +28,9 @@ several phases. At each new decision the measured state corrects the drift, and 
   * a phase that made no progress over a whole chunk is blocked by contact (fingertips on the floor, an
     item on the basket rim): descend then closes, lower then releases;
   * a lost or missed grasp (both fingers no longer touch the object) sends the expert back to the
-    approach; a finished place that did not satisfy the goal re-plans from scratch.
+    approach; a finished place that did not satisfy the goal re-plans from scratch;
+  * an object already held in a closed hand during the approach (another policy grasped it while the
+    expert only labels its states, as in DAgger) moves the expert on to the lift.
 
 Action noise (``action_noise`` > 0) is Gaussian on the six arm dimensions, drawn from the policy's own
 generator seeded by ``reset``; with noise 0 the expert is deterministic.
@@ -56,6 +58,7 @@ FINGERTIP = 0.011  # fingertips reach this far below the grip site
 PALM = 0.022  # the palm is ~0.026 above the grip site: an object's top must stay below it
 CLOSE_STEPS, OPEN_STEPS = 12, 8  # the Panda fingers need ~10 / ~8 steps to close / open
 HOVER = 0.08  # approach height above the grasp point
+OPEN_WIDTH = 0.072  # finger opening (m, qpos left - right) below which the gripper is closing or holding; fully open ~0.079
 
 
 def _rotvec(rot: np.ndarray) -> np.ndarray:
@@ -265,7 +268,7 @@ class ExpertPolicy:
         # a phase that made no progress over a whole chunk is blocked by contact (the floor, a rim)
         self._stalled = self._phase == self._last_phase and bool(np.linalg.norm(pos - self._last_pos) < 0.004)
         self._last_pos, self._last_phase = pos.copy(), self._phase
-        self._validate(scene, obj, env)
+        self._validate(scene, obj, env, pos, obs.proprio)
         if self._grasp is None:
             self._grasp = self._plan_grasp(scene, obj)
         # closing is only allowed in a chunk that starts measurably aligned over the grasp point: the
@@ -300,10 +303,14 @@ class ExpertPolicy:
             actions[:, :6] += self._rng.normal(0.0, self.action_noise, size=(len(actions), 6))
         return Decision(actions=np.clip(actions, -1.0, 1.0), info={"phase": self._phase})
 
-    def _validate(self, scene: _Scene, obj: str, env) -> None:
+    def _validate(self, scene: _Scene, obj: str, env, pos: np.ndarray, proprio: np.ndarray) -> None:
         """Correct the phase from the measured state at a decision point."""
         if self._phase in ("lift", "transport", "lower") and not scene.grasped(obj):
             self._phase, self._grasp = "approach", None  # missed or dropped: grasp again
+        elif self._phase in ("approach", "descend") and proprio[0] - proprio[1] < OPEN_WIDTH and scene.grasped(obj):
+            # the object is in a closed hand that this expert did not close: it is labelling another policy's
+            # rollout (DAgger). Carry on from the lift; re-approaching would teach that policy to let go
+            self._phase, self._lift_xy = "lift", pos[:2].copy()
         elif self._phase == "retreat" and self._count >= CHUNK and not env.success():
             self._phase, self._grasp = "approach", None  # placed but the goal does not hold: retry
         elif self._phase == "approach":
