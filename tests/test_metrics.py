@@ -16,6 +16,8 @@ def test_wilson_interval_edges():
     assert low == 0.0 and 0.15 < high < 0.17
     low, high = wilson_interval(20, 20)
     assert high == 1.0 and 0.83 < low < 0.85
+    # exactly 0 / 1 for every n: a bound a rounding error inside the rate made the error bars negative
+    assert all(wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0 for n in range(1, 200))
 
 
 def test_auroc_closed_form():
