@@ -41,6 +41,7 @@ def assert_user_error(proc, *fragments):
         (["study", "candidates", "--policy", "expert"], ["'expert'", "planning"]),
         (["study", "value-source", "--checkpoints", "/nonexistent/x.pt"], ["/nonexistent/x.pt", "existing .pt files"]),
         (["train-reference", "--own-steps", "-3"], ["--own-steps -3", "0 or more"]),
+        (["train-reference", "--own-rounds", "0"], ["--own-rounds 0", "1 or more"]),
         (["train-reference", "--recon-loss", "huber"], ["'huber'", "l1, mse"]),
     ],
 )

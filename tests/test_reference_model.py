@@ -207,6 +207,16 @@ def test_tiny_training_run_end_to_end(tmp_path):
     stages = []
     train_reference(tmp_path / "out", steps=3, own_steps=0, progress=lambda stage, done, total: stages.append(stage), **kwargs)
     assert "train" not in stages and "policy" not in json.loads((tmp_path / "out" / "manifest.json").read_text())["data"]["success_rate_by_variant"]
+    # a second DAgger round: rounds 1 and 2 (and round 1's rollouts) are reused, the round-2 model drives new rollouts
+    stages = []
+    train_reference(tmp_path / "out", steps=3, own_steps=2, own_rounds=2, progress=lambda stage, done, total: stages.append(stage), **kwargs)
+    assert "train" not in stages and stages.count("fine-tune") == 2  # only round 3 trains (2 steps)
+    assert len(list((tmp_path / "data").glob("*/*_policy-*.npz"))) == 4
+    assert set(json.loads((tmp_path / "out" / "manifest.json").read_text())["data"]["own_rollout_success"]) == {"round1", "round2"}
+    assert (tmp_path / "out" / "round3" / "train_state.pt").exists()
+    for extra in (tmp_path / "data").glob("*/*_policy-*.npz"):
+        if extra.name not in own:
+            extra.unlink()  # the checks below count the shards of the first call
     # an interrupted training resumes from its last saved state (data shards are reused, not regenerated)
     stamps = {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")}
     out = tmp_path / "interrupted"

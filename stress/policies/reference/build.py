@@ -30,31 +30,37 @@ def is_validation(init_index: int) -> bool:
 
 def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
                     inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY,
-                    recon_loss: str = "l1") -> Path:
+                    recon_loss: str = "l1", own_rounds: int = 1) -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
-    Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, round 2 (DAgger) rolls the
-    round-1 model out on the same init states (``policy`` shards, labelled by the expert) and fine-tunes on
-    all the data for ``own_steps`` more steps. progress(stage, done, total) is called as work advances."""
+    Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, each of ``own_rounds``
+    DAgger rounds rolls the latest model out on the same init states (``policy`` shards, labelled by the
+    expert) and fine-tunes on all the data so far for ``own_steps`` more steps; round r's checkpoint stays in
+    ``out/round<r>/reference.pt``. progress(stage, done, total) is called as work advances."""
     out.mkdir(parents=True, exist_ok=True)
-    config = {"steps": steps, "own_steps": own_steps, "seed": seed, "tasks": [list(t) for t in tasks], "inits": list(inits),
-              "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss}
+    rounds = own_rounds if own_steps else 0
+    config = {"steps": steps, "own_steps": own_steps, "own_rounds": rounds, "seed": seed, "tasks": [list(t) for t in tasks],
+              "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss}
+    # a round's resume key holds what that round depends on: changing later rounds reuses the finished ones
+    round_key = {k: v for k, v in config.items() if k != "own_rounds"}
     timing: dict = {}
     jobs = plan_jobs(tasks, inits, variants)
     timing["data_shards_reused"] = _generate(jobs, data_root, workers, "data", progress, timing, "data")
     train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
     trainer = Trainer(train_data, arch, seed, total_steps=steps, recon_loss=recon_loss)
-    # round 1 does not depend on own_steps: changing it later reuses the finished first round
-    _train(trainer, out / "round1", {**{k: v for k, v in config.items() if k != "own_steps"}, "round": 1}, save_every, progress, "train", timing)
-    if own_steps:
-        first = out / "round1" / "reference.pt"
-        torch.save(trainer.checkpoint({"round": 1}), first)
-        own = plan_jobs(tasks, inits, (OWN_ROLLOUTS,), driver=str(first))
-        timing["own_shards_reused"] = _generate(own, data_root, workers, "own rollouts", progress, timing, "own_rollouts")
+    _train(trainer, out / "round1", {**{k: v for k, v in round_key.items() if k != "own_steps"}, "round": 1}, save_every, progress, "train", timing)
+    own_success: dict[str, float] = {}  # success of each round's own rollouts (the driving model, on its training inits)
+    for r in range(1, rounds + 1):
+        driver = out / f"round{r}" / "reference.pt"
+        torch.save(trainer.checkpoint({"round": r}), driver)
+        own = plan_jobs(tasks, inits, (OWN_ROLLOUTS,), driver=str(driver))
+        suffix = "" if r == 1 else f"_{r}"
+        timing[f"own_shards_reused{suffix}"] = _generate(own, data_root, workers, "own rollouts", progress, timing, f"own_rollouts{suffix}")
+        own_success[f"round{r}"] = _success_by_variant(own, data_root)[OWN_ROLLOUTS]
         jobs = jobs + own
         train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
-        trainer = Trainer(train_data, arch, seed + 1, total_steps=own_steps, start_from=trainer, recon_loss=recon_loss)
-        _train(trainer, out / "round2", {**config, "round": 2}, save_every, progress, "fine-tune", timing)
+        trainer = Trainer(train_data, arch, seed + r, total_steps=own_steps, start_from=trainer, recon_loss=recon_loss)
+        _train(trainer, out / f"round{r + 1}", {**round_key, "round": r + 1}, save_every, progress, "fine-tune", timing)
     val_paths = [j.path(data_root) for j in jobs if is_validation(j.init_index)]
     validation_losses = evaluate_losses(trainer, load_shards(val_paths)) if val_paths else {}
     manifest = {
@@ -64,7 +70,7 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
         "config": config,
         "data": {"root": str(data_root), "episodes": len(jobs), "train_episodes": len(jobs) - len(val_paths), "validation_episodes": len(val_paths),
                  "train_decisions": len(train_data), "train_success_rate": float(train_data.success.mean()),
-                 "success_rate_by_variant": _success_by_variant(jobs, data_root),
+                 "success_rate_by_variant": _success_by_variant(jobs, data_root), "own_rollout_success": own_success,
                  "seeds": "sha256 of suite/task/init/variant (stress.policies.reference.data.Job.seed)"},
         "timing_s": timing,
         "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses)},
