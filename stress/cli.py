@@ -24,7 +24,7 @@ DEFAULT_AGGREGATION = "average"
 DEFAULT_EPISODES = 3
 DEFAULT_SEVERITIES = "1,3,5"
 DEFAULT_TRAIN_STEPS = 8000  # what the shipped checkpoint was trained with
-DEFAULT_OWN_ROUNDS = 1
+DEFAULT_OWN_ROUNDS = 2  # the shipped recipe: two DAgger rounds
 DEFAULT_OWN_STEPS = 6000  # the DAgger round (own rollouts labelled by the expert) of the shipped recipe
 
 
