@@ -25,7 +25,7 @@ DEFAULT_EPISODES = 3
 DEFAULT_SEVERITIES = "1,3,5"
 DEFAULT_TRAIN_STEPS = 8000  # what the shipped checkpoint was trained with
 DEFAULT_OWN_ROUNDS = 2  # the shipped recipe: two DAgger rounds
-DEFAULT_OWN_STEPS = 6000  # the DAgger round (own rollouts labelled by the expert) of the shipped recipe
+DEFAULT_OWN_STEPS = 6000  # fine-tuning steps per DAgger round (own rollouts labelled by the expert) of the shipped recipe
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train-reference", help="generate expert data and train the built-in reference model (CPU)")
     train.add_argument("--steps", type=int, default=DEFAULT_TRAIN_STEPS, help=f"optimiser steps (default {DEFAULT_TRAIN_STEPS})")
     train.add_argument("--own-steps", type=int, default=DEFAULT_OWN_STEPS,
-                       help=f"steps of the second (DAgger) round on the model's own rollouts; 0 skips it (default {DEFAULT_OWN_STEPS})")
+                       help=f"steps of each DAgger round on the model's own rollouts; 0 skips the rounds (default {DEFAULT_OWN_STEPS})")
     train.add_argument("--own-rounds", type=int, default=DEFAULT_OWN_ROUNDS,
                        help=f"DAgger rounds, each rolling the latest model out and fine-tuning --own-steps steps (default {DEFAULT_OWN_ROUNDS})")
     train.add_argument("--recon-loss", default="l1", help="future autoencoder loss: l1 (the shipped model) or mse (default l1)")

@@ -13,7 +13,7 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # all-or-nothing rates have the bound exactly at 0 / 1; in floats centre + half can land just below 1
+    # all-or-nothing rates have the bound exactly at 0 / 1; in floats it can land a rounding error inside the rate
     low = 0.0 if successes == 0 else max(0.0, centre - half)
     high = 1.0 if successes == n else min(1.0, centre + half)
     return low, high

@@ -40,7 +40,7 @@ def save_degradation_plot(episodes: list[dict], decisions: list[dict], tables: d
         s = (policy, setting)
         low, high = wilson_interval(sum(wins), len(wins))
         rate = float(np.mean(wins))
-        success_ax.errorbar(x_of[(perturbation, severity)] + offset(s), rate, yerr=[[max(0.0, rate - low)], [max(0.0, high - rate)]], fmt="o", color=colour[s], capsize=3)
+        success_ax.errorbar(x_of[(perturbation, severity)] + offset(s), rate, yerr=[[rate - low], [high - rate]], fmt="o", color=colour[s], capsize=3)
     success_ax.set_ylim(-0.05, 1.05)
     _frame(success_ax, "success (95 % Wilson)", scenes)
     for s in settings:
