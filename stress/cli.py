@@ -25,6 +25,7 @@ DEFAULT_EPISODES = 3
 DEFAULT_SEVERITIES = "1,3,5"
 DEFAULT_TRAIN_STEPS = 8000  # what the shipped checkpoint was trained with
 DEFAULT_OWN_ROUNDS = 2  # the shipped recipe: two DAgger rounds
+DEFAULT_DECODER_STEPS = 2000  # the shipped recipe's last stage: the future decoder alone, squared error
 DEFAULT_OWN_STEPS = 6000  # fine-tuning steps per DAgger round (own rollouts labelled by the expert) of the shipped recipe
 
 
@@ -112,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"steps of each DAgger round on the model's own rollouts; 0 skips the rounds (default {DEFAULT_OWN_STEPS})")
     train.add_argument("--own-rounds", type=int, default=DEFAULT_OWN_ROUNDS,
                        help=f"DAgger rounds, each rolling the latest model out and fine-tuning --own-steps steps (default {DEFAULT_OWN_ROUNDS})")
-    train.add_argument("--recon-loss", default="l1", help="future autoencoder loss: l1 (the shipped model) or mse (default l1)")
+    train.add_argument("--recon-loss", default="l1", help="future autoencoder loss of the joint training: l1 (the shipped model) or mse (default l1)")
+    train.add_argument("--decoder-steps", type=int, default=DEFAULT_DECODER_STEPS,
+                       help=f"steps of the last stage, which trains only the future decoder with the squared error; 0 skips it (default {DEFAULT_DECODER_STEPS})")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=2, help="simulator processes for data generation (default 2)")
     train.add_argument("--inits", default="0-39", help="shipped init states to generate data from (default 0-39; 40-49 stay held out)")
@@ -559,6 +562,8 @@ def cmd_train_reference(args) -> int:
         raise choice_error("--recon-loss", args.recon_loss, RECON_LOSSES)
     if args.own_steps < 0:
         raise UserError(f"--own-steps {args.own_steps} invalid; valid: 0 or more")
+    if args.decoder_steps < 0:
+        raise UserError(f"--decoder-steps {args.decoder_steps} invalid; valid: 0 or more")
     if args.own_rounds < 1:
         raise UserError(f"--own-rounds {args.own_rounds} invalid; valid: 1 or more (--own-steps 0 skips the DAgger rounds)")
     if args.workers < 1:
@@ -570,7 +575,8 @@ def cmd_train_reference(args) -> int:
     update, bars = _stage_progress()
     with bars:
         checkpoint = train_reference(args.out, args.data, args.steps, own_steps=args.own_steps, seed=args.seed, workers=args.workers, inits=tuple(inits),
-                                     progress=update, recon_loss=args.recon_loss, own_rounds=args.own_rounds)
+                                     progress=update, recon_loss=args.recon_loss, own_rounds=args.own_rounds,
+                                     decoder_steps=args.decoder_steps)
     print(f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), manifest: {args.out / 'manifest.json'}")
     if args.ship:
         SHIPPED_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)

@@ -189,8 +189,15 @@ def test_tiny_training_run_end_to_end(tmp_path):
     from stress.policies.reference.policy import ReferencePolicy
 
     kwargs = dict(data_root=tmp_path / "data", tasks=(("libero_object", 1),), inits=(0, 9), variants=("demo", "sabotage"))
-    checkpoint = train_reference(tmp_path / "out", steps=3, own_steps=2, **kwargs)
+    checkpoint = train_reference(tmp_path / "out", steps=3, own_steps=2, decoder_steps=2, **kwargs)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    # the decoder stage changed the future decoder only: actions and values are exactly the last round's
+    final = torch.load(checkpoint, weights_only=True)["state_dict"]
+    last_round = torch.load(tmp_path / "out" / "round2" / "reference.pt", weights_only=True)["state_dict"]
+    changed = {k for k in final if not torch.equal(final[k], last_round[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed)
+    errors = manifest["losses"]["decoder_stage"]["validation"]
+    assert set(errors) == {"before", "after"} and {"agentview", "wrist_copy_frame", "agentview_ssim", "wrist_copy_frame_ssim"} <= set(errors["after"])
     assert manifest["data"]["train_episodes"] == 3 and manifest["data"]["validation_episodes"] == 3  # init 9 is held out
     assert set(manifest["data"]["success_rate_by_variant"]) == {"demo", "sabotage", "policy"}
     assert len(manifest["losses"]["curve"]) == 2 and set(manifest["losses"]["validation"]) >= {"actions", "value", "recon"}
@@ -235,3 +242,16 @@ def test_tiny_training_run_end_to_end(tmp_path):
 
 
 SOLVED_INIT = 40  # a held-out init state the shipped checkpoint solves (seed 0; docs/reference-model.md)
+
+
+def test_the_decoder_stage_trains_on_the_ssim_the_evaluation_reports():
+    """The decoder stage's differentiable SSIM is the metric's (same window and constants; borders may differ a hair)."""
+    from stress.metrics import ssim
+    from stress.policies.reference.train import gaussian_ssim, to_tensor_images
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    noisy = np.clip(image.astype(int) + rng.integers(-40, 40, image.shape), 0, 255).astype(np.uint8)
+    for other in (image, noisy, np.zeros_like(image)):
+        torch_value = float(gaussian_ssim(to_tensor_images(image)[None], to_tensor_images(other)[None]))
+        assert torch_value == pytest.approx(ssim(image, other), abs=2e-3)

@@ -1,5 +1,5 @@
-"""``stress train-reference``: generate the expert data, train the reference model (optionally a second,
-DAgger round on its own rollouts), export the checkpoint.
+"""``stress train-reference``: generate the expert data, train the reference model (then DAgger rounds on its
+own rollouts and a decoder stage), export the checkpoint.
 
 Every stage resumes: shards already on disk are kept, the trainer's state is saved every
 ``SAVE_EVERY`` steps and picked up again (same data, seed and step budget)."""
@@ -13,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from stress.policies.reference.data import OWN_ROLLOUTS, VARIANTS, generate, plan_jobs
-from stress.policies.reference.model import Architecture
-from stress.policies.reference.train import Trainer, load_shards
+from stress.policies.reference.model import CAMERAS, Architecture, ReferenceNet
+from stress.policies.reference.train import DECODER_SSIM_WEIGHT, Trainer, gaussian_ssim, load_shards
 
 TRAIN_TASKS = (("libero_spatial", 0), ("libero_spatial", 1), ("libero_object", 0), ("libero_object", 1))
 TRAIN_INITS = tuple(range(40))  # shipped init states 40-49 are never trained on: the evaluation reports them apart
@@ -30,19 +31,22 @@ def is_validation(init_index: int) -> bool:
 
 def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
                     inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY,
-                    recon_loss: str = "l1", own_rounds: int = 1) -> Path:
+                    recon_loss: str = "l1", own_rounds: int = 1, decoder_steps: int = 0) -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
     Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, each of ``own_rounds``
     DAgger rounds rolls the latest model out on the same init states (``policy`` shards, labelled by the
     expert) and fine-tunes on all the data so far for ``own_steps`` more steps; round r's checkpoint stays in
-    ``out/round<r>/reference.pt``. progress(stage, done, total) is called as work advances."""
+    ``out/round<r>/reference.pt``. Then ``decoder_steps`` steps train only the future decoder, with the squared
+    error (``Trainer(stage="decoder")``: actions and values stay exactly the last round's).
+    progress(stage, done, total) is called as work advances."""
     out.mkdir(parents=True, exist_ok=True)
     rounds = own_rounds if own_steps else 0
     config = {"steps": steps, "own_steps": own_steps, "own_rounds": rounds, "seed": seed, "tasks": [list(t) for t in tasks],
-              "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss}
-    # a round's resume key holds what that round depends on: changing later rounds reuses the finished ones
-    round_key = {k: v for k, v in config.items() if k != "own_rounds"}
+              "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss,
+              "decoder_steps": decoder_steps}
+    # a round's resume key holds what that round depends on: changing later stages reuses the finished ones
+    round_key = {k: v for k, v in config.items() if k not in ("own_rounds", "decoder_steps")}
     timing: dict = {}
     jobs = plan_jobs(tasks, inits, variants)
     timing["data_shards_reused"] = _generate(jobs, data_root, workers, "data", progress, timing, "data")
@@ -61,8 +65,16 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
         train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
         trainer = Trainer(train_data, arch, seed + r, total_steps=own_steps, start_from=trainer, recon_loss=recon_loss)
         _train(trainer, out / f"round{r + 1}", {**round_key, "round": r + 1}, save_every, progress, "fine-tune", timing)
+    torch.save(trainer.checkpoint({"round": rounds + 1}), out / f"round{rounds + 1}" / "reference.pt")  # the last round's model, before the decoder stage
     val_paths = [j.path(data_root) for j in jobs if is_validation(j.init_index)]
-    validation_losses = evaluate_losses(trainer, load_shards(val_paths)) if val_paths else {}
+    val_data = load_shards(val_paths) if val_paths else None
+    validation_losses = evaluate_losses(trainer, val_data) if val_data else {}
+    exported, decoder_report = trainer, {}
+    if decoder_steps:
+        exported = Trainer(train_data, arch, seed + rounds + 1, total_steps=decoder_steps, start_from=trainer, stage="decoder")
+        _train(exported, out / "decoder", {**config, "stage": "decoder", "ssim_weight": DECODER_SSIM_WEIGHT}, save_every, progress, "decoder", timing)
+        decoder_report = {"final_train": _mean_last(exported.losses, 200),
+                          "validation": {"before": future_errors(trainer, val_data), "after": future_errors(exported, val_data)} if val_data else {}}
     manifest = {
         "format": "stress-reference-manifest/1",
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -73,11 +85,12 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
                  "success_rate_by_variant": _success_by_variant(jobs, data_root), "own_rollout_success": own_success,
                  "seeds": "sha256 of suite/task/init/variant (stress.policies.reference.data.Job.seed)"},
         "timing_s": timing,
-        "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses)},
+        "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses),
+                   "decoder_stage": decoder_report},
     }
     path = out / "reference.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save(trainer.checkpoint(manifest), tmp)
+    torch.save(exported.checkpoint(manifest), tmp)
     tmp.replace(path)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     save_loss_plot(manifest["losses"]["curve"], out / "loss_curve.png")
@@ -109,13 +122,14 @@ def _train(trainer: Trainer, folder: Path, config: dict, save_every: int, progre
         trainer.load_state(state_path)
     else:
         config_path.write_text(json.dumps(config, indent=1))
-    started = time.time()
+    started, before = time.time(), trainer.elapsed_s
     steps = trainer.total_steps
     while trainer.step < steps:
         n = min(save_every - trainer.step % save_every, steps - trainer.step)
         trainer.train_steps(n, on_step=(lambda t: progress(stage, t.step, steps)) if progress else None)
+        trainer.elapsed_s = before + time.time() - started
         trainer.save_state(state_path)
-    timing[f"{folder.name}_train"] = round(time.time() - started, 1)
+    timing[f"{folder.name}_train"] = round(trainer.elapsed_s, 1)  # a reused or resumed stage reports its saved time
 
 
 def _success_by_variant(jobs, data_root: Path) -> dict[str, float]:
@@ -183,3 +197,28 @@ def evaluate_losses(trainer: Trainer, data, batches: int = 20) -> dict[str, floa
         trainer.rng, trainer.data = saved_rng, saved_data
         trainer.net.load_state_dict(saved_weights)
         trainer.net.train()
+
+
+@torch.no_grad()
+def future_errors(trainer: Trainer, data, batches: int = 20) -> dict[str, float]:
+    """Mean squared error and SSIM per camera of the exported weights' decoded true-future latent (no latent noise)
+    and of the copy-current-frame baseline, on held-out episodes (fixed samples: comparable across stages)."""
+    net = ReferenceNet(trainer.arch)
+    net.load_state_dict(trainer.ema)
+    net.eval()
+    saved_rng, saved_data = trainer.rng, trainer.data
+    trainer.rng, trainer.data = np.random.default_rng(12345), data
+    try:
+        sums: dict[str, list[float]] = {}
+        for _ in range(batches):
+            b = trainer.batch_tensors(trainer.rng.integers(0, len(data), size=trainer.batch), augment=False)
+            _, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
+            decoded = net.decode_future(net.encode_future(b["fut"], b["cur"]), maps, b["cur"])
+            for c in CAMERAS:
+                sums.setdefault(c, []).append(float(F.mse_loss(decoded[c], b["fut"][c])))
+                sums.setdefault(f"{c}_copy_frame", []).append(float(F.mse_loss(b["cur"][c], b["fut"][c])))
+                sums.setdefault(f"{c}_ssim", []).append(float(gaussian_ssim(decoded[c], b["fut"][c])))
+                sums.setdefault(f"{c}_copy_frame_ssim", []).append(float(gaussian_ssim(b["cur"][c], b["fut"][c])))
+        return {k: round(float(np.mean(v)), 5) for k, v in sums.items()}
+    finally:
+        trainer.rng, trainer.data = saved_rng, saved_data

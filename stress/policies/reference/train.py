@@ -31,6 +31,35 @@ PART_WEIGHTS = {"actions": 1.0, "proprio": 0.5, "future": 1.0, "value": 1.0}
 # "no change" where the arm covers few pixels, so the agentview future ties copy-frame. "mse" x 10 (the squared
 # error is ~0.003): both cameras beat copy-frame, but direct success fell (docs/reference-model.md, "Attempts")
 RECON_LOSSES = {"l1": (F.l1_loss, 1.0), "mse": (F.mse_loss, 10.0)}
+# the decoder stage (``Trainer(stage="decoder")``): after the joint training, only the future decoder is trained
+# further, on frozen encoders and latents, so the policy, the world model's latents and the values stay bit for bit
+# (the L1 recipe's direct success is kept). Its loss: the squared error, whose optimum (the mean future) beats
+# copy-frame on PSNR where L1's (the median: "no change") ties, plus an SSIM term: the squared error alone blurs,
+# and lost to copy-frame on agentview SSIM (docs/reference-model.md, "Attempts")
+DECODER_SSIM_WEIGHT = 0.1
+
+
+def gaussian_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean SSIM of (B, 3, H, W) images in [0, 1], differentiable; the same window and constants as
+    ``stress.metrics.ssim`` (11 x 11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, reflected borders)."""
+    g = torch.exp(-((torch.arange(11, dtype=x.dtype) - 5) ** 2) / (2 * 1.5**2))
+    g = g / g.sum()
+    channels = x.shape[1]
+
+    def blur(img):
+        img = F.pad(img, (5, 5, 5, 5), mode="reflect")
+        img = F.conv2d(img, g.view(1, 1, 1, 11).repeat(channels, 1, 1, 1), groups=channels)
+        return F.conv2d(img, g.view(1, 1, 11, 1).repeat(channels, 1, 1, 1), groups=channels)
+
+    c1, c2 = 0.01**2, 0.03**2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
+    return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean()
+
+
+def decoder_loss(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    return RECON_LOSSES["mse"][1] * F.mse_loss(predicted, true) + DECODER_SSIM_WEIGHT * (1 - gaussian_ssim(predicted, true))
+
 LATENT_NOISE = 0.1  # the decoder is trained on noisy latents, so sampled latents decode sensibly
 # random-shift augmentation, pixels per camera. None for the wrist camera: it is rigid on the gripper, so where
 # the object sits in its image *is* the grasp alignment the policy must read (a 4 px shift is ~1 cm there).
@@ -124,20 +153,29 @@ def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator) ->
 
 class Trainer:
     def __init__(self, data: Dataset, arch: Architecture, seed: int, total_steps: int = 1000, lr: float = 3e-4, batch: int = 32, draws: int = 4,
-                 start_from: "Trainer | None" = None, recon_loss: str = "l1"):
-        """start_from: continue from another trainer's weights (EMA included) and normalisation (a fine-tuning round)."""
+                 start_from: "Trainer | None" = None, recon_loss: str = "l1", stage: str = "joint"):
+        """start_from: continue from another trainer's weights (EMA included) and normalisation (a fine-tuning round).
+        stage: "joint" (every part, the flow and the future autoencoder) or "decoder" (only the future decoder, from
+        ``start_from``'s exported weights, with ``decoder_loss``)."""
+        if stage not in ("joint", "decoder") or (stage == "decoder" and start_from is None):
+            raise ValueError(f"stage {stage!r} invalid; valid: joint, or decoder with start_from")
         self.data, self.arch, self.seed, self.batch = data, arch, seed, batch
         self.total_steps, self.base_lr = total_steps, lr
         self.recon_loss, self.recon_weight = RECON_LOSSES[recon_loss]
+        self.stage = stage
         self.draws = draws  # flow samples (role, time, noise) per encoded sample: the CNNs cost most, the denoiser little
         torch.manual_seed(seed)
         self.net = ReferenceNet(arch)
         self.norm = normalisation(data) if start_from is None else start_from.norm
-        if start_from is not None:
-            self.net.load_state_dict(start_from.net.state_dict())
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=lr, weight_decay=1e-4)
+        if start_from is not None:  # the decoder stage starts from the exported weights: the frozen parts stay exactly those
+            self.net.load_state_dict(start_from.ema if stage == "decoder" else start_from.net.state_dict())
+        trained = self.net.decoder if stage == "decoder" else self.net
+        self.opt = torch.optim.AdamW(trained.parameters(), lr=lr, weight_decay=1e-4)
+        # keys of the exported state the EMA follows (frozen parts are copied as they are)
+        self.ema_keys = {f"decoder.{k}" for k in self.net.decoder.state_dict()} if stage == "decoder" else set(self.net.state_dict())
         self.rng = np.random.default_rng(seed)
         self.step = 0
+        self.elapsed_s = 0.0  # training time so far, over resumes (older saved states lack it: 0)
         self.losses: list[dict[str, float]] = []
         # exponential moving average of the weights: what is exported (smoother samples than the raw weights)
         source = start_from.ema if start_from is not None else self.net.state_dict()
@@ -153,6 +191,8 @@ class Trainer:
     def _update_ema(self, decay: float = 0.999) -> None:
         decay = min(decay, (1 + self.step) / (10 + self.step))  # early on, follow the weights closely
         for k, v in self.net.state_dict().items():
+            if k not in self.ema_keys:
+                continue
             if v.is_floating_point():
                 self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
             else:
@@ -177,6 +217,17 @@ class Trainer:
         names, shares = list(ROLE_SHARES), np.array(list(ROLE_SHARES.values()))
         roles = list(self.rng.choice(names, size=len(policy_ok), p=shares))
         return [r if (r != "policy" or ok) else "world" for r, ok in zip(roles, policy_ok.tolist())]
+
+    def decoder_losses(self, b: dict) -> dict[str, torch.Tensor]:
+        """The decoder stage's loss (``decoder_loss``) of the decoded (noisy) latent of the true future, encoders frozen."""
+        net = self.net
+        with torch.no_grad():
+            _, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
+            latent = net.encode_future(b["fut"], b["cur"])
+        recon = net.decode_future(latent + LATENT_NOISE * torch.randn_like(latent), maps, b["cur"])
+        out = {f"recon_{c}": decoder_loss(recon[c], b["fut"][c]) for c in CAMERAS}
+        out["total"] = sum(out.values()) / len(CAMERAS)
+        return out
 
     def losses_for(self, b: dict, roles: list[str], t: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
         net = self.net
@@ -207,16 +258,19 @@ class Trainer:
         for _ in range(n):
             idx = self.rng.integers(0, len(self.data), size=self.batch)
             b = self.batch_tensors(idx, augment=True)
-            n = self.batch * self.draws
-            roles = self.roles_for(b["policy_ok"].repeat(self.draws))
-            t = torch.sigmoid(torch.from_numpy(self.rng.normal(0.0, 1.0, size=n)).float())  # logit-normal times
-            noise = torch.from_numpy(self.rng.normal(size=(n, self.net.dim))).float()
-            losses = self.losses_for(b, roles, t, noise)
+            if self.stage == "decoder":
+                losses = self.decoder_losses(b)
+            else:
+                n = self.batch * self.draws
+                roles = self.roles_for(b["policy_ok"].repeat(self.draws))
+                t = torch.sigmoid(torch.from_numpy(self.rng.normal(0.0, 1.0, size=n)).float())  # logit-normal times
+                noise = torch.from_numpy(self.rng.normal(size=(n, self.net.dim))).float()
+                losses = self.losses_for(b, roles, t, noise)
             for group in self.opt.param_groups:
                 group["lr"] = self.learning_rate()
             self.opt.zero_grad()
             losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for g in self.opt.param_groups for p in g["params"]], 1.0)
             self.opt.step()
             self.step += 1
             self._update_ema()
@@ -233,7 +287,8 @@ class Trainer:
     def save_state(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         torch.save({"net": self.net.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step,
-                    "rng": json.dumps(self.rng.bit_generator.state), "losses": json.dumps(self.losses), "torch_rng": torch.get_rng_state()}, tmp)
+                    "rng": json.dumps(self.rng.bit_generator.state), "losses": json.dumps(self.losses), "torch_rng": torch.get_rng_state(),
+                    "elapsed_s": self.elapsed_s}, tmp)
         tmp.replace(path)
 
     def load_state(self, path: Path) -> None:
@@ -244,4 +299,5 @@ class Trainer:
         self.step = int(state["step"])
         self.rng.bit_generator.state = json.loads(state["rng"])
         self.losses = json.loads(state["losses"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
         torch.set_rng_state(state["torch_rng"])
