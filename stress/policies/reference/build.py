@@ -37,8 +37,8 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
     Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, each of ``own_rounds``
     DAgger rounds rolls the latest model out on the same init states (``policy`` shards, labelled by the
     expert) and fine-tunes on all the data so far for ``own_steps`` more steps; round r's checkpoint stays in
-    ``out/round<r>/reference.pt``. Then ``decoder_steps`` steps train only the future decoder, with the squared
-    error (``Trainer(stage="decoder")``: actions and values stay exactly the last round's).
+    ``out/round<r>/reference.pt``. Then ``decoder_steps`` steps train only the future decoder, with squared error
+    and SSIM (``Trainer(stage="decoder")``: actions and values stay exactly the last round's).
     progress(stage, done, total) is called as work advances."""
     out.mkdir(parents=True, exist_ok=True)
     rounds = own_rounds if own_steps else 0
