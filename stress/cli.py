@@ -25,7 +25,7 @@ DEFAULT_EPISODES = 3
 DEFAULT_SEVERITIES = "1,3,5"
 DEFAULT_TRAIN_STEPS = 8000  # what the shipped checkpoint was trained with
 DEFAULT_OWN_ROUNDS = 2  # the shipped recipe: two DAgger rounds
-DEFAULT_DECODER_STEPS = 2000  # the shipped recipe's last stage: the future decoder alone, squared error
+DEFAULT_DECODER_STEPS = 2000  # the shipped recipe's last stage: the future decoder alone, squared error + SSIM
 DEFAULT_OWN_STEPS = 6000  # fine-tuning steps per DAgger round (own rollouts labelled by the expert) of the shipped recipe
 
 
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"DAgger rounds, each rolling the latest model out and fine-tuning --own-steps steps (default {DEFAULT_OWN_ROUNDS})")
     train.add_argument("--recon-loss", default="l1", help="future autoencoder loss of the joint training: l1 (the shipped model) or mse (default l1)")
     train.add_argument("--decoder-steps", type=int, default=DEFAULT_DECODER_STEPS,
-                       help=f"steps of the last stage, which trains only the future decoder with the squared error; 0 skips it (default {DEFAULT_DECODER_STEPS})")
+                       help=f"steps of the last stage, which trains only the future decoder (squared error + SSIM; actions and values unchanged); 0 skips it (default {DEFAULT_DECODER_STEPS})")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--workers", type=int, default=2, help="simulator processes for data generation (default 2)")
     train.add_argument("--inits", default="0-39", help="shipped init states to generate data from (default 0-39; 40-49 stay held out)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+from contextlib import contextmanager
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from stress.policies.reference.data import OWN_ROLLOUTS, VARIANTS, generate, plan_jobs
-from stress.policies.reference.model import CAMERAS, Architecture, ReferenceNet
+from stress.policies.reference.model import CAMERAS, Architecture
 from stress.policies.reference.train import DECODER_SSIM_WEIGHT, Trainer, gaussian_ssim, load_shards
 
 TRAIN_TASKS = (("libero_spatial", 0), ("libero_spatial", 1), ("libero_object", 0), ("libero_object", 1))
@@ -174,15 +175,27 @@ def _curve(losses: list[dict], points: int = 40) -> list[dict]:
     return [{"step": int(b), **_mean_last(losses[a:b], b - a)} for a, b in zip(edges, edges[1:])]
 
 
-@torch.no_grad()
-def evaluate_losses(trainer: Trainer, data, batches: int = 20) -> dict[str, float]:
-    """Mean losses on held-out episodes, with a fixed generator (comparable across runs)."""
+@contextmanager
+def _held_out(trainer: Trainer, data):
+    """The trainer with its exported (EMA) weights in eval mode, on ``data`` with a fixed generator (figures
+    comparable across runs and stages); its training state is restored afterwards."""
     saved_rng, saved_data = trainer.rng, trainer.data
     saved_weights = {k: v.clone() for k, v in trainer.net.state_dict().items()}
     trainer.rng, trainer.data = np.random.default_rng(12345), data
-    trainer.net.load_state_dict(trainer.ema)  # the exported (EMA) weights
+    trainer.net.load_state_dict(trainer.ema)
     trainer.net.eval()
     try:
+        yield trainer
+    finally:
+        trainer.rng, trainer.data = saved_rng, saved_data
+        trainer.net.load_state_dict(saved_weights)
+        trainer.net.train()
+
+
+@torch.no_grad()
+def evaluate_losses(trainer: Trainer, data, batches: int = 20) -> dict[str, float]:
+    """Mean losses of the exported weights on held-out episodes."""
+    with _held_out(trainer, data):
         totals = []
         for _ in range(batches):
             idx = trainer.rng.integers(0, len(data), size=trainer.batch)
@@ -192,24 +205,16 @@ def evaluate_losses(trainer: Trainer, data, batches: int = 20) -> dict[str, floa
             t = torch.sigmoid(torch.from_numpy(trainer.rng.normal(size=n)).float())
             noise = torch.from_numpy(trainer.rng.normal(size=(n, trainer.net.dim))).float()
             totals.append({k: float(v) for k, v in trainer.losses_for(b, roles, t, noise).items()})
-        return {k: round(float(np.mean([x[k] for x in totals])), 4) for k in totals[0]}
-    finally:
-        trainer.rng, trainer.data = saved_rng, saved_data
-        trainer.net.load_state_dict(saved_weights)
-        trainer.net.train()
+    return {k: round(float(np.mean([x[k] for x in totals])), 4) for k in totals[0]}
 
 
 @torch.no_grad()
 def future_errors(trainer: Trainer, data, batches: int = 20) -> dict[str, float]:
     """Mean squared error and SSIM per camera of the exported weights' decoded true-future latent (no latent noise)
-    and of the copy-current-frame baseline, on held-out episodes (fixed samples: comparable across stages)."""
-    net = ReferenceNet(trainer.arch)
-    net.load_state_dict(trainer.ema)
-    net.eval()
-    saved_rng, saved_data = trainer.rng, trainer.data
-    trainer.rng, trainer.data = np.random.default_rng(12345), data
-    try:
-        sums: dict[str, list[float]] = {}
+    and of the copy-current-frame baseline, on held-out episodes."""
+    sums: dict[str, list[float]] = {}
+    with _held_out(trainer, data):
+        net = trainer.net
         for _ in range(batches):
             b = trainer.batch_tensors(trainer.rng.integers(0, len(data), size=trainer.batch), augment=False)
             _, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
@@ -219,6 +224,4 @@ def future_errors(trainer: Trainer, data, batches: int = 20) -> dict[str, float]
                 sums.setdefault(f"{c}_copy_frame", []).append(float(F.mse_loss(b["cur"][c], b["fut"][c])))
                 sums.setdefault(f"{c}_ssim", []).append(float(gaussian_ssim(decoded[c], b["fut"][c])))
                 sums.setdefault(f"{c}_copy_frame_ssim", []).append(float(gaussian_ssim(b["cur"][c], b["fut"][c])))
-        return {k: round(float(np.mean(v)), 5) for k, v in sums.items()}
-    finally:
-        trainer.rng, trainer.data = saved_rng, saved_data
+    return {k: round(float(np.mean(v)), 5) for k, v in sums.items()}

@@ -4,6 +4,7 @@ Per batch, each sample gets one role (policy / world / value_future / value_acti
 is trained with the flow-matching loss on its generated parts; the future-image autoencoder (future
 encoder + decoder on the current images' features) is trained alongside with the ``RECON_LOSSES`` loss
 chosen by ``recon_loss``. The future latent the flow learns is the (detached) future encoder's output.
+A last, ``decoder`` stage trains only the decoder further (``decoder_loss``), everything else frozen.
 
 * the policy role learns the expert's clean plan (label actions); samples whose label is no expert plan
   (sabotage chunks) or whose executed chunk differs on purpose from the plan (``slow``) are not used
