@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
     _add_scenario_arguments(run)
 
-    study = sub.add_parser("study", help="one policy variable varied on identical scenarios: aggregation, value-source, denoising, candidates")
-    study.add_argument("name", help="aggregation, value-source, denoising or candidates")
+    study = sub.add_parser("study", help="one policy variable varied on identical scenarios: aggregation, value-source, denoising, candidates, temperature")
+    study.add_argument("name", help="aggregation, value-source, denoising, candidates or temperature")
     study.add_argument("--checkpoints", help="comma-separated checkpoints of a model-backed policy: the study is repeated with each, on the same "
                        "scenarios (e.g. V(s') vs Q(s, a) for models trained on different amounts of rollout data)")
     _add_scenario_arguments(study)

@@ -37,7 +37,7 @@ def assert_user_error(proc, *fragments):
         (["run", "--counterfactual-rollouts", "-1"], ["-1", "0 or more"]),
         (["run", "--policy-seeds", "0"], ["--policy-seeds 0", "1 or more"]),
         (["run", "--true-futures", "some"], ["'some'", "executed, all, none"]),
-        (["study", "temperature"], ["'temperature'", "aggregation, value-source, denoising, candidates"]),
+        (["study", "guidance"], ["'guidance'", "aggregation, value-source, denoising, candidates, temperature"]),
         (["study", "candidates", "--policy", "expert"], ["'expert'", "planning"]),
         (["study", "value-source", "--checkpoints", "/nonexistent/x.pt"], ["/nonexistent/x.pt", "existing .pt files"]),
         (["train-reference", "--own-steps", "-3"], ["--own-steps -3", "0 or more"]),
@@ -67,8 +67,8 @@ def test_malformed_scenario_files(tmp_path):
     bad_init.write_text(json.dumps({"suite": "libero_spatial", "task_id": 0, "init_index": 99}))
     assert_user_error(run_cli("run", "--scenario", str(bad_init)), "99", "0-49")
     bad_option = tmp_path / "bad_option.json"
-    bad_option.write_text(json.dumps({"suite": "libero_spatial", "task_id": 0, "init_index": 0, "policy": "reference", "policy_options": {"temperature": 2}}))
-    assert_user_error(run_cli("run", "--scenario", str(bad_option)), "'temperature'", "num_denoising_steps")
+    bad_option.write_text(json.dumps({"suite": "libero_spatial", "task_id": 0, "init_index": 0, "policy": "reference", "policy_options": {"guidance_scale": 2}}))
+    assert_user_error(run_cli("run", "--scenario", str(bad_option)), "'guidance_scale'", "temperature")
 
 
 def test_output_folder_that_is_a_file(tmp_path):

@@ -94,3 +94,14 @@ def test_value_source_study_pairs_both_scorers_with_one_direct_run_per_checkpoin
         assert (future["n"], future["planning_only"], future["direct_only"]) == (2, 1, 0)
         assert (action["n"], action["planning_only"], action["direct_only"]) == (2, 0, 1)
     assert json.loads(specs[0].to_json())["policy_options"]["checkpoint"] in ("a/round1/reference.pt", "b/final/reference.pt")
+
+
+def test_temperature_study_pairs_each_temperature_with_its_own_direct_run():
+    from scenarios.spec import ScenarioSpec
+    from stress.report.study import TEMPERATURES, study_specs
+
+    base = [ScenarioSpec(suite="libero_spatial", task_id=0, init_index=0, policy="reference")]
+    specs = study_specs("temperature", base, 4, "average")
+    assert sorted((s.mode, dict(s.policy_options)["temperature"]) for s in specs) == sorted((m, t) for m in ("direct", "planning") for t in TEMPERATURES)
+    assert {s.setting for s in specs} >= {"direct temperature=0.5", "best-of-4 average temperature=0.25"}
+    assert len({s.seed for s in specs}) == 1  # identical scenarios: only the temperature and the mode vary

@@ -255,3 +255,44 @@ def test_the_decoder_stage_trains_on_the_ssim_the_evaluation_reports():
     for other in (image, noisy, np.zeros_like(image)):
         torch_value = float(gaussian_ssim(to_tensor_images(image)[None], to_tensor_images(other)[None]))
         assert torch_value == pytest.approx(ssim(image, other), abs=2e-3)
+
+
+def test_evaluation_draws_independent_noise_per_scenario_paired_across_modes():
+    """One seed shared by every episode made outcomes move together (docs/reference-model.md, "Seeds")."""
+    from stress.policies.reference.evaluate import evaluation_specs
+
+    tasks = [("libero_spatial", 0), ("libero_object", 1)]
+    specs = evaluation_specs(tasks, range(5), ("direct", "planning"), 8, "average", seed=0)
+    seeds = {(s.suite, s.task_id, s.init_index, s.mode): s.seed for s in specs}
+    direct = {k[:3]: v for k, v in seeds.items() if k[3] == "direct"}
+    assert len(set(direct.values())) == len(direct) == 10  # every task and init state its own noise
+    assert all(seeds[(*k, "planning")] == v for k, v in direct.items())  # both modes of a scenario: the same noise
+    assert all(0 <= v < 10**6 for v in direct.values())  # x 1000 + decision stays within torch's 32-bit seeds
+    again = evaluation_specs(tasks, range(5), ("direct",), 8, "average", seed=0)
+    assert [s.seed for s in again] == [direct[(s.suite, s.task_id, s.init_index)] for s in again]
+    other = evaluation_specs(tasks, range(5), ("direct",), 8, "average", seed=1)
+    assert not set(s.seed for s in other) & set(direct.values())
+
+
+def test_temperature_scales_the_policy_noise_not_the_ensembles(observation):
+    from stress.policies.reference.policy import DEFAULT_TEMPERATURE, ReferencePolicy
+
+    policy = ReferencePolicy(temperature=0.0)
+    chunks = []
+    for seed in (7, 8):
+        policy.reset(observation.instruction, seed)
+        chunks.append(policy.act(observation).actions)
+    np.testing.assert_array_equal(chunks[0], chunks[1])  # no noise: every seed samples the same chunk
+    policy.reset(observation.instruction, 7, mode="planning", n_candidates=3)
+    plan = policy.act(observation)
+    for c in plan.candidates:  # all the same chunk (up to batched float rounding)
+        np.testing.assert_allclose(c.actions, chunks[0], atol=1e-5)
+    assert len(np.unique(plan.info["candidate_values"])) > 1  # world-model and value ensembles still sample
+    for temperature in (DEFAULT_TEMPERATURE, 1.0):
+        policy.temperature = temperature
+        policy.reset(observation.instruction, 7)
+        assert not np.allclose(policy.act(observation).actions, chunks[0])
+    for bad in (-0.5, "hot", 3):
+        policy.temperature = bad
+        with pytest.raises(UserError, match=f"temperature {bad!r} invalid; valid: a number from 0 to 2"):
+            policy.act(observation)

@@ -4,7 +4,9 @@ policy varied on identical scenarios, with its success, latency, prediction and 
 * ``aggregation``: best-of-N value aggregation, average / lcb / success_vote / majority_mean;
 * ``value-source``: V(s') (value of the predicted future) vs Q(s, a) (value of state + actions);
 * ``denoising``: 1 / 5 / 10 denoising steps, direct and planning (latency vs success vs prediction error);
-* ``candidates``: best-of-N with N = 1, 2, 4, 8 under the given perturbation families and severities.
+* ``candidates``: best-of-N with N = 1, 2, 4, 8 under the given perturbation families and severities;
+* ``temperature``: the policy's sampling temperature 1 / 0.5 / 0.25, direct and planning (how much of the
+  outcome is the policy's noise, and what best-of-N gains when its candidates are less diverse).
 
 Every study also runs the direct policy on the same scenarios, the reference point of every comparison.
 """
@@ -20,9 +22,10 @@ import numpy as np
 from stress.policies.planning import AGGREGATIONS
 from stress.report.degradation import degradation
 
-STUDIES = ("aggregation", "value-source", "denoising", "candidates")
+STUDIES = ("aggregation", "value-source", "denoising", "candidates", "temperature")
 DENOISING_STEPS = (1, 5, 10)
 CANDIDATES = (1, 2, 4, 8)
+TEMPERATURES = (1.0, 0.5, 0.25)
 
 
 def study_specs(name: str, base: list, n_candidates: int, aggregation: str, checkpoints: tuple[str, ...] = ()) -> list:
@@ -41,6 +44,10 @@ def study_specs(name: str, base: list, n_candidates: int, aggregation: str, chec
                 out += [replace(s, policy_options=options), planning(s, policy_options=options)]
         elif name == "candidates":
             out += [s] + [planning(s, n=n) for n in CANDIDATES]
+        elif name == "temperature":
+            for temperature in TEMPERATURES:
+                options = (("temperature", temperature),)
+                out += [replace(s, policy_options=options), planning(s, policy_options=options)]
     if checkpoints:
         out = [replace(s, policy_options=tuple(sorted((*s.policy_options, ("checkpoint", c))))) for c in checkpoints for s in out]
     return list({s.key: s for s in out}.values())

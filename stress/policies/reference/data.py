@@ -118,7 +118,9 @@ def generate_episode(job: Job) -> dict:
     if job.variant == OWN_ROLLOUTS:
         from stress.policies.reference.policy import ReferencePolicy
 
-        driver = ReferencePolicy(checkpoint=job.driver)
+        # at the learned distribution (temperature 1): the shipped checkpoint's own rollouts were drawn so, and the
+        # shard's name holds the driver's digest only
+        driver = ReferencePolicy(checkpoint=job.driver, temperature=1.0)
         driver.reset(env.instruction, job.seed, mode="direct")
     max_steps = env.max_steps
     sabotage_at, sabotage_len = int(rng.integers(1, 6)), int(rng.integers(1, 4))

@@ -1,8 +1,8 @@
 """``stress evaluate-reference``: the reference model's figures on the shipped init states of its tasks.
 
 * success per task and mode (direct, best-of-N planning) with 95 % Wilson intervals, paired on the same
-  init states (both modes share each scenario but the mode), split into trained init states and held-out
-  ones (40-49 are never trained on);
+  init states (both modes share each scenario but the mode, the policy seed included: ``episode_seed``),
+  split into trained init states and held-out ones (40-49 are never trained on);
 * value AUROC: the decision-time predicted value (direct: the policy's own value; planning: the chosen
   candidate's aggregated score) against the episode's eventual success, over every decision of these
   closed-loop episodes (none of which is training data);
@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -27,6 +28,7 @@ from scenarios.spec import ScenarioSpec
 from stress.metrics import auroc, psnr, ssim, wilson_interval
 from stress.policies.reference.build import TRAIN_INITS
 from stress.policies.reference.model import CAMERAS, model_image
+from stress.policies.reference.policy import DEFAULT_TEMPERATURE
 
 SHIPPED_INITS = tuple(range(50))
 
@@ -54,13 +56,21 @@ class FutureProbe:
                               "baseline_psnr": psnr(current[c], true[c]), "baseline_ssim": ssim(current[c], true[c])})
 
 
+def episode_seed(seed: int, suite: str, task: int, init: int) -> int:
+    """The policy seed of one scenario: its own per task and init state, so that episodes draw independent noise
+    (one seed shared by all episodes made their outcomes move together: per task, 35-100 % success on the same
+    init states depending on the seed alone, docs/reference-model.md), and the same in both modes (paired).
+    Below 10^6, so the policy's per-decision seeds (1000 x seed + decision) stay within torch's 32-bit seeds."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{suite}/{task}/{init}".encode()).digest()[:4], "little") % 1_000_000
+
+
 def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, seed: int) -> list[ScenarioSpec]:
     specs = []
     for suite, task in tasks:
         for init in inits:
             for mode in modes:
                 planning = mode == "planning"
-                specs.append(ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode=mode, seed=seed,
+                specs.append(ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode=mode, seed=episode_seed(seed, suite, task, init),
                                           n_candidates=n_candidates if planning else 1, aggregation=aggregation if planning else None))
     return specs
 
@@ -105,6 +115,7 @@ def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits
     figures = summarise(store, tasks, probe.rows)
     figures["latency_ms"] = measure_latency(checkpoint, tasks[0], n_candidates, aggregation)
     figures["config"] = {"checkpoint": str(checkpoint), "n_candidates": n_candidates, "aggregation": aggregation, "seed": seed,
+                         "episode_seeds": "per scenario: episode_seed(seed, suite, task, init)", "temperature": DEFAULT_TEMPERATURE,
                          "inits": [min(inits), max(inits)], "planning_inits": [min(planning_inits), max(planning_inits)] if planning_inits else None,
                          "future_inits": future_inits, "trained_inits": [min(TRAIN_INITS), max(TRAIN_INITS)]}
     (store.path / "evaluation.json").write_text(json.dumps(figures, indent=1))
