@@ -8,6 +8,7 @@ point ``LIBERO_CONFIG_PATH`` at it, and hand LIBERO the assets shipped by the
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from functools import cache
@@ -37,7 +38,9 @@ def import_libero():
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("hf-libero is not installed (make setup installs it)")
     benchmark_root = Path(list(spec.submodule_search_locations)[0]) / "libero"
-    config_dir = cache_dir() / "libero"
+    # one config per LIBERO installation: checkouts with their own .venv (a CI clone beside a working copy) would
+    # otherwise rewrite one shared file back and forth, and a process could read the other's paths
+    config_dir = cache_dir() / "libero" / hashlib.sha256(str(benchmark_root).encode()).hexdigest()[:10]
     config_dir.mkdir(parents=True, exist_ok=True)
     config = {
         "benchmark_root": benchmark_root,
@@ -49,7 +52,7 @@ def import_libero():
     text = "".join(f"{key}: {value}\n" for key, value in config.items())
     config_file = config_dir / "config.yaml"
     if not config_file.exists() or config_file.read_text() != text:
-        tmp = config_file.with_suffix(".tmp")
+        tmp = config_file.with_name(f"config.{os.getpid()}.tmp")  # concurrent first imports must not share a temp file
         tmp.write_text(text)
         tmp.replace(config_file)
     os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
@@ -66,4 +69,4 @@ def import_libero():
 
 if __name__ == "__main__":  # `python -m stress.envs.libero_setup`: check the offline install once (make setup)
     import_libero()
-    print(f"LIBERO ready: config in {cache_dir() / 'libero'}, assets in {assets_path()}")
+    print(f"LIBERO ready: config in {os.environ['LIBERO_CONFIG_PATH']}, assets in {assets_path()}")
