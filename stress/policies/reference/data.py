@@ -56,13 +56,17 @@ class Job:
 
     @property
     def seed(self) -> int:
-        text = f"{self.suite}/{self.task_id}/{self.init_index}/{self.variant}"
-        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+        return text_seed(f"{self.suite}/{self.task_id}/{self.init_index}/{self.variant}")
 
     def path(self, root: Path) -> Path:
         # own rollouts depend on the driving checkpoint: its digest is in the name, so a new model never reuses old shards
         tag = f"-{_digest(self.driver)}" if self.driver else ""
         return root / f"{self.suite}_{self.task_id}" / f"init{self.init_index:02d}_{self.variant}{tag}.npz"
+
+
+def text_seed(text: str) -> int:
+    """A seed below 2^32 named by a text (stable across processes and machines, unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
 
 
 @functools.lru_cache(maxsize=8)

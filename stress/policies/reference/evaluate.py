@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -27,6 +26,7 @@ import numpy as np
 from scenarios.spec import ScenarioSpec
 from stress.metrics import auroc, psnr, ssim, wilson_interval
 from stress.policies.reference.build import TRAIN_INITS
+from stress.policies.reference.data import text_seed
 from stress.policies.reference.model import CAMERAS, model_image
 from stress.policies.reference.policy import DEFAULT_TEMPERATURE
 
@@ -61,7 +61,7 @@ def episode_seed(seed: int, suite: str, task: int, init: int) -> int:
     (one seed shared by all episodes made their outcomes move together: per task, 35-100 % success on the same
     init states depending on the seed alone, docs/reference-model.md), and the same in both modes (paired).
     Below 10^6, so the policy's per-decision seeds (1000 x seed + decision) stay within torch's 32-bit seeds."""
-    return int.from_bytes(hashlib.sha256(f"{seed}/{suite}/{task}/{init}".encode()).digest()[:4], "little") % 1_000_000
+    return text_seed(f"{seed}/{suite}/{task}/{init}") % 1_000_000
 
 
 def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, seed: int) -> list[ScenarioSpec]:
