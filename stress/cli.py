@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"steps of each DAgger round on the model's own rollouts; 0 skips the rounds (default {DEFAULT_OWN_STEPS})")
     train.add_argument("--own-rounds", type=int, default=DEFAULT_OWN_ROUNDS,
                        help=f"DAgger rounds, each rolling the latest model out and fine-tuning --own-steps steps (default {DEFAULT_OWN_ROUNDS})")
+    train.add_argument("--perturbed-rounds", type=int, default=0,
+                       help="DAgger rounds after --own-rounds, rolled out on perturbed scenes (object pose, robot init, dynamics, pushes; default 0)")
     train.add_argument("--recon-loss", default="l1", help="future autoencoder loss of the joint training: l1 (the shipped model) or mse (default l1)")
     train.add_argument("--decoder-steps", type=int, default=DEFAULT_DECODER_STEPS,
                        help=f"steps of the last stage, which trains only the future decoder (squared error + SSIM; actions and values unchanged); 0 skips it (default {DEFAULT_DECODER_STEPS})")
@@ -566,6 +568,8 @@ def cmd_train_reference(args) -> int:
         raise UserError(f"--decoder-steps {args.decoder_steps} invalid; valid: 0 or more")
     if args.own_rounds < 1:
         raise UserError(f"--own-rounds {args.own_rounds} invalid; valid: 1 or more (--own-steps 0 skips the DAgger rounds)")
+    if args.perturbed_rounds < 0:
+        raise UserError(f"--perturbed-rounds {args.perturbed_rounds} invalid; valid: 0 or more")
     if args.workers < 1:
         raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
     inits = _int_list(args.inits, "--inits")
@@ -576,7 +580,7 @@ def cmd_train_reference(args) -> int:
     with bars:
         checkpoint = train_reference(args.out, args.data, args.steps, own_steps=args.own_steps, seed=args.seed, workers=args.workers, inits=tuple(inits),
                                      progress=update, recon_loss=args.recon_loss, own_rounds=args.own_rounds,
-                                     decoder_steps=args.decoder_steps)
+                                     decoder_steps=args.decoder_steps, perturbed_rounds=args.perturbed_rounds)
     print(f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), manifest: {args.out / 'manifest.json'}")
     if args.ship:
         SHIPPED_CHECKPOINT.parent.mkdir(parents=True, exist_ok=True)

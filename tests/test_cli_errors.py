@@ -43,6 +43,7 @@ def assert_user_error(proc, *fragments):
         (["train-reference", "--own-steps", "-3"], ["--own-steps -3", "0 or more"]),
         (["train-reference", "--own-rounds", "0"], ["--own-rounds 0", "1 or more"]),
         (["train-reference", "--decoder-steps", "-1"], ["--decoder-steps -1", "0 or more"]),
+        (["train-reference", "--perturbed-rounds", "-1"], ["--perturbed-rounds -1", "0 or more"]),
         (["train-reference", "--recon-loss", "huber"], ["'huber'", "l1, mse"]),
     ],
 )

@@ -11,6 +11,7 @@ from scenarios.spec import ScenarioSpec
 from stress.errors import UserError
 from stress.policies import policy_class, policy_names
 from stress.policies.base import Observation
+from stress.policies.reference.data import PERTURBED_FAMILIES
 from tests.conftest import run_cli
 
 MODEL_BACKED = [n for n in policy_names() if "planning" in policy_class(n).modes]
@@ -221,7 +222,25 @@ def test_tiny_training_run_end_to_end(tmp_path):
     assert len(list((tmp_path / "data").glob("*/*_policy-*.npz"))) == 4
     assert set(json.loads((tmp_path / "out" / "manifest.json").read_text())["data"]["own_rollout_success"]) == {"round1", "round2"}
     assert (tmp_path / "out" / "round3" / "train_state.pt").exists()
-    for extra in (tmp_path / "data").glob("*/*_policy-*.npz"):
+    # a round on perturbed scenes after them: only it trains; the round-3 model drives, the expert labels
+    stages = []
+    train_reference(tmp_path / "out", steps=3, own_steps=2, own_rounds=2, perturbed_rounds=1,
+                    progress=lambda stage, done, total: stages.append(stage), **kwargs)
+    assert "train" not in stages and "perturbed rollouts" in stages and stages.count("fine-tune") == 2
+    perturbed = sorted((tmp_path / "data").glob("*/*_perturbed-*.npz"))
+    assert len(perturbed) == 2 and (tmp_path / "out" / "round4" / "train_state.pt").exists()
+    records = {}
+    for path in perturbed:
+        with np.load(path) as shard:
+            record = json.loads(str(shard["perturbation"]))
+            assert record["name"] in PERTURBED_FAMILIES and 1 <= record["severity"] <= 5 and shard["label_valid"].all()
+            records[path.name.split("_")[0]] = record
+    # init 0 draws a push at a step of the third chunk: it fires, as the generator marks every query like the runner
+    assert records["init00"]["name"] == "mid_chunk_push" and records["init00"]["params"]["trigger"] == "chunk_step"
+    assert records["init00"]["realisation"]["status"] == "fired"
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert "round3_perturbed" in manifest["data"]["own_rollout_success"] and manifest["config"]["perturbed_rounds"] == 1
+    for extra in list((tmp_path / "data").glob("*/*_policy-*.npz")) + perturbed:
         if extra.name not in own:
             extra.unlink()  # the checks below count the shards of the first call
     # an interrupted training resumes from its last saved state (data shards are reused, not regenerated)
@@ -239,6 +258,18 @@ def test_tiny_training_run_end_to_end(tmp_path):
     train_reference(out, steps=4, save_every=2, progress=lambda stage, done, total: seen.append((stage, done)), **kwargs)
     assert [d for stage, d in seen if stage == "train"] == [3, 4]  # continued from step 2, not from 0
     assert {p: p.stat().st_mtime for p in (tmp_path / "data").glob("*/*.npz")} == stamps
+
+
+def test_perturbed_rollouts_draw_a_physical_perturbation_per_episode():
+    """The ``perturbed`` variant's scene: seeded by the job, severity 1-5, only the physical families."""
+    from stress.policies.reference.data import PERTURBED, SCENE_SEEDS, Job, scene_perturbation
+
+    jobs = [Job("libero_spatial", 0, init, PERTURBED, "x.pt") for init in range(40)]
+    specs = [scene_perturbation(job) for job in jobs]
+    assert specs == [scene_perturbation(job) for job in jobs]  # deterministic
+    assert {s.name for s in specs} == set(PERTURBED_FAMILIES) and {s.severity for s in specs} <= set(range(1, 6))
+    assert len({s.seed for s in specs}) == len(specs) and scene_perturbation(jobs[0], 1).seed != specs[0].seed
+    assert scene_perturbation(jobs[0], SCENE_SEEDS).name != specs[0].name  # an invalid family moves on to the next
 
 
 SOLVED_INIT = 40  # a held-out init state the shipped checkpoint solves (seed 0; docs/reference-model.md)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from stress.policies.reference.data import OWN_ROLLOUTS, VARIANTS, generate, plan_jobs
+from stress.policies.reference.data import OWN_ROLLOUTS, PERTURBED, VARIANTS, generate, plan_jobs
 from stress.policies.reference.model import CAMERAS, Architecture
 from stress.policies.reference.train import DECODER_SSIM_WEIGHT, Trainer, gaussian_ssim, load_shards
 
@@ -32,22 +32,24 @@ def is_validation(init_index: int) -> bool:
 
 def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
                     inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY,
-                    recon_loss: str = "l1", own_rounds: int = 1, decoder_steps: int = 0) -> Path:
+                    recon_loss: str = "l1", own_rounds: int = 1, decoder_steps: int = 0, perturbed_rounds: int = 0) -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
     Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, each of ``own_rounds``
     DAgger rounds rolls the latest model out on the same init states (``policy`` shards, labelled by the
     expert) and fine-tunes on all the data so far for ``own_steps`` more steps; round r's checkpoint stays in
-    ``out/round<r>/reference.pt``. Then ``decoder_steps`` steps train only the future decoder, with squared error
+    ``out/round<r>/reference.pt``. ``perturbed_rounds`` more rounds follow, the same but rolled out on perturbed
+    scenes (``perturbed`` shards: one physical perturbation per episode). Then ``decoder_steps`` steps train only the future decoder, with squared error
     and SSIM (``Trainer(stage="decoder")``: actions and values stay exactly the last round's).
     progress(stage, done, total) is called as work advances."""
     out.mkdir(parents=True, exist_ok=True)
     rounds = own_rounds if own_steps else 0
+    round_variants = [OWN_ROLLOUTS] * rounds + [PERTURBED] * (perturbed_rounds if own_steps else 0)
     config = {"steps": steps, "own_steps": own_steps, "own_rounds": rounds, "seed": seed, "tasks": [list(t) for t in tasks],
               "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss,
-              "decoder_steps": decoder_steps}
+              "decoder_steps": decoder_steps, "perturbed_rounds": len(round_variants) - rounds}
     # a round's resume key holds what that round depends on: changing later stages reuses the finished ones
-    round_key = {k: v for k, v in config.items() if k not in ("own_rounds", "decoder_steps")}
+    round_key = {k: v for k, v in config.items() if k not in ("own_rounds", "decoder_steps", "perturbed_rounds")}
     timing: dict = {}
     jobs = plan_jobs(tasks, inits, variants)
     timing["data_shards_reused"] = _generate(jobs, data_root, workers, "data", progress, timing, "data")
@@ -55,24 +57,28 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
     trainer = Trainer(train_data, arch, seed, total_steps=steps, recon_loss=recon_loss)
     _train(trainer, out / "round1", {**{k: v for k, v in round_key.items() if k != "own_steps"}, "round": 1}, save_every, progress, "train", timing)
     own_success: dict[str, float] = {}  # success of each round's own rollouts (the driving model, on its training inits)
-    for r in range(1, rounds + 1):
+    for r, variant in enumerate(round_variants, start=1):
         driver = out / f"round{r}" / "reference.pt"
         torch.save(trainer.checkpoint({"round": r}), driver)
-        own = plan_jobs(tasks, inits, (OWN_ROLLOUTS,), driver=str(driver))
+        own = plan_jobs(tasks, inits, (variant,), driver=str(driver))
         suffix = "" if r == 1 else f"_{r}"
-        timing[f"own_shards_reused{suffix}"] = _generate(own, data_root, workers, "own rollouts", progress, timing, f"own_rollouts{suffix}")
-        own_success[f"round{r}"] = _success_by_variant(own, data_root)[OWN_ROLLOUTS]
+        stage = "own rollouts" if variant == OWN_ROLLOUTS else "perturbed rollouts"
+        timing[f"own_shards_reused{suffix}"] = _generate(own, data_root, workers, stage, progress, timing, f"own_rollouts{suffix}")
+        own_success[f"round{r}" if variant == OWN_ROLLOUTS else f"round{r}_perturbed"] = _success_by_variant(own, data_root)[variant]
         jobs = jobs + own
         train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
         trainer = Trainer(train_data, arch, seed + r, total_steps=own_steps, start_from=trainer, recon_loss=recon_loss)
-        _train(trainer, out / f"round{r + 1}", {**round_key, "round": r + 1}, save_every, progress, "fine-tune", timing)
-    torch.save(trainer.checkpoint({"round": rounds + 1}), out / f"round{rounds + 1}" / "reference.pt")  # the last round's model, before the decoder stage
+        # clean rounds keep their old key (finished folders are reused); a perturbed round names the rollouts so far
+        key = {**round_key, "round": r + 1} if PERTURBED not in round_variants[:r] else {**round_key, "round": r + 1, "rollouts": round_variants[:r]}
+        _train(trainer, out / f"round{r + 1}", key, save_every, progress, "fine-tune", timing)
+    last = len(round_variants) + 1
+    torch.save(trainer.checkpoint({"round": last}), out / f"round{last}" / "reference.pt")  # the last round's model, before the decoder stage
     val_paths = [j.path(data_root) for j in jobs if is_validation(j.init_index)]
     val_data = load_shards(val_paths) if val_paths else None
     validation_losses = evaluate_losses(trainer, val_data) if val_data else {}
     exported, decoder_report = trainer, {}
     if decoder_steps:
-        exported = Trainer(train_data, arch, seed + rounds + 1, total_steps=decoder_steps, start_from=trainer, stage="decoder")
+        exported = Trainer(train_data, arch, seed + last, total_steps=decoder_steps, start_from=trainer, stage="decoder")
         _train(exported, out / "decoder", {**config, "stage": "decoder", "ssim_weight": DECODER_SSIM_WEIGHT}, save_every, progress, "decoder", timing)
         decoder_report = {"final_train": _mean_last(exported.losses, 200),
                           "validation": {"before": future_errors(trainer, val_data), "after": future_errors(exported, val_data)} if val_data else {}}

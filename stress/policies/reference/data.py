@@ -17,6 +17,10 @@ recovers or not), ``slow`` (the expert's motions executed at 35 % speed: mostly 
 ``policy``: the model's own rollouts (a first-round checkpoint drives, the expert labels every visited
 state, DAgger-style). They put the states the model really reaches, and its own failures, into the
 data: the policy learns to recover from its own drift and the value head sees what it is evaluated on.
+``perturbed``: the model's own rollouts on a perturbed scene (one of ``PERTURBED_FAMILIES`` at severity 1-5,
+drawn from the job's seed; the expert labels): knocks, slips, odd placements, failures with a visible cause.
+Only physical families: the pixel, lighting, camera and texture families stay unseen in training, so the
+suite's image robustness figures remain those of a model trained on clean images, like Cosmos Policy's.
 Chunks are always executed in full, even past success, so every decision has a 16-step future.
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import multiprocessing.util
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,7 +42,10 @@ CHUNK = 16
 GAMMA = 0.99
 VARIANTS = ("demo", "noisy", "sabotage", "slow")  # the expert's variants (first round)
 OWN_ROLLOUTS = "policy"  # the model's own rollouts (second round; needs a driving checkpoint)
-NOISE = {"demo": 0.1, "noisy": 0.3, "sabotage": 0.05, "slow": 0.05, OWN_ROLLOUTS: 0.0}
+PERTURBED = "perturbed"  # the model's own rollouts on a perturbed scene (needs a driving checkpoint)
+PERTURBED_FAMILIES = ("object_pose", "robot_init", "dynamics", "mid_chunk_push")
+DRIVEN = (OWN_ROLLOUTS, PERTURBED)
+NOISE = {"demo": 0.1, "noisy": 0.3, "sabotage": 0.05, "slow": 0.05, OWN_ROLLOUTS: 0.0, PERTURBED: 0.0}
 SLOW_FACTOR = 0.35
 
 
@@ -51,8 +59,7 @@ class Job:
     task_id: int
     init_index: int
     variant: str
-    driver: str | None = None  # checkpoint that acts in the ``policy`` variant
-
+    driver: str | None = None  # checkpoint that acts in the ``policy`` and ``perturbed`` variants
 
     @property
     def seed(self) -> int:
@@ -72,6 +79,20 @@ def text_seed(text: str) -> int:
 @functools.lru_cache(maxsize=8)
 def _digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:10]
+
+
+SCENE_SEEDS = 5  # perturbation seeds tried per family before the next family (a drawn scene may be invalid)
+
+
+def scene_perturbation(job: Job, attempt: int = 0):
+    """The ``perturbed`` variant's perturbation: family and severity 1-5 drawn from the job's seed. ``attempt``
+    k > 0 (the drawn scene was invalid or did not take effect) tries another seed, and after ``SCENE_SEEDS`` the next family."""
+    from perturbations.base import PerturbationSpec
+
+    rng = np.random.default_rng([job.seed, 7])
+    first = int(rng.integers(len(PERTURBED_FAMILIES)))
+    name = PERTURBED_FAMILIES[(first + attempt // SCENE_SEEDS) % len(PERTURBED_FAMILIES)]
+    return PerturbationSpec(name, severity=int(rng.integers(1, 6)), seed=job.seed % 1_000_000 + attempt)
 
 
 def value_targets(decision_steps: np.ndarray, success: bool, success_step: int) -> np.ndarray:
@@ -115,11 +136,11 @@ def generate_episode(job: Job) -> dict:
 
     env = _env(job.suite, job.task_id)
     rng = np.random.default_rng(job.seed)
-    env.reset(job.init_index)
+    perturbation = _reset(env, job)
     expert = ExpertPolicy(action_noise=0.0)
     expert.reset(env.instruction, job.seed)
     driver = None
-    if job.variant == OWN_ROLLOUTS:
+    if job.variant in DRIVEN:
         from stress.policies.reference.policy import ReferencePolicy
 
         # at the learned distribution (temperature 1): the shipped checkpoint's own rollouts were drawn so, and the
@@ -144,6 +165,7 @@ def generate_episode(job: Job) -> dict:
     decision = 0
     while env.step_count < max_steps and success_step < 0:
         obs = record()
+        env.begin_chunk()  # a policy query, as in the runner: a mid_chunk_push counts its trigger from here
         label = expert.act(obs).actions
         chunk = label.copy()
         is_valid = True
@@ -180,7 +202,25 @@ def generate_episode(job: Job) -> dict:
         "instruction": np.str_(env.instruction),
         "variant": np.str_(job.variant),
         "seed": np.int64(job.seed),
+        "perturbation": np.str_(json.dumps(perturbation, sort_keys=True, default=float)),
     }
+
+
+def _reset(env, job: Job) -> dict:
+    """Reset to the job's init state, on its perturbed scene for the ``perturbed`` variant; returns the
+    realised perturbation's record ({} for a clean scene)."""
+    from perturbations.base import InvalidScene, NotRealised
+
+    if job.variant != PERTURBED:
+        env.reset(job.init_index)
+        return {}
+    for attempt in range(SCENE_SEEDS * len(PERTURBED_FAMILIES)):
+        try:
+            env.reset(job.init_index, (scene_perturbation(job, attempt),))
+            return env.perturbations[0].record()
+        except (InvalidScene, NotRealised):  # the runner would store an error episode: draw another scene
+            continue
+    raise InvalidScene(f"no valid perturbed scene for {job} in {attempt + 1} tries")
 
 
 def _write(job: Job, root: Path) -> tuple[Job, bool]:
