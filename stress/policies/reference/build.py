@@ -43,11 +43,11 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
     and SSIM (``Trainer(stage="decoder")``: actions and values stay exactly the last round's).
     progress(stage, done, total) is called as work advances."""
     out.mkdir(parents=True, exist_ok=True)
-    rounds = own_rounds if own_steps else 0
-    round_variants = [OWN_ROLLOUTS] * rounds + [PERTURBED] * (perturbed_rounds if own_steps else 0)
+    rounds, perturbed = (own_rounds, perturbed_rounds) if own_steps else (0, 0)
+    round_variants = [OWN_ROLLOUTS] * rounds + [PERTURBED] * perturbed
     config = {"steps": steps, "own_steps": own_steps, "own_rounds": rounds, "seed": seed, "tasks": [list(t) for t in tasks],
               "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss,
-              "decoder_steps": decoder_steps, "perturbed_rounds": len(round_variants) - rounds}
+              "decoder_steps": decoder_steps, "perturbed_rounds": perturbed}
     # a round's resume key holds what that round depends on: changing later stages reuses the finished ones
     round_key = {k: v for k, v in config.items() if k not in ("own_rounds", "decoder_steps", "perturbed_rounds")}
     timing: dict = {}
