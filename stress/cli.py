@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_arguments(study)
 
     lst = sub.add_parser("list", help="list perturbations, policies or suites")
-    lst.add_argument("what", help="perturbations, policies or suites")
+    lst.add_argument("what", help="perturbations, policies, suites, properties or samplers")
 
     show = sub.add_parser("show", help="summary of a run: success per perturbation and severity vs clean")
     show.add_argument("run", type=Path)
@@ -105,10 +105,40 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("run_a", type=Path)
     cmp.add_argument("run_b", type=Path)
 
-    rep = sub.add_parser("replay", help="re-execute an episode's recorded actions and write an mp4")
-    rep.add_argument("run", type=Path)
-    rep.add_argument("episode_key")
+    rep = sub.add_parser("replay", help="re-execute an episode's recorded actions and write an mp4; or re-run a search finding with the policy")
+    rep.add_argument("run", type=Path, help="a run folder, or a finding file RUN/findings/ID.json")
+    rep.add_argument("episode_key", nargs="?", help="the episode to replay (not with a finding)")
     rep.add_argument("--video", type=Path, help="mp4 path (default RUN/media/KEY.mp4)")
+    rep.add_argument("--times", type=int, default=2, help="finding: how many fresh runs of the shrunk scenario (default 2)")
+    rep.add_argument("--workers", type=int, default=1, help="finding: simulator processes (default 1)")
+
+    search = sub.add_parser("search", help="search the scenario space for the smallest scenarios that break a property; shrink and replay them")
+    search.add_argument("--property", help="property to break (stress list properties)")
+    search.add_argument("--properties", dest="properties_file", type=Path, help="a Python file of your own @register properties")
+    search.add_argument("--budget", type=int, default=100, help="sampler evaluations (scenarios) to spend (default 100); shrinking comes on top")
+    search.add_argument("--sampler", default="ce", help="random, halton, sobol, ce or bandit (default ce)")
+    search.add_argument("--compare", help="also run this sampler (e.g. random) on the same space, budget and seed, for the report")
+    search.add_argument("--space", type=Path, help="a JSON space file (suite, tasks, inits, families, max_families, cameras, seeds); overrides the flags below")
+    search.add_argument("--suite", default=DEFAULT_SUITE, help=f"LIBERO suite (default {DEFAULT_SUITE})")
+    search.add_argument("--tasks", default="0", help="task ids, e.g. 0,1 or 0-3 (default 0)")
+    search.add_argument("--inits", default="0-9", help="shipped init states searched (default 0-9)")
+    search.add_argument("--families", default="occlusion,lighting,object_pose", help="perturbation families searched (default occlusion,lighting,object_pose)")
+    search.add_argument("--max-families", type=int, default=2, help="most families composed in one scenario (default 2)")
+    search.add_argument("--cameras", default="both", help="camera targets of per-camera families: agentview, wrist, both (default both)")
+    search.add_argument("--policy-seeds", default="0", help="policy seeds searched, e.g. 0-3 (default 0)")
+    search.add_argument("--policy", default="reference", help="policy backend (default reference)")
+    search.add_argument("--mode", default="direct", help="mode of the property's own episodes: direct or planning (default direct)")
+    search.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates (default {DEFAULT_CANDIDATES})")
+    search.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"best-of-N aggregation (default {DEFAULT_AGGREGATION})")
+    search.add_argument("--max-steps", type=int, help="step budget per episode (default: the suite's)")
+    search.add_argument("--true-futures", help="executed, all or none (default: executed when the property reads predicted futures, else none)")
+    search.add_argument("--max-findings", type=int, default=5, help="violations of new modes shrunk into findings (default 5)")
+    search.add_argument("--replays", type=int, default=1, help="fresh runs of each shrunk scenario to check it reproduces (default 1)")
+    search.add_argument("--iid", type=int, help="uniform scenarios for the unbiased violation rate (default budget/5; none needed with --compare random)")
+    search.add_argument("--workers", type=int, default=1, help="simulator processes (default 1)")
+    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
+    search.add_argument("--resume", type=Path, metavar="RUN", help="continue a search run folder (after a crash: nothing run twice)")
 
     train = sub.add_parser("train-reference", help="generate expert data and train the built-in reference model (CPU)")
     train.add_argument("--steps", type=int, default=DEFAULT_TRAIN_STEPS, help=f"optimiser steps (default {DEFAULT_TRAIN_STEPS})")
@@ -444,6 +474,11 @@ def cmd_show(args) -> int:
 
     store = RunStore.open(args.run)
     store.consolidate()
+    from stress.report.search import load_report
+
+    search = load_report(store.path)
+    if search is not None:
+        _print_search(search)
     _print_summary(store)
     _print_degradation(store)
     if args.episodes:
@@ -514,8 +549,21 @@ def cmd_list(args) -> int:
             console.print(f"[bold]{suite}[/bold]: {len(tasks)} tasks, {max_steps} max steps")
             for i, text in enumerate(tasks):
                 console.print(f"  {i:2d}  {text}")
+    elif args.what == "properties":
+        from scenarios.properties import properties
+
+        table = Table(title="properties (stress search --property NAME)")
+        for column in ("name", "episodes per scenario", "needs", "violated when"):
+            table.add_column(column)
+        for name, prop in properties().items():
+            table.add_row(name, ", ".join(prop.variants), ", ".join(prop.requires) or "—", prop.doc)
+        console.print(table)
+    elif args.what == "samplers":
+        from scenarios.samplers import SAMPLERS
+
+        console.print("samplers (stress search --sampler NAME): " + ", ".join(SAMPLERS))
     else:
-        raise UserError(f"unknown list {args.what!r}; valid: perturbations, policies, suites")
+        raise UserError(f"unknown list {args.what!r}; valid: perturbations, policies, suites, properties, samplers")
     return 0
 
 
@@ -523,12 +571,115 @@ def cmd_replay(args) -> int:
     from stress.replay import replay
     from stress.store import RunStore
 
+    if args.run.suffix == ".json" or args.run.is_file():
+        return _replay_finding(args)
+    if args.episode_key is None:
+        raise UserError("replay needs RUN EPISODE_KEY, or a finding file RUN/findings/ID.json")
     store = RunStore.open(args.run)
     result = replay(store, args.episode_key, args.video)
     verdict = "matches" if result.matches else "DIFFERS FROM"
     print(f"replayed {result.key}: success={result.success} steps={result.steps} ({verdict} the recorded success={result.recorded_success} steps={result.recorded_steps})")
     print(f"video: {result.video}")
     return 0 if result.matches else 1
+
+
+def _replay_finding(args) -> int:
+    from scenarios.session import replay_finding
+
+    if args.episode_key is not None:
+        raise UserError(f"a finding replays as a whole; drop the episode key {args.episode_key!r}")
+    result = replay_finding(args.run, args.times, args.workers)
+    print(f"finding {result['id']} ({result['property']}): {result['scenario']}")
+    print(f"violation reproduced {result['reproduced']} of {result['of']} fresh runs: {result['label']}")
+    return 0 if result["reproduced"] == result["of"] else 1
+
+
+def _search_config(args) -> dict:
+    from scenarios.session import load_space_file
+
+    if args.property is None and args.resume is None:
+        from scenarios.properties import properties
+
+        raise UserError(f"search needs --property; valid: {', '.join(properties())}")
+    if args.space is not None:
+        space = load_space_file(args.space)
+    else:
+        space = {"suite": args.suite, "tasks": _int_list(args.tasks, "--tasks"), "inits": _int_list(args.inits, "--inits"),
+                 "families": [f.strip() for f in args.families.split(",") if f.strip()], "max_families": args.max_families,
+                 "cameras": [c.strip() for c in args.cameras.split(",") if c.strip()], "seeds": _int_list(args.policy_seeds, "--policy-seeds")}
+    if args.true_futures is not None:
+        from stress.groundtruth import TRUE_FUTURES
+
+        if args.true_futures not in TRUE_FUTURES:
+            raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps {args.max_steps} invalid; valid: 1 or more")
+    if args.candidates < 1:
+        raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
+    iid = args.iid if args.iid is not None else (0 if "random" in (args.sampler, args.compare) else max(1, args.budget // 5))
+    return {"property": args.property, "properties_file": str(args.properties_file) if args.properties_file else None, "sampler": args.sampler,
+            "compare": args.compare, "budget": args.budget, "seed": args.seed, "iid": iid, "max_findings": args.max_findings, "replays": args.replays,
+            "workers": args.workers, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
+            "aggregation": args.aggregation, "max_steps": args.max_steps, "true_futures": args.true_futures}
+
+
+def cmd_search(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scenarios import session
+    from stress.store import RunStore
+
+    if args.resume is not None:
+        store = RunStore.open(args.resume)
+        if not session.is_search(store):
+            raise UserError(f"{str(args.resume)!r} is not a search run; resume it with `stress run --resume`")
+    else:
+        store = session.start(args.out, _search_config(args))
+    config = store.manifest["config"]
+    console = Console(stderr=True)
+    console.print(f"search {store.path}: property {config['property']}, sampler {config['sampler']}, budget {config['budget']}"
+                  + (f", compared with {config['compare']}" if config.get("compare") else ""))
+    total = config["budget"] * (2 if config.get("compare") else 1) + config["iid"]
+    counts = {"violations": 0, "findings": 0, "episodes": 0}
+    with Progress(TextColumn("[bold]scenarios"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+                  console=console, disable=not console.is_terminal) as progress:
+        bar = progress.add_task("search", total=total, status="")
+
+        def on_evaluation(phase, ev):
+            counts["violations"] += int(ev.violated and phase in ("sample", "iid"))
+            counts["episodes"] += ev.episodes_run
+            if phase in ("sample", "iid"):
+                progress.update(bar, advance=1)
+            status = f"{counts['violations']} violations, {len(list((store.path / 'findings').glob('*.json'))) if (store.path / 'findings').is_dir() else 0} findings"
+            progress.update(bar, status=status + (" (shrinking)" if phase in ("shrink", "minimality") else ""))
+
+        report = session.run(store, on_evaluation)
+    _print_search(report)
+    print(f"episodes run: {report['episodes_run']} (sampling, shrinking, 1-minimality checks and i.i.d. slice together)")
+    print(f"results: {store.path} (search.json, search.png, findings/)")
+    return 0
+
+
+def _print_search(report: dict) -> None:
+    from stress.report.search import search_tables
+
+    tables = search_tables(report)
+    _print_tables(tables, {
+        "runs": (f"search for violations of {report['property']}: evaluations spent vs violations found", [
+            ("run", "run", "s"), ("sampler", "sampler", "s"), ("scenarios", "evaluations", "d"), ("violations", "violations", "d"),
+            ("per 100", "per_100", ".1f"), ("first at", "first", "d"), ("modes", "modes", "d"), ("invalid", "invalid", "d"), ("episodes run", "episodes", "d")]),
+        "findings": ("findings: original -> shrunk (stress replay RUN/findings/ID.json)", [
+            ("id", "id", "s"), ("failure mode", "failure_mode", "s"), ("original", "original", "s"), ("shrunk", "shrunk", "s"), ("fields", "fields", "s"),
+            ("shrink evals", "shrink", "d"), ("1-minimal", "minimal", "s"), ("replay", "replay", "s"), ("verdict", "verdict", "s")]),
+    })
+    iid = report["iid"]
+    if iid["n"]:
+        low, high = iid["ci95"]
+        print(f"unbiased estimate (i.i.d. {iid['source']} slice, n={iid['n']}): violation rate {iid['rate']:.1%} (95% Wilson {low:.1%}-{high:.1%}); "
+              "the findings above are adversarial and say nothing about this rate")
+    if not report["findings"]:
+        print("no violation found within the budget")
 
 
 def cmd_bench(args) -> int:
@@ -651,7 +802,8 @@ def _print_evaluation(figures: dict) -> None:
     console.print(f"latency (ms): {figures['latency_ms']}")
 
 
-COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench}
+COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench,
+            "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 
 from perturbations.base import InvalidScene, Layer, NotRealised, validate
 from scenarios.spec import MODES, ScenarioSpec
-from stress.envs.libero import SUITES, LiberoEnv, SimulatorFault, check_task, init_states, scene_key
+from stress.envs.libero import SUITE_MAX_STEPS, SUITES, LiberoEnv, SimulatorFault, check_task, init_states, scene_key
 from stress.errors import UserError, choice_error
 from stress.policies import policy_class
 from stress.policies.base import Decision
@@ -82,6 +82,7 @@ class EpisodeResult:
     measure_s: float = 0.0  # of wall_s, the time spent on ground-truth measurements
     policy_s: float = 0.0  # of wall_s, the time spent inside policy.act (latency = policy_s / decisions)
     failure: str | None = None  # failure signature (stress.signatures); None when the episode errored
+    progress: float | None = None  # 0-1 how far it got (stress.signatures); None when the episode errored
 
     def row(self) -> dict[str, Any]:
         s = self.spec
@@ -104,6 +105,8 @@ class EpisodeResult:
             "decisions": len(self.decision_steps),
             "setting": s.setting,
             "failure": self.failure if self.error is None else None,
+            "progress": self.progress if self.error is None else None,
+            "max_steps": self.spec.max_steps or SUITE_MAX_STEPS[self.spec.suite],
             "error": self.error,
             "spec": s.to_json(),
         }
@@ -230,6 +233,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
                     break
         _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None)
         result.failure = tracker.signature(result.success)
+        result.progress = tracker.progress(result.success)
         result.measure_s = truth.seconds if truth else 0.0
     except SimulatorFault as exc:
         result.error = f"simulator_fault: {exc}"
@@ -254,12 +258,16 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
 _worker_state: dict[str, Any] = {}
 
 
+def _worker_init(env_cache: int = 1) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # the pool already runs one worker per core: threads inside would oversubscribe
+    _worker_state.update(envs=EnvCache(env_cache), policies=PolicyCache())
+
+
 def _worker_run(spec_json: str, measurement: Measurement | None) -> EpisodeResult:
     if not _worker_state:
-        import torch
-
-        torch.set_num_threads(1)  # the pool already runs one worker per core: threads inside would oversubscribe
-        _worker_state.update(envs=EnvCache(), policies=PolicyCache())
+        _worker_init()
     return run_episode(ScenarioSpec.from_json(spec_json), _worker_state["envs"], _worker_state["policies"], measurement=measurement)
 
 
@@ -267,28 +275,57 @@ def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Cal
               measurement: Measurement | None = Measurement()) -> None:
     """Run specs not yet in ``store`` and write each finished episode at once (so a crash loses nothing).
     ``measurement``: the ground truth measured at each decision (default: true futures, no rollouts)."""
-    done = store.done_keys()
-    pending = [s for s in specs if s.key not in done]
-    # group by env so each worker rebuilds as rarely as possible
-    pending.sort(key=lambda s: (s.suite, s.task_id, s.init_index))
+    with LocalRunner(workers) as runner:
+        runner.run(specs, store, on_result, measurement)
 
-    def finish(result: EpisodeResult) -> None:
-        store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps)
-        if on_result:
-            on_result(result)
 
-    if workers <= 1:
-        envs, policies = EnvCache(), PolicyCache()
-        try:
+class LocalRunner:
+    """Runs specs in this process (``workers`` 1) or a spawn process pool, keeping simulators, policies and
+    worker processes alive between calls: a search runs many small batches, and rebuilding a scene costs
+    ~9 s. ``env_cache`` envs are kept per process (a search alternates between a few scenes)."""
+
+    def __init__(self, workers: int = 1, env_cache: int = 1):
+        self.workers, self.env_cache = workers, env_cache
+        self._envs = self._policies = self._pool = None
+
+    def __enter__(self) -> "LocalRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._envs is not None:
+            self._envs.close()
+            self._envs = None
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def run(self, specs: list[ScenarioSpec], store, on_result: Callable[[EpisodeResult], None] | None = None,
+            measurement: Measurement | None = Measurement()) -> None:
+        done = store.done_keys()
+        pending = list({s.key: s for s in specs if s.key not in done}.values())
+        # group by env so each worker rebuilds as rarely as possible
+        pending.sort(key=lambda s: (s.suite, s.task_id, s.init_index))
+
+        def finish(result: EpisodeResult) -> None:
+            store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps)
+            if on_result:
+                on_result(result)
+
+        if self.workers <= 1:
+            if self._envs is None:
+                self._envs, self._policies = EnvCache(self.env_cache), PolicyCache()
             for spec in pending:
-                finish(run_episode(spec, envs, policies, measurement=measurement))
-        finally:
-            envs.close()
-        return
-    queue, crashes = list(pending), {}
-    while queue:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_worker_run, s.to_json(), measurement): s for s in queue}
+                finish(run_episode(spec, self._envs, self._policies, measurement=measurement))
+            return
+        queue, crashes = pending, {}
+        while queue:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
+                                                 initializer=_worker_init, initargs=(self.env_cache,))
+            futures = {self._pool.submit(_worker_run, s.to_json(), measurement): s for s in queue}
             queue = []
             for future in _as_completed(futures):
                 spec = futures[future]
@@ -297,6 +334,7 @@ def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Cal
                 except BrokenProcessPool:
                     # a worker died (e.g. a segfault in the simulator) and took the pool with it: retry each
                     # unfinished episode once in a fresh pool, record it as an error if it crashes again
+                    self._pool = None
                     crashes[spec.key] = crashes.get(spec.key, 0) + 1
                     if crashes[spec.key] > 1:
                         finish(EpisodeResult(spec=spec, error="worker_crashed"))

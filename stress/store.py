@@ -57,6 +57,8 @@ EPISODE_SCHEMA = pa.schema(
         ("decisions", pa.int32()),
         ("setting", pa.string()),  # how the policy ran: 'direct', 'best-of-8 average', plus policy options
         ("failure", pa.string()),  # failure signature (stress.signatures): success, never_grasped, dropped, ...
+        ("progress", pa.float64()),  # 0-1 how far the episode got (stress.signatures), 1 = solved
+        ("max_steps", pa.int32()),  # the step budget it ran under
         ("error", pa.string()),
         ("spec", pa.string()),  # the ScenarioSpec as JSON
     ]
@@ -175,6 +177,15 @@ class RunStore:
 
     def specs(self) -> list[ScenarioSpec]:
         return [ScenarioSpec.from_dict(d) for d in self.manifest["specs"]]
+
+    def add_specs(self, specs: list[ScenarioSpec]) -> None:
+        """Append specs to the manifest (a search proposes its scenarios as it goes); known keys are skipped."""
+        manifest = self.manifest
+        known = {ScenarioSpec.from_dict(d).key for d in manifest["specs"]}
+        new = [s.to_dict() for s in {s.key: s for s in specs if s.key not in known}.values()]
+        if new:
+            manifest["specs"] += new
+            self.write_json("manifest.json", manifest)
 
     def spec(self, key: str) -> ScenarioSpec:
         for spec in self.specs():

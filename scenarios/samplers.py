@@ -1,0 +1,155 @@
+"""Outer samplers of a search: they propose points of the unit cube (``SearchSpace.decode`` turns each into
+a scenario) and learn from the graded score of what they proposed.
+
+``random`` (uniform, the baseline), ``halton`` / ``sobol`` (scrambled low-discrepancy sequences from
+``scipy.stats.qmc``), ``ce`` (cross-entropy: per-dimension bucket distributions refitted to the lowest
+scores, after VerifAI's sampler), ``bandit`` (UCB over families: which family to perturb is the arm, its
+parameters uniform). Every sampler draws only from its own seeded generator, so the same seed and the same
+verdicts give the same proposals (a resumed search replays its history from the store).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import qmc
+
+from scenarios.searchspace import CONTEXT, SearchSpace
+from stress.errors import choice_error
+
+
+class Sampler:
+    name = "random"
+
+    def __init__(self, space: SearchSpace, seed: int):
+        self.space, self.dims = space, space.dims
+        self.rng = np.random.default_rng([seed, 0x5EA])
+        self.history: list[tuple[np.ndarray, float, bool, str | None]] = []  # (u, score, violated, mode)
+
+    def propose(self) -> np.ndarray:
+        return self.rng.random(self.dims)
+
+    def update(self, u: np.ndarray, score: float | None, violated: bool, mode: str | None) -> None:
+        """``score`` None: the scenario was invalid (no verdict); it still counts as explored."""
+        self.history.append((np.asarray(u), score, violated, mode))
+
+    def explained(self, families: set[str]) -> None:
+        """A finding shrank to these families: the failure they cause is known (active samplers look elsewhere)."""
+
+
+class LowDiscrepancy(Sampler):
+    def __init__(self, space, seed, kind: str):
+        super().__init__(space, seed)
+        self.name = kind
+        engine = qmc.Halton if kind == "halton" else qmc.Sobol
+        self.engine = engine(d=self.dims, scramble=True, seed=self.rng)
+
+    def propose(self):
+        return self.engine.random(1)[0]
+
+
+class CrossEntropy(Sampler):
+    """Per dimension, a categorical over ``BUCKETS`` equal bins of [0, 1), refitted after every verdict to
+    the elite (the lowest scores so far), mixed with the uniform so no bin dies. The first ``WARMUP``
+    proposals come from the severe half of every axis (``SearchSpace.severe_draw``). Two fits alternate:
+    one on every scored scenario (exploit: more violations where they are) and one leaving out scenarios
+    that perturb the families a finding already shrank to (explore: new modes instead of piling onto a
+    known one). ``EXPLORE`` of the proposals stay uniform."""
+
+    name = "ce"
+    BUCKETS, WARMUP, ELITE, SMOOTHING, EXPLORE, NEW = 8, 6, 0.2, 0.15, 0.25, 0.5
+
+    def __init__(self, space, seed):
+        super().__init__(space, seed)
+        uniform = np.full((self.dims, self.BUCKETS), 1.0 / self.BUCKETS)
+        self.fits = {"all": uniform, "new": uniform}
+        self.known: list[set[str]] = []
+
+    def explained(self, families):
+        self.known.append(set(families))
+        self._refit()
+
+    def propose(self):
+        if len(self.history) < self.WARMUP:
+            return self.space.severe_draw(self.rng)
+        if self.rng.random() < self.EXPLORE:
+            return self.rng.random(self.dims)
+        probs = self.fits["new" if self.known and self.rng.random() < self.NEW else "all"]
+        cumulative = probs.cumsum(axis=1)
+        bins = (cumulative < self.rng.random((self.dims, 1))).sum(axis=1).clip(0, self.BUCKETS - 1)
+        return (bins + self.rng.random(self.dims)) / self.BUCKETS
+
+    def update(self, u, score, violated, mode):
+        super().update(u, score, violated, mode)
+        self._refit()
+
+    def _refit(self):
+        scored = [(s, x) for x, s, _, _ in self.history if s is not None]
+        new = [(s, x) for s, x in scored if not any(k and k <= set(self.space.decode(x)["families"]) for k in self.known)]
+        for name, ranked in (("all", scored), ("new", new)):
+            if len(ranked) >= self.WARMUP:
+                self.fits[name] = self._fit(sorted(ranked, key=lambda t: t[0]))
+
+    def _fit(self, ranked) -> np.ndarray:
+        elite = np.array([x for _, x in ranked[: max(2, int(self.ELITE * len(ranked)))]])
+        bins = np.clip((elite * self.BUCKETS).astype(int), 0, self.BUCKETS - 1)
+        counts = np.stack([np.bincount(bins[:, d], minlength=self.BUCKETS) for d in range(self.dims)])
+        return self.SMOOTHING / self.BUCKETS + (1 - self.SMOOTHING) * counts / len(elite)
+
+
+class Bandit(Sampler):
+    """UCB1 over families: each proposal perturbs 1..max_families families chosen one by one by
+    ``mean reward + sqrt(2 ln t / n)``, the reward of a scenario shared by its families; reward 1 for a
+    violation, else (1 - score) / 2 (a near miss pays more). Context and parameters are uniform."""
+
+    name = "bandit"
+
+    def __init__(self, space, seed):
+        super().__init__(space, seed)
+        self.pulls = {n: 0 for n in space.names}
+        self.rewards = {n: 0.0 for n in space.names}
+
+    def propose(self):
+        u = self.rng.random(self.dims)
+        names, at = self.space.names, len(CONTEXT)
+        count = 1 + int(u[at] * self.space.max_families)
+        t = 1 + sum(self.pulls.values())
+        remaining = list(names)
+        for i in range(count):
+            def ucb(n):
+                if self.pulls[n] == 0:
+                    return math.inf
+                return self.rewards[n] / self.pulls[n] + math.sqrt(2 * math.log(t) / self.pulls[n])
+
+            best = max(ucb(n) for n in remaining)
+            ties = [n for n in remaining if ucb(n) == best]
+            choice = ties[int(self.rng.integers(len(ties)))]
+            index = remaining.index(choice)
+            u[at + 1 + i] = (index + self.rng.random()) / len(remaining)  # decodes to this family
+            remaining.pop(index)
+        return u
+
+    def update(self, u, score, violated, mode):
+        super().update(u, score, violated, mode)
+        if score is None:
+            return
+        reward = 1.0 if violated else float(np.clip((1.0 - score) / 2.0, 0.0, 1.0))
+        for name in self.space.decode(u)["families"]:
+            self.pulls[name] += 1
+            self.rewards[name] += reward
+
+
+SAMPLERS = ("random", "halton", "sobol", "ce", "bandit")
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int) -> Sampler:
+    if name == "random":
+        return Sampler(space, seed)
+    if name in ("halton", "sobol"):
+        return LowDiscrepancy(space, seed, name)
+    if name == "ce":
+        return CrossEntropy(space, seed)
+    if name == "bandit":
+        return Bandit(space, seed)
+    raise choice_error("sampler", name, SAMPLERS)

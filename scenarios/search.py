@@ -1,0 +1,206 @@
+"""Property-based scenario search: propose, evaluate, shrink each new failure mode, check, replay.
+
+The loop (one direction: specs -> runner -> store -> verdicts -> sampler):
+
+1. the sampler proposes a point of the space (``scenarios.samplers``), the evaluator turns it into the
+   property's episodes and a :class:`~scenarios.properties.Verdict` (``scenarios.evaluate`` runs them on
+   LIBERO through the runner and store; ``scenarios.planted`` is a synthetic stand-in for benchmarks);
+2. the sampler learns from the graded score;
+3. the first violation of each new *mode* (failure signature x families) is shrunk to a 1-minimal
+   scenario (``scenarios.shrink``), its 1-minimality checked and its replay verdict taken (k fresh
+   episodes), and written as a finding;
+4. after the budget: an i.i.d. slice (uniform points from their own generator, or the ``--compare random``
+   run, whose points are i.i.d. too) gives an unbiased violation rate with a 95 % Wilson interval, kept
+   apart from the adversarial finds.
+
+Everything is a deterministic function of (space, property, sampler, budget, seed) and the verdicts, and
+every verdict comes from the store: a resumed search re-walks the same path with stored episodes (nothing
+run twice) and runs only what is missing, including in the middle of a shrink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from scenarios.properties import Verdict
+from scenarios.samplers import make_sampler
+from scenarios.searchspace import SearchSpace, family_label, point_key
+from scenarios.shrink import one_minimal, shrink
+from stress.metrics import wilson_interval
+
+FINDING_FORMAT = "stress-finding/1"
+
+
+@dataclass
+class Evaluation:
+    point: dict
+    verdict: Verdict | None  # None: the scenario could not be evaluated (invalid scene, episode error)
+    signature: str | None = None  # failure signature of the property's subject episode
+    episode_keys: list[str] = field(default_factory=list)
+    episodes_run: int = 0  # episodes this evaluation actually ran (0 when all came from the store)
+    error: str | None = None
+
+    @property
+    def violated(self) -> bool:
+        return self.verdict is not None and self.verdict.violated
+
+    @property
+    def mode(self) -> str | None:
+        """Failure mode of a violation: the subject's failure signature x the families perturbed."""
+        return f"{self.signature or 'violated'} x {family_label(self.point)}" if self.violated else None
+
+
+class Evaluator(Protocol):
+    def evaluate(self, points: list[dict]) -> list[Evaluation]: ...
+
+    def replay(self, point: dict, times: int, tag: str) -> list[bool | None]: ...
+
+
+def finding_id(property_name: str, point: dict) -> str:
+    return hashlib.sha256(f"{property_name}:{point_key(point)}".encode()).hexdigest()[:12]
+
+
+class Search:
+    """One search over ``space`` for violations of ``property_name``. ``on_evaluation(phase, evaluation)``
+    reports progress; ``on_finding(finding)`` stores each finding as soon as it is complete."""
+
+    def __init__(self, space: SearchSpace, property_name: str, evaluator: Evaluator, sampler: str = "ce", budget: int = 100, seed: int = 0,
+                 max_findings: int = 5, replays: int = 1, iid: int = 0, compare: str | None = None,
+                 on_evaluation: Callable[[str, Evaluation], None] | None = None, on_finding: Callable[[dict], None] | None = None,
+                 describe_scenario: Callable[[dict], Any] | None = None):
+        self.space, self.property_name, self.evaluator = space, property_name, evaluator
+        self.sampler_name, self.budget, self.seed = sampler, budget, seed
+        self.max_findings, self.replays, self.iid, self.compare = max_findings, replays, iid, compare
+        self.on_evaluation, self.on_finding = on_evaluation or (lambda *a: None), on_finding or (lambda f: None)
+        self.describe_scenario = describe_scenario or (lambda p: p)
+        self.cache: dict[str, Evaluation] = {}
+        self.log: list[dict] = []
+
+    # --- evaluation with a cache by scenario --------------------------------------------------------
+    def _evaluate(self, points: list[dict], phase: str, run: str = "search") -> list[Evaluation]:
+        todo = [p for p in {point_key(p): p for p in points if point_key(p) not in self.cache}.values()]
+        fresh = set()
+        for ev in self.evaluator.evaluate(todo) if todo else []:
+            self.cache[point_key(ev.point)] = ev
+            fresh.add(point_key(ev.point))
+        out = []
+        for p in points:
+            key = point_key(p)
+            ev = self.cache[key]
+            self.log.append({"run": run, "phase": phase, "scenario": self.space.describe(p), "point": p, "violated": ev.violated,
+                             "score": None if ev.verdict is None else ev.verdict.score, "mode": ev.mode, "signature": ev.signature,
+                             "fields": self.space.fields(p), "episodes_run": ev.episodes_run if key in fresh else 0,
+                             "evaluated": key in fresh, "episode_keys": ev.episode_keys, "error": ev.error})
+            fresh.discard(key)  # a point asked twice in one batch is run once
+            self.on_evaluation(phase, ev)
+            out.append(ev)
+        return out
+
+    def _violated(self, point: dict, change: str) -> bool:
+        return self._evaluate([point], "shrink")[0].violated
+
+    # --- the sampler loop ---------------------------------------------------------------------------
+    def _sample(self, sampler_name: str, run: str, shrink_new: bool) -> list[dict]:
+        sampler = make_sampler(sampler_name, self.space, self.seed)
+        findings, modes = [], set()
+        for _ in range(self.budget):
+            u = sampler.propose()
+            point = self.space.decode(u)
+            ev = self._evaluate([point], "sample", run)[0]
+            sampler.update(u, None if ev.verdict is None else ev.verdict.score, ev.violated, ev.mode)
+            if shrink_new and ev.violated and ev.mode not in modes and len(findings) < self.max_findings:
+                modes.add(ev.mode)
+                finding = self._finding(ev)
+                sampler.explained(set(finding["shrunk"]["point"]["families"]))
+                modes.add(finding["mode_shrunk"])
+                if any(f["id"] == finding["id"] for f in findings):  # shrank onto a known finding
+                    next(f for f in findings if f["id"] == finding["id"])["also_from"].append(finding["original"])
+                else:
+                    findings.append(finding)
+                    self.on_finding(finding)
+        return findings
+
+    def _finding(self, original: Evaluation) -> dict:
+        shrunk, path = shrink(self.space, original.point, self._violated)
+        minimality = one_minimal(self.space, shrunk, lambda p, c: self._evaluate([p], "minimality")[0].violated)
+        final = self._evaluate([shrunk], "shrunk")[0]
+        fid = finding_id(self.property_name, shrunk)
+        replays = self.evaluator.replay(shrunk, self.replays, fid) if self.replays else []
+        reproduced = sum(1 for r in replays if r)
+        finding = {
+            "format": FINDING_FORMAT, "id": fid, "property": self.property_name, "verdict": "flaky" if reproduced < len(replays) else "violated",
+            "mode": original.mode, "mode_shrunk": final.mode, "also_from": [], "failure": final.signature, "original_failure": original.signature,
+            "original": self._scenario(original), "shrunk": self._scenario(final),
+            "shrink_path": path, "shrink_evaluations": len(path), "one_minimal": minimality["one_minimal"], "relaxations": minimality["relaxations"],
+            "fields": {"original": self.space.fields(original.point), "shrunk": self.space.fields(shrunk)},
+            "replay": {"reproduced": reproduced, "of": len(replays), "runs": replays},
+        }
+        return finding
+
+    def _scenario(self, ev: Evaluation) -> dict:
+        return {"point": ev.point, "scenario": self.space.describe(ev.point), "score": ev.verdict.score if ev.verdict else None,
+                "violated": ev.violated, "episode_keys": ev.episode_keys, "specs": self.describe_scenario(ev.point)}
+
+    def run(self) -> dict:
+        findings = self._sample(self.sampler_name, "search", shrink_new=True)
+        runs = {"search": self.sampler_name}
+        if self.compare:
+            self._sample(self.compare, "compare", shrink_new=False)
+            runs["compare"] = self.compare
+        if self.iid and not (self.sampler_name == "random" or self.compare == "random"):
+            rng = np.random.default_rng([self.seed, 0x11D])
+            self._evaluate([self.space.decode(rng.random(self.space.dims)) for _ in range(self.iid)], "iid", "iid")
+        return {"findings": findings, "report": self.report(runs)}
+
+    # --- the report ---------------------------------------------------------------------------------
+    def report(self, runs: dict[str, str]) -> dict:
+        curves = {}
+        for run, sampler in runs.items():
+            rows = [r for r in self.log if r["run"] == run and r["phase"] == "sample"]
+            curves[run] = _curve(sampler, rows)
+        iid_run = "search" if self.sampler_name == "random" else "compare" if self.compare == "random" else "iid"
+        iid_rows = [r for r in self.log if r["run"] == iid_run and r["phase"] in ("sample", "iid") and r["score"] is not None]
+        violations = sum(r["violated"] for r in iid_rows)
+        low, high = wilson_interval(violations, len(iid_rows)) if iid_rows else (None, None)
+        return {
+            "property": self.property_name, "sampler": self.sampler_name, "budget": self.budget, "seed": self.seed, "space": self.space.to_dict(),
+            "runs": curves,
+            "iid": {"source": iid_run, "n": len(iid_rows), "violations": violations, "rate": violations / len(iid_rows) if iid_rows else None,
+                    "ci95": [low, high]},
+            "episodes_run": sum(r["episodes_run"] for r in self.log),
+            "evaluations": {phase: sum(1 for r in self.log if r["phase"] == phase) for phase in ("sample", "shrink", "minimality", "shrunk", "iid")},
+            "log": self.log,
+        }
+
+
+def _curve(sampler: str, rows: list[dict]) -> dict:
+    """Violations and distinct modes against evaluations spent (cumulative), and the first violation."""
+    violations, modes, seen, first = [], [], set(), None
+    for i, r in enumerate(rows):
+        if r["violated"]:
+            seen.add(r["mode"])
+            first = i + 1 if first is None else first
+        violations.append((violations[-1] if violations else 0) + int(r["violated"]))
+        modes.append(len(seen))
+    invalid = sum(1 for r in rows if r["score"] is None)
+    return {"sampler": sampler, "evaluations": len(rows), "violations": violations[-1] if violations else 0, "invalid": invalid,
+            "violations_per_100": 100.0 * (violations[-1] if violations else 0) / max(1, len(rows)), "first_violation": first,
+            "modes": sorted(seen), "violations_curve": violations, "modes_curve": modes,
+            "episodes_run": sum(r["episodes_run"] for r in rows)}
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True, default=_default)
+
+
+def _default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return str(value)

@@ -1,0 +1,167 @@
+"""A search as a run folder: start or resume it, run it into the store, write findings and the report.
+
+A search run is an ordinary run folder (``stress.store``) whose manifest says ``"kind": "search"`` and
+holds the search's whole configuration; its specs are added as the search proposes them. Beside the usual
+tables it has ``findings/<id>.json`` (one per shrunk violation, written as soon as it is complete),
+``search.json`` (curves, the i.i.d. estimate, every evaluation) and ``search.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from scenarios import properties
+from scenarios.evaluate import LiberoEvaluator, PolicySetting, replay_point, specs_json
+from scenarios.samplers import SAMPLERS
+from scenarios.search import FINDING_FORMAT, Search, dumps
+from scenarios.searchspace import SearchSpace, libero_space
+from stress.errors import UserError, choice_error
+from stress.store import RunStore
+
+SPACE_FIELDS = ("suite", "tasks", "inits", "families", "max_families", "cameras", "seeds")
+
+
+def space_from_config(space: dict) -> SearchSpace:
+    unknown = set(space) - set(SPACE_FIELDS)
+    if unknown:
+        raise UserError(f"unknown space field(s) {sorted(unknown)}; valid: {', '.join(SPACE_FIELDS)}")
+    for key in ("tasks", "inits", "families", "cameras", "seeds"):
+        value = space.get(key)
+        if not isinstance(value, list) or not value:
+            raise UserError(f"space field {key!r} must be a non-empty list, got {value!r}")
+    for key in ("tasks", "inits", "seeds"):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in space[key]):
+            raise UserError(f"space field {key!r} must list integers, got {space[key]!r}")
+    return libero_space(str(space.get("suite")), space["tasks"], space["inits"], space["families"], space["cameras"], space["seeds"],
+                        space.get("max_families", 2))
+
+
+def load_space_file(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"space file {str(path)!r} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"space file {str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"space file {str(path)!r} must hold a JSON object with {', '.join(SPACE_FIELDS)}")
+    return data
+
+
+def check_config(config: dict) -> tuple[SearchSpace, properties.Property]:
+    """Validate a search configuration; raise UserError naming the first bad value."""
+    from perturbations.base import family
+    from stress.policies import policy_class
+
+    if config.get("properties_file"):
+        properties.load_file(Path(config["properties_file"]))
+    prop = properties.get(config["property"])
+    for key in ("sampler", "compare"):
+        if config.get(key) is not None and config[key] not in SAMPLERS:
+            raise choice_error("sampler" if key == "sampler" else "--compare sampler", config[key], SAMPLERS)
+    for key, low in (("budget", 1), ("workers", 1), ("replays", 0), ("iid", 0), ("max_findings", 0)):
+        if not isinstance(config[key], int) or config[key] < low:
+            raise UserError(f"--{key.replace('_', '-')} {config[key]!r} invalid; valid: an integer >= {low}")
+    space = space_from_config(config["space"])
+    policy = policy_class(config["policy"])
+    if config["mode"] not in policy.modes:
+        raise UserError(f"policy {config['policy']!r} has no {config['mode']!r} mode; valid: {', '.join(policy.modes)}")
+    properties.check_supported(prop, policy, [family(n) for n in space.names])
+    if "planning" in policy.modes or "planning" in prop.variants:
+        from stress.policies.planning import check_aggregation
+
+        check_aggregation(config["aggregation"])
+    return space, prop
+
+
+def start(out: Path, config: dict) -> RunStore:
+    from datetime import datetime
+
+    check_config(config)
+    run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-search-{config['property']}"
+    return RunStore.create(out, run_id, [], {**config, "kind": "search"})
+
+
+def is_search(store: RunStore) -> bool:
+    return store.manifest.get("config", {}).get("kind") == "search"
+
+
+def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Callable | None = None) -> dict[str, Any]:
+    """Run (or continue) the search stored in ``store``: everything already stored is reused."""
+    from stress.groundtruth import Measurement
+    from stress.runner import LocalRunner
+
+    config = store.manifest["config"]
+    space, prop = check_config(config)
+    setting = PolicySetting(config["policy"], config["mode"], config["candidates"], config["aggregation"], config.get("max_steps"))
+    true_futures = config.get("true_futures") or ("executed" if "futures" in prop.requires else "none")
+    with LocalRunner(config["workers"], env_cache=2) as runner:
+        evaluator = LiberoEvaluator(store, space, prop, setting, runner, Measurement(true_futures, 0), on_episode)
+
+        def on_finding(finding):
+            finding["replay_command"] = f"stress replay {store.path / 'findings' / (finding['id'] + '.json')}"
+            finding["run"] = str(store.path)
+            finding["policy"] = {"policy": setting.policy, "mode": setting.mode, "n_candidates": setting.n_candidates, "aggregation": setting.aggregation,
+                                 "max_steps": setting.max_steps, "true_futures": true_futures}
+            finding["space"] = config["space"]
+            store.write_json(f"findings/{finding['id']}.json", finding)
+
+        search = Search(space, prop.name, evaluator, config["sampler"], config["budget"], config["seed"], config["max_findings"], config["replays"],
+                        config["iid"], config.get("compare"), on_evaluation, on_finding, lambda p: specs_json(evaluator, p))
+        result = search.run()
+    report = result["report"]
+    report["findings"] = [{"id": f["id"], "mode": f["mode"], "verdict": f["verdict"], "original": f["original"]["scenario"], "shrunk": f["shrunk"]["scenario"],
+                           "fields": f["fields"], "shrink_evaluations": f["shrink_evaluations"], "one_minimal": f["one_minimal"], "replay": f["replay"]}
+                          for f in result["findings"]]
+    (store.path / "search.json").write_text(dumps(report))
+    store.consolidate()
+    from stress.report.search import save_search_plot
+
+    save_search_plot(report, store.path / "search.png")
+    return report
+
+
+# --- findings -----------------------------------------------------------------------------------------
+def load_finding(path: Path) -> dict:
+    path = Path(path)
+    try:
+        finding = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"finding file {str(path)!r} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"finding file {str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(finding, dict) or "format" not in finding:
+        raise UserError(f"{str(path)!r} is not a finding (no 'format'); findings live in RUN/findings/<id>.json")
+    if finding["format"] != FINDING_FORMAT:
+        raise UserError(f"finding {str(path)!r} has format {finding['format']!r}; this version reads {FINDING_FORMAT!r}")
+    for key in ("property", "shrunk", "policy", "space", "id"):
+        if key not in finding:
+            raise UserError(f"finding {str(path)!r} lacks {key!r}; it is malformed")
+    return finding
+
+
+def replay_finding(path: Path, times: int, workers: int = 1) -> dict:
+    """Re-run a finding's shrunk scenario ``times`` times with the policy: does the violation reproduce?"""
+    from stress.groundtruth import Measurement
+    from stress.runner import LocalRunner
+
+    if times < 1:
+        raise UserError(f"--times {times} invalid; valid: 1 or more")
+    finding = load_finding(path)
+    space = space_from_config(finding["space"])
+    prop = properties.get(finding["property"])
+    p = finding["policy"]
+    setting = PolicySetting(p["policy"], p["mode"], p["n_candidates"], p["aggregation"], p["max_steps"])
+    point = finding["shrunk"]["point"]
+    folder = Path(path).resolve().parent.parent / "replays"
+    with LocalRunner(workers) as runner:
+        evaluator = LiberoEvaluator(RunStore(Path(path).resolve().parent.parent), space, prop, setting, runner, Measurement(p.get("true_futures", "none"), 0))
+        import uuid
+
+        tag = f"{finding['id']}-manual-{uuid.uuid4().hex[:6]}"  # fresh episodes, never the stored ones
+        verdicts = [replay_point(folder / f"{tag}-{i}", evaluator, point) for i in range(times)]
+    reproduced = sum(1 for v in verdicts if v)
+    return {"id": finding["id"], "property": finding["property"], "scenario": finding["shrunk"]["scenario"], "reproduced": reproduced, "of": times,
+            "verdicts": verdicts, "label": "reproduces" if reproduced == times else "flaky" if reproduced else "does not reproduce"}

@@ -1,0 +1,88 @@
+"""Shrinking a violating scenario to a 1-minimal one on its integer grid, and checking 1-minimality.
+
+Greedy and deterministic, in the order a reader wants the answer: first fewest families (each one dropped
+in turn, down to the clean scenario), then every axis of what is left moved to its rest value (identity),
+else bisected between rest (holds) and its current index (violated) to the threshold, assuming the
+violation is monotone along one axis. Passes repeat until nothing changes. Each step's verdict comes
+from ``violated(point)``, which the search caches by scenario, so re-asking is free; the path records
+every step tried.
+
+Why not Hypothesis's shrinker: it cannot start from a failure found outside it (it shrinks only what its
+own generator found; its explicit examples are never shrunk), and its generator is ~4x slower than uniform
+random at finding high-severity failures (``../shared/notes/search-and-gallery.md``). Bisection on the
+grid lands exactly on thresholds, costs about log2(levels) episodes per moved axis, and replays from the
+store on resume. ``docs/search.md`` has the measured comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+from scenarios.searchspace import SearchSpace, axis_rest
+
+MAX_PASSES = 3
+
+
+def _with(point: dict, family: str | None = None, axis: str | None = None, index: int | None = None, drop: str | None = None) -> dict:
+    out = copy.deepcopy(point)
+    if drop is not None:
+        del out["families"][drop]
+    if family is not None:
+        out["families"][family][axis] = index
+    return out
+
+
+def shrink(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool]) -> tuple[dict, list[dict]]:
+    """The shrunk point and the path (every step tried: change, verdict). ``violated(point, change)``."""
+    path: list[dict] = []
+
+    def attempt(candidate: dict, change: str) -> bool:
+        result = violated(candidate, change)
+        path.append({"step": len(path), "change": change, "scenario": space.describe(candidate), "violated": result})
+        return result
+
+    current = copy.deepcopy(point)
+    for _ in range(MAX_PASSES):
+        changed = False
+        for name in list(current["families"]):
+            if attempt(_with(current, drop=name), f"drop {name}"):
+                current, changed = _with(current, drop=name), True
+        for name in list(current["families"]):
+            for axis in space.families[name]:
+                index, rest = current["families"][name][axis.name], axis_rest(axis)
+                if index == rest:
+                    continue
+                if attempt(_with(current, name, axis.name, rest), f"{name}.{axis.name} -> rest"):
+                    current, changed = _with(current, name, axis.name, rest), True
+                    continue
+                holds, fails = rest, index  # bisect: the violation sits between them
+                while abs(fails - holds) > 1:
+                    mid = holds + (fails - holds) // 2 if fails > holds else holds - (holds - fails) // 2
+                    if attempt(_with(current, name, axis.name, mid), f"{name}.{axis.name} -> {mid}"):
+                        fails = mid
+                    else:
+                        holds = mid
+                if fails != index:
+                    current, changed = _with(current, name, axis.name, fails), True
+        if not changed:
+            break
+    return current, path
+
+
+def relaxations(space: SearchSpace, point: dict) -> list[tuple[str, dict]]:
+    """Every one-step relaxation of a point: each family dropped, each moved axis one grid step toward rest."""
+    out = [(f"drop {name}", _with(point, drop=name)) for name in point["families"]]
+    for name, indices in point["families"].items():
+        for axis in space.families[name]:
+            index, rest = indices[axis.name], axis_rest(axis)
+            if index != rest:
+                step = index - 1 if index > rest else index + 1
+                out.append((f"{name}.{axis.name} -> {step}", _with(point, name, axis.name, step)))
+    return out
+
+
+def one_minimal(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool]) -> dict:
+    """Whether no one-step relaxation still violates (1-minimality), with each relaxation's verdict."""
+    checks = [{"change": change, "violated": violated(candidate, f"check {change}")} for change, candidate in relaxations(space, point)]
+    return {"one_minimal": not any(c["violated"] for c in checks), "relaxations": checks}
