@@ -99,14 +99,14 @@ def planted_thresholds_recovered(finding: dict) -> bool:
     return False
 
 
-def benchmark(samplers=("random", "halton", "ce", "bandit"), seeds: int = 20, budget: int = 100) -> dict[str, Any]:
+def benchmark(samplers=("random", "halton", "ce", "bandit"), seeds: int = 20, budget: int = 100, shrinker: str = "greedy", first_seed: int = 0) -> dict[str, Any]:
     """Every sampler over ``seeds`` seeds on the planted space: violations per 100, evaluations to the
     first violation, planted modes found, thresholds recovered after shrinking, shrink cost, 1-minimality."""
     out = {}
     for name in samplers:
         per_seed = []
-        for seed in range(seeds):
-            search = Search(planted_space(), "planted", PlantedEvaluator(), sampler=name, budget=budget, seed=seed, max_findings=len(MODES))
+        for seed in range(first_seed, first_seed + seeds):
+            search = Search(planted_space(), "planted", PlantedEvaluator(), sampler=name, budget=budget, seed=seed, max_findings=len(MODES), shrinker=shrinker)
             result = search.run()
             curve = result["report"]["runs"]["search"]
             findings = result["findings"]

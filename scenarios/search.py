@@ -30,10 +30,12 @@ import numpy as np
 from scenarios.properties import Verdict
 from scenarios.samplers import make_sampler
 from scenarios.searchspace import SearchSpace, family_label, point_key
-from scenarios.shrink import one_minimal, shrink
+from scenarios.shrink import one_minimal, shrink, shrink_hypothesis
+from stress.errors import choice_error
 from stress.metrics import wilson_interval
 
 FINDING_FORMAT = "stress-finding/1"
+SHRINKERS = ("greedy", "hypothesis")
 
 
 @dataclass
@@ -72,12 +74,15 @@ class Search:
     def __init__(self, space: SearchSpace, property_name: str, evaluator: Evaluator, sampler: str = "ce", budget: int = 100, seed: int = 0,
                  max_findings: int = 5, replays: int = 1, iid: int = 0, compare: str | None = None,
                  on_evaluation: Callable[[str, Evaluation], None] | None = None, on_finding: Callable[[dict], None] | None = None,
-                 describe_scenario: Callable[[dict], Any] | None = None):
+                 describe_scenario: Callable[[dict], Any] | None = None, shrinker: str = "greedy", hypothesis_database=None, batch: int = 1):
         self.space, self.property_name, self.evaluator = space, property_name, evaluator
         self.sampler_name, self.budget, self.seed = sampler, budget, seed
         self.max_findings, self.replays, self.iid, self.compare = max_findings, replays, iid, compare
         self.on_evaluation, self.on_finding = on_evaluation or (lambda *a: None), on_finding or (lambda f: None)
         self.describe_scenario = describe_scenario or (lambda p: p)
+        if shrinker not in SHRINKERS:
+            raise choice_error("shrinker", shrinker, SHRINKERS)
+        self.shrinker, self.hypothesis_database, self.batch = shrinker, hypothesis_database, max(1, batch)
         self.cache: dict[str, Evaluation] = {}
         self.log: list[dict] = []
 
@@ -106,14 +111,18 @@ class Search:
 
     # --- the sampler loop ---------------------------------------------------------------------------
     def _sample(self, sampler_name: str, run: str, shrink_new: bool) -> list[dict]:
+        """``budget`` proposals, ``batch`` at a time (evaluated together: one per worker), each new mode shrunk."""
         sampler = make_sampler(sampler_name, self.space, self.seed)
-        findings, modes = [], set()
-        for _ in range(self.budget):
-            u = sampler.propose()
-            point = self.space.decode(u)
-            ev = self._evaluate([point], "sample", run)[0]
-            sampler.update(u, None if ev.verdict is None else ev.verdict.score, ev.violated, ev.mode)
-            if shrink_new and ev.violated and ev.mode not in modes and len(findings) < self.max_findings:
+        findings, modes, spent = [], set(), 0
+        while spent < self.budget:
+            us = [sampler.propose() for _ in range(min(self.batch, self.budget - spent))]
+            evaluations = self._evaluate([self.space.decode(u) for u in us], "sample", run)
+            spent += len(us)
+            for u, ev in zip(us, evaluations):
+                sampler.update(u, None if ev.verdict is None else ev.verdict.score, ev.violated, ev.mode)
+            for ev in evaluations:
+                if not (shrink_new and ev.violated and ev.mode not in modes and len(findings) < self.max_findings):
+                    continue
                 modes.add(ev.mode)
                 finding = self._finding(ev)
                 sampler.explained(set(finding["shrunk"]["point"]["families"]))
@@ -126,7 +135,10 @@ class Search:
         return findings
 
     def _finding(self, original: Evaluation) -> dict:
-        shrunk, path = shrink(self.space, original.point, self._violated)
+        if self.shrinker == "hypothesis":
+            shrunk, path = shrink_hypothesis(self.space, original.point, self._violated, self.hypothesis_database)
+        else:
+            shrunk, path = shrink(self.space, original.point, self._violated)
         minimality = one_minimal(self.space, shrunk, lambda p, c: self._evaluate([p], "minimality")[0].violated)
         final = self._evaluate([shrunk], "shrunk")[0]
         fid = finding_id(self.property_name, shrunk)
@@ -136,7 +148,7 @@ class Search:
             "format": FINDING_FORMAT, "id": fid, "property": self.property_name, "verdict": "flaky" if reproduced < len(replays) else "violated",
             "mode": original.mode, "mode_shrunk": final.mode, "also_from": [], "failure": final.signature, "original_failure": original.signature,
             "original": self._scenario(original), "shrunk": self._scenario(final),
-            "shrink_path": path, "shrink_evaluations": len(path), "one_minimal": minimality["one_minimal"], "relaxations": minimality["relaxations"],
+            "shrink_path": path, "shrink_evaluations": len({step["scenario"] for step in path}), "one_minimal": minimality["one_minimal"], "relaxations": minimality["relaxations"],
             "fields": {"original": self.space.fields(original.point), "shrunk": self.space.fields(shrunk)},
             "replay": {"reproduced": reproduced, "of": len(replays), "runs": replays},
         }
@@ -154,7 +166,9 @@ class Search:
             runs["compare"] = self.compare
         if self.iid and not (self.sampler_name == "random" or self.compare == "random"):
             rng = np.random.default_rng([self.seed, 0x11D])
-            self._evaluate([self.space.decode(rng.random(self.space.dims)) for _ in range(self.iid)], "iid", "iid")
+            points = [self.space.decode(rng.random(self.space.dims)) for _ in range(self.iid)]
+            for i in range(0, len(points), self.batch):
+                self._evaluate(points[i:i + self.batch], "iid", "iid")
         return {"findings": findings, "report": self.report(runs)}
 
     # --- the report ---------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from scenarios import properties
 from scenarios.evaluate import LiberoEvaluator, PolicySetting, replay_point, specs_json
 from scenarios.samplers import SAMPLERS
-from scenarios.search import FINDING_FORMAT, Search, dumps
+from scenarios.search import FINDING_FORMAT, SHRINKERS, Search, dumps
 from scenarios.searchspace import SearchSpace, libero_space
 from stress.errors import UserError, choice_error
 from stress.store import RunStore
@@ -61,7 +61,9 @@ def check_config(config: dict) -> tuple[SearchSpace, properties.Property]:
     for key in ("sampler", "compare"):
         if config.get(key) is not None and config[key] not in SAMPLERS:
             raise choice_error("sampler" if key == "sampler" else "--compare sampler", config[key], SAMPLERS)
-    for key, low in (("budget", 1), ("workers", 1), ("replays", 0), ("iid", 0), ("max_findings", 0)):
+    if config.get("shrinker", "greedy") not in SHRINKERS:
+        raise choice_error("shrinker", config["shrinker"], SHRINKERS)
+    for key, low in (("budget", 1), ("workers", 1), ("replays", 0), ("iid", 0), ("max_findings", 0), ("batch", 1)):
         if not isinstance(config[key], int) or config[key] < low:
             raise UserError(f"--{key.replace('_', '-')} {config[key]!r} invalid; valid: an integer >= {low}")
     space = space_from_config(config["space"])
@@ -109,7 +111,8 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
             store.write_json(f"findings/{finding['id']}.json", finding)
 
         search = Search(space, prop.name, evaluator, config["sampler"], config["budget"], config["seed"], config["max_findings"], config["replays"],
-                        config["iid"], config.get("compare"), on_evaluation, on_finding, lambda p: specs_json(evaluator, p))
+                        config["iid"], config.get("compare"), on_evaluation, on_finding, lambda p: specs_json(evaluator, p),
+                        config.get("shrinker", "greedy"), _hypothesis_database(store), config.get("batch", 1))
         result = search.run()
     report = result["report"]
     report["findings"] = [{"id": f["id"], "mode": f["mode"], "verdict": f["verdict"], "original": f["original"]["scenario"], "shrunk": f["shrunk"]["scenario"],
@@ -121,6 +124,13 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
 
     save_search_plot(report, store.path / "search.png")
     return report
+
+
+def _hypothesis_database(store: RunStore):
+    """Hypothesis's example database lives in the run folder (only the hypothesis shrinker uses it)."""
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    return DirectoryBasedExampleDatabase(str(store.path / "hypothesis"))
 
 
 # --- findings -----------------------------------------------------------------------------------------

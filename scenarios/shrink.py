@@ -86,3 +86,45 @@ def one_minimal(space: SearchSpace, point: dict, violated: Callable[[dict, str],
     """Whether no one-step relaxation still violates (1-minimality), with each relaxation's verdict."""
     checks = [{"change": change, "violated": violated(candidate, f"check {change}")} for change, candidate in relaxations(space, point)]
     return {"one_minimal": not any(c["violated"] for c in checks), "relaxations": checks}
+
+
+def shrink_hypothesis(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool], database=None, max_examples: int = 200) -> tuple[dict, list[dict]]:
+    """The same job done by Hypothesis's shrinker (``--shrinker hypothesis``): a strategy over the box
+    between rest and the violating point (each family kept or dropped, each moved axis 0..|index - rest|
+    steps from rest), ``find`` with the generate and shrink phases only (``Phase.explain`` multiplies the
+    cost). Hypothesis cannot start from the known violation, so it first has to find one in the box."""
+    from hypothesis import Phase, find, settings
+    from hypothesis import strategies as st
+    from hypothesis.errors import NoSuchExample
+
+    moved = {name: [a for a in space.families[name] if indices[a.name] != axis_rest(a)] for name, indices in point["families"].items()}
+    strategy = st.fixed_dictionaries({
+        name: st.tuples(st.booleans(), st.fixed_dictionaries({a.name: st.integers(0, abs(point["families"][name][a.name] - axis_rest(a))) for a in axes}))
+        for name, axes in moved.items()
+    })
+
+    def build(drawn: dict) -> dict:
+        out = copy.deepcopy(point)
+        for name, (keep, steps) in drawn.items():
+            if not keep:
+                del out["families"][name]
+                continue
+            for a in moved[name]:
+                sign = 1 if point["families"][name][a.name] > axis_rest(a) else -1
+                out["families"][name][a.name] = axis_rest(a) + sign * steps[a.name]
+        return out
+
+    path: list[dict] = []
+
+    def condition(drawn) -> bool:
+        candidate = build(drawn)
+        result = violated(candidate, "hypothesis")
+        path.append({"step": len(path), "change": "hypothesis", "scenario": space.describe(candidate), "violated": result})
+        return result
+
+    config = settings(phases=[Phase.generate, Phase.shrink], max_examples=max_examples, database=database, deadline=None, derandomize=True)
+    try:
+        found = find(strategy, condition, settings=config, database_key=b"stress-shrink:" + repr(sorted(moved)).encode())
+    except NoSuchExample:
+        return copy.deepcopy(point), path
+    return build(found), path

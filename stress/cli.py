@@ -136,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--replays", type=int, default=1, help="fresh runs of each shrunk scenario to check it reproduces (default 1)")
     search.add_argument("--iid", type=int, help="uniform scenarios for the unbiased violation rate (default budget/5; none needed with --compare random)")
     search.add_argument("--workers", type=int, default=1, help="simulator processes (default 1)")
+    search.add_argument("--batch", type=int, help="scenarios proposed and run together (default: --workers); part of what the search's path depends on")
+    search.add_argument("--shrinker", default="greedy", help="greedy (grid bisection, the default) or hypothesis (Hypothesis's shrinker; slower, see docs/search.md)")
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     search.add_argument("--resume", type=Path, metavar="RUN", help="continue a search run folder (after a crash: nothing run twice)")
@@ -619,7 +621,7 @@ def _search_config(args) -> dict:
     iid = args.iid if args.iid is not None else (0 if "random" in (args.sampler, args.compare) else max(1, args.budget // 5))
     return {"property": args.property, "properties_file": str(args.properties_file) if args.properties_file else None, "sampler": args.sampler,
             "compare": args.compare, "budget": args.budget, "seed": args.seed, "iid": iid, "max_findings": args.max_findings, "replays": args.replays,
-            "workers": args.workers, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
+            "workers": args.workers, "batch": args.batch if args.batch is not None else args.workers, "shrinker": args.shrinker, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
             "aggregation": args.aggregation, "max_steps": args.max_steps, "true_futures": args.true_futures}
 
 
