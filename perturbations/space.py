@@ -23,6 +23,7 @@ point of a family whose axes all have one is that family's identity.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -49,14 +50,13 @@ def _fmt(value: Any) -> str:
 
 def _span(low: float, high: float, low_open: bool = False, high_open: bool = False, unit: str = "") -> str:
     """A range as the one-line errors write it: 0-1, -0.5..0.5 m (a dash would read as a minus), >= 0."""
+    unit = f" {unit}" if unit else ""
     if math.isinf(high):
-        text = f"{'>' if low_open else '>='} {_fmt(low)}"
-    else:
-        text = f"{_fmt(low)}{'..' if low < 0 else '-'}{_fmt(high)}"
-    text += f" {unit}" if unit else ""
-    if low_open and high_open and not math.isinf(high):
+        return f"{'>' if low_open else '>='} {_fmt(low)}{unit}"
+    text = f"{_fmt(low)}{'..' if low < 0 else '-'}{_fmt(high)}{unit}"
+    if low_open and high_open:
         return f"{text} (exclusive)"
-    if (low_open or high_open) and not math.isinf(high):
+    if low_open or high_open:
         return f"{text} (exclusive of {_fmt(low if low_open else high)})"
     return text
 
@@ -101,9 +101,10 @@ class Axis:
     integer: bool = field(default=False, repr=False)
 
     def value(self, index: int):
-        """The parameter value at grid index ``index``."""
-        if isinstance(index, bool) or not isinstance(index, int) or not self.low <= index <= self.high:
+        """The parameter value at grid index ``index`` (any integer type: samplers hand out numpy ints)."""
+        if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not self.low <= index <= self.high:
             raise UserError(f"axis {self.name} index {index!r} out of range; valid: an integer {self.low}..{self.high}")
+        index = int(index)
         if self.options is not None:
             return self.options[index]
         return _grid_value(self.origin, self.step, index, self.integer)

@@ -157,7 +157,7 @@ def test_grid_values_print_cleanly_and_signed_steps_go_mild_to_severe():
     assert axes["motion_blur"].value(3) == 0.015
     brightness = {axis.name: axis for axis in family("image_lighting").space.axes()}["brightness"]
     assert (brightness.low, brightness.high, brightness.value(-7)) == (-100, 100, -0.07)
-    camera = family("camera").space.params_from_axes({"agentview.yaw": 5, "wrist.translation[2]": -3})
+    camera = family("camera").space.params_from_axes({"agentview.yaw": np.int64(5), "wrist.translation[2]": -3})
     assert camera["agentview"]["yaw"] == 10.0 and camera["wrist"]["translation"] == [0.0, 0.0, -0.015]
 
 
