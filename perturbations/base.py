@@ -1,8 +1,9 @@
 """The perturbation unit: declared, seeded, serialisable; one family per module.
 
-A family subclasses :class:`Perturbation`, declares its ``name``, ``layer``, parameters and what each
-severity level means, samples explicit parameters from ``(severity, seed)`` with its own generator, and
-implements only the hook of its layer. :class:`PerturbationSpec` is what a scenario stores; the
+A family subclasses :class:`Perturbation`, declares its ``name``, ``layer``, its parameter space once
+(``space``, perturbations/space.py: validation, docs and search derive from it) and what each severity
+level means (a point or region of that space), samples explicit parameters from ``(severity, seed)``
+with its own generator, and implements only the hook of its layer. :class:`PerturbationSpec` is what a scenario stores; the
 simulator adapter turns it into a :class:`Realised` perturbation (parameters + realisation record).
 
 Layers (DESIGN.md):
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from perturbations.space import ParamSpace
 from stress.errors import UserError
 
 SEVERITIES = range(0, 6)
@@ -111,7 +113,7 @@ class Perturbation:
     layer: ClassVar[Layer]
     summary: ClassVar[str]
     severity_meaning: ClassVar[str]  # what levels 1..5 mean physically
-    parameters: ClassVar[dict[str, str]]  # parameter name -> meaning, unit and valid range
+    space: ClassVar[ParamSpace]  # every explicit parameter: kind, bounds, unit, identity, search grid, meaning
     per_camera: ClassVar[bool] = False  # True: honours the spec's camera target
     # True for visual-only families (lights, textures, camera pose, visual-only bodies): the privileged
     # expert, which ignores pixels, must act identically under them (tests/test_physics_preserving.py).
@@ -132,7 +134,9 @@ class Perturbation:
         return {}
 
     def check_params(self, params: dict[str, Any]) -> None:
-        """Raise UserError naming the bad value and the valid range."""
+        """Raise UserError naming the bad value and the valid range. A family extends this only with what
+        its declaration cannot say (keys allowed per mode, keys required together)."""
+        self.space.validate(self.name, params)
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return params == self.identity_params()
@@ -197,19 +201,6 @@ class Perturbation:
 
 # --- helpers shared by families ---------------------------------------------------------------------
 MIN_IMAGE_CHANGE = 0.5  # mean abs pixel change (0-255) below which a visual model edit did not take effect
-
-
-def in_range(value, low: float = -np.inf, high: float = np.inf) -> bool:
-    """A real number (not a bool) within [low, high]."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
-
-
-def check_number(family_name: str, params: dict[str, Any], key: str, low: float, high: float, valid: str | None = None, default: Any = None, integer: bool = False):
-    """``params[key]`` (or ``default``) if a number in [low, high], else a UserError naming it and the range."""
-    value = params.get(key, default)
-    if not in_range(value, low, high) or (integer and not isinstance(value, int)):
-        raise UserError(f"{family_name} {key} {value!r} out of range; valid: {valid or f'{low:g}-{high:g}'}")
-    return value
 
 
 def require_image_change(env, family_name: str) -> dict[str, Any]:

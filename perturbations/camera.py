@@ -33,9 +33,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, in_range, register
+from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.space import Group, ParamSpace, Real, Vector
 from stress.envs.cameras import CAMERA_NAMES
-from stress.errors import UserError
 
 BASE_FOVY = {"agentview": 45.0, "wrist": 75.0}  # LIBERO's cameras; sampled fovy = base + change
 # level -> (yaw deg, pitch deg, distance change, agentview fovy change, wrist rotation deg, wrist shift m, wrist fovy change)
@@ -46,7 +46,6 @@ LEVELS = {
     4: (22.0, 12.0, 0.18, 9.0, 9.0, 0.020, 12.0),
     5: (30.0, 15.0, 0.25, 12.0, 12.0, 0.030, 15.0),
 }
-KEYS = {"agentview": ("yaw", "pitch", "distance_scale", "fovy"), "wrist": ("rotation", "translation", "fovy")}
 MAX_YAW, MAX_PITCH, MAX_ROTATION, MAX_TRANSLATION = 180.0, 60.0, 90.0, 0.2
 MIN_ELEVATION, MAX_ELEVATION = 5.0, 89.0  # degrees above the pivot's horizontal plane
 
@@ -90,12 +89,19 @@ class Camera(Perturbation):
         "agentview yaw 5/10/15/22/30 deg, pitch 3/6/9/12/15 deg, distance x0.96-1.04 .. x0.8-1.25, fovy +-2..12 deg; "
         "wrist rotation 2/4/6/9/12 deg, shift 0.5/1/1.5/2/3 cm, fovy +-3..15 deg"
     )
-    parameters = {
-        "agentview": "object: yaw (deg, -180..180, orbit about the vertical through the pivot), pitch (deg, -60..60, + raises), "
-        "distance_scale (> 0, 0.25-4), fovy (deg, 0-180 exclusive); each optional",
-        "wrist": "object: rotation ([rx, ry, rz] rotation vector in the camera frame, deg, each -90..90), "
-        "translation ([dx, dy, dz] in the camera frame, m, each -0.2..0.2), fovy (deg, 0-180 exclusive); each optional",
-    }
+    space = ParamSpace(
+        Group("agentview", (
+            Real("yaw", -MAX_YAW, MAX_YAW, "deg", "orbit about the vertical through the pivot", identity=0.0, step=2.0),
+            Real("pitch", -MAX_PITCH, MAX_PITCH, "deg", "raise (+) or lower (-) about the pivot", identity=0.0, step=1.0),
+            Real("distance_scale", 0.25, 4.0, "", "factor on the distance to the pivot", identity=1.0, step=0.02),
+            Real("fovy", 0.0, 180.0, "deg", "vertical field of view (LIBERO: 45)", identity=BASE_FOVY["agentview"], step=2.0, low_open=True, high_open=True),
+        ), "agentview, orbited about its pivot (where its optical axis meets the target's height); each field optional"),
+        Group("wrist", (
+            Vector("rotation", 3, -MAX_ROTATION, MAX_ROTATION, "deg", "[rx, ry, rz] rotation vector in the camera frame (x right, y up, z backwards)", identity=0.0, step=2.0),
+            Vector("translation", 3, -MAX_TRANSLATION, MAX_TRANSLATION, "m", "[dx, dy, dz] shift in the camera frame", identity=0.0, step=0.005),
+            Real("fovy", 0.0, 180.0, "deg", "vertical field of view (LIBERO: 75)", identity=BASE_FOVY["wrist"], step=2.0, low_open=True, high_open=True),
+        ), "wrist camera, turned and shifted on the hand; each field optional"),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         yaw, pitch, distance, fovy, rotation, shift, wrist_fovy = LEVELS[severity]
@@ -115,40 +121,28 @@ class Camera(Perturbation):
             }
         return params
 
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(CAMERAS)
-        if unknown:
-            raise UserError(f"unknown camera(s) {sorted(unknown)} in camera params; valid: {', '.join(CAMERAS)}")
-        for camera, values in params.items():
-            if not isinstance(values, dict):
-                raise UserError(f"camera params of {camera!r} must be an object, got {type(values).__name__}")
-            unknown = set(values) - set(KEYS[camera])
-            if unknown:
-                raise UserError(f"unknown {camera} camera parameter(s) {sorted(unknown)}; valid: {', '.join(KEYS[camera])}")
-            fovy = values.get("fovy", BASE_FOVY[camera])
-            if not (in_range(fovy, 0.0, 180.0) and 0.0 < fovy < 180.0):
-                raise UserError(f"camera fovy {fovy!r} out of range; valid: 0-180 (exclusive)")
-        agent = params.get("agentview", {})
-        scale = agent.get("distance_scale", 1.0)
-        if not in_range(scale, -np.inf, np.inf) or scale <= 0:
-            raise UserError(f"camera distance_scale {scale!r} out of range; valid: > 0 (0.25-4)")
-        if not in_range(scale, 0.25, 4.0):
-            raise UserError(f"camera distance_scale {scale!r} out of range; valid: 0.25-4")
-        for key, limit in (("yaw", MAX_YAW), ("pitch", MAX_PITCH)):
-            value = agent.get(key, 0.0)
-            if not in_range(value, -limit, limit):
-                raise UserError(f"camera {key} {value!r} out of range; valid: -{limit:g}..{limit:g} (deg)")
-        wrist = params.get("wrist", {})
-        for key, limit, unit in (("rotation", MAX_ROTATION, "deg"), ("translation", MAX_TRANSLATION, "m")):
-            value = wrist.get(key, [0.0, 0.0, 0.0])
-            if not (isinstance(value, (list, tuple)) and len(value) == 3 and all(in_range(v, -limit, limit) for v in value)):
-                raise UserError(f"camera wrist {key} {value!r} invalid; valid: three numbers in -{limit:g}..{limit:g} ({unit})")
+    def changed_cameras(self, params: dict[str, Any]) -> tuple[str, ...]:
+        """The cameras whose parameters differ from the identity (a camera given at identity is left alone,
+        as an absent one: moving it there and back could change its pose by rounding)."""
+        out = []
+        for group in self.space.params:
+            values = params.get(group.name) or {}
+            for f in group.fields:
+                identity = [f.identity] * f.length if isinstance(f, Vector) else f.identity
+                if f.name in values and values[f.name] != identity:
+                    out.append(group.name)
+                    break
+        return tuple(out)
+
+    def is_identity(self, params: dict[str, Any]) -> bool:
+        return not self.changed_cameras(params)
 
     def apply_model(self, env, params: dict[str, Any]) -> None:
         model = env.raw.sim.model._model  # cam_* fields are restored to pristine before this hook runs
-        if "agentview" in params:
+        changed = self.changed_cameras(params)
+        if "agentview" in changed:
             self._orbit(env, model, self._cam_id(env, "agentview"), params["agentview"])
-        if "wrist" in params:
+        if "wrist" in changed:
             cam = self._cam_id(env, "wrist")
             values = params["wrist"]
             rotation = np.deg2rad(np.asarray(values.get("rotation", [0.0, 0.0, 0.0]), dtype=float))
@@ -191,7 +185,7 @@ class Camera(Perturbation):
             model.cam_fovy[cam] = values["fovy"]
 
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
-        cameras = tuple(c for c in CAMERAS if c in params)
+        cameras = self.changed_cameras(params)
         if not cameras:
             return {}
         data = env.raw.sim.data._data

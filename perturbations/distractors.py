@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.space import Choice, Free, Group, ListOf, ParamSpace, Real, Vector
 from stress.errors import UserError
 
 SIMILARITY_BY_SEVERITY = {
@@ -85,6 +86,11 @@ def category_for(similarity: str, pick: float, target_category: str | None) -> s
     return pool[min(int(pick * len(pool)), len(pool) - 1)]
 
 
+def _check_category(family: str, value) -> None:
+    if value not in CATEGORIES:
+        raise UserError(f"{family} category {value!r} unknown; valid: {', '.join(CATEGORIES)}")
+
+
 @register
 class Distractors(Perturbation):
     name = "distractors"
@@ -94,11 +100,15 @@ class Distractors(Perturbation):
         "number of distractors and similarity to the target: 1: 1 other; 2: 2 other; 3: 2 other + 1 similar; "
         "4: 1 other + 1 similar + 1 same category; 5: 1 other + 1 similar + 2 same category"
     )
-    parameters = {
-        "objects": "list of distractors (0-8), each {similarity: other|similar|same, pick: 0-1 (category in its pool), "
-        "spot: 0-1 (free grid cell), optional category: a LIBERO object category, optional xy: [x, y] in the "
-        "workspace frame, m, each -1..1}",
-    }
+    space = ParamSpace(
+        ListOf("objects", Group("object", (
+            Choice("similarity", SIMILARITIES, "other: a category of another kind than the target; similar: another category of its kind; same: its own category", searchable=False),
+            Real("pick", 0.0, 1.0, "", "which category of the similarity's pool", default=0.0),
+            Real("spot", 0.0, 1.0, "", "which cell of the grid of free spots (the nearest free one is used)", default=0.0),
+            Free("category", "a LIBERO object category, wins over similarity and pick: " + ", ".join(CATEGORIES), check=_check_category),
+            Vector("xy", 2, -1.0, 1.0, "m", "[x, y] in the workspace frame, wins over spot"),
+        ), "a distractor"), 0, 8, "distractors added to the table"),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         return {"objects": [{"similarity": s, "pick": float(rng.uniform()), "spot": float(rng.uniform())} for s in SIMILARITY_BY_SEVERITY[severity]]}
@@ -108,28 +118,6 @@ class Distractors(Perturbation):
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return not params.get("objects")
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown distractors parameter(s) {sorted(unknown)}; valid: objects")
-        objects = params.get("objects", [])
-        if not isinstance(objects, list) or len(objects) > 8:
-            raise UserError(f"distractors objects {objects!r} invalid; valid: a list of 0-8 entries")
-        for entry in objects:
-            if not isinstance(entry, dict) or set(entry) - {"similarity", "pick", "spot", "category", "xy"}:
-                raise UserError(f"distractor entry {entry!r} invalid; valid keys: similarity, pick, spot, category, xy")
-            if entry.get("similarity", "other") not in SIMILARITIES:
-                raise UserError(f"distractor similarity {entry.get('similarity')!r} unknown; valid: {', '.join(SIMILARITIES)}")
-            for key in ("pick", "spot"):
-                value = entry.get(key, 0.0)
-                if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                    raise UserError(f"distractor {key} {value!r} out of range; valid: 0-1")
-            if "category" in entry and entry["category"] not in CATEGORIES:
-                raise UserError(f"distractor category {entry['category']!r} unknown; valid: {', '.join(CATEGORIES)}")
-            xy = entry.get("xy", [0.0, 0.0])
-            if not (isinstance(xy, (list, tuple)) and len(xy) == 2 and all(isinstance(v, (int, float)) and -1.0 <= v <= 1.0 for v in xy)):
-                raise UserError(f"distractor xy {xy!r} invalid; valid: two numbers in -1..1 (m, workspace frame)")
 
     # --- scene ------------------------------------------------------------------------------------------
     def edit_bddl(self, bddl: str, params: dict[str, Any]) -> str:

@@ -46,7 +46,7 @@ import mujoco
 import numpy as np
 
 from perturbations.base import Layer, NotRealised, Perturbation, register
-from stress.errors import UserError
+from perturbations.space import ParamSpace, Real
 
 FACTOR = {1: 1.25, 2: 1.6, 3: 2.5, 4: 4.0, 5: 6.0}
 SCALES = ("friction_scale", "mass_scale", "damping_scale")
@@ -76,11 +76,12 @@ class Dynamics(Perturbation):
     layer = Layer.MODEL
     summary = "friction of every contact, mass (and inertia) of the task objects, damping of every joint, scaled"
     severity_meaning = "friction, object mass and joint damping each x or / 1.25, 1.6, 2.5, 4, 6 (direction drawn per quantity)"
-    parameters = {
-        "friction_scale": "factor on geom_friction of every geom (= every contact's friction), 0.05-20 (1: unchanged)",
-        "mass_scale": "factor on body_mass and body_inertia of the task's movable objects, 0.05-20",
-        "damping_scale": "factor on dof_damping of every joint (robot, objects, fixtures), 0.05-20",
-    }
+    # factors on a 0.1 grid: 0.1-0.9 below 1 (severity 1-5 divides by 1.25-6 = 0.8-0.17), 1.1-20 above
+    space = ParamSpace(
+        Real("friction_scale", *SCALE_RANGE, "", "factor on geom_friction of every geom (= every contact's friction)", identity=1.0, step=0.1),
+        Real("mass_scale", *SCALE_RANGE, "", "factor on body_mass and body_inertia of the task's movable objects", identity=1.0, step=0.1),
+        Real("damping_scale", *SCALE_RANGE, "", "factor on dof_damping of every joint (robot, objects, fixtures)", identity=1.0, step=0.1),
+    )
 
     def __init__(self):
         self._before: dict[str, np.ndarray] | None = None  # pristine values, kept by apply_model for check
@@ -91,16 +92,6 @@ class Dynamics(Perturbation):
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return all(float(params.get(key, 1.0)) == 1.0 for key in SCALES)
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(SCALES)
-        if unknown:
-            raise UserError(f"unknown dynamics parameter(s) {sorted(unknown)}; valid: {', '.join(SCALES)}")
-        low, high = SCALE_RANGE
-        for key in SCALES:
-            value = params.get(key, 1.0)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-                raise UserError(f"dynamics {key} {value!r} out of range; valid: {low:g}-{high:g}")
 
     def apply_model(self, env, params: dict[str, Any]) -> None:
         if self.is_identity(params):

@@ -37,6 +37,7 @@ import numpy as np
 from albumentations.augmentations.pixel.functional import add_shadow, add_sun_flare_physics_based, gamma_transform
 
 from perturbations.base import Layer, Perturbation, register
+from perturbations.space import Group, ListOf, ParamSpace, Real, Vector
 from stress.errors import UserError
 
 BRIGHTNESS = {1: 0.03, 2: 0.06, 3: 0.10, 4: 0.15, 5: 0.22}
@@ -46,19 +47,6 @@ SHADOWS = {1: (1, 0.20), 2: (1, 0.30), 3: (2, 0.40), 4: (2, 0.50), 5: (3, 0.65)}
 SHADOW_RADIUS = {1: 0.15, 2: 0.17, 3: 0.20, 4: 0.23, 5: 0.26}  # polygon radius, share of the image side
 GLARE_RADIUS = {1: 0.06, 2: 0.10, 3: 0.15, 4: 0.21, 5: 0.30}
 MID_GREY = 127.5
-
-
-def _number(params: dict[str, Any], key: str, low: float, high: float, default: float, low_open: bool = False) -> float:
-    value = params.get(key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (low < value if low_open else low <= value) and value <= high
-    if not ok:
-        bracket = "(exclusive)" if low_open else ""
-        raise UserError(f"image_lighting {key} {value!r} out of range; valid: {low:g}-{high:g} {bracket}".rstrip())
-    return float(value)
-
-
-def _point(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in value)
 
 
 @register
@@ -72,14 +60,22 @@ class ImageLighting(Perturbation):
         "1.08/1.16/1.28/1.45/1.7, shadows 1/1/2/2/3 polygons darkening 20/30/40/50/65 %, glare radius "
         "6/10/15/21/30 % of the image side"
     )
-    parameters = {
-        "brightness": "added to every pixel, share of full scale (255), -1..1",
-        "contrast": "factor about mid-grey (127.5), 0-4 (1: unchanged)",
-        "gamma": "exponent on 0-1 pixel values, 0.1-10 (1: unchanged, < 1 brighter)",
-        "shadows": "list of {polygon: [[x, y], ...] (0-1 image coordinates, >= 3 points), intensity: darkening 0-1}",
-        "glare": "{centre: [x, y] (0-1), radius: share of the image side 0-1, colour: [r, g, b] 0-255, "
-        "ghosts: [[x, y, radius, alpha], ...] flare circles (0-1 coordinates and radius, alpha 0-1)}",
-    }
+    space = ParamSpace(
+        Real("brightness", -1.0, 1.0, "", "added to every pixel, share of full scale (255)", identity=0.0, step=0.01),
+        Real("contrast", 0.0, 4.0, "", "factor about mid-grey (127.5)", identity=1.0, step=0.02),
+        Real("gamma", 0.1, 10.0, "", "exponent on 0-1 pixel values (< 1 brighter)", identity=1.0, step=0.05),
+        ListOf("shadows", Group("shadow", (
+            ListOf("polygon", Vector("point", 2, 0.0, 1.0, "", "[x, y] in 0-1 image coordinates"), 3, None, "outline of the shadow (required)"),
+            Real("intensity", 0.0, 1.0, "", "darkening", default=0.5),
+        ), "a cast shadow"), 0, None, "cast shadows, each {polygon, intensity}"),
+        Group("glare", (
+            Vector("centre", 2, 0.0, 1.0, "", "[x, y] of the light source in 0-1 image coordinates (required)"),
+            Real("radius", 0.0, 1.0, "", "radius, share of the image side (required)", low_open=True),
+            Vector("colour", 3, 0, 255, "", "[r, g, b]", default=255, integer=True),
+            ListOf("ghosts", Vector("ghost", 4, 0.0, 1.0, "", "[x, y, radius, alpha]: flare circle in 0-1 coordinates and radius, alpha 0-1"),
+                   0, None, "flare circles along a line through the light source"),
+        ), "sun-flare glare; null or {} for none"),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         light = 1.0 if rng.random() < 0.5 else -1.0  # brighter or darker scene
@@ -122,36 +118,14 @@ class ImageLighting(Perturbation):
         )
 
     def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown image_lighting parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
-        _number(params, "brightness", -1.0, 1.0, 0.0)
-        _number(params, "contrast", 0.0, 4.0, 1.0)
-        _number(params, "gamma", 0.1, 10.0, 1.0)
-        shadows = params.get("shadows", [])
-        if not isinstance(shadows, list):
-            raise UserError(f"image_lighting shadows {shadows!r} invalid; valid: a list of {{polygon, intensity}}")
-        for shadow in shadows:
-            polygon = shadow.get("polygon") if isinstance(shadow, dict) else None
-            if not (isinstance(polygon, list) and len(polygon) >= 3 and all(_point(p) for p in polygon)):
-                raise UserError(f"image_lighting shadow polygon {polygon!r} invalid; valid: >= 3 [x, y] points in 0..1")
-            _number(shadow, "intensity", 0.0, 1.0, 0.5)
         glare = params.get("glare")
-        if glare is None or glare == {}:
-            return
-        if not isinstance(glare, dict) or set(glare) - {"centre", "radius", "colour", "ghosts"}:
-            raise UserError(f"image_lighting glare {glare!r} invalid; valid: {{centre, radius, colour, ghosts}}")
-        if not _point(glare.get("centre")):
-            raise UserError(f"image_lighting glare centre {glare.get('centre')!r} invalid; valid: [x, y] in 0..1")
-        radius = glare.get("radius")
-        if not isinstance(radius, (int, float)) or not 0.0 < radius <= 1.0:
-            raise UserError(f"image_lighting glare radius {radius!r} out of range; valid: 0-1 (exclusive of 0)")
-        colour = glare.get("colour", [255, 255, 255])
-        if not (isinstance(colour, list) and len(colour) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in colour)):
-            raise UserError(f"image_lighting glare colour {colour!r} invalid; valid: [r, g, b] integers 0-255")
-        for ghost in glare.get("ghosts", []):
-            if not (isinstance(ghost, list) and len(ghost) == 4 and all(isinstance(v, (int, float)) and 0.0 <= v <= 1.0 for v in ghost)):
-                raise UserError(f"image_lighting glare ghost {ghost!r} invalid; valid: [x, y, radius, alpha] each 0..1")
+        self.space.validate(self.name, {k: v for k, v in params.items() if not (k == "glare" and v is None)})
+        # what the declaration cannot say: these fields are required once a shadow or a glare is given
+        for i, shadow in enumerate(params.get("shadows", [])):
+            if "polygon" not in shadow:
+                raise UserError(f"image_lighting shadows[{i}] {shadow!r} has no polygon; valid: {{polygon: >= 3 [x, y] points in 0-1, intensity}}")
+        if glare and not {"centre", "radius"} <= set(glare):
+            raise UserError(f"image_lighting glare {glare!r} needs centre and radius; valid: {{centre, radius, colour, ghosts}}, or null")
 
     def apply_pixels(self, image: np.ndarray, camera: str, params: dict[str, Any]) -> np.ndarray:
         if self.is_identity(params):

@@ -43,9 +43,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, NotRealised, Perturbation, check_number, register
-from perturbations.object_pose import eef_position, free_joint, object_name
-from stress.errors import UserError
+from perturbations.base import Layer, NotRealised, Perturbation, register
+from perturbations.object_pose import eef_position, free_joint, object_name, object_name_check
+from perturbations.space import Choice, Free, ParamSpace, Real
 
 MOVE_M = {1: 0.01, 2: 0.02, 3: 0.04, 4: 0.06, 5: 0.08}
 PUSH_MPS = {1: 0.45, 2: 0.62, 3: 0.88, 4: 1.1, 5: 1.28}
@@ -66,17 +66,18 @@ class MidChunkPush(Perturbation):
         "move displacement / push speed: 1: 1 cm / 0.45 m/s, 2: 2 cm / 0.62 m/s, 3: 4 cm / 0.88 m/s, "
         "4: 6 cm / 1.1 m/s, 5: 8 cm / 1.28 m/s (a push slides a bowl about as far as the move)"
     )
-    parameters = {
-        "object": "'target' (the task's target object, default) or a movable object's name",
-        "trigger": "'chunk_step' (at a step of a chunk) or 'gripper_distance' (gripper close to the object)",
-        "chunk": "chunk_step: index of the executed chunk, 0 = first policy query, integer 0..1000",
-        "step": f"chunk_step: fires after this action of the chunk, integer 0..{CHUNK_LEN - 1}",
-        "distance_m": "gripper_distance: grip site to object origin, m, 0.01..0.5",
-        "action": "'push' (velocity kick) or 'move' (teleport)",
-        "speed_mps": "push: speed set in the table plane, m/s, 0..2",
-        "displacement_m": "move: distance moved in the table plane, m, 0..0.2",
-        "direction_deg": "direction in the table plane, deg (0 = +x, away from the robot; 90 = +y), 0..360",
-    }
+    space = ParamSpace(
+        Free("object", "'target' (the task's target object, default) or a movable object's name", check=object_name_check("object")),
+        Choice("trigger", TRIGGERS, "chunk_step: after an action of a chunk; gripper_distance: when the gripper comes close to the object"),
+        Real("chunk", 0, 1000, "", "chunk_step: index of the executed chunk, 0 = first policy query", default=1, step=1, integer=True),
+        Real("step", 0, CHUNK_LEN - 1, "", "chunk_step: fires after this action of the chunk (0-based)", default=0, step=1, integer=True),
+        Real("distance_m", 0.01, 0.5, "m", "gripper_distance: grip site to object origin", default=0.1, step=0.01),
+        # a move is exact, a push depends on friction: the move is the milder, default action
+        Choice("action", ("move", "push"), "move: teleport by displacement_m; push: velocity kick of speed_mps"),
+        Real("speed_mps", 0.0, 2.0, "m/s", "push: speed set in the table plane", identity=0.0, step=0.02),
+        Real("displacement_m", 0.0, 0.2, "m", "move: distance moved in the table plane", identity=0.0, step=0.002),
+        Real("direction_deg", 0.0, 360.0, "deg", "direction in the table plane (0 = +x, away from the robot; 90 = +y)", default=0.0, step=5.0),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         params: dict[str, Any] = {"object": "target", "trigger": str(rng.choice(TRIGGERS))}
@@ -96,29 +97,6 @@ class MidChunkPush(Perturbation):
         strength = params.get("speed_mps" if params.get("action") == "push" else "displacement_m", 0.0)
         return not params or not strength
 
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown mid_chunk_push parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
-        if not params:
-            return
-        if not isinstance(params.get("object", "target"), str):
-            raise UserError(f"mid_chunk_push object {params['object']!r} invalid; valid: an object name or 'target'")
-        if params.get("trigger") not in TRIGGERS:
-            raise UserError(f"mid_chunk_push trigger {params.get('trigger')!r} unknown; valid: {', '.join(TRIGGERS)}")
-        if params["trigger"] == "chunk_step":
-            check_number(self.name, params, "chunk", 0, 1000, "an integer 0..1000", integer=True)
-            check_number(self.name, params, "step", 0, CHUNK_LEN - 1, f"an integer 0..{CHUNK_LEN - 1}", integer=True)
-        else:
-            check_number(self.name, params, "distance_m", 0.01, 0.5, "0.01..0.5 m")
-        if params.get("action") not in ACTIONS:
-            raise UserError(f"mid_chunk_push action {params.get('action')!r} unknown; valid: {', '.join(ACTIONS)}")
-        if params["action"] == "push":
-            check_number(self.name, params, "speed_mps", 0.0, 2.0, "0..2 m/s")
-        else:
-            check_number(self.name, params, "displacement_m", 0.0, 0.2, "0..0.2 m")
-        check_number(self.name, params, "direction_deg", 0.0, 360.0, "0..360 deg")
-
     def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         if self.is_identity(params):
             return params
@@ -133,6 +111,7 @@ class MidChunkPush(Perturbation):
     def on_step(self, env, params: dict[str, Any], step: int, record: dict[str, Any]) -> None:
         if self.is_identity(params):
             return
+        params = {**self.space.defaults(), **params}  # explicit params may leave out what has a default
         if env.chunk_step == 1:  # first action of a chunk: the runner queried the policy just before
             record["chunks_started"] += 1
         name = params["object"]

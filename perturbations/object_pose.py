@@ -38,7 +38,8 @@ import mujoco
 import numpy as np
 
 import stress.envs.libero as libero_env
-from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, check_number, register
+from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.space import Choice, Free, ListOf, ParamSpace, Real
 from stress.errors import UserError
 
 OUTSIDE_M = {1: (0.005, 0.015), 2: (0.02, 0.03), 3: (0.04, 0.05), 4: (0.06, 0.07), 5: (0.08, 0.10)}
@@ -155,6 +156,16 @@ def reach_problem(env, position: np.ndarray) -> str | None:
     return None
 
 
+def object_name_check(key: str):
+    """Free-parameter check of an object name: only the scene at hand knows which names exist."""
+
+    def check(family: str, value) -> None:
+        if not isinstance(value, str):
+            raise UserError(f"{family} {key} {value!r} invalid; valid: an object name or 'target'")
+
+    return check
+
+
 # --- geometry of the shipped range ---------------------------------------------------------------------
 def shipped_range(env, name: str) -> dict[str, Any]:
     """Box of the object's (x, y) over the shipped init states, and their yaw range (deg) relative to the
@@ -214,18 +225,19 @@ class ObjectPose(Perturbation):
         "distance outside the box of shipped positions / yaw beyond the shipped yaw: "
         "1: 0.5-1.5 cm / 2-5 deg, 2: 2-3 cm / 5-10 deg, 3: 4-5 cm / 10-20 deg, 4: 6-7 cm / 20-35 deg, 5: 8-10 cm / 35-60 deg"
     )
-    parameters = {
-        "mode": "'shift' (default) or 'swap' (exchange the x, y of object and swap_with)",
-        "object": "'target' (the task's target object, default) or a movable object's name",
-        "others": "shift: further movable objects moved by the same offset (list of names, default none)",
-        "dx": "shift along world x relative to the shipped pose, m, -0.5..0.5 (wins over direction_deg/outside_m)",
-        "dy": "shift along world y relative to the shipped pose, m, -0.5..0.5",
-        "dyaw": "rotation about world z, deg, -180..180",
-        "direction_deg": "sampled form: direction of the shift in the table plane, deg (0 = +x, 90 = +y), 0..360",
-        "outside_m": "sampled form: distance outside the box of shipped positions, m, 0..0.5",
-        "yaw_outside_deg": "sampled form: signed yaw beyond the shipped yaw range, deg, -180..180",
-        "swap_with": "swap: the other movable object (default: the nearest one that is not the goal's receptacle)",
-    }
+    space = ParamSpace(
+        Choice("mode", MODES, "shift: move the object; swap: exchange the x, y of object and swap_with", searchable=False),
+        Free("object", "'target' (the task's target object, default) or a movable object's name", check=object_name_check("object")),
+        ListOf("others", Free("name", "a movable object's name", check=object_name_check("others")), 0, None,
+               "shift: further movable objects moved by the same offset"),
+        Real("dx", -MAX_SHIFT_M, MAX_SHIFT_M, "m", "shift along world x from the shipped pose (given dx, dy or dyaw win over the sampled form)", identity=0.0, step=0.01),
+        Real("dy", -MAX_SHIFT_M, MAX_SHIFT_M, "m", "shift along world y from the shipped pose", identity=0.0, step=0.01),
+        Real("dyaw", -180.0, 180.0, "deg", "rotation about world z", identity=0.0, step=2.0),
+        Real("direction_deg", 0.0, 360.0, "deg", "sampled form: direction of the shift in the table plane (0 = +x, 90 = +y)", default=0.0),
+        Real("outside_m", 0.0, MAX_SHIFT_M, "m", "sampled form: distance outside the box of shipped positions", default=0.0),
+        Real("yaw_outside_deg", -180.0, 180.0, "deg", "sampled form: signed yaw beyond the shipped yaw range", default=0.0),
+        Free("swap_with", "swap: the other movable object (default: the nearest one that is not the goal's receptacle)", check=object_name_check("swap_with")),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         return {
@@ -241,25 +253,6 @@ class ObjectPose(Perturbation):
             return False
         explicit = ("dx" in params or "dy" in params or "dyaw" in params) or "outside_m" not in params
         return explicit and params.get("dx", 0.0) == 0.0 and params.get("dy", 0.0) == 0.0 and params.get("dyaw", 0.0) == 0.0
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown object_pose parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
-        if params.get("mode", "shift") not in MODES:
-            raise UserError(f"object_pose mode {params.get('mode')!r} unknown; valid: {', '.join(MODES)}")
-        for key in ("object", "swap_with"):
-            if key in params and not isinstance(params[key], str):
-                raise UserError(f"object_pose {key} {params[key]!r} invalid; valid: an object name or 'target'")
-        others = params.get("others", [])
-        if not isinstance(others, list) or not all(isinstance(o, str) for o in others):
-            raise UserError(f"object_pose others {others!r} invalid; valid: a list of object names")
-        check_number(self.name, params, "dx", -MAX_SHIFT_M, MAX_SHIFT_M, f"-{MAX_SHIFT_M}..{MAX_SHIFT_M} m", default=0.0)
-        check_number(self.name, params, "dy", -MAX_SHIFT_M, MAX_SHIFT_M, f"-{MAX_SHIFT_M}..{MAX_SHIFT_M} m", default=0.0)
-        check_number(self.name, params, "dyaw", -180.0, 180.0, "-180..180 deg", default=0.0)
-        check_number(self.name, params, "direction_deg", 0.0, 360.0, "0..360 deg", default=0.0)
-        check_number(self.name, params, "outside_m", 0.0, MAX_SHIFT_M, f"0..{MAX_SHIFT_M} m", default=0.0)
-        check_number(self.name, params, "yaw_outside_deg", -180.0, 180.0, "-180..180 deg", default=0.0)
 
     def apply_state(self, env, params: dict[str, Any]) -> None:
         """Resolve the concrete offsets for this scene (written into ``params``) and set the new poses."""

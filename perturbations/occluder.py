@@ -30,8 +30,8 @@ import mujoco
 import numpy as np
 
 from perturbations.base import CAMERAS, Layer, NotRealised, Perturbation, register
+from perturbations.space import Choice, Free, ListOf, ParamSpace, Real, Vector
 from stress.envs.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
-from stress.errors import UserError
 
 FRACTION_BY_SEVERITY = {1: 0.2, 2: 0.4, 3: 0.6, 4: 0.8, 5: 0.95}
 TOLERANCE = 0.05  # |measured - target| occluded fraction accepted
@@ -55,14 +55,15 @@ class Occluder(Perturbation):
     preserves_physics = True
     summary = "visual-only box between the camera and the target object, sized to hide a share of its pixels"
     severity_meaning = "share of the target object's pixels hidden in the camera: 1: 0.2, 2: 0.4, 3: 0.6, 4: 0.8, 5: 0.95"
-    parameters = {
-        "fraction": "target occluded share of the target object's pixels, 0-1 (0: no occluder)",
-        "cameras": "cameras given an occluder body: list of agentview, wrist",
-        "depth": "box position on the camera-to-target ray, as a share of the target's distance, 0.1-0.9",
-        "aspect": "box width / height, 0.25-4",
-        "offset": "[dx, dy] box centre shift from the ray, in box half-sizes, each -0.9..0.9",
-        "gray": "box colour, gray level 0-1",
-    }
+    space = ParamSpace(
+        Real("fraction", 0.0, 1.0, "", "share of the target object's pixels to hide (0: no occluder)", identity=0.0, step=0.01),
+        ListOf("cameras", Choice("camera", CAMERAS, "a camera", searchable=False), 1, len(CAMERAS), "cameras given an occluder body (default: both)"),
+        Real("depth", 0.1, 0.9, "", "box position on the camera-to-target ray, share of the target's distance", default=0.5, step=0.02),
+        Real("aspect", 0.25, 4.0, "", "box width / height", default=1.0, step=0.05),
+        Vector("offset", 2, -0.9, 0.9, "half-sizes", "[dx, dy] box centre shift from the ray, in box half-sizes", default=0.0, step=0.05),
+        Real("gray", 0.0, 1.0, "", "box colour, grey level", default=0.5, step=0.05),
+        Free("placement", "set by resolve and recorded: per camera half_size_m, distance_m, centre_camera_m (recomputed when given)"),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         return {
@@ -79,24 +80,6 @@ class Occluder(Perturbation):
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return float(params.get("fraction", 0.0)) == 0.0
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters) - {"placement"}
-        if unknown:
-            raise UserError(f"unknown occluder parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
-        fraction = params.get("fraction", 0.0)
-        if not isinstance(fraction, (int, float)) or not 0.0 <= fraction <= 1.0:
-            raise UserError(f"occluder fraction {fraction!r} out of range; valid: 0-1")
-        cameras = params.get("cameras", list(CAMERAS))
-        if not (isinstance(cameras, list) and cameras and all(c in CAMERAS for c in cameras)):
-            raise UserError(f"occluder cameras {cameras!r} invalid; valid: a non-empty list of {', '.join(CAMERAS)}")
-        for key, low, high in (("depth", 0.1, 0.9), ("aspect", 0.25, 4.0), ("gray", 0.0, 1.0)):
-            value = params.get(key, low)
-            if not isinstance(value, (int, float)) or not low <= value <= high:
-                raise UserError(f"occluder {key} {value!r} out of range; valid: {low:g}-{high:g}")
-        offset = params.get("offset", [0.0, 0.0])
-        if not (isinstance(offset, (list, tuple)) and len(offset) == 2 and all(isinstance(v, (int, float)) and -0.9 <= v <= 0.9 for v in offset)):
-            raise UserError(f"occluder offset {offset!r} invalid; valid: two numbers in -0.9..0.9")
 
     # --- scene ------------------------------------------------------------------------------------------
     def scene_key(self, params: dict[str, Any]) -> Any:

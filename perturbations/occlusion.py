@@ -9,13 +9,14 @@ Pixel perturbations never touch the simulator, so the true future frames stay cl
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from albumentations.augmentations.dropout.functional import cutout
 
 from perturbations.base import Layer, Perturbation, register
-from stress.errors import UserError
+from perturbations.space import Choice, Free, ParamSpace, Real, Vector
 
 AREA_BY_SEVERITY = {1: 0.03, 2: 0.06, 3: 0.12, 4: 0.20, 5: 0.35}
 FILLS = {"black": (0, 0, 0), "gray": (128, 128, 128), "noise": "random"}
@@ -29,15 +30,17 @@ class Occlusion(Perturbation):
     per_camera = True
     summary = "opaque patch on the camera image, centred on the target object, fixed for the episode"
     severity_meaning = "patch area as a share of the image: 1: 3%, 2: 6%, 3: 12%, 4: 20%, 5: 35%"
-    parameters = {
-        "area_fraction": "patch area / image area, 0-1",
-        "aspect": "patch width / height, 0.25-4",
-        "anchor": "'target' (centred on the target object's projection) or 'random'",
-        "offset": "[dx, dy] shift of the patch centre from the anchor, in patch sizes, each -1..1",
-        "random_centre": "[u, v] centre (0-1 image coordinates) used when anchor='random' or the target is out of view",
-        "fill": "black, gray or noise",
-        "noise_seed": "seed of the noise fill (same every frame)",
-    }
+    space = ParamSpace(
+        Real("area_fraction", 0.0, 1.0, "", "patch area / image area", identity=0.0, step=0.01),
+        Real("aspect", 0.25, 4.0, "", "patch width / height", default=1.0, step=0.05),
+        Choice("anchor", ANCHORS, "'target': centred on the target object's projection; 'random': on random_centre", searchable=False),
+        Vector("offset", 2, -1.0, 1.0, "patch sizes", "[dx, dy] shift of the patch centre from the anchor", default=0.0, step=0.05),
+        Vector("random_centre", 2, 0.0, 1.0, "", "[u, v] centre in 0-1 image coordinates, used when anchor is 'random' or the target is out of view", default=0.5),
+        Choice("fill", tuple(FILLS), "what the patch is filled with (noise: the same every frame)"),
+        Real("noise_seed", 0, math.inf, "", "seed of the noise fill", default=0, integer=True),
+        Free("holes_px", "set by resolve and recorded: the patch per camera, [x1, y1, x2, y2] pixels (recomputed when given)"),
+        Free("anchored_on", "set by resolve and recorded: per camera, 'target' or 'random' (recomputed when given)"),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         return {
@@ -55,26 +58,6 @@ class Occlusion(Perturbation):
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return float(params.get("area_fraction", 0.0)) == 0.0
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        allowed = set(self.parameters) | {"holes_px"}
-        unknown = set(params) - allowed
-        if unknown:
-            raise UserError(f"unknown occlusion parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
-        area = params.get("area_fraction", 0.0)
-        if not isinstance(area, (int, float)) or not 0.0 <= area <= 1.0:
-            raise UserError(f"occlusion area_fraction {area!r} out of range; valid: 0-1")
-        aspect = params.get("aspect", 1.0)
-        if not isinstance(aspect, (int, float)) or not 0.25 <= aspect <= 4.0:
-            raise UserError(f"occlusion aspect {aspect!r} out of range; valid: 0.25-4")
-        if params.get("anchor", "target") not in ANCHORS:
-            raise UserError(f"occlusion anchor {params.get('anchor')!r} unknown; valid: {', '.join(ANCHORS)}")
-        if params.get("fill", "black") not in FILLS:
-            raise UserError(f"occlusion fill {params.get('fill')!r} unknown; valid: {', '.join(FILLS)}")
-        for key, low, high in (("offset", -1.0, 1.0), ("random_centre", 0.0, 1.0)):
-            value = params.get(key, [(low + high) / 2] * 2)
-            if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and low <= v <= high for v in value)):
-                raise UserError(f"occlusion {key} {value!r} invalid; valid: two numbers in {low:g}..{high:g}")
 
     def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         """Fix the patch of each camera in pixels (x1, y1, x2, y2) for the episode."""

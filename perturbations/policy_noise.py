@@ -42,6 +42,7 @@ Action noise in millimetres is the std of the commanded position change per step
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from contextlib import contextmanager
 from typing import Any
@@ -49,7 +50,7 @@ from typing import Any
 import numpy as np
 
 from perturbations.base import Layer, NotRealised, Perturbation, register
-from stress.errors import UserError
+from perturbations.space import Choice, ParamSpace, Real
 from stress.policies.base import Decision
 
 NOOP = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
@@ -58,8 +59,16 @@ LATENCY = {1: 1, 2: 2, 3: 3, 4: 5, 5: 8}
 DENOISING = {1: 0.75, 2: 0.5, 3: 0.35, 4: 0.25, 5: 0.1}
 PRECISIONS = ("float32", "bfloat16")
 SEED_MOD = 2**31
+SPACE = ParamSpace(
+    Real("seed_offset", 0, math.inf, "", "added to the policy seed (mod 2^31)", identity=0, integer=True),
+    Real("action_noise_std", 0.0, 1.0, "action units", "Gaussian std on the 6 arm action dims (1 = 5 cm or 0.5 rad per step)", identity=0.0, step=0.01),
+    Real("noise_seed", 0, math.inf, "", "seed of the action-noise generator (re-seeded every episode)", default=0, integer=True),
+    Real("latency_steps", 0, 50, "steps", "execution delay in control steps (50 ms each); the first k steps are no-ops", identity=0, step=1, integer=True),
+    Real("denoising_steps_scale", 0.0, 1.0, "", "factor on the backend's num_denoising_steps (rounded, >= 1)", identity=1.0, step=-0.01, low_open=True),
+    Choice("precision", (None, "float32", "bfloat16"), "backend inference precision (null: the backend's own)"),
+)
 KNOBS = ("seed_offset", "action_noise_std", "latency_steps", "denoising_steps_scale", "precision")
-DEFAULTS = {"seed_offset": 0, "action_noise_std": 0.0, "latency_steps": 0, "denoising_steps_scale": 1.0, "precision": None}
+DEFAULTS = {knob: SPACE.defaults()[knob] for knob in KNOBS}  # each knob's no-change value
 
 
 class NoisyPolicy:
@@ -136,14 +145,7 @@ class PolicyNoise(Perturbation):
         "all knobs together: action noise std 0.02/0.05/0.1/0.2/0.3 (action units), latency 1/2/3/5/8 steps "
         "(50 ms each), denoising steps x 0.75/0.5/0.35/0.25/0.1, bfloat16 from level 3, a random seed offset"
     )
-    parameters = {
-        "seed_offset": "added to the policy seed (mod 2^31), integer >= 0",
-        "action_noise_std": "Gaussian std on the 6 arm action dims, action units (1 = 5 cm or 0.5 rad per step), 0-1",
-        "noise_seed": "seed of the action-noise generator (re-seeded every episode), integer >= 0",
-        "latency_steps": "execution delay in control steps (50 ms), integer 0-50; the first k steps are no-ops",
-        "denoising_steps_scale": "factor on the backend's num_denoising_steps (rounded, >= 1), 0-1 (exclusive of 0)",
-        "precision": "backend inference precision: float32 or bfloat16",
-    }
+    space = SPACE
 
     def __init__(self):
         self._knobs: dict[str, Any] = {}  # filled by wrap_policy, recorded through check's return value
@@ -162,25 +164,6 @@ class PolicyNoise(Perturbation):
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return all(params.get(knob, default) == default for knob, default in DEFAULTS.items())
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown policy_noise parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
-        for key, high in (("seed_offset", None), ("noise_seed", None), ("latency_steps", 50)):
-            value = params.get(key, 0)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0 or (high is not None and value > high):
-                valid = f"an integer 0-{high}" if high is not None else "an integer >= 0"
-                raise UserError(f"policy_noise {key} {value!r} invalid; valid: {valid}")
-        noise = params.get("action_noise_std", 0.0)
-        if not isinstance(noise, (int, float)) or isinstance(noise, bool) or not 0.0 <= noise <= 1.0:
-            raise UserError(f"policy_noise action_noise_std {noise!r} out of range; valid: 0-1")
-        scale = params.get("denoising_steps_scale", 1.0)
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not 0.0 < scale <= 1.0:
-            raise UserError(f"policy_noise denoising_steps_scale {scale!r} out of range; valid: 0-1 (exclusive of 0)")
-        precision = params.get("precision")
-        if precision is not None and precision not in PRECISIONS:
-            raise UserError(f"policy_noise precision {precision!r} unknown; valid: {', '.join(PRECISIONS)}")
 
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
         # the policy is wrapped after this check: hand over the dict wrap_policy fills in (same instance)

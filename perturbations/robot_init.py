@@ -33,7 +33,7 @@ import numpy as np
 
 from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
 from perturbations.object_pose import body_root_name, movable_objects, pose, settled_reference
-from stress.errors import UserError
+from perturbations.space import ParamSpace, Vector
 
 N_JOINTS = 7
 OFFSET_RAD = {1: (0.03, 0.05), 2: (0.05, 0.10), 3: (0.10, 0.20), 4: (0.20, 0.30), 5: (0.30, 0.40)}
@@ -51,7 +51,9 @@ class RobotInit(Perturbation):
         "|offset| per arm joint, random signs: 1: 0.03-0.05 rad, 2: 0.05-0.1 rad, 3: 0.1-0.2 rad, "
         "4: 0.2-0.3 rad, 5: 0.3-0.4 rad"
     )
-    parameters = {"offsets": f"radians added to arm joints 1-7 of the init state, list of {N_JOINTS} numbers, each -{MAX_OFFSET}..{MAX_OFFSET}"}
+    space = ParamSpace(
+        Vector("offsets", N_JOINTS, -MAX_OFFSET, MAX_OFFSET, "rad", "added to arm joints 1-7 of the init state (clipped to the joint limits)", identity=0.0, step=0.02),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         magnitude = rng.uniform(*OFFSET_RAD[severity], size=N_JOINTS)
@@ -60,19 +62,6 @@ class RobotInit(Perturbation):
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return not any(params.get("offsets", []))
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown robot_init parameter(s) {sorted(unknown)}; valid: offsets")
-        offsets = params.get("offsets", [0.0] * N_JOINTS)
-        valid = (
-            isinstance(offsets, list)
-            and len(offsets) == N_JOINTS
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and -MAX_OFFSET <= v <= MAX_OFFSET for v in offsets)
-        )
-        if not valid:
-            raise UserError(f"robot_init offsets {offsets!r} invalid; valid: {N_JOINTS} numbers, each -{MAX_OFFSET}..{MAX_OFFSET} rad")
 
     def apply_state(self, env, params: dict[str, Any]) -> None:
         if self.is_identity(params):

@@ -33,6 +33,7 @@ The blur kernel is the length rounded to an odd pixel count, at least 3 (e.g. 3,
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from typing import Any
 
@@ -41,22 +42,12 @@ from albumentations.augmentations.blur.functional import create_motion_kernel
 from albumentations.augmentations.pixel.functional import add_noise, convolve, image_compression, iso_noise
 
 from perturbations.base import CAMERAS, Layer, Perturbation, register
-from stress.errors import UserError
+from perturbations.space import ParamSpace, Real
 
 BLUR = {1: 0.02, 2: 0.03, 3: 0.045, 4: 0.06, 5: 0.08}
 ISO = {1: 0.05, 2: 0.10, 3: 0.20, 4: 0.35, 5: 0.50}
 GAUSS = {1: 2.0, 2: 4.0, 3: 7.0, 4: 11.0, 5: 16.0}
 JPEG = {1: 70, 2: 50, 3: 35, 4: 20, 5: 10}
-RANGES = {  # name -> (low, high, identity value)
-    "motion_blur": (0.0, 0.5, 0.0),
-    "motion_blur_angle": (0.0, 360.0, 0.0),
-    "iso_intensity": (0.0, 1.0, 0.0),
-    "iso_color_shift": (0.0, 0.5, 0.0),
-    "gaussian_std": (0.0, 100.0, 0.0),
-    "jpeg_quality": (1, 100, 100),
-}
-
-
 def blur_kernel_size(fraction: float, side: int) -> int:
     """Odd kernel size (>= 3) for a blur length given as a share of the image side; 0 means no blur."""
     if fraction <= 0.0:
@@ -81,15 +72,15 @@ class SensorNoise(Perturbation):
         "all four grow together: motion blur 2/3/4.5/6/8 % of the image side, ISO intensity 0.05/0.1/0.2/0.35/0.5, "
         "Gaussian std 2/4/7/11/16 (0-255), JPEG quality 70/50/35/20/10"
     )
-    parameters = {
-        "motion_blur": "blur length, share of the image side, 0-0.5 (0: none; kernel odd, >= 3 px)",
-        "motion_blur_angle": "blur direction in degrees, 0-360",
-        "iso_intensity": "ISO noise intensity (albumentations ISONoise), 0-1 (0: none)",
-        "iso_color_shift": "ISO hue noise, 0-0.5",
-        "gaussian_std": "std of additive Gaussian noise, 0-100 in 0-255 units (0: none)",
-        "jpeg_quality": "JPEG quality, integer 1-100 (100: no compression)",
-        "noise_seed": "seed of the per-frame noise, combined with the camera and the frame content",
-    }
+    space = ParamSpace(
+        Real("motion_blur", 0.0, 0.5, "", "blur length, share of the image side (kernel odd, >= 3 px; 0: none)", identity=0.0, step=0.005),
+        Real("motion_blur_angle", 0.0, 360.0, "deg", "blur direction", default=0.0, step=15.0),
+        Real("iso_intensity", 0.0, 1.0, "", "ISO noise intensity (albumentations ISONoise; 0: none)", identity=0.0, step=0.01),
+        Real("iso_color_shift", 0.0, 0.5, "", "ISO hue noise", default=0.0, step=0.01),
+        Real("gaussian_std", 0.0, 100.0, "", "std of additive Gaussian noise, in 0-255 pixel units (0: none)", identity=0.0, step=1.0),
+        Real("jpeg_quality", 1, 100, "", "JPEG quality (100: no compression)", identity=100, step=-1, integer=True),
+        Real("noise_seed", 0, math.inf, "", "seed of the per-frame noise, combined with the camera and the frame content", default=0, integer=True),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         return {
@@ -103,21 +94,8 @@ class SensorNoise(Perturbation):
         }
 
     def is_identity(self, params: dict[str, Any]) -> bool:
-        return all(params.get(key, identity) == identity for key, (_, _, identity) in RANGES.items() if key not in ("motion_blur_angle", "iso_color_shift"))
-
-    def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown sensor_noise parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
-        for key, (low, high, identity) in RANGES.items():
-            value = params.get(key, identity)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
-                raise UserError(f"sensor_noise {key} {value!r} out of range; valid: {low:g}-{high:g}")
-        if not isinstance(params.get("jpeg_quality", 100), int):
-            raise UserError(f"sensor_noise jpeg_quality {params['jpeg_quality']!r} is not an integer; valid: 1-100")
-        seed = params.get("noise_seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise UserError(f"sensor_noise noise_seed {seed!r} invalid; valid: a non-negative integer")
+        # the four effects at their identity (the angle and hue shift only shape a blur or noise that is there)
+        return all(params.get(p.name, p.identity) == p.identity for p in self.space.params if p.identity is not None)
 
     def apply_pixels(self, image: np.ndarray, camera: str, params: dict[str, Any]) -> np.ndarray:
         if self.is_identity(params):

@@ -33,6 +33,7 @@ sample that changes both cameras by less than 0.5 is not realised.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections import OrderedDict
 from typing import Any
@@ -40,7 +41,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, Perturbation, in_range, register, require_image_change
+from perturbations.base import Layer, Perturbation, register, require_image_change
+from perturbations.space import Choice, Group, ListOf, ParamSpace, Real, Vector
 from stress.errors import UserError
 
 SURFACES = ("table", "floor", "walls")
@@ -80,9 +82,9 @@ def hue_matrix(hue_deg: float) -> np.ndarray:
 
 def recolour(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """Colours in 0-1 (..., 3) under a hue/solid/pattern treatment (a pattern counts as its mean colour)."""
-    mode = spec["mode"]
+    mode = spec.get("mode", "hue")
     if mode == "hue":
-        return np.clip(rgb @ hue_matrix(spec["hue_deg"]).T * spec.get("value", 1.0), 0.0, 1.0)
+        return np.clip(rgb @ hue_matrix(spec.get("hue_deg", 0.0)).T * spec.get("value", 1.0), 0.0, 1.0)
     colours = np.asarray(spec["colours"] if mode == "pattern" else [spec["colour"]], dtype=float)
     return np.broadcast_to(colours.mean(axis=0), rgb.shape).copy()
 
@@ -91,14 +93,15 @@ def texture_pixels(original: np.ndarray, height: int, width: int, channels: int,
     """New pixels (uint8, height x width x channels) of a texture under a treatment; alpha is kept."""
     image = original.reshape(height, width, channels).copy()
     colour_channels = min(3, channels)
-    if spec["mode"] == "hue":
+    mode = spec.get("mode", "hue")
+    if mode == "hue":
         if channels >= 3:
-            rgb = image[..., :3].reshape(-1, 3).astype(np.float32) @ hue_matrix(spec["hue_deg"]).T.astype(np.float32)
+            rgb = image[..., :3].reshape(-1, 3).astype(np.float32) @ hue_matrix(spec.get("hue_deg", 0.0)).T.astype(np.float32)
             image[..., :3] = np.clip(rgb * spec.get("value", 1.0), 0, 255).reshape(height, width, 3).astype(np.uint8)
         else:
             image[..., :1] = np.clip(image[..., :1] * spec.get("value", 1.0), 0, 255).astype(np.uint8)
         return image
-    if spec["mode"] == "solid":
+    if mode == "solid":
         image[..., :colour_channels] = np.round(np.asarray(spec["colour"])[:colour_channels] * 255).astype(np.uint8)
         return image
     rng = np.random.default_rng(spec["pattern_seed"])  # the pattern's own generator, fixed by the params
@@ -126,6 +129,27 @@ def _surface_of(model, geom: int, objects: tuple[str, ...]) -> str | None:
     return None
 
 
+def _surface(name: str, doc: str) -> Group:
+    rgb = Vector("colour", 3, 0.0, 1.0, "", "[r, g, b]")
+    return Group(name, (
+        # not searched: pattern and solid need colours a grid cannot give (hue is the default)
+        Choice("mode", MODES, "hue: colours rotated about the grey axis; pattern: a random two-colour block pattern; solid: one flat colour", searchable=False),
+        Real("hue_deg", -180.0, 180.0, "deg", "hue mode: rotation of the colours about the grey axis", identity=0.0, step=5.0),
+        Real("value", 0.0, 3.0, "", "hue mode: brightness factor", identity=1.0, step=0.05),
+        ListOf("colours", rgb, 2, 2, "pattern mode: the two colours, each [r, g, b]"),
+        Real("pattern_seed", 0, math.inf, "", "pattern mode: seed of the block pattern", default=0, integer=True),
+        Vector("colour", 3, 0.0, 1.0, "", "solid mode: the colour, [r, g, b]"),
+    ), doc)
+
+
+# the fields each mode takes (a declaration says what a field is, not which mode it belongs to)
+MODE_FIELDS = {"hue": {"hue_deg", "value"}, "pattern": {"colours", "pattern_seed"}, "solid": {"colour"}}
+
+
+def surface_is_identity(spec: dict[str, Any]) -> bool:
+    return spec.get("mode", "hue") == "hue" and spec.get("hue_deg", 0.0) == 0.0 and spec.get("value", 1.0) == 1.0
+
+
 def _colour(rng: np.random.Generator) -> list[float]:
     return [round(float(v), 4) for v in rng.uniform(0.0, 1.0, size=3)]
 
@@ -140,13 +164,15 @@ class Texture(Perturbation):
         "1: table hue +-30 deg; 2: table, floor hue +-60 deg; 3: table, floor, walls hue +-90 deg, objects tinted 30%; "
         "4: table, walls pattern/solid, floor hue +-120 deg, objects 50%; 5: all pattern/solid, objects 80%"
     )
-    parameters = {
-        "table": "object: mode hue (hue_deg -180..180, value 0-3), pattern (colours: two [r, g, b] in 0-1, "
-        "pattern_seed int) or solid (colour [r, g, b] in 0-1); absent = unchanged",
-        "floor": "as table",
-        "walls": "as table",
-        "objects": "object: tint ([r, g, b] in 0-1), strength (0-1) of the blend towards the tint",
-    }
+    space = ParamSpace(
+        _surface("table", "table top (every body named *table*, e.g. the study desk); absent = unchanged"),
+        _surface("floor", "floor; absent = unchanged"),
+        _surface("walls", "walls; absent = unchanged"),
+        Group("objects", (
+            Vector("tint", 3, 0.0, 1.0, "", "[r, g, b] the objects' colours are blended towards", default=1.0),
+            Real("strength", 0.0, 1.0, "", "blend towards the tint", identity=0.0, step=0.01),
+        ), "the task's objects and fixtures, tinted"),
+    )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         surfaces, strength = LEVELS[severity]
@@ -166,49 +192,22 @@ class Texture(Perturbation):
         return params
 
     def check_params(self, params: dict[str, Any]) -> None:
-        unknown = set(params) - set(self.parameters)
-        if unknown:
-            raise UserError(f"unknown texture parameter(s) {sorted(unknown)}; valid: {', '.join(self.parameters)}")
+        self.space.validate(self.name, params)
         for surface in SURFACES:
-            if surface in params:
-                self._check_surface(surface, params[surface])
-        if "objects" in params:
-            objects = params["objects"]
-            if not isinstance(objects, dict) or set(objects) - {"tint", "strength"}:
-                raise UserError(f"texture objects {objects!r} invalid; valid: an object with tint and strength")
-            _check_rgb("objects tint", objects.get("tint", [1.0, 1.0, 1.0]))
-            strength = objects.get("strength", 0.0)
-            if not in_range(strength, 0.0, 1.0):
-                raise UserError(f"texture objects strength {strength!r} out of range; valid: 0-1")
+            spec = params.get(surface, {})
+            mode = spec.get("mode", "hue")
+            unknown = set(spec) - MODE_FIELDS[mode] - {"mode"}
+            if unknown:
+                raise UserError(f"unknown texture {surface} {mode} parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(MODE_FIELDS[mode]))}")
+            if mode != "hue" and not MODE_FIELDS[mode] - {"pattern_seed"} <= set(spec):
+                raise UserError(f"texture {surface} {mode} needs {' and '.join(sorted(MODE_FIELDS[mode] - {'pattern_seed'}))}; got {spec!r}")
 
-    @staticmethod
-    def _check_surface(surface: str, spec) -> None:
-        if not isinstance(spec, dict) or spec.get("mode") not in MODES:
-            mode = spec.get("mode") if isinstance(spec, dict) else spec
-            raise UserError(f"texture {surface} mode {mode!r} unknown; valid: {', '.join(MODES)}")
-        allowed = {"hue": {"hue_deg", "value"}, "pattern": {"colours", "pattern_seed"}, "solid": {"colour"}}[spec["mode"]]
-        unknown = set(spec) - allowed - {"mode"}
-        if unknown:
-            raise UserError(f"unknown texture {surface} {spec['mode']} parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(allowed))}")
-        if spec["mode"] == "hue":
-            hue, value = spec.get("hue_deg", 0.0), spec.get("value", 1.0)
-            if not in_range(hue, -180.0, 180.0):
-                raise UserError(f"texture {surface} hue_deg {hue!r} out of range; valid: -180..180")
-            if not in_range(value, 0.0, 3.0):
-                raise UserError(f"texture {surface} value {value!r} out of range; valid: 0-3")
-        elif spec["mode"] == "solid":
-            _check_rgb(f"{surface} colour", spec.get("colour"))
-        else:
-            colours = spec.get("colours")
-            if not (isinstance(colours, (list, tuple)) and len(colours) == 2):
-                raise UserError(f"texture {surface} colours {colours!r} invalid; valid: two [r, g, b] colours in 0-1")
-            for colour in colours:
-                _check_rgb(f"{surface} colours", colour)
-            seed = spec.get("pattern_seed", 0)
-            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-                raise UserError(f"texture {surface} pattern_seed {seed!r} invalid; valid: an integer >= 0")
+    def is_identity(self, params: dict[str, Any]) -> bool:
+        return all(surface_is_identity(params[s]) for s in SURFACES if s in params) and params.get("objects", {}).get("strength", 0.0) == 0.0
 
     def apply_model(self, env, params: dict[str, Any]) -> None:
+        if self.is_identity(params):
+            return
         model = env.raw.sim.model._model  # rgba fields and textures are pristine when this hook runs
         objects = tuple(env.raw.obj_body_id)
         done: set[tuple[str, int]] = set()  # textures/materials shared by several geoms are changed once
@@ -216,7 +215,7 @@ class Texture(Perturbation):
             if model.geom_group[geom] != 1:  # group 1 = LIBERO's visual geoms (group 0: collision, unseen)
                 continue
             surface = _surface_of(model, geom, objects)
-            if surface is None or surface not in params:
+            if surface is None or surface not in params or (surface in SURFACES and surface_is_identity(params[surface])):
                 continue
             mat = model.geom_matid[geom]
             tex = model.mat_texid[mat, RGB_ROLE] if mat >= 0 else -1
@@ -250,9 +249,3 @@ class Texture(Perturbation):
         if self.is_identity(params):
             return {}
         return require_image_change(env, self.name)
-
-
-
-def _check_rgb(what: str, colour) -> None:
-    if not (isinstance(colour, (list, tuple)) and len(colour) == 3 and all(in_range(v, 0.0, 1.0) for v in colour)):
-        raise UserError(f"texture {what} {colour!r} invalid; valid: [r, g, b] each 0-1")

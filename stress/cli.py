@@ -526,13 +526,23 @@ def cmd_list(args) -> int:
         from perturbations.base import registry
 
         table = Table(title="perturbations (--perturb NAME[:LEVEL], levels 0-5, 0 = identity)")
-        for column in ("name", "layer", "cameras", "what it does", "severity 1-5", "parameters"):
+        for column in ("name", "layer", "cameras", "what it does", "severity 1-5"):
             table.add_column(column)
         for name, cls in registry().items():
-            params = "\n".join(f"{k}: {v}" for k, v in cls.parameters.items())
-            cells = (name, cls.layer.value, "agentview|wrist|both" if cls.per_camera else "—", cls.summary, cls.severity_meaning, params)
+            cells = (name, cls.layer.value, "agentview|wrist|both" if cls.per_camera else "—", cls.summary, cls.severity_meaning)
             table.add_row(*(escape(c) for c in cells))  # '[dx, dy]' is not rich markup
         console.print(table)
+        # each family's declared parameter space: explicit "params" of a scenario, and the search grid
+        # (grid index i = identity (or default) + i * step; index 0 is the identity)
+        for name, cls in registry().items():
+            params = Table(title=f"{name} parameters", title_justify="left")
+            for column in ("parameter", "kind", "range", "unit", "identity", "default", "search grid"):
+                params.add_column(column, no_wrap=True)
+            params.add_column("meaning")
+            for row in cls.space.rows():
+                cells = (row["name"], row["kind"], row["range"], row["unit"], row["identity"], row["default"], row["grid"], row["meaning"])
+                params.add_row(*(escape(c) for c in cells))
+            console.print(params)
     elif args.what == "policies":
         from stress.policies import policy_class, policy_names
 

@@ -39,7 +39,7 @@ def env_for(specs, spatial_env, scene_envs):
 def test_declares_its_layer_parameters_and_severity_meaning(name):
     cls = registry()[name]
     assert isinstance(cls.layer, Layer)
-    assert cls.summary and cls.severity_meaning and cls.parameters
+    assert cls.summary and cls.severity_meaning and cls.space.rows()
 
 
 @pytest.mark.parametrize("name", FAMILIES)
