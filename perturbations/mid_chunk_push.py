@@ -69,7 +69,8 @@ class MidChunkPush(Perturbation):
     space = ParamSpace(
         Free("object", "'target' (the task's target object, default) or a movable object's name", check=object_name_check("object")),
         Choice("trigger", TRIGGERS, "chunk_step: after an action of a chunk; gripper_distance: when the gripper comes close to the object"),
-        Real("chunk", 0, 1000, "", "chunk_step: index of the executed chunk, 0 = first policy query", default=1, step=1, integer=True),
+        Real("chunk", 0, 1000, "", "chunk_step: index of the executed chunk, 0 = first policy query", default=1, step=1, integer=True,
+             search_high=12),  # libero_spatial's 220 steps are 14 chunks of 16
         Real("step", 0, CHUNK_LEN - 1, "", "chunk_step: fires after this action of the chunk (0-based)", default=0, step=1, integer=True),
         Real("distance_m", 0.01, 0.5, "m", "gripper_distance: grip site to object origin", default=0.1, step=0.01),
         # a move is exact, a push depends on friction: the move is the milder, default action

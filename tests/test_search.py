@@ -159,7 +159,7 @@ def test_malformed_space_and_finding_files(tmp_path):
 
 
 # --- real scenes: run, kill, resume, replay -----------------------------------------------------------
-SEARCH = ["search", "--property", "succeeds", "--policy", "expert", "--families", "dynamics", "--max-families", "1", "--inits", "0",
+SEARCH = ["search", "--property", "succeeds", "--policy", "expert", "--families", "policy_noise", "--max-families", "1", "--inits", "0",
           "--max-steps", "120", "--replays", "1", "--iid", "0"]
 
 
