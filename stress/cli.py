@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--init", type=int, default=0)
     bench.add_argument("--repeats", type=int, default=2)
     bench.add_argument("--out", type=Path, default=Path("results") / "bench")
+    bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
+    bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
     return parser
 
 
@@ -595,6 +597,27 @@ def cmd_replay(args) -> int:
     return 0 if result.matches else 1
 
 
+def _bench_planted(args) -> int:
+    from datetime import date
+
+    from scenarios.planted import benchmark
+    from scenarios.samplers import SAMPLERS
+
+    if args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds} invalid; valid: 1 or more")
+    results = {shrinker: benchmark(SAMPLERS, args.seeds, 100, shrinker) for shrinker in ("greedy", "hypothesis")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"planted-{date.today().isoformat()}.json"
+    path.write_text(json.dumps(results, indent=2, sort_keys=True))
+    rows = [{"shrinker": shrinker, "sampler": name, **r} for shrinker, by_sampler in results.items() for name, r in by_sampler.items()]
+    _print_tables({"planted": rows}, {"planted": (f"planted-failure benchmark: {args.seeds} seeds x budget 100 (3 planted modes)", [
+        ("shrinker", "shrinker", "s"), ("sampler", "sampler", "s"), ("violations/100", "violations_per_100", ".1f"), ("median first", "median_first_violation", ".1f"),
+        ("all modes (seeds)", "all_modes_found", "d"), ("findings", "findings", "d"), ("thresholds exact", "thresholds_recovered", "d"),
+        ("1-minimal", "one_minimal", "d"), ("shrink median", "median_shrink_evaluations", ".1f"), ("shrink max", "max_shrink_evaluations", "d")])})
+    print(f"results: {path}")
+    return 0
+
+
 def _replay_finding(args) -> int:
     from scenarios.session import replay_finding
 
@@ -697,6 +720,8 @@ def _print_search(report: dict) -> None:
 def cmd_bench(args) -> int:
     from stress.bench import run_bench
 
+    if args.planted:
+        return _bench_planted(args)
     run_bench(args.suite, args.task, args.init, args.repeats, args.out)
     return 0
 
