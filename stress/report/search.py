@@ -15,11 +15,13 @@ def save_search_plot(report: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (violations_ax, modes_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    from matplotlib.ticker import MaxNLocator
+
     for run, curve in report["runs"].items():
-        x = range(1, len(curve["violations_curve"]) + 1)
+        x = range(0, len(curve["violations_curve"]) + 1)  # nothing found before the first evaluation
         label = f"{curve['sampler']} ({run})"
-        violations_ax.step(x, curve["violations_curve"], where="post", label=label)
-        modes_ax.step(x, curve["modes_curve"], where="post", label=label)
+        violations_ax.step(x, [0, *curve["violations_curve"]], where="post", label=label)
+        modes_ax.step(x, [0, *curve["modes_curve"]], where="post", label=label)
     violations_ax.set(title=f"violations of {report['property']}", xlabel="evaluations spent", ylabel="violations found")
     modes_ax.set(title="distinct failure modes (signature x families)", xlabel="evaluations spent", ylabel="modes")
     iid = report["iid"]
@@ -28,6 +30,8 @@ def save_search_plot(report: dict, path: Path) -> None:
         violations_ax.text(0.02, 0.97, f"i.i.d. violation rate {iid['rate']:.0%} (95% CI {low:.0%}-{high:.0%}, n={iid['n']})",
                            transform=violations_ax.transAxes, va="top", fontsize=8)
     for ax in (violations_ax, modes_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
