@@ -188,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("results") / "bench")
     bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
     bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
+    bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
     return parser
 
 
@@ -774,6 +775,12 @@ def cmd_bench(args) -> int:
 
     if args.planted:
         return _bench_planted(args)
+    if args.remote:
+        from stress.bench_remote import measure
+
+        figures = measure(max(20, args.repeats))
+        print(json.dumps(figures, indent=1))
+        return 0
     run_bench(args.suite, args.task, args.init, args.repeats, args.out)
     return 0
 

@@ -217,3 +217,22 @@ def test_run_against_a_vanishing_server_ends_cleanly_and_resume_finishes_it(serv
     rows = store.query("SELECT episode_key, error, steps FROM episodes")
     assert len(rows) == 2 and all(r["error"] is None and r["steps"] == 16 for r in rows), rows
     assert store.done_keys() == {r["episode_key"] for r in rows}
+
+
+# --- futures in the model's own view (Cosmos: JPEG q95 -> 224 -> 90 % centre crop -> 224) -----------------
+def test_cosmos_view_transform_of_true_futures():
+    from stress.groundtruth import FUTURE_VIEWS, cosmos_view
+
+    grey = np.full((256, 256, 3), 120, np.uint8)
+    assert cosmos_view(grey).shape == (224, 224, 3) and np.abs(cosmos_view(grey).astype(int) - 120).max() <= 2
+    framed = grey.copy()
+    framed[:5], framed[-5:], framed[:, :5], framed[:, -5:] = (255, 0, 0), (255, 0, 0), (255, 0, 0), (255, 0, 0)
+    out = cosmos_view(framed).astype(int)
+    # the red 5 px border at 256 px lies outside the 212 px centre crop of 224 (JPEG's chroma ringing aside)
+    assert (out[..., 0] - out[..., 1]).max() < 20
+    dot = np.zeros((256, 256), np.uint8)
+    dot[120:136, 120:136] = 255  # a centred 16 px square: 1/0.9 larger in the cropped view, still centred
+    mask = cosmos_view(dot, jpeg=False) > 127
+    rows, cols = np.nonzero(mask)
+    assert abs(rows.mean() - 111.5) < 1 and abs(cols.mean() - 111.5) < 1 and 13 <= rows.max() - rows.min() + 1 <= 17
+    assert FUTURE_VIEWS["cosmos"] is cosmos_view
