@@ -16,6 +16,9 @@ SPEC_FIELDS = ("suite", "task_id", "init_index", "perturbations", "policy", "mod
                "policy_options")
 
 
+# policy options that say where or how patiently a policy is reached, not what it is: left out of the episode
+# key and the setting label, so a run resumes against a policy server on another host or port
+TRANSPORT_OPTIONS = frozenset({"server", "timeout_s"})
 OPTION_LABELS = {"num_denoising_steps": "steps", "value_source": "value", "checkpoint": "model"}  # short names in the 'setting' label
 
 
@@ -87,14 +90,19 @@ class ScenarioSpec:
 
     @property
     def key(self) -> str:
-        """Content hash: the same key means the same episode."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """Content hash: the same key means the same episode (transport options left out)."""
+        data = self.to_dict()
+        if "policy_options" in data:
+            data["policy_options"] = {k: v for k, v in data["policy_options"].items() if k not in TRANSPORT_OPTIONS}
+            if not data["policy_options"]:
+                del data["policy_options"]
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
     @property
     def setting(self) -> str:
         """Short label of how the policy runs: 'direct' or 'best-of-8 average', plus any policy options."""
         text = "direct" if self.mode == "direct" else f"best-of-{self.n_candidates} {self.aggregation or 'average'}"
-        return " ".join([text, *(f"{OPTION_LABELS.get(k, k)}={_option_label(k, v)}" for k, v in self.policy_options)])
+        return " ".join([text, *(f"{OPTION_LABELS.get(k, k)}={_option_label(k, v)}" for k, v in self.policy_options if k not in TRANSPORT_OPTIONS)])
 
     @property
     def label(self) -> str:

@@ -63,6 +63,7 @@ def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--camera", default="both", help="camera targeted by per-camera perturbations: agentview, wrist, both")
     run.add_argument("--scenario", type=Path, help="JSON file with a list of ScenarioSpecs (explicit parameters) to run")
     run.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy backend (default {DEFAULT_POLICY})")
+    run.add_argument("--policy-server", metavar="URL", help="with --policy remote: the policy server, ws://HOST:PORT (stress serve); with --resume: a new address for the run's server")
     run.add_argument("--mode", default="auto", help="direct, planning, both, or auto (every mode the policy has)")
     run.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates in planning mode (default {DEFAULT_CANDIDATES})")
     run.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"planning value aggregation: average, lcb, success_vote, majority_mean (default {DEFAULT_AGGREGATION})")
@@ -173,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     ev.add_argument("--resume", type=Path, metavar="RUN", help="continue an evaluation run folder")
 
+    serve = sub.add_parser("serve", help="serve a policy over a websocket (docs/remote-policy.md) for `stress run --policy remote`")
+    serve.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to serve (default {DEFAULT_POLICY})")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only: the protocol has no authentication)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one, printed on start)")
+    serve.add_argument("--threads", type=int, default=0, help="torch threads of the served model (default 0: torch's own choice)")
+
     bench = sub.add_parser("bench", help="measure render-on-demand speed-up, runner overhead and memory")
     bench.add_argument("--suite", default=DEFAULT_SUITE)
     bench.add_argument("--task", type=int, default=0)
@@ -181,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", type=Path, default=Path("results") / "bench")
     bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
     bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
+    bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
     return parser
 
 
@@ -195,12 +203,25 @@ def _specs_from_args(args) -> tuple[list, dict]:
     if args.suite not in SUITES:
         raise choice_error("suite", args.suite, SUITES)
     policy = policy_class(args.policy)
+    policy_options, image_size, server = (), 128, None
+    if args.policy == "remote":
+        from stress.policies.remote import probe, served_id
+
+        if not args.policy_server:
+            raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
+        server = probe(args.policy_server)
+        # the server says which size it expects (Cosmos: 256); the key holds what it serves, not where
+        policy_options, image_size = (("served", served_id(server)), ("server", args.policy_server)), server["image_size"]
+    elif args.policy_server:
+        raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
     if args.mode == "auto":
         modes = list(policy.modes)
     elif args.mode == "both":
         modes = ["direct", "planning"]
     else:
         modes = [args.mode]
+    if server is not None and args.mode == "auto":
+        modes = [m for m in policy.modes if m in server["modes"]]
     for mode in modes:
         if mode not in ("direct", "planning"):
             raise UserError(f"unknown mode {mode!r}; valid: direct, planning, both, auto")
@@ -244,6 +265,7 @@ def _specs_from_args(args) -> tuple[list, dict]:
         specs = [ScenarioSpec.from_dict(d) for d in entries]
         for spec in specs:
             check_spec(spec)
+        config["policy_server"] = _check_servers(specs)
         return specs, config
 
     fixed = [parse_cli(t) for t in args.perturb if ":" in t]
@@ -267,11 +289,32 @@ def _specs_from_args(args) -> tuple[list, dict]:
                             policy=args.policy, mode=mode, seed=policy_seed, max_steps=args.max_steps,
                             n_candidates=args.candidates if mode == "planning" else 1,
                             aggregation=args.aggregation if mode == "planning" else None,
+                            image_size=image_size, policy_options=policy_options,
                         )
                     )
     for spec in specs:
         check_spec(spec)
+    config["policy_server"] = _check_servers(specs)
     return specs, config
+
+
+def _check_servers(specs, new_url: str | None = None) -> dict | None:
+    """Reach every policy server the specs name and check it fits them (exit 2 otherwise, before any episode
+    runs). Returns the handshake metadata (recorded in the manifest), or None without remote specs."""
+    remote = [s for s in specs if s.policy == "remote"]
+    if not remote:
+        return None
+    from stress.policies.remote import check_compatible, probe
+
+    metadata, seen = None, {}
+    for spec in remote:
+        options = dict(spec.policy_options)
+        url = options.get("server")
+        if url not in seen:
+            seen[url] = probe(url)
+        metadata = seen[url]
+        check_compatible(metadata, url, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"))
+    return metadata
 
 
 def _start_or_resume(args, make_specs, label):
@@ -282,7 +325,17 @@ def _start_or_resume(args, make_specs, label):
     if args.resume is not None:
         store = RunStore.open(args.resume)
         config = store.manifest.get("config", {})
-        return store, store.specs(), Measurement(config.get("true_futures", "executed"), config.get("counterfactual_rollouts", 0))
+        specs = store.specs()
+        if getattr(args, "policy_server", None):  # the run's server moved: same episodes (the URL is not in the key)
+            from dataclasses import replace
+
+            from stress.policies.remote import check_url
+
+            check_url(args.policy_server)
+            specs = [replace(s, policy_options=tuple(sorted({**dict(s.policy_options), "server": args.policy_server}.items())))
+                     if s.policy == "remote" else s for s in specs]
+        _check_servers(specs)
+        return store, specs, Measurement(config.get("true_futures", "executed"), config.get("counterfactual_rollouts", 0))
     specs, config = make_specs(args)
     run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + label(specs)
     return RunStore.create(args.out, run_id, specs, config), specs, Measurement(args.true_futures, args.counterfactual_rollouts)
@@ -722,6 +775,12 @@ def cmd_bench(args) -> int:
 
     if args.planted:
         return _bench_planted(args)
+    if args.remote:
+        from stress.bench_remote import measure
+
+        figures = measure(max(20, args.repeats))
+        print(json.dumps(figures, indent=1))
+        return 0
     run_bench(args.suite, args.task, args.init, args.repeats, args.out)
     return 0
 
@@ -839,7 +898,36 @@ def _print_evaluation(figures: dict) -> None:
     console.print(f"latency (ms): {figures['latency_ms']}")
 
 
-COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench,
+def cmd_serve(args) -> int:
+    from stress.policies import policy_class
+    from stress.policies.base import Observation
+    from stress.policies.serve import PolicyServer
+
+    if args.policy == "remote":
+        raise UserError("policy 'remote' cannot be served (it is the client); valid: reference")
+    cls = policy_class(args.policy)
+    if not hasattr(cls, "serving_metadata"):
+        raise UserError(f"policy {args.policy!r} cannot be served (it reads the simulator's state, not images); valid: reference")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port {args.port} invalid; valid: 0-65535")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads} invalid; valid: 0 (torch's choice) or more")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    first = cls()
+    server = PolicyServer(cls, first.serving_metadata(), host=args.host, port=args.port, observation_type=Observation, user_errors=(UserError,))
+    server._idle.append(first)
+    identity = f"{first.name}:{server.metadata['policy']['version']}"
+    try:
+        server.serve_forever(ready=lambda port: print(f"stress serve: {identity} on ws://{args.host}:{port}", file=sys.stderr, flush=True))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc})") from None
+    return 0
+
+
+COMMANDS = {"serve": cmd_serve, "train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench,
             "search": cmd_search}
 
 

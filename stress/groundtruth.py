@@ -71,6 +71,32 @@ def to_resolution(image: np.ndarray, like: np.ndarray) -> np.ndarray:
     return image if image.shape == like.shape else cv2.resize(image, (like.shape[1], like.shape[0]), interpolation=cv2.INTER_AREA)
 
 
+MODEL_SIZE, CROP_AREA = 224, 0.9
+
+
+def cosmos_view(image: np.ndarray, jpeg: bool = True) -> np.ndarray:
+    """What Cosmos Policy makes of a camera image before its model sees it (and so the view its predicted
+    futures live in): JPEG q95, resize to 224, the centre crop of 90 % of the area (212 px), resize back to
+    224 (notes/cosmos-policy-adapter.md §1.3, §6.2). ``jpeg=False`` for masks (geometry only)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    if jpeg:
+        buffer = BytesIO()
+        Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+        image = np.asarray(Image.open(BytesIO(buffer.getvalue())).convert("RGB"))
+    pil = Image.fromarray(image).resize((MODEL_SIZE, MODEL_SIZE), Image.BILINEAR)
+    side = int(MODEL_SIZE * CROP_AREA ** 0.5)  # 212
+    left = (MODEL_SIZE - side) // 2
+    return np.asarray(pil.crop((left, left, left + side, left + side)).resize((MODEL_SIZE, MODEL_SIZE), Image.BILINEAR))
+
+
+# backends whose predicted futures are in their model's own view name it in ``Decision.info["future_view"]``;
+# the true (and current) frames then go through the same transform before PSNR/SSIM
+FUTURE_VIEWS = {"cosmos": cosmos_view}
+
+
 def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray], current: dict[str, np.ndarray],
                   occluded: dict[str, np.ndarray] | None = None) -> dict[str, float]:
     """PSNR/SSIM of predicted vs true future and of current vs true future (baseline), per camera and mean.
@@ -147,6 +173,11 @@ class GroundTruth:
             # the frame the policy just saw (its render is reused: the simulator has not moved since)
             current = env.observed_images() or {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
             masks = occlusion_masks(env)
+        view = FUTURE_VIEWS.get(decision.info.get("future_view"))
+        if view is not None and current is not None:
+            current = {c: view(image) for c, image in current.items()}
+            if masks is not None:
+                masks = {c: view(m.astype(np.uint8) * 255, jpeg=False) > 127 for c, m in masks.items()}
         figures: dict[int, dict[str, float]] = {}
         for i, actions, predicted in items:
             if not (rollout or wanted(i, predicted)):
@@ -159,6 +190,8 @@ class GroundTruth:
                     done = env.step(action) or done
                 if wanted(i, predicted):
                     true = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
+                    if view is not None:
+                        true = {c: view(image) for c, image in true.items()}
                     row.update(future_errors(predicted, true, current, masks))
                 if rollout:
                     row["true_outcome"] = float(self._continue(env, snapshot, done))

@@ -25,7 +25,7 @@ from scenarios.spec import MODES, ScenarioSpec
 from stress.envs.libero import SUITE_MAX_STEPS, SUITES, LiberoEnv, SimulatorFault, check_task, init_states, scene_key
 from stress.errors import UserError, choice_error
 from stress.policies import policy_class
-from stress.policies.base import Decision
+from stress.policies.base import Decision, PolicyFault
 from stress.groundtruth import GroundTruth, Measurement
 from stress.signatures import SignatureTracker
 from stress.metrics import action_spread
@@ -52,6 +52,8 @@ def check_spec(spec: ScenarioSpec) -> None:
     for option, _ in spec.policy_options:
         if option not in accepted:
             raise UserError(f"policy option {option!r} unknown for policy {spec.policy!r}; valid: {', '.join(accepted) or 'none'}")
+    if hasattr(cls, "check_options"):  # a backend's own option rules (the remote backend needs a server URL)
+        cls.check_options(dict(spec.policy_options))
     if spec.mode not in MODES:
         raise choice_error("mode", spec.mode, MODES)
     if spec.mode not in cls.modes:
@@ -241,6 +243,8 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         result.error = f"invalid_scene: {exc}"
     except NotRealised as exc:
         result.error = f"not_realised: {exc}"
+    except PolicyFault as exc:  # e.g. a policy server gone or a malformed reply: an error, not a task failure
+        result.error = f"{exc.kind}: {exc}"
     except Exception as exc:  # a crash of one episode must not lose the run
         result.error = f"{type(exc).__name__}: {exc}"
         result.error += " | " + traceback.format_exc(limit=3).replace("\n", " ")[-400:]

@@ -37,6 +37,7 @@ from scenarios.spec import ScenarioSpec
 from stress.errors import UserError
 
 FORMAT = "stress-run/1"
+RETRY_ERRORS = ("policy_unavailable:",)  # error prefixes of episodes a resumed run runs again (stress.policies.base.PolicyUnavailable)
 EPISODE_SCHEMA = pa.schema(
     [
         ("episode_key", pa.string()),
@@ -195,8 +196,14 @@ class RunStore:
 
     # --- episodes -------------------------------------------------------------------------------------
     def done_keys(self) -> set[str]:
+        """Keys of stored episodes, less those that ended in a transient error (``RETRY_ERRORS``: a policy
+        server gone mid-run): a resumed run runs them again (they carry a marker in ``retry/``)."""
         parts = self.path / "parts"
-        return {p.stem for p in parts.glob("*.parquet")} if parts.is_dir() else set()
+        if not parts.is_dir():
+            return set()
+        retry = self.path / "retry"
+        again = {p.name for p in retry.iterdir()} if retry.is_dir() else set()
+        return {p.stem for p in parts.glob("*.parquet")} - again
 
     def write_episode(self, row: dict[str, Any], actions: np.ndarray, decisions: list[dict[str, Any]], decision_steps: list[int]) -> None:
         """Store one finished episode. The part file is written last: its presence means 'done'."""
@@ -211,7 +218,13 @@ class RunStore:
             table = pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA)
             _atomic_write(self.path / "decisions" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
         table = pa.Table.from_pylist([row], schema=EPISODE_SCHEMA)
+        marker = self.path / "retry" / key
+        if str(row.get("error") or "").startswith(RETRY_ERRORS):
+            marker.parent.mkdir(exist_ok=True)
+            marker.touch()  # before the part: a crash in between leaves the episode to run again, never lost
         _atomic_write(self.path / "parts" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
+        if marker.exists() and not str(row.get("error") or "").startswith(RETRY_ERRORS):
+            marker.unlink()
 
     def actions(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """The executed actions (steps x 7) and the steps at which the policy was queried."""

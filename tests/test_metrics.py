@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from stress.metrics import wilson_interval
@@ -53,13 +54,43 @@ def test_planning_aggregations_closed_form():
 
     values = np.array([[0.0, 0.0, 0.9, 0.9], [0.5, 0.5, 0.5, 0.5], [0.0, 0.01, 0.02, 0.8]])
     np.testing.assert_allclose(aggregate(values, "average"), [0.45, 0.5, 0.2075])
-    np.testing.assert_allclose(aggregate(values, "lcb"), values.mean(1) - values.std(1))
+    # Cosmos: the unbiased std, clamped at 0
+    np.testing.assert_allclose(aggregate(values, "lcb"), np.clip(values.mean(1) - values.std(1, ddof=1), 0, 1))
     np.testing.assert_allclose(aggregate(values, "success_vote"), [0.5, 1.0, 0.25])
-    # majority side of 0.05: tie -> success side (0.9), all above (0.5), failure side (0, 0.01, 0.02)
-    np.testing.assert_allclose(aggregate(values, "majority_mean"), [0.9, 0.5, 0.01])
+    # at least half above 0.05 -> mean of those above (0.9, 0.5); a failing majority -> 0 (Cosmos), not its mean
+    np.testing.assert_allclose(aggregate(values, "majority_mean"), [0.9, 0.5, 0.0])
     assert best_candidate(values, "average")[0] == 1 and best_candidate(values, "majority_mean")[0] == 0
     with pytest.raises(ValueError, match="valid: average, lcb, success_vote, majority_mean"):
         aggregate(values, "max")
+
+
+@pytest.mark.parametrize("values, how, expected", [
+    # REFERENCE.md §1: Cosmos Policy's own aggregate_value_predictions on these ensembles
+    ([0, .02, .3, .6, .9], "average", 0.364),
+    ([0, .02, .3, .6, .9], "lcb", 0.0),
+    ([0, .02, .3, .6, .9], "success_vote", 0.6),
+    ([0, .02, .3, .6, .9], "majority_mean", 0.6),
+    ([0, .01, .02, .6, .9], "majority_mean", 0.0),
+    ([0, 0, .3], "lcb", 0.0),
+    # and what the suite computed before matching Cosmos (notes/cosmos-policy-adapter.md §6.8): these differ
+    ([.5, .6, .7, .8], "lcb", 0.65 - np.std([.5, .6, .7, .8], ddof=1)),
+    ([.9, .95, 1.0], "lcb", 0.95 - 0.05),
+])
+def test_planning_aggregation_matches_cosmos_golden_values(values, how, expected):
+    from stress.policies.planning import aggregate
+
+    np.testing.assert_allclose(aggregate(np.array([values]), how), [expected], atol=1e-12)
+
+
+def test_planning_aggregation_clamps_and_single_member():
+    from stress.policies.planning import aggregate, best_candidate
+
+    # two lcb scores clamped to 0 tie: the first candidate wins, as in Cosmos's max()
+    values = np.array([[0.0, 0.4], [0.0, 0.3], [0.2, 0.25]])
+    assert aggregate(values, "lcb")[:2].tolist() == [0.0, 0.0]
+    assert best_candidate(values[:2], "lcb")[0] == 0
+    # one member: Cosmos's unbiased std would be NaN; the suite uses 0 (lcb = the value)
+    np.testing.assert_allclose(aggregate(np.array([[0.7], [0.2]]), "lcb"), [0.7, 0.2])
 
 
 def test_mcnemar_exact_binomial():

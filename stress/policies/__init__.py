@@ -10,6 +10,7 @@ from stress.errors import choice_error
 _BACKENDS = {
     "reference": ("stress.policies.reference.policy", "ReferencePolicy"),
     "expert": ("stress.policies.expert", "ExpertPolicy"),
+    "remote": ("stress.policies.remote", "RemotePolicy"),
 }
 
 

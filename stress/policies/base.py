@@ -42,6 +42,7 @@ class Candidate:
     predicted_value: float | None = None
     predicted_future: dict[str, np.ndarray] | None = None
     seed: int | None = None
+    ensemble_values: np.ndarray | None = None  # the raw value ensemble (futures x values, flattened) behind predicted_value
 
 
 @dataclass
@@ -60,6 +61,19 @@ class Decision:
         self.actions = np.asarray(self.actions, dtype=np.float64)
         if self.actions.ndim != 2 or self.actions.shape[1] != ACTION_DIM or len(self.actions) == 0:
             raise ValueError(f"Decision.actions must be (K>0, {ACTION_DIM}); got {self.actions.shape}")
+
+
+class PolicyFault(RuntimeError):
+    """A policy call that failed for a reason outside the scenario (a server gone, a malformed reply): the runner
+    stores the episode as an error ``"<kind>: <message>"``, never as a task failure."""
+
+    kind = "policy_fault"
+
+
+class PolicyUnavailable(PolicyFault):
+    """The policy could not be reached or did not answer in time. Transient: ``--resume`` runs the episode again."""
+
+    kind = "policy_unavailable"
 
 
 class Policy(Protocol):

@@ -95,7 +95,8 @@ class ReferencePolicy:
 
     def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
                  value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float = DEFAULT_TEMPERATURE):
-        self.net, self.meta = load_checkpoint(checkpoint or checkpoint_path())
+        self.checkpoint_file = Path(checkpoint or checkpoint_path())
+        self.net, self.meta = load_checkpoint(self.checkpoint_file)
         norm = self.meta["normalisation"]
         self._proprio_mean, self._proprio_std = np.array(norm["proprio_mean"], np.float32), np.array(norm["proprio_std"], np.float32)
         self._delta_std = np.array(norm["delta_std"], np.float32)
@@ -103,6 +104,24 @@ class ReferencePolicy:
         self.n_futures, self.n_values, self.temperature = n_futures, n_values, temperature
         self._warned: set[str] = set()
         self.reset("", 0)
+
+    # --- serving (``stress serve``) -------------------------------------------------------------------------
+    SERVED_SETTINGS: ClassVar[tuple[str, ...]] = ("num_denoising_steps", "precision", "temperature", "value_source", "n_futures", "n_values")
+
+    def serving_metadata(self) -> dict:
+        """Handshake metadata (docs/remote-policy.md): the version is the checkpoint's content hash."""
+        import hashlib
+
+        from stress.policies.planning import AGGREGATIONS
+        from stress.policies.serve import describe
+
+        path = Path(self.checkpoint_file)
+        version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+        return describe(self, version=version, chunk=CHUNK, image_size=128, cameras=CAMERAS, aggregations=AGGREGATIONS,
+                        predictions=("value", "future_images", "candidates", "ensemble_values", "predicted_proprio"),
+                        settings={k: getattr(self, k) for k in self.SERVED_SETTINGS},
+                        software={"torch": torch.__version__, "checkpoint": path.name},
+                        hardware={"device": "cpu", "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count()})
 
     # --- protocol -----------------------------------------------------------------------------------------
     def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
@@ -195,7 +214,8 @@ class ReferencePolicy:
         values = values.reshape(n, nf * nv)
         chosen, scores = best_candidate(values, self.aggregation)
         futures = self._futures(worlds[::nf], maps, current)  # the first future of each candidate
-        candidates = [Candidate(actions=a, predicted_value=float(s), predicted_future=f, seed=sd) for a, s, f, sd in zip(self._actions(proposals), scores, futures, seeds)]
+        candidates = [Candidate(actions=a, predicted_value=float(s), predicted_future=f, seed=sd, ensemble_values=v)
+                      for a, s, f, sd, v in zip(self._actions(proposals), scores, futures, seeds, values)]
         return Decision(
             actions=candidates[chosen].actions, predicted_value=float(scores[chosen]), predicted_future=futures[chosen],
             candidates=candidates, chosen=chosen, aggregation=self.aggregation,

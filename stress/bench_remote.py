@@ -1,0 +1,95 @@
+"""Round-trip overhead of a policy server against an in-process call (``stress bench --remote``).
+
+The served policy is a canned best-of-8 decision (8 candidates, each with a 16 x 7 chunk, two predicted
+future images at the built-in model's size and 15 raw ensemble values), so the figure is the protocol's cost
+alone: encoding two 256 px camera images and the proprio, the websocket round trip on 127.0.0.1, decoding,
+and validating the reply. The server runs in its own process (``python -m stress.bench_remote PORT``), as a
+real one would: a thread here would share the interpreter lock with the client.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from stress.policies.base import Candidate, Decision, Observation
+
+IMAGE_SIZE, CANDIDATES, FUTURE_SIZE, ENSEMBLE = 256, 8, 128, 15
+
+
+class CannedPlanner:
+    """Always the same best-of-8 decision (seeded random content: realistic bytes, no compute)."""
+
+    name, modes, uses_images = "canned", ("direct", "planning"), True
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        futures = lambda: {c: rng.integers(0, 256, (FUTURE_SIZE, FUTURE_SIZE, 3), dtype=np.uint8) for c in ("agentview", "wrist")}
+        self.candidates = [Candidate(actions=rng.uniform(-1, 1, (16, 7)), predicted_value=float(rng.uniform()), predicted_future=futures(),
+                                     seed=i, ensemble_values=rng.uniform(0, 1, ENSEMBLE)) for i in range(CANDIDATES)]
+
+    def reset(self, instruction, seed, mode="direct", n_candidates=1, aggregation=None):
+        pass
+
+    def act(self, obs) -> Decision:
+        best = self.candidates[0]
+        return Decision(actions=best.actions, predicted_value=best.predicted_value, predicted_future=best.predicted_future,
+                        candidates=self.candidates, chosen=0, aggregation="average", info={"seed": 0})
+
+
+def _observation() -> Observation:
+    rng = np.random.default_rng(1)
+    images = {c: rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8) for c in ("agentview", "wrist")}
+    return Observation(images=images, proprio=rng.normal(size=9), instruction="pick up the black bowl", step=0)
+
+
+def _median_ms(fn, repeats: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1000)
+    return float(np.median(times)), float(np.percentile(times, 95))
+
+
+def measure(repeats: int = 200) -> dict:
+    from stress.policies.remote import RemotePolicy
+
+    obs, local = _observation(), CannedPlanner()
+    local.reset("", 0, mode="planning", n_candidates=CANDIDATES, aggregation="average")
+    in_process = _median_ms(lambda: local.act(obs), repeats)
+    proc = subprocess.Popen([sys.executable, "-m", "stress.bench_remote", "0"], stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    try:
+        url = re.search(r"ws://[\d.]+:\d+", proc.stderr.readline()).group(0)
+        remote = RemotePolicy(server=url)
+        remote.reset("pick up the black bowl", 0, mode="planning", n_candidates=CANDIDATES, aggregation="average")
+        for _ in range(10):  # warm-up
+            remote.act(obs)
+        over_socket = _median_ms(lambda: remote.act(obs), repeats)
+        remote.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    request_bytes = sum(i.nbytes for i in obs.images.values())
+    return {"repeats": repeats, "in_process_ms": in_process[0], "socket_ms_median": over_socket[0], "socket_ms_p95": over_socket[1],
+            "overhead_ms": over_socket[0] - in_process[0], "request_image_bytes": request_bytes}
+
+
+def main() -> None:
+    from stress.policies.serve import PolicyServer, describe
+
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    metadata = describe(CannedPlanner, version="bench", chunk=16, image_size=IMAGE_SIZE, aggregations=("average",),
+                        predictions=("value", "future_images", "candidates", "ensemble_values"))
+    server = PolicyServer(CannedPlanner, metadata, port=port, observation_type=Observation)
+    server.serve_forever(ready=lambda p: print(f"bench server on ws://127.0.0.1:{p}", file=sys.stderr, flush=True))
+
+
+if __name__ == "__main__":
+    main()
