@@ -23,13 +23,15 @@ class PolicySetting:
     n_candidates: int = 8
     aggregation: str = "average"
     max_steps: int | None = None
+    options: tuple = ()  # policy_options of every spec (remote: the served model and the server's address)
+    image_size: int = 128
 
     def spec(self, space: SearchSpace, point: dict, mode: str, perturbations) -> ScenarioSpec:
         ctx = space.context_values(point)
         planning = mode == "planning"
         return ScenarioSpec(suite=space.suite, task_id=ctx["task"], init_index=ctx["init"], perturbations=perturbations, policy=self.policy, mode=mode,
                             n_candidates=self.n_candidates if planning else 1, aggregation=self.aggregation if planning else None,
-                            seed=ctx["seed"], max_steps=self.max_steps)
+                            seed=ctx["seed"], max_steps=self.max_steps, image_size=self.image_size, policy_options=tuple(sorted(self.options)))
 
 
 def variant_specs(space: SearchSpace, prop: Property, setting: PolicySetting, point: dict) -> dict[str, ScenarioSpec]:

@@ -71,6 +71,7 @@ def check_config(config: dict) -> tuple[SearchSpace, properties.Property]:
     if config["mode"] not in policy.modes:
         raise UserError(f"policy {config['policy']!r} has no {config['mode']!r} mode; valid: {', '.join(policy.modes)}")
     properties.check_supported(prop, policy, [family(n) for n in space.names])
+    _check_server(config)
     if "planning" in policy.modes or "planning" in prop.variants:
         from stress.policies.planning import check_aggregation
 
@@ -97,7 +98,7 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
 
     config = store.manifest["config"]
     space, prop = check_config(config)
-    setting = PolicySetting(config["policy"], config["mode"], config["candidates"], config["aggregation"], config.get("max_steps"))
+    setting = policy_setting(config)
     true_futures = config.get("true_futures") or ("executed" if "futures" in prop.requires else "none")
     with LocalRunner(config["workers"], env_cache=2) as runner:
         evaluator = LiberoEvaluator(store, space, prop, setting, runner, Measurement(true_futures, 0), on_episode)
@@ -106,7 +107,8 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
             finding["replay_command"] = f"stress replay {store.path / 'findings' / (finding['id'] + '.json')}"
             finding["run"] = str(store.path)
             finding["policy"] = {"policy": setting.policy, "mode": setting.mode, "n_candidates": setting.n_candidates, "aggregation": setting.aggregation,
-                                 "max_steps": setting.max_steps, "true_futures": true_futures}
+                                 "max_steps": setting.max_steps, "true_futures": true_futures, "policy_options": dict(setting.options),
+                                 "image_size": setting.image_size}
             finding["space"] = config["space"]
             store.write_json(f"findings/{finding['id']}.json", finding)
 
@@ -124,6 +126,23 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
 
     save_search_plot(report, store.path / "search.png")
     return report
+
+
+def policy_setting(config: dict) -> PolicySetting:
+    return PolicySetting(config["policy"], config["mode"], config["candidates"], config["aggregation"], config.get("max_steps"),
+                         tuple((config.get("policy_options") or {}).items()), config.get("image_size", 128))
+
+
+def _check_server(config: dict) -> None:
+    """A remote policy's server must be reachable and fit the search before any episode runs (exit 2)."""
+    if config["policy"] != "remote":
+        return
+    from stress.policies.remote import check_compatible, probe
+
+    options = config.get("policy_options") or {}
+    modes = ("direct", "planning") if "planning" in properties.get(config["property"]).variants else (config["mode"],)
+    check_compatible(probe(options.get("server")), options.get("server"), modes=modes, aggregation=config["aggregation"],
+                     image_size=config.get("image_size", 128), served=options.get("served"))
 
 
 def _hypothesis_database(store: RunStore):
@@ -163,7 +182,8 @@ def replay_finding(path: Path, times: int, workers: int = 1) -> dict:
     space = space_from_config(finding["space"])
     prop = properties.get(finding["property"])
     p = finding["policy"]
-    setting = PolicySetting(p["policy"], p["mode"], p["n_candidates"], p["aggregation"], p["max_steps"])
+    setting = PolicySetting(p["policy"], p["mode"], p["n_candidates"], p["aggregation"], p["max_steps"], tuple((p.get("policy_options") or {}).items()),
+                            p.get("image_size", 128))
     point = finding["shrunk"]["point"]
     folder = Path(path).resolve().parent.parent / "replays"
     with LocalRunner(workers) as runner:

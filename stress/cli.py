@@ -128,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--cameras", default="both", help="camera targets of per-camera families: agentview, wrist, both (default both)")
     search.add_argument("--policy-seeds", default="0", help="policy seeds searched, e.g. 0-3 (default 0)")
     search.add_argument("--policy", default="reference", help="policy backend (default reference)")
+    search.add_argument("--policy-server", metavar="URL", help="with --policy remote: the policy server, ws://HOST:PORT (stress serve)")
     search.add_argument("--mode", default="direct", help="mode of the property's own episodes: direct or planning (default direct)")
     search.add_argument("--candidates", type=int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates (default {DEFAULT_CANDIDATES})")
     search.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"best-of-N aggregation (default {DEFAULT_AGGREGATION})")
@@ -705,10 +706,21 @@ def _search_config(args) -> dict:
     if args.candidates < 1:
         raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
     iid = args.iid if args.iid is not None else (0 if "random" in (args.sampler, args.compare) else max(1, args.budget // 5))
+    policy_options, image_size = {}, 128
+    if args.policy == "remote":
+        from stress.policies.remote import probe, served_id
+
+        if not args.policy_server:
+            raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
+        server = probe(args.policy_server)
+        policy_options, image_size = {"served": served_id(server), "server": args.policy_server}, server["image_size"]
+    elif args.policy_server:
+        raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
     return {"property": args.property, "properties_file": str(args.properties_file) if args.properties_file else None, "sampler": args.sampler,
             "compare": args.compare, "budget": args.budget, "seed": args.seed, "iid": iid, "max_findings": args.max_findings, "replays": args.replays,
             "workers": args.workers, "batch": args.batch if args.batch is not None else args.workers, "shrinker": args.shrinker, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
-            "aggregation": args.aggregation, "max_steps": args.max_steps, "true_futures": args.true_futures}
+            "aggregation": args.aggregation, "max_steps": args.max_steps, "true_futures": args.true_futures,
+            "policy_options": policy_options, "image_size": image_size}
 
 
 def cmd_search(args) -> int:

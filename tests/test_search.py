@@ -239,3 +239,25 @@ def test_resume_after_sigkill_while_sampling(tmp_path):
     assert report["runs"]["search"]["evaluations"] == 3
     assert report["episodes_run"] == _parts(tmp_path) - before
     assert {k for row in report["log"] for k in row["episode_keys"]} == {p.stem for p in (run / "parts").glob("*.parquet")}
+
+
+def test_search_a_served_policy(tmp_path):
+    """The search as a client of `stress serve`: the same episodes land in the store, policy 'remote'."""
+    from test_remote_policy import start_server
+
+    server, url = start_server("--policy", "reference")
+    try:
+        proc = run_cli("search", "--property", "succeeds", "--policy", "remote", "--policy-server", url, "--families", "occlusion", "--inits", "0",
+                       "--max-steps", "32", "--budget", "1", "--max-findings", "0", "--iid", "0", "--out", str(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.terminate()
+        server.wait()
+    run = next(tmp_path.iterdir())
+    report = json.loads((run / "search.json").read_text())
+    assert report["runs"]["search"]["evaluations"] == 1 and report["episodes_run"] == 1
+    import duckdb
+
+    rows = duckdb.sql(f"SELECT policy, error FROM read_parquet('{run}/parts/*.parquet')").fetchall()
+    assert rows == [("remote", None)]
+    assert_user_error(run_cli("search", "--property", "succeeds", "--policy", "remote", "--policy-server", url), "unreachable")
