@@ -79,6 +79,7 @@ def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--policy-seeds", type=int, default=1, metavar="N",
                      help="run every scenario with N policy seeds (seed .. seed+N-1), the scene unchanged: seed sensitivity (default 1)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder, skipping stored episodes")
+    run.add_argument("--gallery", action="store_true", help="afterwards, build the run's failure gallery (stress gallery RUN --workers N)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="two runs on their common scenarios: paired success, prediction and selection figures")
     cmp.add_argument("run_a", type=Path)
     cmp.add_argument("run_b", type=Path)
+
+    gal = sub.add_parser("gallery", help="static failure gallery of a run (RUN/gallery/index.html): videos, failure modes, predictions")
+    gal.add_argument("run", type=Path)
+    gal.add_argument("--out", type=Path, help="gallery folder (default RUN/gallery)")
+    gal.add_argument("--workers", type=int, default=1, help="processes replaying videos (each ~2 GB; default 1)")
+    gal.add_argument("--max-cards", type=int, metavar="N", help="full cards (video, frames) for the N worst failures only; the rest in one line each")
 
     rep = sub.add_parser("replay", help="re-execute an episode's recorded actions and write an mp4")
     rep.add_argument("run", type=Path)
@@ -456,6 +463,34 @@ def cmd_show(args) -> int:
     return 0
 
 
+def cmd_gallery(args) -> int:
+    result = _build_gallery(args.run, args.out, args.workers, args.max_cards)
+    return 0 if result is not None else 1
+
+
+def _build_gallery(run, out, workers, max_cards):
+    """Build a gallery with a progress bar for the videos; print where it is and what it cost."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from stress.report.gallery import build_gallery
+
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    with Progress(TextColumn("[bold]gallery videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=not console.is_terminal) as bars:
+        task = bars.add_task("videos", total=None)
+        result = build_gallery(run, out, workers=workers, max_cards=max_cards, progress=lambda done, total: bars.update(task, completed=done, total=total))
+    for line in result.missing:
+        console.print(f"warning: {line}", markup=False, highlight=False)
+    print(f"gallery: {result.failures} failed episodes, {result.cards} full cards; videos: {result.rendered} rendered, {result.cached} cached "
+          f"({time.perf_counter() - started:.0f} s)")
+    print(f"open: {result.path.resolve().as_uri()}")
+    return result
+
+
 def cmd_compare(args) -> int:
     from stress.report.degradation import compare, load
     from stress.store import RunStore
@@ -651,7 +686,7 @@ def _print_evaluation(figures: dict) -> None:
     console.print(f"latency (ms): {figures['latency_ms']}")
 
 
-COMMANDS = {"train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench}
+COMMANDS = {"gallery": cmd_gallery, "train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:

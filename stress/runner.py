@@ -82,6 +82,8 @@ class EpisodeResult:
     measure_s: float = 0.0  # of wall_s, the time spent on ground-truth measurements
     policy_s: float = 0.0  # of wall_s, the time spent inside policy.act (latency = policy_s / decisions)
     failure: str | None = None  # failure signature (stress.signatures); None when the episode errored
+    failure_step: int | None = None  # env step at which that failure began (stress.signatures onset), where it has one
+    frames: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # measured decisions' agentview frames (groundtruth)
 
     def row(self) -> dict[str, Any]:
         s = self.spec
@@ -104,6 +106,7 @@ class EpisodeResult:
             "decisions": len(self.decision_steps),
             "setting": s.setting,
             "failure": self.failure if self.error is None else None,
+            "failure_step": self.failure_step if self.error is None else None,
             "error": self.error,
             "spec": s.to_json(),
         }
@@ -230,7 +233,9 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
                     break
         _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None)
         result.failure = tracker.signature(result.success)
+        result.failure_step = tracker.onset(result.success)
         result.measure_s = truth.seconds if truth else 0.0
+        result.frames = truth.frames if truth else {}
     except SimulatorFault as exc:
         result.error = f"simulator_fault: {exc}"
     except InvalidScene as exc:
@@ -273,7 +278,7 @@ def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Cal
     pending.sort(key=lambda s: (s.suite, s.task_id, s.init_index))
 
     def finish(result: EpisodeResult) -> None:
-        store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps)
+        store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps, frames=result.frames)
         if on_result:
             on_result(result)
 

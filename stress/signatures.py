@@ -12,6 +12,9 @@ fingers) touched anything but the robot. At the end, the first rule that holds n
 * ``timeout``: none of the above (held, but never brought near the goal in time).
 
 Successful episodes get ``success``. The gallery clusters failures by signature.
+
+``onset(success)`` is the step at which the named failure began (the first arm collision, the step the
+last grasp ended); None for failures without one moment (never grasped, the budget ran out).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class SignatureTracker:
         self.ever_grasped = self.collided = False
         self.released: str | None = None  # how the last grasp ended: "dropped" or "opened"
         self.holding = False
+        self.collision_step: int | None = None  # env step of the first arm collision
+        self.release_step: int | None = None  # env step at which the last grasp ended away from the goal
 
     def _distance(self) -> float | None:
         if self.target is None:
@@ -52,12 +57,15 @@ class SignatureTracker:
         if self.holding and not holding:
             near = (self._distance() or np.inf) < NEAR_M
             self.released = None if near else ("dropped" if action[6] > 0 else "opened")
+            self.release_step = None if near else self.env.step_count
         if holding:
             self.ever_grasped, self.released = True, None
         self.holding = holding
         data = self.scene.data
         for c in data.contact[: data.ncon]:
             if (c.geom1 in self.arm and c.geom2 not in self.robot) or (c.geom2 in self.arm and c.geom1 not in self.robot):
+                if not self.collided:
+                    self.collision_step = self.env.step_count
                 self.collided = True
                 break
 
@@ -74,3 +82,12 @@ class SignatureTracker:
             return "wrong_place"
         distance = self._distance()
         return "timeout_near_goal" if distance is not None and distance < NEAR_M else "timeout"
+
+    def onset(self, success: bool) -> int | None:
+        """The env step at which the failure named by ``signature(success)`` began, where it has one."""
+        signature = self.signature(success)
+        if signature == "collision":
+            return self.collision_step
+        if signature in ("dropped", "wrong_place"):
+            return self.release_step
+        return None
