@@ -275,9 +275,7 @@ def _execute(store, specs, measurement, workers) -> None:
 def cmd_run(args) -> int:
     store, specs, measurement = _start_or_resume(args, _specs_from_args, lambda specs: "-".join(sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
     _execute(store, specs, measurement, args.workers)
-    _print_summary(store)
-    _print_degradation(store)
-    print(f"results: {store.path}")
+    _print_headline(store)
     impossible = store.query(
         "SELECT perturbation, any_value(error) AS example FROM episodes GROUP BY perturbation "
         "HAVING bool_and(coalesce(error LIKE 'invalid_scene%', false))"
@@ -285,7 +283,22 @@ def cmd_run(args) -> int:
     if impossible:  # the run is stored, but the request itself cannot be met on these scenes
         bad = impossible[0]
         raise UserError(f"perturbation {bad['perturbation']} gave no valid scene on any init state ({bad['example']}); lower the severity or change its parameters")
+    if args.gallery:
+        _build_gallery(store.path, None, args.workers, None)
     return 0
+
+
+def _print_headline(store) -> None:
+    """The end of ``stress run``: at most 15 lines (stress.report.headline); the full tables are ``stress show``'s."""
+    from stress.report.headline import headline
+    from stress.report.summary import error_counts, summarise
+
+    tables = _write_degradation(store)
+    print(f"results: {store.path}")
+    for line in headline(store.path, summarise(store), tables):
+        print(line)
+    for e in error_counts(store):
+        print(f"errors: {e['n']} x {e['kind']} (e.g. {e['example'][:160]})")
 
 
 def cmd_study(args) -> int:
@@ -380,7 +393,15 @@ def _fmt(value, spec: str = ".2f") -> str:
 
 
 def _print_degradation(store) -> None:
-    """The degradation tables (stress.report.degradation); each only where the run has its data."""
+    """The degradation tables (stress.report.degradation); a table without data is one line saying how to get it."""
+    tables = _write_degradation(store)
+    for row in tables["failures"]:
+        row["counts_text"] = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items(), key=lambda kv: -kv[1]))
+    _print_tables(tables, DEGRADATION_TABLES, DEGRADATION_HINTS)
+
+
+def _write_degradation(store) -> dict:
+    """RUN/degradation.json and RUN/degradation.png; returns the tables."""
     from stress.report.degradation import degradation, load
     from stress.report.degradation_plot import save_degradation_plot
 
@@ -389,9 +410,14 @@ def _print_degradation(store) -> None:
     store.write_json("degradation.json", tables)
     if episodes:
         save_degradation_plot(episodes, decisions, tables, store.path / "degradation.png")
-    for row in tables["failures"]:
-        row["counts_text"] = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items(), key=lambda kv: -kv[1]))
-    _print_tables(tables, DEGRADATION_TABLES)
+    return tables
+
+
+DEGRADATION_HINTS = {  # how to get a table a run has no data for
+    "robustness": "keep the clean baseline (leave out --no-baseline)", "direct_vs_planning": "run with --mode both",
+    "failures": "(no failed episode)", "seeds": "run with --policy-seeds 2", "world_model": "a policy with a world model and --true-futures executed",
+    "value": "a policy that predicts values (--policy reference)", "selection": "run with --counterfactual-rollouts 1 and a planning mode",
+}
 
 
 DEGRADATION_TABLES = {
@@ -417,13 +443,18 @@ DEGRADATION_TABLES = {
 }
 
 
-def _print_tables(tables: dict[str, list[dict]], layout: dict) -> None:
+def _print_tables(tables: dict[str, list[dict]], layout: dict, hints: dict[str, str] | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
     for name, (title, columns) in layout.items():
         rows = tables.get(name)
+        if name == "selection" and rows and not any(r.get("measured") for r in rows):
+            rows = None  # decisions without a measured true outcome: nothing to show but the hint
         if not rows:
+            if hints and name in hints:
+                console.print(escape(f"{title}: no data in this run; {hints[name]}"), style="dim")
             continue
         keys = [k for k in ("policy", "mode", "setting", "perturbation", "severity") if k in rows[0]]
         table = Table(title=title)
