@@ -115,11 +115,11 @@ def _load(store: RunStore) -> tuple[list[dict], list[dict], dict[str, int]]:
     """All stored episodes (errored ones too), the decision rows, and each episode's place in the manifest."""
     episodes = store.query("SELECT * FROM episodes")
     decisions = store.query("SELECT * FROM decisions") if (store.path / "decisions").is_dir() and any((store.path / "decisions").glob("*.parquet")) else []
+    from scenarios.spec import ScenarioSpec
+
     order = {}
     for i, spec in enumerate(store.manifest.get("specs", [])):
         try:
-            from scenarios.spec import ScenarioSpec
-
             order.setdefault(ScenarioSpec.from_dict(spec).key, i)
         except (UserError, TypeError, ValueError):
             continue
@@ -303,9 +303,15 @@ def _future_frames(store: RunStore, out: Path, card: dict, rows: list[dict]) -> 
         row = by_step.get(s, {})
         card["frames"].append({"step": s, "src": name, "why": ", ".join(chosen[s]), "psnr": psnrs[s],
                                "baseline_psnr": _finite(row.get("baseline_psnr_agentview")), "ssim": _finite(row.get("future_ssim_agentview"))})
+    _flipbook(out, card, frames)
+
+
+def _flipbook(out: Path, card: dict, frames: dict[str, np.ndarray]) -> None:
+    """One PNG of the agentview frames the policy saw at each measured decision: a look at the episode
+    without any replay (compact cards beyond --max-cards get it too)."""
     flip = f"frames/{card['key']}_flipbook.png"
     _write_bytes(out / flip, _png_bytes(_frame_strip(list(frames["observed"]))))
-    card["flipbook"] = {"src": flip, "steps": steps}
+    card["flipbook"] = {"src": flip, "steps": [int(s) for s in frames["steps"]]}
 
 
 def _candidates(rows: list[dict]) -> list[dict]:
@@ -530,6 +536,11 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
             card["onset"] = card["video"]["failure_step"]  # runs from before the onset was stored: the replay's
         if card["full"]:
             _complete_card(store, out, card)
+        else:
+            card["flipbook"] = None
+            frames = store.frames(card["key"])
+            if frames is not None and len(frames.get("steps", [])):
+                _flipbook(out, card, frames)
     for f in findings:
         f["video"] = next((videos[k] | {"key": k} for k in f["shrunk"]["episode_keys"] if k in videos), None)
         f["cards"] = [k for k in f["shrunk"]["episode_keys"] if any(c["key"] == k for c in cards)]
