@@ -415,7 +415,7 @@ def _write_degradation(store) -> dict:
 
 DEGRADATION_HINTS = {  # how to get a table a run has no data for
     "robustness": "keep the clean baseline (leave out --no-baseline)", "direct_vs_planning": "run with --mode both",
-    "failures": "(no failed episode)", "seeds": "run with --policy-seeds 2", "world_model": "a policy with a world model and --true-futures executed",
+    "failures": "no episode failed", "seeds": "run with --policy-seeds 2", "world_model": "a policy with a world model and --true-futures executed",
     "value": "a policy that predicts values (--policy reference)", "selection": "run with --counterfactual-rollouts 1 and a planning mode",
 }
 
@@ -495,8 +495,8 @@ def cmd_show(args) -> int:
 
 
 def cmd_gallery(args) -> int:
-    result = _build_gallery(args.run, args.out, args.workers, args.max_cards)
-    return 0 if result is not None else 1
+    _build_gallery(args.run, args.out, args.workers, args.max_cards)  # a video that could not be made is a warning; its card says why
+    return 0
 
 
 def _build_gallery(run, out, workers, max_cards):

@@ -78,7 +78,7 @@ def test_run_ends_with_a_short_headline(run):
     tail = proc.stdout.split("results: ", 1)[1].splitlines()[1:]
     assert 3 <= len(tail) <= 15, tail
     text = "\n".join(tail)
-    assert "perturbed vs" in text and "worst occlusion:3" in text and "vs direct on 2 paired" in text
+    assert "perturbed vs" in text and "worst occlusion:3" in text and "planning vs direct on 2 paired scenarios" in text
     assert "value over-estimation" in text and "copy-frame" in text
     assert "stress show" in text and "stress gallery" in text and "gallery/index.html" in text
 
@@ -234,3 +234,17 @@ def test_run_without_failures_says_so(tmp_path):
     assert 'id="no-failures"' in html and "No failed episode in this run" in html
     show = run_cli("show", str(path))
     assert "value predictions vs what happened: no data in this run" in show.stdout  # the expert predicts no value
+
+
+def test_headline_never_exceeds_15_lines():
+    """Studies have many settings: the headline keeps to its 15 lines and points to `stress show`."""
+    from stress.report.headline import MAX_LINES, headline
+    from stress.report.summary import SummaryRow
+
+    summary = [SummaryRow("reference", setting, scene, severity, 4, 0, 2, 0.5, 0.15, 0.85, 0.75 if scene != "clean" else None, 4)
+               for setting in ["direct"] + [f"best-of-{n} average" for n in (1, 2, 4, 8, 16)] for scene, severity in (("clean", 0), ("lighting:3", 3))]
+    paired = [{"policy": "reference", "setting": r.setting, "perturbation": r.perturbation, "severity": r.severity, "n": 4, "direct": 0.5,
+               "planning": 0.5, "planning_only": 1, "direct_only": 1} for r in summary if r.setting != "direct"]
+    lines = headline("results/x", summary, {"direct_vs_planning": paired})
+    assert len(lines) <= MAX_LINES == 15
+    assert "... and 2 more settings: see stress show" in lines and lines[-2].startswith("full tables: stress show")

@@ -11,7 +11,7 @@ from collections import defaultdict
 from stress.report.summary import SummaryRow
 
 MAX_LINES = 15
-MAX_SETTINGS = 5  # two lines each; more settings (studies) are left to `stress show`
+MAX_SETTINGS = 4  # up to three lines each; more settings (studies) are left to `stress show`
 MISSING = {  # table -> (what it is, how to get it)
     "direct_vs_planning": ("planning vs direct", "--mode both"),
     "value": ("value over-estimation", "a policy with a value head (--policy reference)"),
@@ -59,14 +59,14 @@ def headline(run_path, summary: list[SummaryRow], tables: dict[str, list[dict]])
                 first.append(f"; worst {worst.perturbation} {_rate(worst.successes, worst.episodes - worst.errors)}")
         else:
             first.append(_rate(*_pooled(clean)))
-        second = []
+        second, third = [], None
         paired = group("direct_vs_planning", s)
         if paired:
             n = sum(r["n"] for r in paired)
             plan = sum(r["planning"] * r["n"] for r in paired) / n
             direct = sum(r["direct"] * r["n"] for r in paired) / n
-            second.append(f"vs direct on {n} paired: {plan:.0%} vs {direct:.0%} (planning only {sum(r['planning_only'] for r in paired)}, "
-                          f"direct only {sum(r['direct_only'] for r in paired)})")
+            third = (f"  planning vs direct on {n} paired scenarios: {plan:.0%} vs {direct:.0%} "
+                     f"(planning only {sum(r['planning_only'] for r in paired)}, direct only {sum(r['direct_only'] for r in paired)})")
         value = group("value", s)
         over_p = _weighted([r for r in value if r["perturbation"] != "clean"], "overestimation")
         over_c = _weighted([r for r in value if r["perturbation"] == "clean"], "overestimation")
@@ -78,6 +78,8 @@ def headline(run_path, summary: list[SummaryRow], tables: dict[str, list[dict]])
         if psnr is not None and copy is not None:
             second.append(f"world model {psnr:.1f} dB vs copy-frame {copy:.1f} dB")
         lines.append(" ".join(first).replace(" ;", ";"))
+        if third:
+            lines.append(third)
         if second:
             lines.append("  " + "; ".join(second))
     if len(settings) > MAX_SETTINGS:
