@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/stress run --perturb occlusion --gallery
+	$(BIN)/stress run --perturb occlusion --gallery 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -79,7 +79,6 @@ def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--policy-seeds", type=int, default=1, metavar="N",
                      help="run every scenario with N policy seeds (seed .. seed+N-1), the scene unchanged: seed sensitivity (default 1)")
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder, skipping stored episodes")
-    run.add_argument("--gallery", action="store_true", help="afterwards, build the run's failure gallery (stress gallery RUN --workers N)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
     _add_scenario_arguments(run)
+    run.add_argument("--gallery", nargs="?", type=int, const=0, metavar="WORKERS",
+                     help="afterwards, build the run's failure gallery (stress gallery RUN), with WORKERS render processes (default: --workers)")
 
     study = sub.add_parser("study", help="one policy variable varied on identical scenarios: aggregation, value-source, denoising, candidates, temperature")
     study.add_argument("name", help="aggregation, value-source, denoising, candidates or temperature")
@@ -273,6 +274,8 @@ def _execute(store, specs, measurement, workers) -> None:
 
 
 def cmd_run(args) -> int:
+    if args.gallery is not None and args.gallery < 0:
+        raise UserError(f"--gallery {args.gallery} invalid; valid: a number of render processes, 1 or more (or none: --workers)")
     store, specs, measurement = _start_or_resume(args, _specs_from_args, lambda specs: "-".join(sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
     _execute(store, specs, measurement, args.workers)
     _print_headline(store)
@@ -283,8 +286,8 @@ def cmd_run(args) -> int:
     if impossible:  # the run is stored, but the request itself cannot be met on these scenes
         bad = impossible[0]
         raise UserError(f"perturbation {bad['perturbation']} gave no valid scene on any init state ({bad['example']}); lower the severity or change its parameters")
-    if args.gallery:
-        _build_gallery(store.path, None, args.workers, None)
+    if args.gallery is not None:
+        _build_gallery(store.path, None, args.gallery or args.workers, None)
     return 0
 
 

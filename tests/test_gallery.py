@@ -248,3 +248,36 @@ def test_headline_never_exceeds_15_lines():
     lines = headline("results/x", summary, {"direct_vs_planning": paired})
     assert len(lines) <= MAX_LINES == 15
     assert "... and 2 more settings: see stress show" in lines and lines[-2].startswith("full tables: stress show")
+
+
+def test_run_stores_frames_and_failure_onset_that_the_replay_reproduces(run, gallery, page):
+    """The runner keeps the agentview frames of each measured decision and the step each failure began;
+    the gallery's replay finds the same onset, and the card marks it on the timeline."""
+    import numpy as np
+
+    path, _, _ = run
+    folder, _ = gallery
+    tab, _ = page
+    rows = duckdb.sql(f"SELECT episode_key, failure, failure_step, decisions FROM read_parquet('{path}/episodes.parquet')").fetchall()
+    for key, failure, onset, decisions in rows:
+        with np.load(path / "frames" / f"{key}.npz") as frames:
+            assert frames["steps"].tolist() == [0, 16] and decisions == 2
+            assert frames["observed"].shape == frames["predicted"].shape == frames["true"].shape == (2, 64, 64, 3)
+        assert (onset is not None) == (failure in ("collision", "dropped", "wrong_place")), (failure, onset)
+    assert any(onset is not None for *_, onset, _ in rows)  # best-of-2 under occlusion:3 lets go of the bowl away from the plate
+    replays = {r["episode_key"]: r for r in (json.loads(p.read_text()) for p in folder.glob("videos/*/*.json"))}
+    for key, failure, onset, _ in rows:
+        assert replays[key]["matches"] and replays[key]["failure_step"] == onset
+        marker = tab.locator(f"#card-{key} .timeline .onset")
+        assert marker.count() == (1 if onset is not None else 0)
+
+
+def test_run_with_gallery_builds_it_for_a_policy_without_predictions(tmp_path):
+    """`stress run --gallery` (what `make run` does) on the expert: a card without value or frames says why."""
+    proc = run_cli("run", "--policy", "expert", "--episodes", "1", "--max-steps", "8", "--gallery", "1", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    (path,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert f"open: {(path / 'gallery' / 'index.html').as_uri()}" in proc.stdout and "1 rendered" in proc.stdout
+    html = (path / "gallery" / "index.html").read_text()
+    assert "No value predictions: this policy predicts none." in html and "the run stored no predicted frames" in html
+    assert (path / "gallery" / "videos" / "libero_spatial_0" / "eval_episode_0.mp4").stat().st_size > 1000
