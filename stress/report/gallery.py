@@ -349,6 +349,7 @@ def _render_job(run: str, key: str, video: str) -> dict:
         tmp.unlink(missing_ok=True)
         poster.unlink(missing_ok=True)
         return {"episode_key": key, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    target.with_suffix(".json").unlink(missing_ok=True)  # a stale sidecar must never vouch for the new video
     os.replace(poster, target.with_suffix(".png"))
     os.replace(tmp, target)
     record = {"episode_key": key, "success": result.success, "steps": result.steps, "recorded_success": result.recorded_success,
@@ -418,13 +419,17 @@ def _cached(out: Path, names: dict[str, str]) -> dict[str, dict]:
         if isinstance(record, dict) and "episode_key" in record and "error" not in record and video.is_file():
             found.setdefault(record["episode_key"], (video, record))
     moves = [(found[k][0], out / names[k]) for k in found if k in names and found[k][0] != out / names[k]]
+    suffixes = (".png", ".mp4", ".json")  # poster, video, and the sidecar last
     for i, (video, _) in enumerate(moves):  # two phases: a new name may be another video's old one
-        for suffix in (".mp4", ".json"):
-            os.replace(video.with_suffix(suffix), video.with_name(f".moving-{i}{suffix}"))
+        for suffix in suffixes:
+            if video.with_suffix(suffix).is_file():
+                os.replace(video.with_suffix(suffix), video.with_name(f".moving-{i}{suffix}"))
     for i, (video, target) in enumerate(moves):
         target.parent.mkdir(parents=True, exist_ok=True)
-        for suffix in (".mp4", ".json"):
-            os.replace(video.with_name(f".moving-{i}{suffix}"), target.with_suffix(suffix))
+        target.with_suffix(".json").unlink(missing_ok=True)
+        for suffix in suffixes:
+            if video.with_name(f".moving-{i}{suffix}").is_file():
+                os.replace(video.with_name(f".moving-{i}{suffix}"), target.with_suffix(suffix))
     return {k: record for k, (_, record) in found.items() if k in names}
 
 
