@@ -1,4 +1,4 @@
-# `make run`  : set up .venv (idempotent) and run the default stress run (pixel occlusion, built-in defaults)
+# `make run`  : set up .venv (idempotent), run the default stress run (pixel occlusion, built-in defaults) and build its failure gallery
 # `make test` : set up .venv (idempotent) and run the whole test suite
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/stress run --perturb occlusion
+	$(BIN)/stress run --perturb occlusion --gallery 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

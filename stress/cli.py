@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
     _add_scenario_arguments(run)
+    run.add_argument("--gallery", nargs="?", type=int, const=0, metavar="WORKERS",
+                     help="afterwards, build the run's failure gallery (stress gallery RUN), with WORKERS render processes (default: --workers)")
 
     study = sub.add_parser("study", help="one policy variable varied on identical scenarios: aggregation, value-source, denoising, candidates, temperature")
     study.add_argument("name", help="aggregation, value-source, denoising, candidates or temperature")
@@ -105,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     cmp = sub.add_parser("compare", help="two runs on their common scenarios: paired success, prediction and selection figures")
     cmp.add_argument("run_a", type=Path)
     cmp.add_argument("run_b", type=Path)
+
+    gal = sub.add_parser("gallery", help="static failure gallery of a run (RUN/gallery/index.html): videos, failure modes, predictions")
+    gal.add_argument("run", type=Path)
+    gal.add_argument("--out", type=Path, help="gallery folder (default RUN/gallery)")
+    gal.add_argument("--workers", type=int, default=1, help="processes replaying videos (each ~2 GB; default 1)")
+    gal.add_argument("--max-cards", type=int, metavar="N", help="full cards (video, frames) for the N worst failures only; the rest in one line each")
 
     rep = sub.add_parser("replay", help="re-execute an episode's recorded actions and write an mp4; or re-run a search finding with the policy")
     rep.add_argument("run", type=Path, help="a run folder, or a finding file RUN/findings/ID.json")
@@ -354,11 +362,11 @@ def _execute(store, specs, measurement, workers) -> None:
 
 
 def cmd_run(args) -> int:
+    if args.gallery is not None and args.gallery < 0:
+        raise UserError(f"--gallery {args.gallery} invalid; valid: a number of render processes, 1 or more (or none: --workers)")
     store, specs, measurement = _start_or_resume(args, _specs_from_args, lambda specs: "-".join(sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
     _execute(store, specs, measurement, args.workers)
-    _print_summary(store)
-    _print_degradation(store)
-    print(f"results: {store.path}")
+    _print_headline(store)
     impossible = store.query(
         "SELECT perturbation, any_value(error) AS example FROM episodes GROUP BY perturbation "
         "HAVING bool_and(coalesce(error LIKE 'invalid_scene%', false))"
@@ -366,7 +374,22 @@ def cmd_run(args) -> int:
     if impossible:  # the run is stored, but the request itself cannot be met on these scenes
         bad = impossible[0]
         raise UserError(f"perturbation {bad['perturbation']} gave no valid scene on any init state ({bad['example']}); lower the severity or change its parameters")
+    if args.gallery is not None:
+        _build_gallery(store.path, None, args.gallery or args.workers, None)
     return 0
+
+
+def _print_headline(store) -> None:
+    """The end of ``stress run``: at most 15 lines (stress.report.headline); the full tables are ``stress show``'s."""
+    from stress.report.headline import headline
+    from stress.report.summary import error_counts, summarise
+
+    tables = _write_degradation(store)
+    print(f"results: {store.path}")
+    for line in headline(store.path, summarise(store), tables):
+        print(line)
+    for e in error_counts(store):
+        print(f"errors: {e['n']} x {e['kind']} (e.g. {e['example'][:160]})")
 
 
 def cmd_study(args) -> int:
@@ -461,7 +484,15 @@ def _fmt(value, spec: str = ".2f") -> str:
 
 
 def _print_degradation(store) -> None:
-    """The degradation tables (stress.report.degradation); each only where the run has its data."""
+    """The degradation tables (stress.report.degradation); a table without data is one line saying how to get it."""
+    tables = _write_degradation(store)
+    for row in tables["failures"]:
+        row["counts_text"] = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items(), key=lambda kv: -kv[1]))
+    _print_tables(tables, DEGRADATION_TABLES, DEGRADATION_HINTS)
+
+
+def _write_degradation(store) -> dict:
+    """RUN/degradation.json and RUN/degradation.png; returns the tables."""
     from stress.report.degradation import degradation, load
     from stress.report.degradation_plot import save_degradation_plot
 
@@ -470,9 +501,14 @@ def _print_degradation(store) -> None:
     store.write_json("degradation.json", tables)
     if episodes:
         save_degradation_plot(episodes, decisions, tables, store.path / "degradation.png")
-    for row in tables["failures"]:
-        row["counts_text"] = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items(), key=lambda kv: -kv[1]))
-    _print_tables(tables, DEGRADATION_TABLES)
+    return tables
+
+
+DEGRADATION_HINTS = {  # how to get a table a run has no data for
+    "robustness": "keep the clean baseline (leave out --no-baseline)", "direct_vs_planning": "run with --mode both",
+    "failures": "no episode failed", "seeds": "run with --policy-seeds 2", "world_model": "a policy with a world model and --true-futures executed",
+    "value": "a policy that predicts values (--policy reference)", "selection": "run with --counterfactual-rollouts 1 and a planning mode",
+}
 
 
 DEGRADATION_TABLES = {
@@ -498,13 +534,18 @@ DEGRADATION_TABLES = {
 }
 
 
-def _print_tables(tables: dict[str, list[dict]], layout: dict) -> None:
+def _print_tables(tables: dict[str, list[dict]], layout: dict, hints: dict[str, str] | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     console = _console()
     for name, (title, columns) in layout.items():
         rows = tables.get(name)
+        if name == "selection" and rows and not any(r.get("measured") for r in rows):
+            rows = None  # decisions without a measured true outcome: nothing to show but the hint
         if not rows:
+            if hints and name in hints:
+                console.print(escape(f"{title}: no data in this run; {hints[name]}"), style="dim")
             continue
         keys = [k for k in ("policy", "mode", "setting", "perturbation", "severity") if k in rows[0]]
         table = Table(title=title)
@@ -547,6 +588,34 @@ def cmd_show(args) -> int:
             table.add_row(r["episode_key"], str(r["task_id"]), str(r["init_index"]), r["mode"], r["perturbation"], str(r["success"]), str(r["steps"]), f"{r['wall_s']:.1f}", (r["error"] or "")[:60])
         _console().print(table)
     return 0
+
+
+def cmd_gallery(args) -> int:
+    _build_gallery(args.run, args.out, args.workers, args.max_cards)  # a video that could not be made is a warning; its card says why
+    return 0
+
+
+def _build_gallery(run, out, workers, max_cards):
+    """Build a gallery with a progress bar for the videos; print where it is and what it cost."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from stress.report.gallery import build_gallery
+
+    console = Console(stderr=True)
+    started = time.perf_counter()
+    with Progress(TextColumn("[bold]gallery videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=not console.is_terminal) as bars:
+        task = bars.add_task("videos", total=None)
+        result = build_gallery(run, out, workers=workers, max_cards=max_cards, progress=lambda done, total: bars.update(task, completed=done, total=total))
+    for line in result.missing:
+        console.print(f"warning: {line}", markup=False, highlight=False)
+    print(f"gallery: {result.failures} failed episodes, {result.cards} full cards; videos: {result.rendered} rendered, {result.cached} cached "
+          f"({time.perf_counter() - started:.0f} s)")
+    print(f"open: {result.path.resolve().as_uri()}")
+    return result
 
 
 def cmd_compare(args) -> int:
@@ -757,7 +826,8 @@ def cmd_search(args) -> int:
         report = session.run(store, on_evaluation)
     _print_search(report)
     print(f"episodes run: {report['episodes_run']} (sampling, shrinking, 1-minimality checks and i.i.d. slice together)")
-    print(f"results: {store.path} (search.json, search.png, findings/)")
+    print(f"results: {store.path} (search.json, search.png, findings/); the episodes' tables: stress show {store.path}; "
+          f"videos of the failures and findings: stress gallery {store.path}")
     return 0
 
 
@@ -940,7 +1010,7 @@ def cmd_serve(args) -> int:
 
 
 COMMANDS = {"serve": cmd_serve, "train-reference": cmd_train_reference, "evaluate-reference": cmd_evaluate_reference, "run": cmd_run, "list": cmd_list, "show": cmd_show, "compare": cmd_compare, "study": cmd_study, "replay": cmd_replay, "bench": cmd_bench,
-            "search": cmd_search}
+            "search": cmd_search, "gallery": cmd_gallery}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,10 @@ continued with the *direct* policy to the end of the episode: its **true outcome
 All candidates of a decision are continued with the same policy seed (common random numbers), so their
 outcomes differ by the chunk alone.
 
+For the executed chunk the agentview frames themselves are kept too (``frames``: the frame the policy
+saw, the predicted and the true future, at the prediction's resolution; about 12 kB each at 64 px), so
+the failure gallery can show them without calling the policy again.
+
 The snapshot is restored afterwards and the hook touches neither the episode's policy nor its random
 state: the episode's trajectory is bit-identical with and without these measurements.
 """
@@ -145,6 +149,7 @@ class GroundTruth:
         self.continuation = continuation
         self.rollout_at = measurement.rollout_decisions(max_steps, chunk)
         self.by_step: dict[int, dict[int, dict[str, float]]] = {}  # step -> candidate (-1 executed) -> figures
+        self.frames: dict[int, dict[str, np.ndarray]] = {}  # step -> observed / predicted / true agentview frame of the executed chunk
         self.seconds = 0.0
         self._decision = 0
 
@@ -193,6 +198,10 @@ class GroundTruth:
                     if view is not None:
                         true = {c: view(image) for c, image in true.items()}
                     row.update(future_errors(predicted, true, current, masks))
+                    if i in executed and "agentview" in predicted:
+                        p = predicted["agentview"]
+                        self.frames[step] = {"observed": to_resolution(current["agentview"], p), "predicted": np.asarray(p, dtype=np.uint8),
+                                             "true": to_resolution(true["agentview"], p)}
                 if rollout:
                     row["true_outcome"] = float(self._continue(env, snapshot, done))
             except SimulatorFault:

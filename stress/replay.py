@@ -1,5 +1,6 @@
 """``stress replay RUN EPISODE_KEY``: re-execute the recorded actions in the same perturbed scene and
-write an mp4 (agentview | wrist, as the policy saw them, 20 fps) without calling the policy."""
+write an mp4 (agentview | wrist, as the policy saw them, 20 fps, H.264 yuv420p) without calling the
+policy. The failure gallery renders its videos with the same function."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 from stress.runner import EnvCache
+from stress.signatures import SignatureTracker
 from stress.store import RunStore
 
 FPS = 20  # LIBERO's control rate
@@ -24,6 +26,7 @@ class ReplayResult:
     recorded_success: bool
     recorded_steps: int
     video: Path | None
+    failure_step: int | None = None  # where the replayed failure began (stress.signatures onset)
 
     @property
     def matches(self) -> bool:
@@ -36,7 +39,15 @@ def frame(env) -> np.ndarray:
     return np.repeat(np.repeat(side_by_side, UPSCALE, axis=0), UPSCALE, axis=1)
 
 
-def replay(store: RunStore, key: str, video: Path | None = None) -> ReplayResult:
+def video_writer(path: Path):
+    """H.264 in yuv420p (what browsers play), the index up front so a page can start it at once."""
+    return imageio.get_writer(path, fps=FPS, codec="libx264", quality=8, macro_block_size=2, pixelformat="yuv420p",
+                              ffmpeg_params=["-movflags", "+faststart"], ffmpeg_log_level="error")
+
+
+def render_episode(store: RunStore, key: str, video: Path, envs: EnvCache, poster: Path | None = None) -> ReplayResult:
+    """Replay one stored episode into ``video`` (frame 0: the reset scene; frame t: after step t);
+    ``poster``: also save its last frame as a PNG (what a page shows before the video plays)."""
     spec = store.spec(key)
     rows = store.query("SELECT success, steps, error FROM episodes WHERE episode_key = ?", [key])
     if not rows:
@@ -44,24 +55,33 @@ def replay(store: RunStore, key: str, video: Path | None = None) -> ReplayResult
     recorded = rows[0]
     actions, decision_steps = store.actions(key)
     queries = set(decision_steps.tolist())
+    video.parent.mkdir(parents=True, exist_ok=True)
+    env = envs.get(spec)
+    env.reset(spec.init_index, spec.perturbations)
+    tracker = SignatureTracker(env)
+    success = False
+    with video_writer(video) as writer:
+        last = frame(env)
+        writer.append_data(last)
+        for step, action in enumerate(actions):
+            if step in queries:
+                env.begin_chunk()  # event triggers count steps into the chunk, as in the run
+            success = env.step(action)
+            tracker.step(action)
+            last = frame(env)
+            writer.append_data(last)
+    if poster is not None:
+        imageio.imwrite(poster, last, format="png")
+    return ReplayResult(key, bool(success), env.step_count, bool(recorded["success"]), int(recorded["steps"]), video, tracker.onset(bool(success)))
+
+
+def replay(store: RunStore, key: str, video: Path | None = None) -> ReplayResult:
     if video is None:
         video = store.path / "media" / f"{key}.mp4"
-    video.parent.mkdir(parents=True, exist_ok=True)
     envs = EnvCache()
     try:
-        env = envs.get(spec)
-        env.reset(spec.init_index, spec.perturbations)
-        success = False
-        with imageio.get_writer(video, fps=FPS, codec="libx264", quality=8, macro_block_size=2) as writer:
-            writer.append_data(frame(env))
-            for step, action in enumerate(actions):
-                if step in queries:
-                    env.begin_chunk()  # event triggers count steps into the chunk, as in the run
-                success = env.step(action)
-                writer.append_data(frame(env))
-        steps = env.step_count
+        result = render_episode(store, key, video, envs)
     finally:
         envs.close()
-    result = ReplayResult(key, bool(success), steps, bool(recorded["success"]), int(recorded["steps"]), video)
     store.write_json(f"media/{key}.replay.json", {**result.__dict__, "video": str(video), "matches": result.matches})
     return result

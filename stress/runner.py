@@ -85,6 +85,8 @@ class EpisodeResult:
     policy_s: float = 0.0  # of wall_s, the time spent inside policy.act (latency = policy_s / decisions)
     failure: str | None = None  # failure signature (stress.signatures); None when the episode errored
     progress: float | None = None  # 0-1 how far it got (stress.signatures); None when the episode errored
+    failure_step: int | None = None  # env step at which that failure began (stress.signatures onset), where it has one
+    frames: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # measured decisions' agentview frames (groundtruth)
 
     def row(self) -> dict[str, Any]:
         s = self.spec
@@ -109,6 +111,7 @@ class EpisodeResult:
             "failure": self.failure if self.error is None else None,
             "progress": self.progress if self.error is None else None,
             "max_steps": self.spec.max_steps or SUITE_MAX_STEPS[self.spec.suite],
+            "failure_step": self.failure_step if self.error is None else None,
             "error": self.error,
             "spec": s.to_json(),
         }
@@ -236,7 +239,9 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None)
         result.failure = tracker.signature(result.success)
         result.progress = tracker.progress(result.success)
+        result.failure_step = tracker.onset(result.success)
         result.measure_s = truth.seconds if truth else 0.0
+        result.frames = truth.frames if truth else {}
     except SimulatorFault as exc:
         result.error = f"simulator_fault: {exc}"
     except InvalidScene as exc:
@@ -314,7 +319,7 @@ class LocalRunner:
         pending.sort(key=lambda s: (s.suite, s.task_id, s.init_index))
 
         def finish(result: EpisodeResult) -> None:
-            store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps)
+            store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps, frames=result.frames)
             if on_result:
                 on_result(result)
 

@@ -16,6 +16,8 @@ Successful episodes get ``success``. The gallery clusters failures by signature.
 ``progress`` grades an episode from the same trace (0 = nothing done, 1 = solved): 0.4 for having held the
 object, plus 0.6 times the share of its starting distance to the goal it was brought closer at the end;
 the search uses it to tell a near miss from a failure that never started.
+``onset(success)`` is the step at which the named failure began (the first arm collision, the step the
+last grasp ended); None for failures without one moment (never grasped, the budget ran out).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class SignatureTracker:
         self.released: str | None = None  # how the last grasp ended: "dropped" or "opened"
         self.holding = False
         self.start_distance = self._distance()
+        self.collision_step: int | None = None  # env step of the first arm collision
+        self.release_step: int | None = None  # env step at which the last grasp ended away from the goal
 
     def _distance(self) -> float | None:
         if self.target is None:
@@ -57,12 +61,15 @@ class SignatureTracker:
         if self.holding and not holding:
             near = (self._distance() or np.inf) < NEAR_M
             self.released = None if near else ("dropped" if action[6] > 0 else "opened")
+            self.release_step = None if near else self.env.step_count
         if holding:
             self.ever_grasped, self.released = True, None
         self.holding = holding
         data = self.scene.data
         for c in data.contact[: data.ncon]:
             if (c.geom1 in self.arm and c.geom2 not in self.robot) or (c.geom2 in self.arm and c.geom1 not in self.robot):
+                if not self.collided:
+                    self.collision_step = self.env.step_count
                 self.collided = True
                 break
 
@@ -89,3 +96,12 @@ class SignatureTracker:
         if distance is not None and self.start_distance:
             closer = float(np.clip(1.0 - distance / self.start_distance, 0.0, 1.0))
         return round(min(0.99, 0.4 * self.ever_grasped + 0.6 * closer), 4)
+
+    def onset(self, success: bool) -> int | None:
+        """The env step at which the failure named by ``signature(success)`` began, where it has one."""
+        signature = self.signature(success)
+        if signature == "collision":
+            return self.collision_step
+        if signature in ("dropped", "wrong_place"):
+            return self.release_step
+        return None

@@ -6,6 +6,7 @@ Layout of a run folder::
     parts/<key>.parquet      one finished episode (written atomically; its presence = episode done)
     actions/<key>.npz        the executed actions (steps x 7) and the policy-query steps, for exact replay
     decisions/<key>.parquet  per-decision predictions, for backends that make them
+    frames/<key>.npz         agentview frames at each measured decision: observed, predicted and true future
     episodes.parquet         all parts gathered (rewritten at the end of a run and by ``stress show``)
     decisions.parquet        all decision parts gathered
     media/                   replay videos
@@ -60,6 +61,7 @@ EPISODE_SCHEMA = pa.schema(
         ("failure", pa.string()),  # failure signature (stress.signatures): success, never_grasped, dropped, ...
         ("progress", pa.float64()),  # 0-1 how far the episode got (stress.signatures), 1 = solved
         ("max_steps", pa.int32()),  # the step budget it ran under
+        ("failure_step", pa.int32()),  # env step at which the failure began (first collision, grasp lost); null where none
         ("error", pa.string()),
         ("spec", pa.string()),  # the ScenarioSpec as JSON
     ]
@@ -205,9 +207,20 @@ class RunStore:
         again = {p.name for p in retry.iterdir()} if retry.is_dir() else set()
         return {p.stem for p in parts.glob("*.parquet")} - again
 
-    def write_episode(self, row: dict[str, Any], actions: np.ndarray, decisions: list[dict[str, Any]], decision_steps: list[int]) -> None:
-        """Store one finished episode. The part file is written last: its presence means 'done'."""
+    def write_episode(self, row: dict[str, Any], actions: np.ndarray, decisions: list[dict[str, Any]], decision_steps: list[int],
+                      frames: dict[int, dict[str, np.ndarray]] | None = None) -> None:
+        """Store one finished episode. The part file is written last: its presence means 'done'.
+        ``frames``: decision step -> {"observed", "predicted", "true"} agentview uint8 images (ground truth)."""
         key = row["episode_key"]
+        if frames:
+            steps = sorted(frames)
+
+            def save_frames(tmp):
+                with open(tmp, "wb") as f:
+                    np.savez_compressed(f, steps=np.asarray(steps, dtype=np.int64),
+                                        **{kind: np.stack([frames[s][kind] for s in steps]) for kind in ("observed", "predicted", "true")})
+
+            _atomic_write(self.path / "frames" / f"{key}.npz", save_frames)
 
         def save_actions(tmp):
             with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a plain name
@@ -233,6 +246,15 @@ class RunStore:
             raise UserError(f"no recorded actions for episode {key!r} in {self.path.name}")
         with np.load(path) as data:
             return data["actions"], data["decision_steps"]
+
+    def frames(self, key: str) -> dict[str, np.ndarray] | None:
+        """The agentview frames stored at the episode's measured decisions (``steps``, ``observed``,
+        ``predicted``, ``true``: N x H x W x 3 uint8), or None when the run stored none for it."""
+        path = self.path / "frames" / f"{key}.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as data:
+            return {name: data[name] for name in data.files}
 
     def consolidate(self) -> None:
         """Gather the parts into episodes.parquet / decisions.parquet (atomic rewrite)."""
