@@ -6,6 +6,7 @@ import pytest
 
 from perturbations import base
 from perturbations.base import Layer, Perturbation, PerturbationSpec
+from perturbations.space import ParamSpace, Real
 from scenarios.spec import ScenarioSpec
 from stress.runner import EnvCache
 
@@ -15,7 +16,7 @@ class DimLights(Perturbation):
     layer = Layer.MODEL
     summary = "scale light diffuse"
     severity_meaning = "factor 1 - 0.15 * level"
-    parameters = {"factor": "0-1"}
+    space = ParamSpace(Real("factor", 0, 1, "", "factor on every light's diffuse colour", identity=1.0))
 
     def sample(self, severity, rng, cameras):
         return {"factor": 1 - 0.15 * severity}
@@ -29,7 +30,7 @@ class RedBlock(Perturbation):
     layer = Layer.SCENE
     summary = "visual-only red box above the table"
     severity_meaning = "box half size 1 cm * level"
-    parameters = {"half_size": "m"}
+    space = ParamSpace(Real("half_size", 0, 0.1, "m", "half size of the box", identity=0.0))
 
     def sample(self, severity, rng, cameras):
         return {"half_size": 0.01 * severity}

@@ -12,6 +12,7 @@ import pytest
 from perturbations import base
 from perturbations.base import Layer, Perturbation, PerturbationSpec, family, parameters_for, validate
 from perturbations.occluder import FRACTION_BY_SEVERITY, TOLERANCE
+from perturbations.space import Free, ParamSpace
 from scenarios.spec import ScenarioSpec
 from stress.errors import UserError
 from stress.runner import EnvCache, PolicyCache, run_episode
@@ -139,7 +140,7 @@ class RecordState(Perturbation):
     layer = Layer.STATE
     summary = "records joint positions"
     severity_meaning = "none"
-    parameters = {"none": "-"}
+    space = ParamSpace(Free("record", "whether to record (always true)"))
     seen: list[dict[str, np.ndarray]] = []
 
     def sample(self, severity, rng, cameras):
