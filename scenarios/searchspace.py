@@ -167,7 +167,29 @@ def family_axes(name: str) -> tuple[tuple, bool]:
     return (axes, False) if axes else ((SEVERITY_AXIS,), True)
 
 
-def libero_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds=(0,), max_families: int = 2) -> SearchSpace:
+def limit_axes(families: dict[str, tuple], limits: dict) -> dict[str, tuple]:
+    """Narrow axes to grid-index ranges, ``{"occlusion.area_fraction": [0, 30]}`` (the rest index 0 stays
+    inside: a limit that excludes it is an error, since shrinking moves toward it)."""
+    import dataclasses
+
+    if not isinstance(limits, dict):
+        raise UserError(f"space field 'limits' must map 'family.axis' to [low, high] grid indices, got {limits!r}")
+    out = {name: list(axes) for name, axes in families.items()}
+    for key, bounds in limits.items():
+        name, _, axis_name = str(key).partition(".")
+        axes = {a.name: i for i, a in enumerate(out.get(name, []))}
+        if axis_name not in axes:
+            valid = ", ".join(f"{n}.{a.name}" for n, list_ in out.items() for a in list_)
+            raise UserError(f"limit {key!r} names no searched axis; valid: {valid}")
+        axis = out[name][axes[axis_name]]
+        ok = isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+        if not ok or not axis.low <= bounds[0] <= axis_rest(axis) <= bounds[1] <= axis.high:
+            raise UserError(f"limit {key} {bounds!r} invalid; valid: [low, high] grid indices with {axis.low} <= low <= {axis_rest(axis)} <= high <= {axis.high}")
+        out[name][axes[axis_name]] = dataclasses.replace(axis, low=bounds[0], high=bounds[1])
+    return {name: tuple(axes) for name, axes in out.items()}
+
+
+def libero_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds=(0,), max_families: int = 2, limits: dict | None = None) -> SearchSpace:
     from perturbations.base import CAMERA_TARGETS, family
     from stress.envs.libero import SUITES, check_task, init_states
     from stress.errors import choice_error
@@ -189,6 +211,7 @@ def libero_space(suite: str, tasks, inits, family_names, cameras=("both",), seed
         families[name], severity = family_axes(name)
         if severity:
             by_severity.add(name)
+    families = limit_axes(families, limits or {})
     return SearchSpace(suite, tuple(tasks), tuple(inits), families, tuple(cameras), tuple(seeds), max_families, frozenset(by_severity))
 
 

@@ -20,7 +20,7 @@ from scenarios.searchspace import SearchSpace, libero_space
 from stress.errors import UserError, choice_error
 from stress.store import RunStore
 
-SPACE_FIELDS = ("suite", "tasks", "inits", "families", "max_families", "cameras", "seeds")
+SPACE_FIELDS = ("suite", "tasks", "inits", "families", "max_families", "cameras", "seeds", "limits")
 
 
 def space_from_config(space: dict) -> SearchSpace:
@@ -35,7 +35,7 @@ def space_from_config(space: dict) -> SearchSpace:
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in space[key]):
             raise UserError(f"space field {key!r} must list integers, got {space[key]!r}")
     return libero_space(str(space.get("suite")), space["tasks"], space["inits"], space["families"], space["cameras"], space["seeds"],
-                        space.get("max_families", 2))
+                        space.get("max_families", 2), space.get("limits"))
 
 
 def load_space_file(path: Path) -> dict:
