@@ -92,6 +92,23 @@ def test_iid_slice_and_compare_are_kept_apart_from_the_adversarial_finds():
     assert with_iid["iid"]["source"] == "iid" and with_iid["iid"]["n"] == 10
 
 
+def test_space_limits_narrow_the_axes():
+    from scenarios.session import space_from_config
+
+    base = {"suite": "libero_spatial", "tasks": [0], "inits": [0, 1], "families": ["occlusion", "dynamics"], "cameras": ["both"], "seeds": [0]}
+    space = space_from_config({**base, "limits": {"occlusion.area_fraction": [0, 20], "dynamics.friction_scale": [-5, 10]}})
+    axes = {f"{n}.{a.name}": a for n in space.names for a in space.families[n]}
+    assert (axes["occlusion.area_fraction"].low, axes["occlusion.area_fraction"].high) == (0, 20)
+    assert axes["occlusion.area_fraction"].value(20) == 0.2 and axes["dynamics.friction_scale"].value(-5) == 0.5
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        point = space.decode(rng.random(space.dims))
+        if "occlusion" in point["families"]:
+            assert 0 <= point["families"]["occlusion"]["area_fraction"] <= 20
+
+
 def test_properties_are_graded_and_user_properties_load(tmp_path):
     from scenarios import properties
     from scenarios.properties import Episode
@@ -149,6 +166,9 @@ def test_malformed_space_and_finding_files(tmp_path):
     assert_user_error(run_cli("search", "--property", "succeeds", "--space", str(space)), "'colour'", "suite, tasks")
     space.write_text(json.dumps({"suite": "libero_spatial", "tasks": [0], "inits": [], "families": ["occlusion"], "cameras": ["both"], "seeds": [0]}))
     assert_user_error(run_cli("search", "--property", "succeeds", "--space", str(space)), "'inits'", "non-empty")
+    space.write_text(json.dumps({"suite": "libero_spatial", "tasks": [0], "inits": [0], "families": ["occlusion"], "cameras": ["both"], "seeds": [0],
+                                 "limits": {"occlusion.area_fraction": [5, 30]}}))
+    assert_user_error(run_cli("search", "--property", "succeeds", "--space", str(space)), "occlusion.area_fraction [5, 30]", "0 <= low <= 0 <= high <= 100")
     finding = tmp_path / "finding.json"
     finding.write_text("[1, 2]")
     assert_user_error(run_cli("replay", str(finding)), "not a finding")
