@@ -106,6 +106,15 @@ def fake_metadata(**changes):
     return {**metadata, **changes}
 
 
+@pytest.fixture(scope="module")
+def shared_envs():
+    """One scene for the fault tests, closed at the end: an env left to the garbage collector frees its GL
+    context at a random moment, which can unbind another env's context mid-render in a later test."""
+    envs = EnvCache()
+    yield envs
+    envs.close()
+
+
 @pytest.fixture
 def fake_server():
     """Start PolicyServers in threads of this process (real sockets on 127.0.0.1); yields a starter."""
@@ -144,32 +153,31 @@ class DroppingServer(PolicyServer):
     ({"actions": np.full((16, 7), np.inf)}, "'actions' holds NaN"),
     ({"predicted_future": {"agentview": np.zeros((8, 8, 3), np.float32)}}, "'future.agentview' has dtype float32"),
 ])
-def test_malformed_reply_is_an_episode_error_naming_the_field(fake_server, reply, field):
+def test_malformed_reply_is_an_episode_error_naming_the_field(fake_server, shared_envs, reply, field):
     url = fake_server(lambda: FakePolicy(reply))
-    result = run_episode(_spec("direct", "remote", (("server", url),), max_steps=16), EnvCache(), PolicyCache())
+    result = run_episode(_spec("direct", "remote", (("server", url),), max_steps=16), shared_envs, PolicyCache())
     assert result.error is not None and result.error.startswith("malformed_response: "), result.error
     assert field in result.error, result.error
     assert not result.success
 
 
-def test_silent_or_vanished_server_is_a_transient_episode_error(fake_server):
-    envs = EnvCache()
+def test_silent_or_vanished_server_is_a_transient_episode_error(fake_server, shared_envs):
+    envs = shared_envs
     slow = fake_server(lambda: FakePolicy(delay=3.0))
     result = run_episode(_spec("direct", "remote", (("server", slow), ("timeout_s", 0.5)), max_steps=16), envs, PolicyCache())
     assert result.error.startswith("policy_unavailable: ") and "no reply within 0.5 s" in result.error, result.error
     gone = fake_server(server_class=DroppingServer)
     result = run_episode(_spec("direct", "remote", (("server", gone),), max_steps=16), envs, PolicyCache())
     assert result.error.startswith("policy_unavailable: ") and "closed the connection" in result.error, result.error
-    envs.close()
 
 
-def test_server_errors_arrive_with_their_message(fake_server):
+def test_server_errors_arrive_with_their_message(fake_server, shared_envs):
     def broken():
         policy = FakePolicy()
         policy.act = lambda obs: 1 / 0
         return policy
 
-    result = run_episode(_spec("direct", "remote", (("server", fake_server(broken)),), max_steps=16), EnvCache(), PolicyCache())
+    result = run_episode(_spec("direct", "remote", (("server", fake_server(broken)),), max_steps=16), shared_envs, PolicyCache())
     assert result.error == "policy_server_error: policy_error: ZeroDivisionError: division by zero", result.error
 
 
