@@ -21,7 +21,6 @@ run twice) and runs only what is missing, including in the middle of a shrink.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -206,15 +205,3 @@ def _curve(sampler: str, rows: list[dict]) -> dict:
             "violations_per_100": 100.0 * (violations[-1] if violations else 0) / max(1, len(rows)), "first_violation": first,
             "modes": sorted(seen), "violations_curve": violations, "modes_curve": modes,
             "episodes_run": sum(r["episodes_run"] for r in rows)}
-
-
-def dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=True, default=_default)
-
-
-def _default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return str(value)

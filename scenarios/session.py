@@ -15,7 +15,7 @@ from typing import Any, Callable
 from scenarios import properties
 from scenarios.evaluate import LiberoEvaluator, PolicySetting, replay_point, specs_json
 from scenarios.samplers import SAMPLERS
-from scenarios.search import FINDING_FORMAT, SHRINKERS, Search, dumps
+from scenarios.search import FINDING_FORMAT, SHRINKERS, Search
 from scenarios.searchspace import SearchSpace, libero_space
 from stress.errors import UserError, choice_error
 from stress.store import RunStore
@@ -120,7 +120,7 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
     report["findings"] = [{"id": f["id"], "mode": f["mode"], "verdict": f["verdict"], "original": f["original"]["scenario"], "shrunk": f["shrunk"]["scenario"],
                            "fields": f["fields"], "shrink_evaluations": f["shrink_evaluations"], "one_minimal": f["one_minimal"], "replay": f["replay"]}
                           for f in result["findings"]]
-    (store.path / "search.json").write_text(dumps(report))
+    store.write_json("search.json", report)  # atomic, like every file of the run folder
     store.consolidate()
     from stress.report.search import save_search_plot
 
