@@ -11,7 +11,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test]'
+	$(PIP) -e '.[test,ray]'
 	$(PIP) --no-deps hf-libero==0.1.4
 	$(BIN)/python -m stress.envs.libero_setup
 	touch $(STAMP)
