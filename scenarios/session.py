@@ -16,7 +16,7 @@ from scenarios import properties
 from scenarios.evaluate import LiberoEvaluator, PolicySetting, replay_point, specs_json
 from scenarios.samplers import SAMPLERS
 from scenarios.search import FINDING_FORMAT, SHRINKERS, Search
-from scenarios.searchspace import SearchSpace, libero_space
+from scenarios.searchspace import SearchSpace, suite_space
 from stress.errors import UserError, choice_error
 from stress.store import RunStore
 
@@ -34,7 +34,7 @@ def space_from_config(space: dict) -> SearchSpace:
     for key in ("tasks", "inits", "seeds"):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in space[key]):
             raise UserError(f"space field {key!r} must list integers, got {space[key]!r}")
-    return libero_space(str(space.get("suite")), space["tasks"], space["inits"], space["families"], space["cameras"], space["seeds"],
+    return suite_space(str(space.get("suite")), space["tasks"], space["inits"], space["families"], space["cameras"], space["seeds"],
                         space.get("max_families", 2), space.get("limits"))
 
 

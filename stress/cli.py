@@ -205,12 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _specs_from_args(args) -> tuple[list, dict]:
     from perturbations.base import PerturbationSpec, parse_cli
     from scenarios.spec import ScenarioSpec
-    from stress.envs.libero import SUITES, check_task
+    from stress.envs import check_task, simulator_of
     from stress.policies import policy_class
     from stress.runner import check_spec
 
-    if args.suite not in SUITES:
-        raise choice_error("suite", args.suite, SUITES)
+    simulator_of(args.suite)  # an unknown suite -> one line listing them
     policy = policy_class(args.policy)
     policy_options, image_size, server = (), 128, None
     if args.policy == "remote":
@@ -651,10 +650,10 @@ def cmd_list(args) -> int:
         from perturbations.base import registry
 
         table = Table(title="perturbations (--perturb NAME[:LEVEL], levels 0-5, 0 = identity)")
-        for column in ("name", "layer", "cameras", "what it does", "severity 1-5"):
+        for column in ("name", "layer", "simulators", "cameras", "what it does", "severity 1-5"):
             table.add_column(column)
         for name, cls in registry().items():
-            cells = (name, cls.layer.value, "agentview|wrist|both" if cls.per_camera else "—", cls.summary, cls.severity_meaning)
+            cells = (name, cls.layer.value, ", ".join(cls.simulators), "one camera or both (all)" if cls.per_camera else "—", cls.summary, cls.severity_meaning)
             table.add_row(*(escape(c) for c in cells))  # '[dx, dy]' is not rich markup
         console.print(table)
         # each family's declared parameter space: explicit "params" of a scenario, and the search grid
@@ -679,13 +678,16 @@ def cmd_list(args) -> int:
             table.add_row(name, ", ".join(cls.modes), str(cls.uses_images), (cls.__doc__ or "").strip().splitlines()[0])
         console.print(table)
     elif args.what == "suites":
-        from stress.envs.libero import SUITE_MAX_STEPS, suite_tasks
+        from stress.envs import simulator, simulator_names
 
-        for suite, max_steps in SUITE_MAX_STEPS.items():
-            tasks = suite_tasks(suite)
-            console.print(f"[bold]{suite}[/bold]: {len(tasks)} tasks, {max_steps} max steps")
-            for i, text in enumerate(tasks):
-                console.print(f"  {i:2d}  {text}")
+        for name in simulator_names():
+            sim = simulator(name)
+            console.print(f"[bold underline]{name}[/bold underline]: {sim.note}; cameras {', '.join(sim.cameras)}; {sim.action_dim}-D actions")
+            for suite, max_steps in sim.suites.items():
+                tasks = sim.tasks(suite)
+                console.print(f"[bold]{suite}[/bold]: {len(tasks)} tasks, {max_steps} max steps")
+                for i, text in enumerate(tasks):
+                    console.print(f"  {i:2d}  {text} ({sim.n_init_states(suite, i)} init states)")
     elif args.what == "properties":
         from scenarios.properties import properties
 

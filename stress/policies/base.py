@@ -80,6 +80,7 @@ class Policy(Protocol):
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]  # "direct", and "planning" for backends with a planner
     uses_images: ClassVar[bool]
+    simulators: ClassVar[tuple[str, ...]]  # the simulators (stress.envs registry names) it can drive
 
     def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
         """Start an episode. ``mode`` is "direct" or "planning" (best-of-``n_candidates``, candidates
