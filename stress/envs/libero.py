@@ -35,6 +35,7 @@ import numpy as np
 from perturbations.base import CAMERAS, InvalidScene, Layer, PerturbationSpec, Realised, family, parameters_for, realise
 from stress.envs.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
 from stress.envs.libero_setup import cache_dir, import_libero
+from stress.envs.physics import SimulatorFault, check_physics, project
 from stress.errors import UserError, choice_error
 from stress.policies.base import Observation
 
@@ -49,16 +50,10 @@ RESTORED_MODEL_FIELDS = (
     "cam_pos", "cam_quat", "cam_fovy", "mat_rgba", "geom_rgba", "geom_friction", "body_mass",
     "body_inertia", "dof_damping", "dof_frictionloss",
 )
-# MuJoCo warnings that mean the physics is no longer trustworthy
-FATAL_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL)
 
 
 def family_layer(spec: PerturbationSpec) -> Layer:
     return family(spec.name).layer
-
-
-class SimulatorFault(RuntimeError):
-    """The simulation became invalid (NaN state, MuJoCo instability): the episode gets an error."""
 
 
 @cache
@@ -402,12 +397,7 @@ class LiberoEnv:
         return bool(self.raw._check_success())
 
     def _check_physics(self) -> None:
-        data = self.raw.sim.data._data
-        if not (np.all(np.isfinite(data.qpos)) and np.all(np.isfinite(data.qvel))):
-            raise SimulatorFault("simulator state is NaN/inf")
-        for warning in FATAL_WARNINGS:
-            if data.warning[warning].number > 0:
-                raise SimulatorFault(f"MuJoCo instability warning {warning.name}")
+        check_physics(self.raw.sim.data._data)
 
     # --- observing ------------------------------------------------------------------------------------
     def proprio(self) -> np.ndarray:
@@ -508,15 +498,7 @@ class LiberoEnv:
 
     def project(self, point: np.ndarray, camera: str) -> tuple[float, float] | None:
         """(row, col) of a world point in the upright image of ``camera``; None when behind the camera."""
-        model, data = self.raw.sim.model._model, self.raw.sim.data._data
-        cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAMES[camera])
-        rel = data.cam_xmat[cam_id].reshape(3, 3).T @ (np.asarray(point) - data.cam_xpos[cam_id])
-        if rel[2] >= 0:  # MuJoCo cameras look along -z
-            return None
-        focal = 0.5 * self.image_size / np.tan(np.deg2rad(model.cam_fovy[cam_id]) / 2)
-        col = self.image_size / 2 + focal * rel[0] / -rel[2]
-        row = self.image_size / 2 - focal * rel[1] / -rel[2]
-        return float(row), float(col)
+        return project(self.raw.sim.model._model, self.raw.sim.data._data, CAMERA_NAMES[camera], point, self.image_size)
 
     # --- snapshots ------------------------------------------------------------------------------------
     def _stateful_parts(self):

@@ -1,0 +1,356 @@
+"""ALOHA adapter (gym-aloha 0.1.5 in simulation): seeded init states, render-on-demand, bit-exact snapshots.
+
+One ``AlohaEnv`` wraps one gym-aloha joint-position task, ``transfer_cube`` (task 0) or ``insertion``
+(task 1), with the same public surface as ``LiberoEnv`` where it applies. It is built from gym-aloha's
+own assets and task classes (their action mapping and their reward), but not through ``gym.make``:
+
+* gym-aloha's stock loop renders three 640x480 cameras at *every* step (~4.5 steps/s on this CPU). Here
+  the physics is stepped directly and cameras are rendered only when ``observe(render=True)`` asks, at
+  ``image_size`` (224 px, the size Cosmos Policy's ALOHA setting feeds its model).
+* The scene's one shadow-casting light costs most of a render; shadows are off unless ``shadows=True``
+  (recorded in ``config()``, which the runner writes into the manifest).
+* The registered step limit (300) is too short: insertion first succeeds around step 355. Ours is 400.
+* gym-aloha seeds the object poses through a module-global ``BOX_POSE``; init state ``i`` here is
+  gym-aloha's own seeded sampler with seed ``i`` (the same pose ``gym.make(...).reset(seed=i)`` gives),
+  set on the data directly.
+* dm_control's ``get_state`` leaves out the warm start, ctrl and time, so a replay drifts (2e-3 rad after
+  60 steps); ``snapshot`` uses ``mj_getState(mjSTATE_INTEGRATION)`` instead, which replays bit-exactly.
+
+Actions are 14-D absolute joint positions (per arm: 6 joints, then the gripper normalised 0 closed ..
+1 open); a policy's chunk (50 steps in Cosmos's ALOHA setting) is executed whole by the runner.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from stress.errors import UserError, choice_error
+from stress.policies.base import Observation
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as stress.envs.libero_setup does
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+import mujoco  # noqa: E402  (after the GL platform is chosen)
+
+from stress.envs.physics import SimulatorFault, check_physics, project  # noqa: E402
+
+SUITE = "aloha"
+SUITES = (SUITE,)
+TASKS = ("transfer_cube", "insertion")  # task id = index
+# gym-aloha ships no task descriptions; these are LeRobot's for its aloha_sim_* datasets
+INSTRUCTIONS = {
+    "transfer_cube": "Pick up the cube with the right arm and transfer it to the left arm.",
+    "insertion": "Insert the peg into the socket.",
+}
+XML = {"transfer_cube": "bimanual_viperx_transfer_cube.xml", "insertion": "bimanual_viperx_insertion.xml"}
+CAMERAS = ("top", "left_wrist", "right_wrist")
+N_INIT_STATES = 50  # init state i = gym-aloha's seeded object pose with seed i
+MAX_STEPS = 400  # insertion first succeeds around step 355; gym-aloha registers 300
+CHUNK = 50  # Cosmos Policy's ALOHA action chunk, executed whole
+VALUE_DISCOUNT = 0.998  # Cosmos Policy's value discount for ALOHA
+ACTION_DIM = 14
+SUBSTEPS = 10  # one 50 Hz control step = 10 physics steps of 2 ms (gym-aloha's DT / timestep)
+MAX_REWARD = 4  # gym-aloha's is_success: reward 4 (left gripper holds the lifted cube / peg touches the pin)
+ROBOT_QPOS = 16  # two arms x (6 joints + 2 finger slides); object free joints follow
+# MjModel fields model-layer perturbations may edit; put back from a pristine copy at every reset
+RESTORED_MODEL_FIELDS = (
+    "light_diffuse", "light_ambient", "light_specular", "light_pos", "light_dir", "light_active", "light_castshadow",
+    "cam_pos", "cam_quat", "cam_fovy", "geom_rgba", "geom_friction", "body_mass", "body_inertia",
+    "dof_damping", "dof_frictionloss",
+)
+# the bodies the task is about (object_position names), per task
+TASK_OBJECTS = {"transfer_cube": ("box",), "insertion": ("peg", "socket")}
+
+
+def suite_tasks(suite: str = SUITE) -> tuple[str, ...]:
+    """Instructions of the suite's tasks, in task-id order."""
+    check_suite(suite)
+    return tuple(INSTRUCTIONS[t] for t in TASKS)
+
+
+def check_suite(suite: str) -> None:
+    if suite != SUITE:
+        raise choice_error("suite", suite, SUITES)
+
+
+def task_index(task: int | str) -> int:
+    """Task id of a task given by id (0, 1, "0") or name ("transfer_cube", "insertion")."""
+    if isinstance(task, str) and task in TASKS:
+        return TASKS.index(task)
+    try:
+        index = int(task)
+    except (TypeError, ValueError):
+        index = -1
+    if not 0 <= index < len(TASKS):
+        valid = ", ".join(f"{i} ({name})" for i, name in enumerate(TASKS))
+        raise UserError(f"unknown aloha task {task!r}; valid: {valid}")
+    return index
+
+
+def check_task(suite: str, task_id: int | str) -> None:
+    check_suite(suite)
+    task_index(task_id)
+
+
+@cache
+def init_states(suite: str, task_id: int | str) -> np.ndarray:
+    """The init states of a task: ``N_INIT_STATES`` object poses (x y z qw qx qy qz per object), row i from
+    gym-aloha's own sampler seeded with i."""
+    check_suite(suite)
+    from gym_aloha.utils import sample_box_pose, sample_insertion_pose
+
+    task = TASKS[task_index(task_id)]
+    if task == "transfer_cube":
+        rows = [sample_box_pose(seed) for seed in range(N_INIT_STATES)]
+    else:
+        rows = [np.concatenate(sample_insertion_pose(seed)) for seed in range(N_INIT_STATES)]
+    out = np.asarray(rows, dtype=np.float64)
+    out.flags.writeable = False  # cached: shared by every caller
+    return out
+
+
+def check_init_index(suite: str, task_id: int | str, init_index: int) -> None:
+    n = len(init_states(suite, task_id))
+    if not (isinstance(init_index, (int, np.integer)) and 0 <= init_index < n):
+        raise UserError(f"init state {init_index!r} not in aloha task {TASKS[task_index(task_id)]}; valid: 0-{n - 1}")
+
+
+def check_camera(camera: str) -> None:
+    if camera not in CAMERAS:
+        raise choice_error("aloha camera", camera, CAMERAS)
+
+
+def asset_path(name: str):
+    from gym_aloha.constants import ASSETS_DIR
+
+    return ASSETS_DIR / name
+
+
+def build_physics(xml_name: str, scene=()):
+    """A dm_control ``Physics`` of one gym-aloha scene, compiled through ``MjSpec`` so scene edits
+    (textures, bodies) can be made on the spec before compiling. ``scene``: callables ``spec -> None``."""
+    from dm_control import mujoco as dm_mujoco
+    from dm_control.mujoco.wrapper import MjModel
+
+    spec = mujoco.MjSpec.from_file(str(asset_path(xml_name)))
+    for edit in scene:
+        edit(spec)
+    # dm_control needs its own model wrapper (a raw mujoco.MjModel fails inside Physics)
+    return dm_mujoco.Physics.from_model(MjModel(spec.compile()))
+
+
+@dataclass
+class Snapshot:
+    """Everything needed to continue an episode bit-identically from a decision point."""
+
+    physics: np.ndarray  # mj_getState(mjSTATE_INTEGRATION): time, qpos, qvel, act, warm start, ctrl, mocap, ...
+    step: int
+    chunk_start: int
+    reward: int
+    max_reward: int
+
+
+class AlohaEnv:
+    """One gym-aloha task (``suite="aloha"``), reusable across init states.
+
+    ``task_id``: 0 / "transfer_cube" or 1 / "insertion". ``image_size``: square render size in pixels.
+    ``scene``: scene-layer edits (callables on the ``MjSpec``; none by default). ``shadows``: whether the
+    scene's shadow-casting light casts shadows (off by default: it is most of the render cost).
+    """
+
+    suite = SUITE
+    cameras = CAMERAS
+    action_dim = ACTION_DIM
+    chunk_size = CHUNK
+    value_discount = VALUE_DISCOUNT
+
+    def __init__(self, suite: str = SUITE, task_id: int | str = 0, image_size: int = 224, scene=(), shadows: bool = False):
+        check_suite(suite)
+        from gym_aloha.tasks.sim import InsertionTask, TransferCubeTask
+
+        self.task_id = task_index(task_id)
+        self.task = TASKS[self.task_id]
+        self.image_size, self.shadows = int(image_size), bool(shadows)
+        self.instruction = INSTRUCTIONS[self.task]
+        self.max_steps = MAX_STEPS
+        self.scene_specs = tuple(scene)
+        self.scene_key = tuple(repr(s) for s in self.scene_specs)
+        self.physics = build_physics(XML[self.task], self.scene_specs)
+        if not self.shadows:
+            self.physics.model.light_castshadow[:] = 0
+        # gym-aloha's task: the action mapping (normalised gripper -> finger targets) and the reward
+        self._task = TransferCubeTask() if self.task == "transfer_cube" else InsertionTask()
+        self._object_qpos = {}  # object body -> its free joint's qpos address
+        for name in TASK_OBJECTS[self.task]:
+            body = self.model.body(name)
+            self._object_qpos[name] = int(self.model.jnt_qposadr[self.model.body_jntadr[body.id]])
+        self._pristine = {f: getattr(self.model, f).copy() for f in RESTORED_MODEL_FIELDS}
+        self.target_object = TASK_OBJECTS[self.task][0]
+        # what success means, as (predicate, object, target) like LIBERO's goal: the signatures read it
+        self.goal = [["held_by", "box", "vx300s_left/gripper_link"]] if self.task == "transfer_cube" else [["in", "peg", "socket"]]
+        self.perturbations: list = []
+        self._observed: dict[str, np.ndarray] | None = None
+        self.init_index: int | None = None
+        self.initial_object_qpos = np.zeros(self.model.nq - ROBOT_QPOS)
+        self.step_count = self.chunk_start = 0
+        self._reward = self._max_reward = 0
+
+    # --- raw access -------------------------------------------------------------------------------------
+    @property
+    def model(self) -> mujoco.MjModel:
+        """The raw ``mujoco.MjModel`` (families edit its fields)."""
+        return self.physics.model._model
+
+    @property
+    def data(self) -> mujoco.MjData:
+        """The raw ``mujoco.MjData``."""
+        return self.physics.data._data
+
+    def config(self) -> dict:
+        """The adapter options a run's manifest records."""
+        return {"suite": SUITE, "task": self.task, "task_id": self.task_id, "image_size": self.image_size,
+                "shadows": self.shadows, "cameras": list(CAMERAS), "max_steps": self.max_steps, "chunk": CHUNK,
+                "value_discount": VALUE_DISCOUNT, "substeps": SUBSTEPS, "n_init_states": N_INIT_STATES}
+
+    # --- episode ----------------------------------------------------------------------------------------
+    def reset(self, init_index: int, perturbations=()) -> None:
+        """Arms at gym-aloha's start pose, the objects at init state ``init_index`` (seeded pose), at rest."""
+        check_init_index(SUITE, self.task_id, init_index)
+        if perturbations:
+            names = ", ".join(sorted({getattr(p, "name", str(p)) for p in perturbations}))
+            raise UserError(f"perturbations {names} are not available on suite aloha yet; valid: none")
+        from gym_aloha.constants import START_ARM_POSE
+
+        self._observed = None
+        for name, value in self._pristine.items():
+            getattr(self.model, name)[...] = value
+        physics = self.physics
+        with physics.reset_context():  # mj_resetData, then mj_forward on exit (as gym-aloha's reset)
+            physics.data.qpos[:ROBOT_QPOS] = START_ARM_POSE
+            np.copyto(physics.data.ctrl, START_ARM_POSE)
+            physics.data.qpos[ROBOT_QPOS:] = init_states(SUITE, self.task_id)[init_index]
+        # the objects' poses the episode starts from (state perturbations will edit them): the expert plans from these
+        self.initial_object_qpos = self.data.qpos[ROBOT_QPOS:].copy()
+        self.init_index = int(init_index)
+        self.step_count = self.chunk_start = 0
+        self._reward = self._max_reward = 0
+        self.perturbations = []
+
+    def begin_chunk(self) -> None:
+        """Mark a policy query: event triggers can count steps into the executed chunk."""
+        self.chunk_start = self.step_count
+
+    @property
+    def chunk_step(self) -> int:
+        """Steps executed since the last policy query (0 right after it)."""
+        return self.step_count - self.chunk_start
+
+    def step(self, action: np.ndarray) -> bool:
+        """One 50 Hz control step with a 14-D joint-position action. Returns whether the task succeeded
+        (gym-aloha's reward reached 4 at some step of the episode)."""
+        self._observed = None
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
+            raise SimulatorFault(f"invalid action of shape {action.shape} (aloha needs {ACTION_DIM} finite joint positions)")
+        self._task.before_step(action, self.physics)
+        # dm_control's legacy step (mj_step2 .. mj_step1) leaves poses and contacts up to date with qpos,
+        # so the reward, renders and restored snapshots all see the same state
+        self.physics.step(SUBSTEPS)
+        self.step_count += 1
+        self._reward = int(self._task.get_reward(self.physics))
+        self._max_reward = max(self._max_reward, self._reward)
+        check_physics(self.data)
+        return self.success()
+
+    def success(self) -> bool:
+        return self._max_reward >= MAX_REWARD
+
+    @property
+    def reward(self) -> int:
+        """gym-aloha's stage reward at the last step (0-4)."""
+        return self._reward
+
+
+    # --- observing --------------------------------------------------------------------------------------
+    def proprio(self) -> np.ndarray:
+        """14-D joint positions (gym-aloha's agent_pos: per arm 6 joints, then the gripper normalised 0-1)."""
+        return self._task.get_qpos(self.physics).astype(np.float32)
+
+    def render(self, camera: str) -> np.ndarray:
+        """Upright ``image_size`` RGB image of one camera."""
+        check_camera(camera)
+        return np.ascontiguousarray(self.physics.render(height=self.image_size, width=self.image_size, camera_id=camera))
+
+    def segmentation(self, camera: str) -> np.ndarray:
+        """Upright map of MuJoCo geom ids seen by ``camera`` (-1: background or a non-geom)."""
+        check_camera(camera)
+        seg = self.physics.render(height=self.image_size, width=self.image_size, camera_id=camera, segmentation=True)
+        return np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1).astype(np.int32)
+
+    def observe(self, render: bool = True, cameras: tuple[str, ...] = CAMERAS) -> Observation:
+        """What a policy sees: the asked cameras rendered (none when ``render`` is False), the 14-D joint
+        positions, the instruction, the step; ``privileged`` is this env (for the expert)."""
+        images = {}
+        if render:
+            for camera in cameras:
+                check_camera(camera)
+            images = {camera: self.render(camera) for camera in cameras}
+            self._observed = images
+        return Observation(images=images, proprio=self.proprio(), instruction=self.instruction, step=self.step_count, privileged=self)
+
+    def observed_images(self) -> dict[str, np.ndarray] | None:
+        """The images the last ``observe`` rendered, if nothing moved the simulator since, else None."""
+        return self._observed
+
+    def check_pixel_realisation(self) -> str | None:
+        return None  # no pixel perturbations on aloha yet
+
+    # --- scene queries ----------------------------------------------------------------------------------
+    def object_position(self, name: str) -> np.ndarray:
+        """World position (m) of a body ("box", "peg", "socket", "vx300s_left/gripper_link", ...) or a site."""
+        model, data = self.model, self.data
+        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+        if body >= 0:
+            return data.xpos[body].copy()
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name)
+        if site >= 0:
+            return data.site_xpos[site].copy()
+        raise KeyError(name)
+
+    def object_pose(self, name: str) -> np.ndarray:
+        """x y z qw qx qy qz of a task object's free joint ("box", "peg", "socket")."""
+        adr = self._object_qpos[name]
+        return self.data.qpos[adr : adr + 7].copy()
+
+    def project(self, point: np.ndarray, camera: str) -> tuple[float, float] | None:
+        """(row, col) of a world point in the upright image of ``camera``; None when behind the camera."""
+        check_camera(camera)
+        return project(self.model, self.data, camera, point, self.image_size)
+
+    # --- snapshots --------------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        model, data = self.model, self.data
+        kind = mujoco.mjtState.mjSTATE_INTEGRATION
+        physics = np.empty(mujoco.mj_stateSize(model, kind))
+        mujoco.mj_getState(model, data, physics, kind)
+        return Snapshot(physics, self.step_count, self.chunk_start, self._reward, self._max_reward)
+
+    def restore(self, snap: Snapshot) -> None:
+        self._observed = None
+        model, data = self.model, self.data
+        mujoco.mj_setState(model, data, snap.physics, mujoco.mjtState.mjSTATE_INTEGRATION)
+        # recompute poses and contacts from the restored qpos (what dm_control's step ends with, mj_step1);
+        # mj_forward leaves the warm start alone, so the next step is bit-identical to the original one
+        mujoco.mj_forward(model, data)
+        self.step_count, self.chunk_start = snap.step, snap.chunk_start
+        self._reward, self._max_reward = snap.reward, snap.max_reward
+
+    def close(self) -> None:
+        """Free the GL context and MuJoCo data (the env is unusable afterwards)."""
+        if self.physics is not None:
+            self.physics.free()
+            self.physics = None

@@ -1,0 +1,115 @@
+"""ALOHA adapter (gym-aloha 0.1.5) and its privileged expert, on the real scenes (no rendering unless needed)."""
+
+import numpy as np
+import pytest
+
+from stress.envs.aloha import ACTION_DIM, CAMERAS, CHUNK, MAX_STEPS, N_INIT_STATES, AlohaEnv, SimulatorFault, init_states
+from stress.errors import UserError
+from stress.policies import make_policy
+from stress.policies.aloha_expert import AlohaExpertPolicy
+
+SIZE = 224
+
+
+@pytest.fixture(scope="module")
+def envs():
+    built = {task: AlohaEnv("aloha", task, image_size=SIZE) for task in ("transfer_cube", "insertion")}
+    yield built
+    for env in built.values():
+        env.close()
+
+
+def _expert_episode(env, init: int, policy=None) -> tuple[bool, int]:
+    policy = policy or AlohaExpertPolicy()
+    env.reset(init)
+    policy.reset(env.instruction, init)
+    while env.step_count < env.max_steps:
+        decision = policy.act(env.observe(render=False))
+        assert decision.actions.shape == (CHUNK, ACTION_DIM)
+        for action in decision.actions:
+            if env.step(action):
+                return True, env.step_count
+            if env.step_count >= env.max_steps:
+                break
+    return False, env.step_count
+
+
+def test_surface(envs):
+    env = envs["insertion"]
+    assert env.task_id == 1 and env.max_steps == MAX_STEPS == 400 and env.image_size == SIZE
+    assert env.instruction == "Insert the peg into the socket."
+    assert env.config()["shadows"] is False and (env.model.light_castshadow == 0).all()
+    env.reset(0)
+    assert env.proprio().shape == (14,) and env.step_count == 0 and env.chunk_step == 0 and not env.success()
+    assert env.model.nq == env.data.qpos.size == 16 + 14
+    np.testing.assert_array_equal(env.object_pose("peg"), init_states("aloha", 1)[0][:7])
+    assert env.project(env.object_position("peg"), "top") is not None
+
+
+def test_same_init_index_same_pose_and_seeds_differ(envs):
+    env = envs["transfer_cube"]
+    env.reset(7)
+    first = env.data.qpos.copy()
+    env.reset(3)
+    env.reset(7)
+    np.testing.assert_array_equal(env.data.qpos, first)
+    poses = init_states("aloha", 0)
+    assert len(poses) == N_INIT_STATES and len({tuple(p) for p in poses}) == N_INIT_STATES
+
+
+def test_snapshot_restore_is_bit_exact(envs):
+    env = envs["transfer_cube"]
+    env.reset(2)
+    actions = AlohaExpertPolicy().act(env.observe(render=False)).actions  # a real, moving chunk
+    for action in actions[:20]:
+        env.step(action)
+    snap = env.snapshot()
+    for action in actions[20:]:
+        env.step(action)
+    qpos, qvel, image, step = env.data.qpos.copy(), env.data.qvel.copy(), env.render("top"), env.step_count
+    env.restore(snap)
+    assert env.step_count == 20
+    for action in actions[20:]:
+        env.step(action)
+    assert env.step_count == step
+    np.testing.assert_array_equal(env.data.qpos, qpos)
+    np.testing.assert_array_equal(env.data.qvel, qvel)
+    np.testing.assert_array_equal(env.render("top"), image)
+
+
+def test_render_on_demand_cameras_and_size(envs):
+    env = envs["insertion"]
+    env.reset(0)
+    assert env.observe(render=False).images == {}
+    obs = env.observe(render=True, cameras=("top",))
+    assert set(obs.images) == {"top"} and env.observed_images() is obs.images
+    images = env.observe(render=True).images
+    assert tuple(images) == CAMERAS
+    for image in images.values():
+        assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8 and image.std() > 5
+    seg = env.segmentation("top")
+    assert seg.shape == (SIZE, SIZE) and env.model.geom("red_peg").id in seg
+    env.step(env.proprio().astype(np.float64))
+    assert env.observed_images() is None
+
+
+def test_bad_input_names_value_and_valid_ones(envs):
+    with pytest.raises(UserError, match=r"'stack'.*transfer_cube.*insertion"):
+        AlohaEnv("aloha", "stack")
+    with pytest.raises(UserError, match=r"unknown suite 'alohaa'; valid: aloha"):
+        AlohaEnv("alohaa", 0)
+    with pytest.raises(UserError, match=r"init state 50 .*valid: 0-49"):
+        envs["insertion"].reset(50)
+    with pytest.raises(UserError, match=r"'front'; valid: top, left_wrist, right_wrist"):
+        envs["insertion"].render("front")
+    with pytest.raises(UserError, match=r"'agentview'"):
+        envs["insertion"].observe(render=True, cameras=("agentview",))
+    envs["insertion"].reset(0)
+    with pytest.raises(SimulatorFault):
+        envs["insertion"].step(np.zeros(7))
+
+
+@pytest.mark.parametrize("task,init", [("transfer_cube", 0), ("transfer_cube", 11), ("insertion", 0), ("insertion", 11)])
+def test_expert_succeeds(envs, task, init):
+    success, steps = _expert_episode(envs[task], init, make_policy("aloha-expert"))
+    assert success, f"{task} init {init}: no success in {steps} steps"
