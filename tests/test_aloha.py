@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from perturbations.base import PerturbationSpec
 from stress.envs.aloha import ACTION_DIM, CAMERAS, CHUNK, MAX_STEPS, N_INIT_STATES, AlohaEnv, SimulatorFault, init_states
 from stress.errors import UserError
 from stress.policies import make_policy
@@ -104,6 +105,8 @@ def test_bad_input_names_value_and_valid_ones(envs):
         envs["insertion"].render("front")
     with pytest.raises(UserError, match=r"'agentview'"):
         envs["insertion"].observe(render=True, cameras=("agentview",))
+    with pytest.raises(UserError, match=r"'occlusion' is not available on suite aloha"):
+        envs["insertion"].reset(0, (PerturbationSpec("occlusion", 2),))
     envs["insertion"].reset(0)
     with pytest.raises(SimulatorFault):
         envs["insertion"].step(np.zeros(7))

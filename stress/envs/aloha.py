@@ -36,6 +36,8 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import mujoco  # noqa: E402  (after the GL platform is chosen)
 
+from perturbations.base import Layer, PerturbationSpec, family, parameters_for  # noqa: E402
+from stress.envs.libero import scene_key  # noqa: E402  (a pure function of the specs)
 from stress.envs.physics import SimulatorFault, check_physics, project  # noqa: E402
 
 SUITE = "aloha"
@@ -132,13 +134,17 @@ def asset_path(name: str):
 
 def build_physics(xml_name: str, scene=()):
     """A dm_control ``Physics`` of one gym-aloha scene, compiled through ``MjSpec`` so scene edits
-    (textures, bodies) can be made on the spec before compiling. ``scene``: callables ``spec -> None``."""
+    (textures, bodies) can be made on the spec before compiling. ``scene``: scene-layer
+    ``PerturbationSpec``s whose family has an ``edit_spec(spec, params)`` hook."""
     from dm_control import mujoco as dm_mujoco
     from dm_control.mujoco.wrapper import MjModel
 
     spec = mujoco.MjSpec.from_file(str(asset_path(xml_name)))
-    for edit in scene:
-        edit(spec)
+    for scene_spec in scene:
+        fam = family(scene_spec.name)
+        if not hasattr(fam, "edit_spec"):
+            raise UserError(f"perturbation {scene_spec.name!r} is not available on suite aloha yet (its family has no MjSpec edit)")
+        fam.edit_spec(spec, parameters_for(scene_spec))
     # dm_control needs its own model wrapper (a raw mujoco.MjModel fails inside Physics)
     return dm_mujoco.Physics.from_model(MjModel(spec.compile()))
 
@@ -158,7 +164,8 @@ class AlohaEnv:
     """One gym-aloha task (``suite="aloha"``), reusable across init states.
 
     ``task_id``: 0 / "transfer_cube" or 1 / "insertion". ``image_size``: square render size in pixels.
-    ``scene``: scene-layer edits (callables on the ``MjSpec``; none by default). ``shadows``: whether the
+    ``scene``: perturbation specs; the scene-layer ones are compiled in (the rest is per ``reset``), like
+    ``LiberoEnv``. ``shadows``: whether the
     scene's shadow-casting light casts shadows (off by default: it is most of the render cost).
     """
 
@@ -177,8 +184,8 @@ class AlohaEnv:
         self.image_size, self.shadows = int(image_size), bool(shadows)
         self.instruction = INSTRUCTIONS[self.task]
         self.max_steps = MAX_STEPS
-        self.scene_specs = tuple(scene)
-        self.scene_key = tuple(repr(s) for s in self.scene_specs)
+        self.scene_specs = tuple(s for s in scene if family(s.name).layer is Layer.SCENE)
+        self.scene_key = scene_key(self.scene_specs)
         self.physics = build_physics(XML[self.task], self.scene_specs)
         if not self.shadows:
             self.physics.model.light_castshadow[:] = 0
@@ -217,12 +224,19 @@ class AlohaEnv:
                 "value_discount": VALUE_DISCOUNT, "substeps": SUBSTEPS, "n_init_states": N_INIT_STATES}
 
     # --- episode ----------------------------------------------------------------------------------------
-    def reset(self, init_index: int, perturbations=()) -> None:
-        """Arms at gym-aloha's start pose, the objects at init state ``init_index`` (seeded pose), at rest."""
+    def reset(self, init_index: int, perturbations: tuple[PerturbationSpec, ...] = ()) -> None:
+        """Arms at gym-aloha's start pose, the objects at init state ``init_index`` (seeded pose), at rest.
+
+        Scene-layer specs in ``perturbations`` must be this env's (compiled in); the other layers' hooks
+        are not ported to ALOHA yet, so any other perturbation is a ``UserError``.
+        """
         check_init_index(SUITE, self.task_id, init_index)
-        if perturbations:
-            names = ", ".join(sorted({getattr(p, "name", str(p)) for p in perturbations}))
-            raise UserError(f"perturbations {names} are not available on suite aloha yet; valid: none")
+        others = sorted({p.name for p in perturbations if family(p.name).layer is not Layer.SCENE})
+        if others:
+            raise UserError(f"perturbation {others[0]!r} is not available on suite aloha yet")
+        scene = tuple(p for p in perturbations if family(p.name).layer is Layer.SCENE)
+        if scene and scene_key(scene) != self.scene_key:
+            raise ValueError(f"scene perturbations {[s.name for s in scene]} need another compiled scene than this env's")
         from gym_aloha.constants import START_ARM_POSE
 
         self._observed = None
