@@ -7,6 +7,7 @@ from perturbations.base import PerturbationSpec
 from stress.envs.aloha import ACTION_DIM, CAMERAS, CHUNK, MAX_STEPS, N_INIT_STATES, AlohaEnv, SimulatorFault, init_states
 from stress.errors import UserError
 from stress.policies import make_policy
+from stress.policies.base import Decision
 from stress.policies.aloha_expert import AlohaExpertPolicy
 
 SIZE = 224
@@ -116,3 +117,32 @@ def test_bad_input_names_value_and_valid_ones(envs):
 def test_expert_succeeds(envs, task, init):
     success, steps = _expert_episode(envs[task], init, make_policy("aloha-expert"))
     assert success, f"{task} init {init}: no success in {steps} steps"
+
+
+def test_same_physics_as_gym_aloha(envs):
+    """Init state i and our step are gym-aloha's own: ``gym.make(...).reset(seed=i)`` and its ``step`` give the
+    bit-identical state (its step renders three 640x480 cameras, so only a few steps)."""
+    import gym_aloha  # noqa: F401  (registers the envs)
+    import gymnasium as gym
+
+    env = envs["insertion"]
+    env.reset(5)
+    actions = AlohaExpertPolicy().act(env.observe(render=False)).actions[:3]
+    stock = gym.make("gym_aloha/AlohaInsertion-v0", obs_type="pixels_agent_pos")
+    stock.reset(seed=5)
+    physics = stock.unwrapped._env.physics
+    np.testing.assert_array_equal(physics.data.qpos, env.data.qpos)
+    for action in actions:
+        env.step(action)
+        _, reward, *_ = stock.step(action)
+        assert reward == env.reward
+    np.testing.assert_array_equal(physics.data.qpos, env.data.qpos)
+    np.testing.assert_array_equal(physics.data.qvel, env.data.qvel)
+    physics.free()  # its GL context now, with ours current, not whenever the garbage collector runs
+    stock.close()
+
+
+def test_decision_takes_the_env_action_width():
+    assert Decision(actions=np.zeros((CHUNK, ACTION_DIM))).actions.shape == (CHUNK, 14)
+    with pytest.raises(ValueError):
+        Decision(actions=np.zeros(14))
