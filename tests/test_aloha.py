@@ -8,7 +8,7 @@ from stress.envs.aloha import ACTION_DIM, CAMERAS, CHUNK, MAX_STEPS, N_INIT_STAT
 from stress.errors import UserError
 from stress.policies import make_policy
 from stress.policies.base import Decision
-from stress.policies.aloha_expert import AlohaExpertPolicy
+from stress.policies.aloha_expert import AlohaExpertPolicy, plan_episode
 
 SIZE = 224
 
@@ -146,3 +146,24 @@ def test_decision_takes_the_env_action_width():
     assert Decision(actions=np.zeros((CHUNK, ACTION_DIM))).actions.shape == (CHUNK, 14)
     with pytest.raises(ValueError):
         Decision(actions=np.zeros(14))
+
+
+def test_failure_tracker_names_how_it_failed(envs):
+    env = envs["transfer_cube"]
+    env.reset(4)
+    plan = plan_episode(env.task, env.initial_object_qpos, 250)
+    tracker = env.failure_tracker()
+    for k, action in enumerate(plan):
+        action = action.copy()
+        if k >= 200:  # the right hand lets go of the lifted cube
+            action[13] = 1.0
+        env.step(action)
+        tracker.step(action)
+    assert not env.success() and tracker.signature(False) == "dropped" and tracker.onset(False) > 200
+    assert tracker.progress(False) == 0.5  # stage 2 of 4: lifted
+    env.reset(4)
+    tracker = env.failure_tracker()
+    for action in plan[:1].repeat(30, axis=0):  # holding still
+        env.step(action)
+        tracker.step(action)
+    assert tracker.signature(False) == "never_grasped" and tracker.progress(False) == 0.0 and tracker.onset(False) is None

@@ -116,7 +116,8 @@ def init_states(suite: str, task_id: int | str) -> np.ndarray:
 
 
 def check_init_index(suite: str, task_id: int | str, init_index: int) -> None:
-    n = len(init_states(suite, task_id))
+    check_task(suite, task_id)
+    n = N_INIT_STATES
     if not (isinstance(init_index, (int, np.integer)) and 0 <= init_index < n):
         raise UserError(f"init state {init_index!r} not in aloha task {TASKS[task_index(task_id)]}; valid: 0-{n - 1}")
 
@@ -149,6 +150,63 @@ def build_physics(xml_name: str, scene=()):
     return dm_mujoco.Physics.from_model(MjModel(spec.compile()))
 
 
+class AlohaFailureTracker:
+    """How an ALOHA episode failed, from simulator state after every step (never from images), in the
+    vocabulary of ``stress.signatures``: gym-aloha's stage reward says how far the task got (2: the object(s)
+    lifted in hand, 3: the hand-over / the peg in the socket's mouth), contacts say what went wrong.
+
+    * ``collision``: an arm link (base to wrist, not the gripper or fingers) touched the table or an object;
+    * ``never_grasped``: the object(s) were never lifted in hand (stage reward < 2);
+    * ``dropped``: a task object touched the table again after being lifted;
+    * ``timeout_near_goal``: stage 3 reached (the left hand touched the cube / the peg touched the socket);
+    * ``timeout``: lifted, but no further in time.
+
+    ``progress`` is the best stage over 4 (1 when solved, at most 0.99 otherwise); ``onset`` the step of the
+    first arm collision or of the drop.
+    """
+
+    def __init__(self, env: "AlohaEnv"):
+        self.env = env
+        model = env.model
+        names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) or "" for g in range(model.ngeom)]
+        self.arm = {g for g, n in enumerate(names) if n.startswith("vx300s_") and "gripper" not in n and "finger" not in n}
+        self.objects = {g for g in range(model.ngeom) if model.body_rootid[model.geom_bodyid[g]] in
+                        {model.body(name).id for name in TASK_OBJECTS[env.task]}}
+        self.table = {names.index("table")}
+        self.lifted = False
+        self.collision_step: int | None = None
+        self.drop_step: int | None = None
+
+    def step(self, action: np.ndarray) -> None:
+        data = self.env.data
+        pairs = [(c.geom1, c.geom2) for c in data.contact[: data.ncon]]
+        for a, b in pairs + [(b, a) for a, b in pairs]:
+            if a in self.arm and (b in self.table or b in self.objects) and self.collision_step is None:
+                self.collision_step = self.env.step_count
+            if a in self.objects and b in self.table and self.lifted and self.drop_step is None:
+                self.drop_step = self.env.step_count
+        if self.env.reward >= 2:
+            self.lifted, self.drop_step = True, None  # (re)lifted: an earlier touch-down was not the failure
+
+    def signature(self, success: bool) -> str:
+        if success:
+            return "success"
+        if self.collision_step is not None:
+            return "collision"
+        if not self.lifted:
+            return "never_grasped"
+        if self.drop_step is not None:
+            return "dropped"
+        return "timeout_near_goal" if self.env._max_reward >= 3 else "timeout"
+
+    def progress(self, success: bool) -> float:
+        return 1.0 if success else min(0.99, self.env._max_reward / MAX_REWARD)
+
+    def onset(self, success: bool) -> int | None:
+        signature = self.signature(success)
+        return {"collision": self.collision_step, "dropped": self.drop_step}.get(signature)
+
+
 @dataclass
 class Snapshot:
     """Everything needed to continue an episode bit-identically from a decision point."""
@@ -156,8 +214,7 @@ class Snapshot:
     physics: np.ndarray  # mj_getState(mjSTATE_INTEGRATION): time, qpos, qvel, act, warm start, ctrl, mocap, ...
     step: int
     chunk_start: int
-    reward: int
-    max_reward: int
+    extra: dict  # the adapter's own: the episode's rewards
 
 
 class AlohaEnv:
@@ -237,22 +294,50 @@ class AlohaEnv:
         scene = tuple(p for p in perturbations if family(p.name).layer is Layer.SCENE)
         if scene and scene_key(scene) != self.scene_key:
             raise ValueError(f"scene perturbations {[s.name for s in scene]} need another compiled scene than this env's")
-        from gym_aloha.constants import START_ARM_POSE
-
         self._observed = None
+        self._reset_sim(init_index)
         for name, value in self._pristine.items():
             getattr(self.model, name)[...] = value
-        physics = self.physics
-        with physics.reset_context():  # mj_resetData, then mj_forward on exit (as gym-aloha's reset)
-            physics.data.qpos[:ROBOT_QPOS] = START_ARM_POSE
-            np.copyto(physics.data.ctrl, START_ARM_POSE)
-            physics.data.qpos[ROBOT_QPOS:] = init_states(SUITE, self.task_id)[init_index]
-        # the objects' poses the episode starts from (state perturbations will edit them): the expert plans from these
+        self._set_init(init_index)
+        # the objects' poses the episode starts from (after any state perturbation): the expert plans from these
         self.initial_object_qpos = self.data.qpos[ROBOT_QPOS:].copy()
         self.init_index = int(init_index)
         self.step_count = self.chunk_start = 0
-        self._reward = self._max_reward = 0
         self.perturbations = []
+
+    # The adapter's own parts of reset / step / snapshot (the names the simulator protocol's hooks use)
+    def n_init_states(self) -> int:
+        return N_INIT_STATES
+
+    def _reset_sim(self, init_index: int) -> None:
+        """Arms and ctrl at gym-aloha's start pose, everything at rest, the reward counters cleared."""
+        from gym_aloha.constants import START_ARM_POSE
+
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[:ROBOT_QPOS] = START_ARM_POSE
+        self.data.ctrl[:] = START_ARM_POSE
+        self._reward = self._max_reward = 0
+
+    def _set_init(self, init_index: int) -> None:
+        """The objects at init state ``init_index`` (gym-aloha's seeded pose), then poses and contacts computed."""
+        self.data.qpos[ROBOT_QPOS:] = init_states(SUITE, self.task_id)[init_index]
+        mujoco.mj_forward(self.model, self.data)  # what dm_control's reset_context ends with
+
+    def _physics_step(self, action: np.ndarray) -> None:
+        """One control step of a checked 14-D action: gym-aloha's action mapping, 10 physics steps, its reward."""
+        self._task.before_step(action, self.physics)
+        # dm_control's legacy step (mj_step2 .. mj_step1) leaves poses and contacts up to date with qpos,
+        # so the reward, renders and restored snapshots all see the same state
+        self.physics.step(SUBSTEPS)
+        self._reward = int(self._task.get_reward(self.physics))
+        self._max_reward = max(self._max_reward, self._reward)
+
+    def _extra_state(self) -> dict:
+        """What a snapshot needs beyond MuJoCo's state: the episode's rewards."""
+        return {"reward": self._reward, "max_reward": self._max_reward}
+
+    def _set_extra_state(self, state: dict) -> None:
+        self._reward, self._max_reward = state["reward"], state["max_reward"]
 
     def begin_chunk(self) -> None:
         """Mark a policy query: event triggers can count steps into the executed chunk."""
@@ -270,13 +355,8 @@ class AlohaEnv:
         action = np.asarray(action, dtype=np.float64)
         if action.shape != (ACTION_DIM,) or not np.all(np.isfinite(action)):
             raise SimulatorFault(f"invalid action of shape {action.shape} (aloha needs {ACTION_DIM} finite joint positions)")
-        self._task.before_step(action, self.physics)
-        # dm_control's legacy step (mj_step2 .. mj_step1) leaves poses and contacts up to date with qpos,
-        # so the reward, renders and restored snapshots all see the same state
-        self.physics.step(SUBSTEPS)
+        self._physics_step(action)
         self.step_count += 1
-        self._reward = int(self._task.get_reward(self.physics))
-        self._max_reward = max(self._max_reward, self._reward)
         check_physics(self.data)
         return self.success()
 
@@ -320,6 +400,10 @@ class AlohaEnv:
         """The images the last ``observe`` rendered, if nothing moved the simulator since, else None."""
         return self._observed
 
+    def failure_tracker(self) -> AlohaFailureTracker:
+        """A fresh tracker of how this episode fails (``step``, ``signature``, ``progress``, ``onset``)."""
+        return AlohaFailureTracker(self)
+
     def check_pixel_realisation(self) -> str | None:
         return None  # no pixel perturbations on aloha yet
 
@@ -351,7 +435,7 @@ class AlohaEnv:
         kind = mujoco.mjtState.mjSTATE_INTEGRATION
         physics = np.empty(mujoco.mj_stateSize(model, kind))
         mujoco.mj_getState(model, data, physics, kind)
-        return Snapshot(physics, self.step_count, self.chunk_start, self._reward, self._max_reward)
+        return Snapshot(physics, self.step_count, self.chunk_start, self._extra_state())
 
     def restore(self, snap: Snapshot) -> None:
         self._observed = None
@@ -361,7 +445,7 @@ class AlohaEnv:
         # mj_forward leaves the warm start alone, so the next step is bit-identical to the original one
         mujoco.mj_forward(model, data)
         self.step_count, self.chunk_start = snap.step, snap.chunk_start
-        self._reward, self._max_reward = snap.reward, snap.max_reward
+        self._set_extra_state(snap.extra)
 
     def close(self) -> None:
         """Free the GL context and MuJoCo data (the env is unusable afterwards)."""

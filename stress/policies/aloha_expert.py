@@ -259,6 +259,7 @@ class AlohaExpertPolicy:
     name: ClassVar[str] = "aloha-expert"
     modes: ClassVar[tuple[str, ...]] = ("direct",)
     uses_images: ClassVar[bool] = False
+    simulators: ClassVar[tuple[str, ...]] = ("aloha",)  # it reads AlohaEnv's object poses
 
     def __init__(self, chunk: int = CHUNK):
         self.chunk = chunk
