@@ -167,3 +167,18 @@ def test_failure_tracker_names_how_it_failed(envs):
         env.step(action)
         tracker.step(action)
     assert tracker.signature(False) == "never_grasped" and tracker.progress(False) == 0.0 and tracker.onset(False) is None
+
+
+def test_renders_beside_libero_in_one_process(spatial_env):
+    """dm_control skips making its GL context current when it believes it still is; LIBERO switching to its
+    own in between must not make ALOHA render (or free its context) into LIBERO's."""
+    spatial_env.reset(0)
+    libero_before = spatial_env.render("agentview")
+    aloha = AlohaEnv("aloha", 0, image_size=64)
+    aloha.reset(0)
+    top = aloha.render("top")
+    spatial_env.render("agentview")  # LIBERO's context is current now
+    np.testing.assert_array_equal(aloha.render("top"), top)
+    spatial_env.render("agentview")
+    aloha.close()  # frees ALOHA's GL objects, not LIBERO's
+    np.testing.assert_array_equal(spatial_env.render("agentview"), libero_before)

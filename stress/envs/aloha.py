@@ -374,14 +374,25 @@ class AlohaEnv:
         """14-D joint positions (gym-aloha's agent_pos: per arm 6 joints, then the gripper normalised 0-1)."""
         return self._task.get_qpos(self.physics).astype(np.float32)
 
+    def _make_current(self) -> None:
+        """Make this env's GL context current. dm_control remembers which of *its* contexts is current and
+        skips the switch when it thinks it is ours, but another simulator in the process (robosuite/LIBERO)
+        may have made its own current since: without this, a render (or freeing the context) would use
+        that other context."""
+        gl = self.physics.contexts.gl
+        with gl.make_current() as ctx:
+            ctx.call(gl._platform_make_current)
+
     def render(self, camera: str) -> np.ndarray:
         """Upright ``image_size`` RGB image of one camera."""
         check_camera(camera)
+        self._make_current()
         return np.ascontiguousarray(self.physics.render(height=self.image_size, width=self.image_size, camera_id=camera))
 
     def segmentation(self, camera: str) -> np.ndarray:
         """Upright map of MuJoCo geom ids seen by ``camera`` (-1: background or a non-geom)."""
         check_camera(camera)
+        self._make_current()
         seg = self.physics.render(height=self.image_size, width=self.image_size, camera_id=camera, segmentation=True)
         return np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1).astype(np.int32)
 
@@ -450,5 +461,7 @@ class AlohaEnv:
     def close(self) -> None:
         """Free the GL context and MuJoCo data (the env is unusable afterwards)."""
         if self.physics is not None:
+            if self.physics._contexts:  # rendered at least once: free our GL objects in our own context
+                self._make_current()
             self.physics.free()
             self.physics = None
