@@ -61,7 +61,7 @@ ROBOT_QPOS = 16  # two arms x (6 joints + 2 finger slides); object free joints f
 # MjModel fields model-layer perturbations may edit; put back from a pristine copy at every reset
 RESTORED_MODEL_FIELDS = (
     "light_diffuse", "light_ambient", "light_specular", "light_pos", "light_dir", "light_active", "light_castshadow",
-    "cam_pos", "cam_quat", "cam_fovy", "geom_rgba", "geom_friction", "body_mass", "body_inertia",
+    "cam_pos", "cam_quat", "cam_fovy", "mat_rgba", "geom_rgba", "geom_friction", "body_mass", "body_inertia",
     "dof_damping", "dof_frictionloss",
 )
 # the bodies the task is about (object_position names), per task
@@ -197,10 +197,10 @@ class AlohaFailureTracker:
             return "never_grasped"
         if self.drop_step is not None:
             return "dropped"
-        return "timeout_near_goal" if self.env._max_reward >= 3 else "timeout"
+        return "timeout_near_goal" if self.env.max_reward >= 3 else "timeout"
 
     def progress(self, success: bool) -> float:
-        return 1.0 if success else min(0.99, self.env._max_reward / MAX_REWARD)
+        return 1.0 if success else min(0.99, self.env.max_reward / MAX_REWARD)
 
     def onset(self, success: bool) -> int | None:
         signature = self.signature(success)
@@ -222,8 +222,8 @@ class AlohaEnv:
 
     ``task_id``: 0 / "transfer_cube" or 1 / "insertion". ``image_size``: square render size in pixels.
     ``scene``: perturbation specs; the scene-layer ones are compiled in (the rest is per ``reset``), like
-    ``LiberoEnv``. ``shadows``: whether the
-    scene's shadow-casting light casts shadows (off by default: it is most of the render cost).
+    ``LiberoEnv``. ``shadows``: whether the scene's shadow-casting light casts shadows (off by default: it is
+    most of the render cost).
     """
 
     suite = SUITE
@@ -367,6 +367,11 @@ class AlohaEnv:
     def reward(self) -> int:
         """gym-aloha's stage reward at the last step (0-4)."""
         return self._reward
+
+    @property
+    def max_reward(self) -> int:
+        """The best stage reward of the episode so far (4: solved)."""
+        return self._max_reward
 
 
     # --- observing --------------------------------------------------------------------------------------
