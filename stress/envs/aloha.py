@@ -52,6 +52,7 @@ XML = {"transfer_cube": "bimanual_viperx_transfer_cube.xml", "insertion": "biman
 CAMERAS = ("top", "left_wrist", "right_wrist")
 N_INIT_STATES = 50  # init state i = gym-aloha's seeded object pose with seed i
 MAX_STEPS = 400  # insertion first succeeds around step 355; gym-aloha registers 300
+SUITE_MAX_STEPS = {SUITE: MAX_STEPS}  # as stress.envs.libero's
 CHUNK = 50  # Cosmos Policy's ALOHA action chunk, executed whole
 VALUE_DISCOUNT = 0.998  # Cosmos Policy's value discount for ALOHA
 ACTION_DIM = 14
