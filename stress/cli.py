@@ -209,9 +209,9 @@ def _specs_from_args(args) -> tuple[list, dict]:
     from stress.policies import policy_class
     from stress.runner import check_spec
 
-    simulator_of(args.suite)  # an unknown suite -> one line listing them
+    sim = simulator_of(args.suite)  # an unknown suite -> one line listing them
     policy = policy_class(args.policy)
-    policy_options, image_size, server = (), 128, None
+    policy_options, image_size, server = (), sim.default_image_size, None
     if args.policy == "remote":
         from stress.policies.remote import probe, served_id
 

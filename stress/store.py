@@ -4,7 +4,7 @@ Layout of a run folder::
 
     manifest.json            format version, command, config, the run's ScenarioSpecs, versions, git revision
     parts/<key>.parquet      one finished episode (written atomically; its presence = episode done)
-    actions/<key>.npz        the executed actions (steps x 7) and the policy-query steps, for exact replay
+    actions/<key>.npz        the executed actions (steps x the simulator's action width) and the policy-query steps, for exact replay
     decisions/<key>.parquet  per-decision predictions, for backends that make them
     frames/<key>.npz         agentview frames at each measured decision: observed, predicted and true future
     episodes.parquet         all parts gathered (rewritten at the end of a run and by ``stress show``)
@@ -224,7 +224,8 @@ class RunStore:
 
         def save_actions(tmp):
             with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a plain name
-                np.savez(f, actions=np.asarray(actions, dtype=np.float64).reshape(-1, 7), decision_steps=np.asarray(decision_steps, dtype=np.int64))
+                steps_x_dim = np.asarray(actions, dtype=np.float64)  # each simulator's own width (LIBERO 7, ALOHA 14)
+                np.savez(f, actions=steps_x_dim if steps_x_dim.ndim == 2 else steps_x_dim.reshape(len(steps_x_dim), -1), decision_steps=np.asarray(decision_steps, dtype=np.int64))
 
         _atomic_write(self.path / "actions" / f"{key}.npz", save_actions)
         if decisions:
@@ -240,7 +241,7 @@ class RunStore:
             marker.unlink()
 
     def actions(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """The executed actions (steps x 7) and the steps at which the policy was queried."""
+        """The executed actions (steps x action width) and the steps at which the policy was queried."""
         path = self.path / "actions" / f"{key}.npz"
         if not path.is_file():
             raise UserError(f"no recorded actions for episode {key!r} in {self.path.name}")

@@ -15,6 +15,7 @@ from stress.errors import UserError, choice_error
 # simulator -> (module, its suites); the suites are listed here so naming one never imports the others
 _MODULES = {
     "libero": ("stress.envs.libero", ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")),
+    "aloha": ("stress.envs.aloha", ("aloha",)),
 }
 SUITES = tuple(s for _, suites in _MODULES.values() for s in suites)
 
@@ -40,9 +41,9 @@ def simulator_of(suite: str):
 
 
 def check_task(suite: str, task_id: int) -> None:
-    n = len(simulator_of(suite).tasks(suite))
-    if not isinstance(task_id, int) or not 0 <= task_id < n:
-        raise UserError(f"task {task_id} not in suite {suite}; valid: 0-{n - 1}")
+    tasks = simulator_of(suite).tasks(suite)
+    if not isinstance(task_id, int) or isinstance(task_id, bool) or not 0 <= task_id < len(tasks):
+        raise UserError(f"task {task_id!r} not in suite {suite}; valid: 0-{len(tasks) - 1}")
 
 
 def check_init(suite: str, task_id: int, init_index: int) -> None:

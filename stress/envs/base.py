@@ -446,6 +446,7 @@ class Simulator:
     tasks: Any  # suite -> the tasks' instructions, in task order
     n_init_states: Any  # (suite, task) -> how many init states the task has
     value_discount: float  # what a realised value is discounted by per step (Cosmos: LIBERO 0.99, ALOHA 0.998)
+    default_image_size: int = 128  # the render size a run uses unless the policy asks for another
     note: str = ""
 
     @property
