@@ -1,0 +1,117 @@
+"""Published protocols (scenarios/protocols.py), their report and verdict (stress/report/protocol.py), and
+``stress run --protocol`` on a tiny subset with the built-in model."""
+
+import json
+
+import pytest
+
+from conftest import run_cli
+from scenarios.protocols import PROTOCOLS, get_protocol, protocol_specs
+from stress.errors import UserError
+from stress.report.protocol import DOES_NOT, NOT_APPLICABLE, REPRODUCES, protocol_report, verdict
+
+COSMOS = get_protocol("cosmos-libero")
+
+
+# --- the declaration and its expansion (no simulator) ---------------------------------------------------------
+def test_cosmos_libero_declares_the_papers_protocol():
+    p = COSMOS
+    assert p.suites == ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+    assert (p.trials, p.seeds, p.image_size, p.settle_steps, p.mode) == (50, (195, 196, 197), 256, 10, "direct")
+    assert dict(p.step_limits) == {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
+    assert dict(p.policy_options) == {"num_denoising_steps": 5}
+    assert dict(p.paper) == {"libero_spatial": 98.1, "libero_object": 100.0, "libero_goal": 98.2, "libero_10": 97.6}
+    assert (p.paper_average, p.tolerance) == (98.5, 1.0)
+    assert p.reference_average(p.suites) == 98.5
+    assert p.reference_average(["libero_spatial", "libero_goal"]) == pytest.approx(98.15)
+
+
+def test_full_expansion_is_every_task_trial_and_seed():
+    specs = protocol_specs(COSMOS, "reference")
+    assert len(specs) == 4 * 10 * 50 * 3 == len({s.key for s in specs})
+    spatial = [s for s in specs if s.suite == "libero_spatial"]
+    assert {s.max_steps for s in spatial} == {220} and {s.max_steps for s in specs if s.suite == "libero_10"} == {520}
+    assert {s.init_index for s in spatial} == set(range(50)) and {s.seed for s in specs} == {195, 196, 197}
+    assert {(s.image_size, s.mode, s.policy_options) for s in specs} == {(256, "direct", (("num_denoising_steps", 5),))}
+    # the expert takes no denoising steps: the option is left out, not an error
+    assert {s.policy_options for s in protocol_specs(COSMOS, "expert", suites=["libero_goal"], tasks=[0], trials=1)} == {()}
+
+
+def test_subset_and_remote_options():
+    specs = protocol_specs(COSMOS, "remote", suites=["libero_object"], tasks=[2], trials=2, max_steps=16,
+                           policy_options=(("server", "ws://127.0.0.1:1"), ("served", "reference:abc")))
+    assert [(s.task_id, s.init_index, s.seed, s.max_steps) for s in specs] == [(2, i, seed, 16) for i in (0, 1) for seed in (195, 196, 197)]
+    assert dict(specs[0].policy_options) == {"num_denoising_steps": 5, "server": "ws://127.0.0.1:1", "served": "reference:abc"}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"suites": ["libero_90"]}, "valid: libero_spatial, libero_object, libero_goal, libero_10"),
+    ({"trials": 51}, "valid: 1-50"),
+    ({"trials": 0}, "valid: 1-50"),
+    ({"tasks": [10]}, "valid: 0-9"),
+])
+def test_bad_selection_names_the_valid_values(kwargs, message):
+    with pytest.raises(UserError, match=message):
+        protocol_specs(COSMOS, "reference", **kwargs)
+
+
+def test_unknown_protocol_names_the_valid_ones():
+    with pytest.raises(UserError, match="unknown protocol 'cosmos'; valid: cosmos-libero"):
+        get_protocol("cosmos")
+
+
+# --- the verdict and the report on constructed numbers ----------------------------------------------------------
+def test_verdict_compares_the_average_within_the_tolerance():
+    assert verdict(98.0, 98.5, 1.0)["status"] == REPRODUCES
+    assert verdict(97.5, 98.5, 1.0)["status"] == REPRODUCES  # the bound itself is within
+    assert verdict(99.5, 98.5, 1.0)["status"] == REPRODUCES
+    assert verdict(97.4, 98.5, 1.0)["status"] == DOES_NOT
+    assert verdict(99.6, 98.5, 1.0)["status"] == DOES_NOT
+    partial = verdict(98.0, 98.5, 1.0, ["subset"])
+    assert partial["status"] == NOT_APPLICABLE and partial["within_tolerance"] and partial["difference"] == pytest.approx(-0.5)
+
+
+def _episodes(rates: dict[str, float], trials: int = 50, perturbation: str = "clean", max_steps=None, errors: int = 0) -> list[dict]:
+    """Constructed episode rows: the first round(rate * n) episodes of each suite succeed."""
+    rows = []
+    for suite, rate in rates.items():
+        keys = [(t, i, seed) for t in range(10) for i in range(trials) for seed in COSMOS.seeds]
+        wins = round(rate / 100 * len(keys))
+        for n, (t, i, seed) in enumerate(keys):
+            rows.append({"suite": suite, "task_id": t, "init_index": i, "seed": seed, "perturbation": perturbation, "success": n < wins,
+                         "error": "policy_unavailable: gone" if n >= len(keys) - errors else None,
+                         "max_steps": max_steps or COSMOS.step_limit(suite)})
+    return rows
+
+
+def test_report_of_a_complete_run_reproduces():
+    episodes = _episodes({"libero_spatial": 98.0, "libero_object": 99.0, "libero_goal": 98.0, "libero_10": 97.0})
+    report = protocol_report(COSMOS, episodes)
+    clean = report["clean"]
+    assert clean["average"] == pytest.approx(98.0) and clean["paper_average"] == 98.5
+    assert clean["verdict"]["status"] == REPRODUCES and clean["verdict"]["problems"] == []
+    spatial = clean["per_suite"][0]
+    assert (spatial["suite"], spatial["n"], spatial["successes"], spatial["paper"]) == ("libero_spatial", 1500, 1470, 98.1)
+    assert spatial["ci95"][0] < 98.0 < spatial["ci95"][1] and spatial["paper_in_ci"]
+    assert len(clean["per_task"]) == 40 and set(clean["per_seed_average"]) == {195, 196, 197}
+
+
+def test_report_says_when_it_does_not_reproduce_and_when_it_cannot_say():
+    low = protocol_report(COSMOS, _episodes({s: 95.0 for s in COSMOS.suites}))
+    assert low["clean"]["verdict"]["status"] == DOES_NOT and low["clean"]["verdict"]["difference"] == pytest.approx(-3.5)
+    one_suite = protocol_report(COSMOS, _episodes({"libero_goal": 97.4}), suites=["libero_goal"])
+    assert one_suite["clean"]["verdict"]["paper"] == 98.2 and one_suite["clean"]["verdict"]["status"] == REPRODUCES
+    short = protocol_report(COSMOS, _episodes({"libero_goal": 98.0}, trials=2), suites=["libero_goal"])
+    assert short["clean"]["verdict"]["status"] == NOT_APPLICABLE and "subset: 60 of the protocol's 1500" in short["clean"]["verdict"]["problems"][0]
+    steps = protocol_report(COSMOS, _episodes({"libero_goal": 98.0}, max_steps=16), suites=["libero_goal"])
+    assert any("step limits overridden (max_steps 16" in p for p in steps["clean"]["verdict"]["problems"])
+    errored = protocol_report(COSMOS, _episodes({"libero_goal": 98.0}, errors=3), suites=["libero_goal"])
+    assert errored["clean"]["verdict"]["status"] == NOT_APPLICABLE and errored["clean"]["errors"] == 3
+
+
+def test_perturbed_episodes_get_figures_but_no_verdict():
+    episodes = _episodes({"libero_spatial": 98.0}) + _episodes({"libero_spatial": 60.0}, perturbation="occlusion:3")
+    report = protocol_report(COSMOS, episodes, suites=["libero_spatial"])
+    assert report["clean"]["verdict"]["status"] == REPRODUCES  # the chosen suite is complete: 98.0 vs 98.1
+    assert set(report["perturbed"]) == {"occlusion:3"} and "verdict" not in report["perturbed"]["occlusion:3"]
+    assert report["perturbed"]["occlusion:3"]["average"] == pytest.approx(60.0)
