@@ -103,24 +103,26 @@ def check_settle_steps(protocol: Protocol) -> None:
         raise UserError(f"protocol {protocol.name!r} needs {protocol.settle_steps} settle steps; the LIBERO adapter settles {SETTLE_STEPS}")
 
 
-def accepted_options(protocol: Protocol, policy: str) -> tuple[tuple[str, Any], ...]:
-    """The protocol's policy options that backend ``policy`` takes (constructor keyword arguments)."""
+def accepted_options(protocol: Protocol, policy: str, served_settings: dict | None = None) -> tuple[tuple[str, Any], ...]:
+    """The protocol's policy options that backend ``policy`` takes (constructor keyword arguments) and, for a
+    policy server (``served_settings``: the settings its handshake declares), that the server can change."""
     from stress.policies import policy_class
 
     accepted = inspect.signature(policy_class(policy).__init__).parameters
-    return tuple((k, v) for k, v in protocol.policy_options if k in accepted)
+    return tuple((k, v) for k, v in protocol.policy_options if k in accepted and (served_settings is None or k in served_settings))
 
 
 def protocol_specs(protocol: Protocol, policy: str, suites=None, tasks=None, trials: int | None = None,
                    scenes: Callable[[int], list[tuple]] = lambda init: [()], max_steps: int | None = None,
-                   policy_options: tuple[tuple[str, Any], ...] = ()) -> list[ScenarioSpec]:
+                   policy_options: tuple[tuple[str, Any], ...] = (), served_settings: dict | None = None) -> list[ScenarioSpec]:
     """The protocol's episodes: every suite x task x trial x seed, in that order.
 
     ``suites`` (default all of the protocol's), ``tasks`` (default every task of each suite) and ``trials``
     (default the protocol's) select a subset. ``scenes(init)`` gives the perturbation tuples run on init state
     ``init`` (default the clean scene only; ``()`` is the clean one). ``max_steps`` overrides every suite's step
     limit (tests; the run then is not the paper's protocol). ``policy_options`` are added to the protocol's own
-    (transport options of a remote backend: ``server``, ``served``). Raises UserError naming a bad selection.
+    (transport options of a remote backend: ``server``, ``served``); ``served_settings``: a policy server's declared
+    settings (only those are sent). Raises UserError naming a bad selection.
     """
     check_settle_steps(protocol)
     suites = tuple(protocol.suites if suites is None else suites)
@@ -134,7 +136,7 @@ def protocol_specs(protocol: Protocol, policy: str, suites=None, tasks=None, tri
     for task in task_ids:
         if not 0 <= task < protocol.tasks_per_suite:
             raise UserError(f"task {task} not in protocol {protocol.name}; valid: 0-{protocol.tasks_per_suite - 1}")
-    options = tuple(sorted({**dict(accepted_options(protocol, policy)), **dict(policy_options)}.items()))
+    options = tuple(sorted({**dict(accepted_options(protocol, policy, served_settings)), **dict(policy_options)}.items()))
     return [
         ScenarioSpec(suite=suite, task_id=task, init_index=init, perturbations=perturbations, policy=policy, mode=protocol.mode, seed=seed,
                      max_steps=max_steps or protocol.step_limit(suite), image_size=protocol.image_size, policy_options=options)

@@ -115,3 +115,85 @@ def test_perturbed_episodes_get_figures_but_no_verdict():
     assert report["clean"]["verdict"]["status"] == REPRODUCES  # the chosen suite is complete: 98.0 vs 98.1
     assert set(report["perturbed"]) == {"occlusion:3"} and "verdict" not in report["perturbed"]["occlusion:3"]
     assert report["perturbed"]["occlusion:3"]["average"] == pytest.approx(60.0)
+
+
+def test_a_server_gets_only_the_settings_it_declares():
+    from scenarios.protocols import accepted_options
+
+    assert accepted_options(COSMOS, "remote", {"num_denoising_steps": 5, "precision": "float32"}) == (("num_denoising_steps", 5),)
+    assert accepted_options(COSMOS, "remote", {}) == ()
+    report = protocol_report(COSMOS, _episodes({"libero_goal": 98.0}), ["libero_goal"], not_applied={"num_denoising_steps": 5})
+    assert report["clean"]["verdict"]["status"] == NOT_APPLICABLE
+    assert report["clean"]["verdict"]["problems"] == ["policy option num_denoising_steps=5 not applied (the backend has no such setting)"]
+
+
+# --- the command line ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, fragments", [
+    (["--protocol", "cosmos"], ["unknown protocol 'cosmos'", "valid: cosmos-libero"]),
+    (["--protocol", "cosmos-libero", "--mode", "planning"], ["--mode planning", "fixes its mode (direct)"]),
+    (["--protocol", "cosmos-libero", "--policy-seeds", "2"], ["--policy-seeds 2", "195, 196, 197"]),
+    (["--protocol", "cosmos-libero", "--trials", "51"], ["--trials 51", "valid: 1-50"]),
+    (["--protocol", "cosmos-libero", "--suite", "libero_90"], ["'libero_90'", "valid: libero_spatial, libero_object, libero_goal, libero_10"]),
+])
+def test_bad_protocol_input_exits_2_with_one_line(args, fragments):
+    from test_cli_errors import assert_user_error
+
+    assert_user_error(run_cli("run", *args, timeout=120), *fragments)
+
+
+def test_list_protocols():
+    proc = run_cli("list", "protocols", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for fragment in ("cosmos-libero", "libero_10: 520, 97.6", "average 98.5", "195, 196, 197", "256 px, 10 steps", "num_denoising_steps=5", "±1.0"):
+        assert fragment in proc.stdout, fragment
+
+
+def test_protocol_run_on_one_task_with_the_built_in_model(tmp_path):
+    """The paper's protocol on libero_spatial task 0, 1 trial, 16 steps, with the clean episodes and occlusion on top:
+    3 seeds x 2 scenes = 6 reference episodes through the normal runner and store; eval_info.json; show; resume."""
+    args = ["--protocol", "cosmos-libero", "--suite", "libero_spatial", "--tasks", "0", "--trials", "1", "--max-steps", "16",
+            "--perturb", "occlusion:3", "--true-futures", "none", "--out", str(tmp_path)]
+    proc = run_cli("run", *args)
+    assert proc.returncode == 0, proc.stderr
+    run = next(tmp_path.iterdir())
+    assert run.name.endswith("-cosmos-libero-occlusion")
+    specs = json.loads((run / "manifest.json").read_text())["specs"]
+    assert len(specs) == 6 and {s["seed"] for s in specs} == {195, 196, 197}
+    assert {(s["image_size"], s["max_steps"], s["mode"], s["policy_options"]["num_denoising_steps"]) for s in specs} == {(256, 16, "direct", 5)}
+    for fragment in ("success per task", "success per suite beside the paper's", "98.1", "under perturbation", "occlusion:3",
+                     "verdict: measured average", "vs the paper's 98.1 % over libero_spatial", "tolerance ±1.0 -> not applicable",
+                     "step limits overridden (max_steps 16", "subset: 3 of the protocol's 1500 episodes"):
+        assert fragment in proc.stdout, fragment
+    info = json.loads((run / "eval_info.json").read_text())
+    assert {e["seed"] for e in info["per_episode"]} == {195, 196, 197} and {e["perturbation"] for e in info["per_episode"]} == {"clean"}
+    assert [(t["task_group"], t["task_id"], t["metrics"]["n_episodes"]) for t in info["per_task"]] == [("libero_spatial", 0, 3)]
+    assert info["overall"]["n_episodes"] == 3 and set(info["per_group"]) == {"libero_spatial"}
+    clean = info["protocol"]["clean"]
+    assert info["protocol"]["protocol"]["name"] == "cosmos-libero" and clean["per_suite"][0]["n"] == 3
+    assert clean["verdict"]["status"] == "not applicable" and clean["paper_average"] == 98.1
+    assert info["overall"]["pc_success"] == pytest.approx(clean["average"])
+    assert set(info["protocol"]["perturbed"]) == {"occlusion:3"}
+
+    shown = run_cli("show", str(run))
+    assert shown.returncode == 0 and "verdict: measured average" in shown.stdout, shown.stderr
+    resumed = run_cli("run", "--resume", str(run), "--true-futures", "none")
+    assert resumed.returncode == 0 and "6 episodes, 6 already stored" in resumed.stderr, resumed.stderr
+    assert "verdict: measured average" in resumed.stdout
+
+
+def test_protocol_against_a_server_rendering_another_size_exits_2():
+    """The protocol fixes 256 px; a policy server expecting 128 px (the built-in model's) is refused before any episode."""
+    from test_remote_policy import fake_metadata, FakePolicy  # noqa: F401
+    import threading
+
+    from stress.policies.serve import PolicyServer
+
+    server = PolicyServer(FakePolicy, fake_metadata(), port=0)
+    ready = threading.Event()
+    threading.Thread(target=server.serve_forever, kwargs={"ready": lambda port: ready.set()}, daemon=True).start()
+    assert ready.wait(10)
+    from test_cli_errors import assert_user_error
+
+    proc = run_cli("run", "--protocol", "cosmos-libero", "--tasks", "0", "--trials", "1", "--policy", "remote", "--policy-server",
+                   f"ws://127.0.0.1:{server.port}", timeout=120)
+    assert_user_error(proc, "expects 128 px images", "renders 256 px")

@@ -82,7 +82,7 @@ def _problems(protocol: Protocol, clean: list[dict], suites: tuple[str, ...]) ->
     if overridden:
         problems.append(f"step limits overridden (max_steps {', '.join(map(str, overridden))}; the protocol's: "
                         f"{', '.join(f'{s} {protocol.step_limit(s)}' for s in suites)})")
-    done = {(e["suite"], e["task_id"], e["init_index"], e["seed"]) for e in clean if e["error"] is None and e["max_steps"] == protocol.step_limit(e["suite"])}
+    done = {(e["suite"], e["task_id"], e["init_index"], e["seed"]) for e in clean if e["error"] is None}
     if len(done & expected) < len(expected):
         problems.append(f"subset: {len(done & expected)} of the protocol's {len(expected)} episodes on {', '.join(suites)} "
                         f"({protocol.tasks_per_suite} tasks x {protocol.trials} trials x {len(protocol.seeds)} seeds per suite)")
@@ -92,10 +92,12 @@ def _problems(protocol: Protocol, clean: list[dict], suites: tuple[str, ...]) ->
     return problems
 
 
-def protocol_report(protocol: Protocol, episodes: list[dict], suites=None) -> dict[str, Any]:
+def protocol_report(protocol: Protocol, episodes: list[dict], suites=None, not_applied: dict | None = None) -> dict[str, Any]:
     """The figures of a protocol run's episodes (rows of ``episodes.parquet``).
 
-    ``suites``: the suites the run chose (default: every protocol suite with an episode). Returns
+    ``suites``: the suites the run chose (default: every protocol suite with an episode). ``not_applied``: the
+    protocol's policy options the backend could not take (name -> value); a model policy then did not run the
+    paper's settings, which the verdict lists as a problem. Returns
     ``{"protocol", "suites", "clean": figures + "verdict", "perturbed": {label: figures}}``."""
     suites = tuple(s for s in protocol.suites if s in set(suites if suites is not None else (e["suite"] for e in episodes)))
     clean = [e for e in episodes if e["perturbation"] == "clean"]
@@ -103,7 +105,8 @@ def protocol_report(protocol: Protocol, episodes: list[dict], suites=None) -> di
     if figures["average"] is None:
         figures["verdict"] = {"status": NOT_APPLICABLE, "problems": ["no finished clean episode"], "tolerance": protocol.tolerance}
     else:
-        figures["verdict"] = verdict(figures["average"], figures["paper_average"], protocol.tolerance, _problems(protocol, clean, suites))
+        problems = _problems(protocol, clean, suites) + [f"policy option {k}={v} not applied (the backend has no such setting)" for k, v in (not_applied or {}).items()]
+        figures["verdict"] = verdict(figures["average"], figures["paper_average"], protocol.tolerance, problems)
     perturbed = defaultdict(list)
     for e in episodes:
         if e["perturbation"] != "clean":
@@ -124,14 +127,14 @@ def verdict_line(report: dict[str, Any]) -> str:
     return text
 
 
-def write_protocol_report(store, protocol: Protocol, suites=None) -> dict[str, Any]:
+def write_protocol_report(store, protocol: Protocol, suites=None, not_applied: dict | None = None) -> dict[str, Any]:
     """Compute the report of a protocol run and write ``RUN/eval_info.json``: LeRobot's shape (``per_episode``,
     ``per_task``, ``per_group``, ``overall``; stress.report.gallery.eval_info) over the clean episodes, plus a
     ``protocol`` entry with this report."""
     from stress.report.gallery import eval_info
 
     episodes = store.query("SELECT * FROM episodes")
-    report = protocol_report(protocol, episodes, suites)
+    report = protocol_report(protocol, episodes, suites, not_applied)
     order = {}
     for i, spec in enumerate(store.specs()):
         order.setdefault(spec.key, i)
