@@ -202,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
     bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
+    bench.add_argument("--remote-throughput", action="store_true",
+                       help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
+    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1 (default 10)")
+    bench.add_argument("--workers", type=int, default=2, help="--remote-throughput: simulator processes (default 2)")
+    bench.add_argument("--max-steps", type=int, help="--remote-throughput: step budget per episode (default: the suite's)")
     return parser
 
 
@@ -974,6 +979,14 @@ def cmd_bench(args) -> int:
 
         figures = measure(max(20, args.repeats))
         print(json.dumps(figures, indent=1))
+        return 0
+    if args.remote_throughput:
+        from stress.bench_remote import throughput
+
+        for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps or 1)):
+            if value < 1:
+                raise UserError(f"{flag} {value} invalid; valid: 1 or more")
+        print(json.dumps(throughput(args.episodes, args.workers, args.suite, args.task, args.max_steps), indent=1))
         return 0
     run_bench(args.suite, args.task, args.init, args.repeats, args.out)
     return 0
