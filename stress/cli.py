@@ -456,30 +456,10 @@ def _print_protocol(store) -> None:
     if not config.get("protocol"):
         return
     from scenarios.protocols import get_protocol
-    from stress.report.protocol import verdict_line, write_protocol_report
+    from stress.report.protocol import protocol_tables, verdict_line, write_protocol_report
 
     report = write_protocol_report(store, get_protocol(config["protocol"]), config.get("protocol_suites"), config.get("protocol_not_applied"))
-    rate = lambda r: {"success": f"{r['pc_success']:.1f} % ({r['successes']}/{r['n']})", "ci": f"{r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} %"}
-    clean = report["clean"]
-    tables = {"tasks": [{"suite": r["suite"], "task": r["task_id"], **rate(r), "errors": r["errors"]} for r in clean["per_task"]],
-              "suites": [{"suite": r["suite"], **rate(r), "paper": r["paper"], "difference": r["difference"], "paper_in_ci": "yes" if r["paper_in_ci"] else "no",
-                          "seeds": ", ".join(f"{seed}: {pc:.1f}" for seed, pc in r["per_seed"].items()), "errors": r["errors"]} for r in clean["per_suite"]],
-              "perturbed": [{"perturbation": label, "suite": r["suite"], **rate(r), "paper": r["paper"]}
-                            for label, figures in report["perturbed"].items() for r in figures["per_suite"]]}
-    if clean["average"] is not None:
-        tables["suites"].append({"suite": "average", "success": f"{clean['average']:.1f} %", "ci": f"{clean['average_ci95'][0]:.1f}–{clean['average_ci95'][1]:.1f} %",
-                                 "paper": clean["paper_average"], "difference": clean["average"] - clean["paper_average"],
-                                 "seeds": ", ".join(f"{seed}: {pc:.1f}" for seed, pc in clean["per_seed_average"].items())})
-    name = report["protocol"]["name"]
-    _print_tables(tables, {
-        "tasks": (f"{name}: success per task (clean; trials x seeds pooled, 95% Wilson interval)", [
-            ("suite", "suite", "s"), ("task", "task", "d"), ("success", "success", "s"), ("95% CI", "ci", "s"), ("errors", "errors", "d")]),
-        "suites": (f"{name}: success per suite beside the paper's (percent)", [
-            ("suite", "suite", "s"), ("success", "success", "s"), ("95% CI", "ci", "s"), ("paper", "paper", ".1f"), ("difference", "difference", "+.1f"),
-            ("paper in CI", "paper_in_ci", "s"), ("per seed", "seeds", "s"), ("errors", "errors", "d")]),
-        "perturbed": (f"{name} under perturbation (no verdict: the paper measured clean scenes)", [
-            ("suite", "suite", "s"), ("success", "success", "s"), ("95% CI", "ci", "s"), ("paper (clean)", "paper", ".1f")]),
-    })
+    _print_tables(*protocol_tables(report))
     print(verdict_line(report))
     print(f"LeRobot eval_info.json (clean episodes + the protocol report): {store.path / 'eval_info.json'}")
 
@@ -983,8 +963,8 @@ def cmd_bench(args) -> int:
     if args.remote_throughput:
         from stress.bench_remote import throughput
 
-        for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps or 1)):
-            if value < 1:
+        for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps)):
+            if value is not None and value < 1:
                 raise UserError(f"{flag} {value} invalid; valid: 1 or more")
         print(json.dumps(throughput(args.episodes, args.workers, args.suite, args.task, args.max_steps), indent=1))
         return 0

@@ -94,6 +94,12 @@ def test_report_of_a_complete_run_reproduces():
     assert (spatial["suite"], spatial["n"], spatial["successes"], spatial["paper"]) == ("libero_spatial", 1500, 1470, 98.1)
     assert spatial["ci95"][0] < 98.0 < spatial["ci95"][1] and spatial["paper_in_ci"]
     assert len(clean["per_task"]) == 40 and set(clean["per_seed_average"]) == {195, 196, 197}
+    from stress.report.protocol import protocol_tables
+
+    tables, layout = protocol_tables(report)
+    assert set(tables) == set(layout) == {"tasks", "suites", "perturbed"} and len(tables["tasks"]) == 40 and tables["perturbed"] == []
+    assert tables["suites"][0]["success"] == "98.0 % (1470/1500)" and tables["suites"][0]["paper_in_ci"] == "yes"
+    assert tables["suites"][-1]["suite"] == "average" and tables["suites"][-1]["paper"] == 98.5
 
 
 def test_report_says_when_it_does_not_reproduce_and_when_it_cannot_say():

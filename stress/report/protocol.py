@@ -127,6 +127,33 @@ def verdict_line(report: dict[str, Any]) -> str:
     return text
 
 
+def protocol_tables(report: dict[str, Any]) -> tuple[dict[str, list[dict]], dict]:
+    """The report as display rows and their layout (title, columns) for the CLI's table printer: per task, per suite
+    beside the paper's (plus the average), and per perturbation and suite."""
+    name, clean = report["protocol"]["name"], report["clean"]
+    rate = lambda r: {"success": f"{r['pc_success']:.1f} % ({r['successes']}/{r['n']})", "ci": f"{r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} %"}
+    seeds = lambda by_seed: ", ".join(f"{seed}: {pc:.1f}" for seed, pc in by_seed.items())
+    tables = {"tasks": [{"suite": r["suite"], "task": r["task_id"], **rate(r), "errors": r["errors"]} for r in clean["per_task"]],
+              "suites": [{"suite": r["suite"], **rate(r), "paper": r["paper"], "difference": r["difference"], "paper_in_ci": "yes" if r["paper_in_ci"] else "no",
+                          "seeds": seeds(r["per_seed"]), "errors": r["errors"]} for r in clean["per_suite"]],
+              "perturbed": [{"perturbation": label, "suite": r["suite"], **rate(r), "paper": r["paper"]}
+                            for label, figures in report["perturbed"].items() for r in figures["per_suite"]]}
+    if clean["average"] is not None:
+        low, high = clean["average_ci95"]
+        tables["suites"].append({"suite": "average", "success": f"{clean['average']:.1f} %", "ci": f"{low:.1f}–{high:.1f} %", "paper": clean["paper_average"],
+                                 "difference": clean["average"] - clean["paper_average"], "seeds": seeds(clean["per_seed_average"])})
+    layout = {
+        "tasks": (f"{name}: success per task (clean; trials x seeds pooled, 95% Wilson interval)", [
+            ("suite", "suite", "s"), ("task", "task", "d"), ("success", "success", "s"), ("95% CI", "ci", "s"), ("errors", "errors", "d")]),
+        "suites": (f"{name}: success per suite beside the paper's (percent)", [
+            ("suite", "suite", "s"), ("success", "success", "s"), ("95% CI", "ci", "s"), ("paper", "paper", ".1f"), ("difference", "difference", "+.1f"),
+            ("paper in CI", "paper_in_ci", "s"), ("per seed", "seeds", "s"), ("errors", "errors", "d")]),
+        "perturbed": (f"{name} under perturbation (no verdict: the paper measured clean scenes)", [
+            ("suite", "suite", "s"), ("success", "success", "s"), ("95% CI", "ci", "s"), ("paper (clean)", "paper", ".1f")]),
+    }
+    return tables, layout
+
+
 def write_protocol_report(store, protocol: Protocol, suites=None, not_applied: dict | None = None) -> dict[str, Any]:
     """Compute the report of a protocol run and write ``RUN/eval_info.json``: LeRobot's shape (``per_episode``,
     ``per_task``, ``per_group``, ``overall``; stress.report.gallery.eval_info) over the clean episodes, plus a
