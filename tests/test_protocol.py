@@ -203,3 +203,23 @@ def test_protocol_against_a_server_rendering_another_size_exits_2():
     proc = run_cli("run", "--protocol", "cosmos-libero", "--tasks", "0", "--trials", "1", "--policy", "remote", "--policy-server",
                    f"ws://127.0.0.1:{server.port}", timeout=120)
     assert_user_error(proc, "expects 128 px images", "renders 256 px")
+
+
+def test_protocol_through_the_library_with_the_expert(tmp_path):
+    """Any backend: the scripted expert (no denoising steps to set) on libero_spatial task 0, trial 0, the protocol's
+    220-step limit, 3 seeds; run by the library's runner into a store, then the report and eval_info.json."""
+    from stress.groundtruth import Measurement
+    from stress.report.protocol import write_protocol_report
+    from stress.runner import run_specs
+    from stress.store import RunStore
+
+    specs = protocol_specs(COSMOS, "expert", suites=["libero_spatial"], tasks=[0], trials=1)
+    store = RunStore.create(tmp_path, "expert", specs, {"protocol": COSMOS.name})
+    run_specs(specs, store, measurement=Measurement("none", 0))
+    store.consolidate()
+    report = write_protocol_report(store, COSMOS)
+    suite = report["clean"]["per_suite"][0]
+    assert (suite["suite"], suite["n"], suite["successes"], report["clean"]["errors"]) == ("libero_spatial", 3, 3, 0)
+    assert report["clean"]["verdict"]["status"] == NOT_APPLICABLE and report["clean"]["verdict"]["problems"][0].startswith("subset: 3 of")
+    info = json.loads((store.path / "eval_info.json").read_text())
+    assert info["overall"]["pc_success"] == 100.0 and info["per_task"][0]["metrics"]["successes"] == [True] * 3
