@@ -56,10 +56,10 @@ def _int_list(text: str, what: str) -> list[int]:
 def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     """The scenario, policy and measurement arguments shared by ``run`` and ``study``."""
     # suite, tasks and episodes default to None: a --protocol run defaults them to the protocol's own
-    run.add_argument("--suite", help=f"LIBERO suite (default {DEFAULT_SUITE}); with --protocol: the protocol's suites to run, comma-separated (default all)")
-    run.add_argument("--tasks", help="task ids, e.g. 0,1 or 0-3 (default 0; with --protocol: every task)")
+    run.add_argument("--suite", help=f"LIBERO suite (default {DEFAULT_SUITE}); run --protocol: the protocol's suites to run, comma-separated (default all)")
+    run.add_argument("--tasks", help="task ids, e.g. 0,1 or 0-3 (default 0; run --protocol: every task)")
     run.add_argument("--episodes", "--trials", dest="episodes", type=int,
-                     help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES}; with --protocol: its trials, 50 for cosmos-libero)")
+                     help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES}; run --protocol: its trials, 50 for cosmos-libero)")
     run.add_argument("--perturb", action="append", default=[], metavar="NAME[:LEVEL]", help="perturbation; repeat to compose; a bare NAME sweeps --severities")
     run.add_argument("--severities", default=DEFAULT_SEVERITIES, help=f"levels for bare --perturb names (default {DEFAULT_SEVERITIES})")
     run.add_argument("--camera", default="both", help="camera targeted by per-camera perturbations: agentview, wrist, both")

@@ -113,6 +113,12 @@ def test_report_says_when_it_does_not_reproduce_and_when_it_cannot_say():
     assert any("step limits overridden (max_steps 16" in p for p in steps["clean"]["verdict"]["problems"])
     errored = protocol_report(COSMOS, _episodes({"libero_goal": 98.0}, errors=3), suites=["libero_goal"])
     assert errored["clean"]["verdict"]["status"] == NOT_APPLICABLE and errored["clean"]["errors"] == 3
+    all_errors = [dict(e, error="simulator_fault: NaN") if e["task_id"] == 9 else e for e in _episodes({"libero_goal": 98.0})]
+    task9 = protocol_report(COSMOS, all_errors, suites=["libero_goal"])["clean"]["per_task"][-1]
+    assert (task9["task_id"], task9["n"], task9["errors"], task9["pc_success"]) == (9, 0, 150, None)
+    from stress.report.protocol import protocol_tables
+
+    assert protocol_tables(protocol_report(COSMOS, all_errors, suites=["libero_goal"]))[0]["tasks"][-1]["success"] == "—"
 
 
 def test_perturbed_episodes_get_figures_but_no_verdict():

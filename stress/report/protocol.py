@@ -52,8 +52,8 @@ def _figures(protocol: Protocol, rows: list[dict], suites: tuple[str, ...]) -> d
         if e["error"] is not None:
             errors[(e["suite"], e["task_id"])] += 1
     order = {s: i for i, s in enumerate(protocol.suites)}
-    tasks = [{"suite": s, "task_id": t, **_rate(sum(v), len(v)), "errors": errors[(s, t)]}
-             for (s, t), v in sorted(by_task.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))]
+    tasks = [{"suite": s, "task_id": t, **_rate(sum(by_task[(s, t)]), len(by_task[(s, t)])), "errors": errors[(s, t)]}  # tasks with only errors too
+             for s, t in sorted(set(by_task) | set(errors), key=lambda key: (order[key[0]], key[1]))]
     per_suite = []
     for suite in (s for s in suites if by_suite[s]):
         outcomes = by_suite[suite]
@@ -131,7 +131,8 @@ def protocol_tables(report: dict[str, Any]) -> tuple[dict[str, list[dict]], dict
     """The report as display rows and their layout (title, columns) for the CLI's table printer: per task, per suite
     beside the paper's (plus the average), and per perturbation and suite."""
     name, clean = report["protocol"]["name"], report["clean"]
-    rate = lambda r: {"success": f"{r['pc_success']:.1f} % ({r['successes']}/{r['n']})", "ci": f"{r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} %"}
+    rate = lambda r: {"success": f"{r['pc_success']:.1f} % ({r['successes']}/{r['n']})" if r["n"] else "—",
+                      "ci": f"{r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} %" if r["n"] else "—"}
     seeds = lambda by_seed: ", ".join(f"{seed}: {pc:.1f}" for seed, pc in by_seed.items())
     tables = {"tasks": [{"suite": r["suite"], "task": r["task_id"], **rate(r), "errors": r["errors"]} for r in clean["per_task"]],
               "suites": [{"suite": r["suite"], **rate(r), "paper": r["paper"], "difference": r["difference"], "paper_in_ci": "yes" if r["paper_in_ci"] else "no",
