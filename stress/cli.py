@@ -55,9 +55,11 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     """The scenario, policy and measurement arguments shared by ``run`` and ``study``."""
-    run.add_argument("--suite", default=DEFAULT_SUITE, help=f"LIBERO suite (default {DEFAULT_SUITE})")
-    run.add_argument("--tasks", default="0", help="task ids, e.g. 0,1 or 0-3 (default 0)")
-    run.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES})")
+    # suite, tasks and episodes default to None: a --protocol run defaults them to the protocol's own
+    run.add_argument("--suite", help=f"LIBERO suite (default {DEFAULT_SUITE}); run --protocol: the protocol's suites to run, comma-separated (default all)")
+    run.add_argument("--tasks", help="task ids, e.g. 0,1 or 0-3 (default 0; run --protocol: every task)")
+    run.add_argument("--episodes", "--trials", dest="episodes", type=int,
+                     help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES}; run --protocol: its trials, 50 for cosmos-libero)")
     run.add_argument("--perturb", action="append", default=[], metavar="NAME[:LEVEL]", help="perturbation; repeat to compose; a bare NAME sweeps --severities")
     run.add_argument("--severities", default=DEFAULT_SEVERITIES, help=f"levels for bare --perturb names (default {DEFAULT_SEVERITIES})")
     run.add_argument("--camera", default="both", help="camera targeted by per-camera perturbations: agentview, wrist, both")
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
     _add_scenario_arguments(run)
+    run.add_argument("--protocol", metavar="NAME", help="a published evaluation protocol (stress list protocols; docs/protocols.md): its suites, trials, seeds, "
+                     "image size, step limits and policy options; prints its figures beside the paper's and the reproduction verdict")
     run.add_argument("--gallery", nargs="?", type=int, const=0, metavar="WORKERS",
                      help="afterwards, build the run's failure gallery (stress gallery RUN), with WORKERS render processes (default: --workers)")
 
@@ -98,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scenario_arguments(study)
 
     lst = sub.add_parser("list", help="list perturbations, policies or suites")
-    lst.add_argument("what", help="perturbations, policies, suites, properties or samplers")
+    lst.add_argument("what", help="perturbations, policies, suites, properties, samplers or protocols")
 
     show = sub.add_parser("show", help="summary of a run: success per perturbation and severity vs clean")
     show.add_argument("run", type=Path)
@@ -198,30 +202,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
     bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
+    bench.add_argument("--remote-throughput", action="store_true",
+                       help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
+    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1 (default 10)")
+    bench.add_argument("--workers", type=int, default=2, help="--remote-throughput: simulator processes (default 2)")
+    bench.add_argument("--max-steps", type=int, help="--remote-throughput: step budget per episode (default: the suite's)")
     return parser
 
 
 # --- run ---------------------------------------------------------------------------------------------
 def _specs_from_args(args) -> tuple[list, dict]:
-    from perturbations.base import PerturbationSpec, parse_cli
     from scenarios.spec import ScenarioSpec
     from stress.envs import check_task, simulator_of
     from stress.policies import policy_class
     from stress.runner import check_spec
 
+    if getattr(args, "protocol", None):
+        return _protocol_specs(args)
+    args.suite, args.tasks = args.suite or DEFAULT_SUITE, args.tasks or "0"
+    args.episodes = DEFAULT_EPISODES if args.episodes is None else args.episodes
     sim = simulator_of(args.suite)  # an unknown suite -> one line listing them
     policy = policy_class(args.policy)
-    policy_options, image_size, server = (), sim.default_image_size, None
-    if args.policy == "remote":
-        from stress.policies.remote import probe, served_id
-
-        if not args.policy_server:
-            raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
-        server = probe(args.policy_server)
-        # the server says which size it expects (Cosmos: 256); the key holds what it serves, not where
-        policy_options, image_size = (("served", served_id(server)), ("server", args.policy_server)), server["image_size"]
-    elif args.policy_server:
-        raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+    policy_options, image_size, server = _remote_options(args)
+    image_size = image_size or sim.default_image_size
     if args.mode == "auto":
         modes = list(policy.modes)
     elif args.mode == "both":
@@ -243,23 +246,13 @@ def _specs_from_args(args) -> tuple[list, dict]:
             raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
-    if args.workers < 1:
-        raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
     if args.policy_seeds < 1:
         raise UserError(f"--policy-seeds {args.policy_seeds} invalid; valid: 1 or more")
-    if args.counterfactual_rollouts < 0:
-        raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
-    from stress.groundtruth import TRUE_FUTURES
-
-    if args.true_futures not in TRUE_FUTURES:
-        raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
+    _check_run_numbers(args)
     tasks = _int_list(args.tasks, "--tasks")
     for task in tasks:
         check_task(args.suite, task)
-    severities = _int_list(args.severities, "--severities")
-    for level in severities:
-        if level not in range(0, 6):
-            raise UserError(f"severity {level} in --severities out of range; valid: 0-5")
+    make_scenes = _scene_maker(args)
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("command", "resume")}
     if args.scenario is not None:
@@ -276,20 +269,10 @@ def _specs_from_args(args) -> tuple[list, dict]:
         config["policy_server"] = _check_servers(specs)
         return specs, config
 
-    fixed = [parse_cli(t) for t in args.perturb if ":" in t]
-    bare = [parse_cli(t).name for t in args.perturb if ":" not in t]
-    combos = []  # each: tuple of PerturbationSpec without seed/camera yet
-    if args.perturb:
-        for level in severities if bare else [None]:
-            combos.append(tuple(fixed) + tuple(PerturbationSpec(name, level) for name in bare))
     specs = []
     for task in tasks:
         for init in range(args.episodes):
-            perturbation_seed = args.seed * 100_003 + init  # differs per init state, same for every mode
-            scenes = ([()] if not args.no_baseline or not combos else []) + [
-                tuple(PerturbationSpec(p.name, p.severity, perturbation_seed, args.camera) for p in combo) for combo in combos
-            ]
-            for perturbations in scenes:
+            for perturbations in make_scenes(init):
                 for mode, policy_seed in ((m, s) for m in modes for s in range(args.seed, args.seed + args.policy_seeds)):
                     specs.append(
                         ScenarioSpec(
@@ -303,6 +286,92 @@ def _specs_from_args(args) -> tuple[list, dict]:
     for spec in specs:
         check_spec(spec)
     config["policy_server"] = _check_servers(specs)
+    return specs, config
+
+
+def _remote_options(args) -> tuple[tuple, int | None, dict | None]:
+    """(policy options, image size, handshake metadata) of ``--policy remote``: the served policy's identity and
+    the server's address as options, and the image size the server expects (Cosmos: 256); ((), None, None) otherwise."""
+    if args.policy != "remote":
+        if args.policy_server:
+            raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+        return (), None, None
+    from stress.policies.remote import probe, served_id
+
+    if not args.policy_server:
+        raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
+    server = probe(args.policy_server)
+    # the key holds what it serves, not where
+    return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
+
+
+def _check_run_numbers(args) -> None:
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
+    if args.counterfactual_rollouts < 0:
+        raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
+    from stress.groundtruth import TRUE_FUTURES
+
+    if args.true_futures not in TRUE_FUTURES:
+        raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
+
+
+def _scene_maker(args):
+    """init index -> the perturbation tuples run on it: the clean scene (unless --no-baseline) and each --perturb
+    combination, the perturbation seed derived from the run seed and the init index (the same for every mode)."""
+    from perturbations.base import PerturbationSpec, parse_cli
+
+    severities = _int_list(args.severities, "--severities")
+    for level in severities:
+        if level not in range(0, 6):
+            raise UserError(f"severity {level} in --severities out of range; valid: 0-5")
+    fixed = [parse_cli(t) for t in args.perturb if ":" in t]
+    bare = [parse_cli(t).name for t in args.perturb if ":" not in t]
+    combos = []  # each: tuple of PerturbationSpec without seed/camera yet
+    if args.perturb:
+        for level in severities if bare else [None]:
+            combos.append(tuple(fixed) + tuple(PerturbationSpec(name, level) for name in bare))
+
+    def scenes(init: int) -> list[tuple]:
+        perturbation_seed = args.seed * 100_003 + init
+        return ([()] if not args.no_baseline or not combos else []) + [
+            tuple(PerturbationSpec(p.name, p.severity, perturbation_seed, args.camera) for p in combo) for combo in combos]
+
+    return scenes
+
+
+def _protocol_specs(args) -> tuple[list, dict]:
+    """``stress run --protocol NAME``: the protocol's specs (scenarios/protocols.py) for the chosen suites, tasks
+    and trials, clean and under any --perturb. Flags the protocol fixes are refused rather than ignored."""
+    from scenarios.protocols import get_protocol, protocol_specs
+    from stress.runner import check_spec
+
+    protocol = get_protocol(args.protocol)
+    fixed = (("--mode", args.mode, ("auto", protocol.mode), f"its mode ({protocol.mode})"),
+             ("--seed", args.seed, (0,), f"the policy seeds ({', '.join(map(str, protocol.seeds))})"),
+             ("--policy-seeds", args.policy_seeds, (1,), f"the policy seeds ({', '.join(map(str, protocol.seeds))})"),
+             ("--scenario", args.scenario, (None,), "the scenarios"),
+             ("--no-baseline", args.no_baseline, (False,), "the clean episodes (perturbations run on top of them)"))
+    for flag, value, allowed, what in fixed:
+        if value not in allowed:
+            raise UserError(f"{flag} {value if value is not True else ''}".rstrip() + f" conflicts with --protocol {protocol.name}, which fixes {what}; leave {flag} out")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps {args.max_steps} invalid; valid: 1 or more")
+    _check_run_numbers(args)
+    policy_options, _, server = _remote_options(args)
+    suites = [s.strip() for s in args.suite.split(",") if s.strip()] if args.suite else None
+    tasks = _int_list(args.tasks, "--tasks") if args.tasks else None
+    served_settings = server.get("settings", {}) if server else None
+    specs = protocol_specs(protocol, args.policy, suites, tasks, args.episodes, _scene_maker(args), args.max_steps, policy_options, served_settings)
+    for spec in specs:
+        check_spec(spec)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("command", "resume")}
+    config["protocol_suites"] = sorted({s.suite for s in specs}, key=protocol.suites.index)
+    # a server that cannot change a setting the protocol fixes runs with its own: recorded, and the verdict says so
+    config["protocol_not_applied"] = {k: v for k, v in protocol.policy_options if served_settings is not None and k not in served_settings}
+    config["policy_server"] = _check_servers(specs)  # a server must render what the protocol fixes (256 px), or exit 2
+    for k, v in config["protocol_not_applied"].items():
+        print(f"warning: the policy server at {args.policy_server} has no setting {k!r}; it runs with its own, not the protocol's {v}", file=sys.stderr)
     return specs, config
 
 
@@ -363,9 +432,11 @@ def _execute(store, specs, measurement, workers) -> None:
 def cmd_run(args) -> int:
     if args.gallery is not None and args.gallery < 0:
         raise UserError(f"--gallery {args.gallery} invalid; valid: a number of render processes, 1 or more (or none: --workers)")
-    store, specs, measurement = _start_or_resume(args, _specs_from_args, lambda specs: "-".join(sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
+    label = lambda specs: "-".join(([args.protocol] if args.protocol else []) + (sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
+    store, specs, measurement = _start_or_resume(args, _specs_from_args, label)
     _execute(store, specs, measurement, args.workers)
     _print_headline(store)
+    _print_protocol(store)
     impossible = store.query(
         "SELECT perturbation, any_value(error) AS example FROM episodes GROUP BY perturbation "
         "HAVING bool_and(coalesce(error LIKE 'invalid_scene%', false))"
@@ -376,6 +447,20 @@ def cmd_run(args) -> int:
     if args.gallery is not None:
         _build_gallery(store.path, None, args.gallery or args.workers, None)
     return 0
+
+
+def _print_protocol(store) -> None:
+    """A protocol run's figures beside the paper's, the verdict, and RUN/eval_info.json (stress.report.protocol)."""
+    config = store.manifest.get("config", {})
+    if not config.get("protocol"):
+        return
+    from scenarios.protocols import get_protocol
+    from stress.report.protocol import protocol_tables, verdict_line, write_protocol_report
+
+    report = write_protocol_report(store, get_protocol(config["protocol"]), config.get("protocol_suites"), config.get("protocol_not_applied"))
+    _print_tables(*protocol_tables(report))
+    print(verdict_line(report))
+    print(f"LeRobot eval_info.json (clean episodes + the protocol report): {store.path / 'eval_info.json'}")
 
 
 def _print_headline(store) -> None:
@@ -579,6 +664,7 @@ def cmd_show(args) -> int:
         _print_search(search)
     _print_summary(store)
     _print_degradation(store)
+    _print_protocol(store)
     if args.episodes:
         table = Table(title="episodes")
         for column in ("episode_key", "task", "init", "mode", "perturbation", "success", "steps", "wall_s", "error"):
@@ -697,12 +783,23 @@ def cmd_list(args) -> int:
         for name, prop in properties().items():
             table.add_row(name, ", ".join(prop.variants), ", ".join(prop.requires) or "—", prop.doc)
         console.print(table)
+    elif args.what == "protocols":
+        from scenarios.protocols import PROTOCOLS
+
+        table = Table(title="protocols (stress run --protocol NAME; docs/protocols.md)")
+        for column in ("name", "suites: step limit, paper %", "trials x seeds", "image, settle", "mode, policy options", "verdict", "what"):
+            table.add_column(column)
+        for p in PROTOCOLS.values():
+            table.add_row(p.name, "\n".join(f"{s}: {p.step_limit(s)}, {p.paper_figure(s):.1f}" for s in p.suites) + f"\naverage {p.paper_average:.1f}",
+                          f"{p.trials} x {', '.join(map(str, p.seeds))}", f"{p.image_size} px, {p.settle_steps} steps",
+                          f"{p.mode}, " + (", ".join(f"{k}={v}" for k, v in p.policy_options) or "none"), f"average within ±{p.tolerance:.1f} points", p.summary)
+        console.print(table)
     elif args.what == "samplers":
         from scenarios.samplers import SAMPLERS
 
         console.print("samplers (stress search --sampler NAME): " + ", ".join(SAMPLERS))
     else:
-        raise UserError(f"unknown list {args.what!r}; valid: perturbations, policies, suites, properties, samplers")
+        raise UserError(f"unknown list {args.what!r}; valid: perturbations, policies, suites, properties, samplers, protocols")
     return 0
 
 
@@ -864,6 +961,14 @@ def cmd_bench(args) -> int:
 
         figures = measure(max(20, args.repeats))
         print(json.dumps(figures, indent=1))
+        return 0
+    if args.remote_throughput:
+        from stress.bench_remote import throughput
+
+        for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps)):
+            if value is not None and value < 1:
+                raise UserError(f"{flag} {value} invalid; valid: 1 or more")
+        print(json.dumps(throughput(args.episodes, args.workers, args.suite, args.task, args.max_steps), indent=1))
         return 0
     run_bench(args.suite, args.task, args.init, args.repeats, args.out)
     return 0
