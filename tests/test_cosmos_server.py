@@ -360,4 +360,9 @@ def test_real_cosmos_utils_on_cpu_with_a_fake_network(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["direct"]["actions_shape"] == [16, 7] and report["direct"]["future_shape"] == [224, 224, 3]
-    assert report["planning"]["ensemble_shape"] == [2, 4] and report["planning"]["seeds"] == [4000, 4001]
+    plan = report["planning"]
+    assert plan["ensemble_shape"] == [2, 4] and plan["seeds"] == [4000, 4001]  # 2 futures x 2 values per candidate
+    assert plan["values"][0] == pytest.approx(plan["cosmos_ensemble_value"], abs=1e-6) and plan["actions_equal"]
+    # per candidate i: the action sample, 2 futures (seed + k), 2 values per future (seed + j), each role with its conditioning
+    expected = [call for i in range(2) for call in [(4000 + i, 5, 4), (4000 + i, 1, 5), (4001 + i, 1, 5)] + [(4000 + i + j, 1, 8) for _ in range(2) for j in range(2)]]
+    assert [(c["seed"], c["num_steps"], c["ncf"]) for c in plan["calls"]] == expected
