@@ -115,6 +115,18 @@ def wire(obs: Observation) -> dict:
 
 
 # --- the served metadata and the command line ---------------------------------------------------------------
+def _address(proc: subprocess.Popen) -> str:
+    """The ws:// address a starting server prints after its loading progress lines."""
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        match = re.search(r"ws://[\d.]+:\d+", line)
+        if match:
+            threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining: a full pipe would block the server
+            return match.group(0)
+    pytest.fail("the server exited: " + "".join(lines))
+
+
 @pytest.fixture(scope="module")
 def served_cosmos(cosmos_files):
     """A real `stress serve --policy cosmos` subprocess on the stand-in, with the served defaults set so that
@@ -122,16 +134,7 @@ def served_cosmos(cosmos_files):
     proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0", "--policy", "cosmos",
                              *cosmos_args(cosmos_files, "--cosmos-set", "ar_future_prediction=false")],
                             cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines = []
-    for line in proc.stderr:  # the loading progress lines, then the address
-        lines.append(line)
-        match = re.search(r"ws://[\d.]+:\d+", line)
-        if match:
-            break
-    else:
-        pytest.fail("stress serve --policy cosmos exited: " + "".join(lines))
-    threading.Thread(target=proc.stderr.read, daemon=True).start()  # keep draining: a full pipe would block the server
-    yield match.group(0)
+    yield _address(proc)
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -147,6 +150,30 @@ def test_stress_serve_cosmos_metadata(served_cosmos, cosmos_files):
     assert set(meta["predictions"]) >= {"value", "future_images", "candidates", "ensemble_values"}
     assert meta["settings"]["num_denoising_steps"] == 5 and meta["settings"]["ar_future_prediction"] is False
     assert meta["software"]["cfg"]["suite"] == "libero" and meta["software"]["cfg"]["chunk_size"] == 16 and meta["software"]["torch"]
+
+
+def test_standalone_copy_serves_without_the_suite(cosmos_files, tmp_path):
+    """cosmos_server.py + serve.py copied into another environment (the suite not importable) serve alike."""
+    import shutil
+
+    for name in ("serve.py", "cosmos_server.py"):
+        shutil.copy(ROOT / "stress" / "policies" / name, tmp_path / name)
+    blocked = "import runpy, sys; sys.modules['stress'] = None; sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+    proc = subprocess.Popen([sys.executable, "-c", blocked, str(tmp_path / "cosmos_server.py"), "--port", "0", *cosmos_args(cosmos_files)],
+                            cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, "PYTHONPATH": ""})
+    try:
+        url = _address(proc)
+        meta = probe(url)
+        assert meta["policy"]["name"] == "cosmos-policy" and meta["chunk"] == 16
+        client = RemotePolicy(server=url)
+        with pytest.raises(ServerError, match="bad_request: UserError: instruction 'stack the blocks'"):  # its own UserError, one line
+            client.reset("stack the blocks", seed=0, mode="direct")
+        client.reset(TASK0, seed=0, mode="direct")
+        assert client.act(observation()).actions.shape == (16, 7)
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("extra, fragments", [
