@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resume", type=Path, metavar="RUN", help="continue an evaluation run folder")
 
     serve = sub.add_parser("serve", help="serve a policy over a websocket (docs/remote-policy.md) for `stress run --policy remote`")
-    serve.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to serve (default {DEFAULT_POLICY})")
+    serve.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to serve: reference, or cosmos in Cosmos Policy's environment (default {DEFAULT_POLICY})")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only: the protocol has no authentication)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one, printed on start)")
     serve.add_argument("--threads", type=int, default=0, help="torch threads of the served model (default 0: torch's own choice)")
