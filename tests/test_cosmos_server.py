@@ -115,6 +115,12 @@ def wire(obs: Observation) -> dict:
 
 
 # --- the served metadata and the command line ---------------------------------------------------------------
+def start_cosmos_server(files: Path, *extra: str) -> subprocess.Popen:
+    """A real `stress serve --policy cosmos` subprocess on a free port (its address: ``_address``)."""
+    return subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0", "--policy", "cosmos", *cosmos_args(files, *extra)],
+                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
 def _address(proc: subprocess.Popen) -> str:
     """The ws:// address a starting server prints after its loading progress lines."""
     lines = []
@@ -131,9 +137,7 @@ def _address(proc: subprocess.Popen) -> str:
 def served_cosmos(cosmos_files):
     """A real `stress serve --policy cosmos` subprocess on the stand-in, with the served defaults set so that
     planning is a combination Cosmos's loop crashes on (direct episodes work, planning ones are refused)."""
-    proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0", "--policy", "cosmos",
-                             *cosmos_args(cosmos_files, "--cosmos-set", "ar_future_prediction=false")],
-                            cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    proc = start_cosmos_server(cosmos_files, "--cosmos-set", "ar_future_prediction=false")
     yield _address(proc)
     proc.terminate()
     proc.wait(timeout=30)
@@ -326,6 +330,22 @@ def test_t5_cache_miss_is_refused_without_loading_t5(cu, cosmos_files):
         client.act(observation(instruction="grab the bowl"))
     client.close()
     assert cu.T5_LOADS == [] and (cosmos_files / "t5.pkl").read_bytes() == before and not (cosmos_files / "t5.pkl.backup").exists()
+
+
+def test_run_refuses_a_task_outside_the_t5_cache_before_any_episode(cu, cosmos_files, tmp_path):
+    (tmp_path / "t5.pkl").write_bytes(pickle.dumps({OTHER: np.zeros((1, 512, 1024), np.float32)}))
+    # a process of its own: the T5 cache is a module global of cosmos_utils, shared by in-process servers
+    server = start_cosmos_server(cosmos_files, "--cosmos-t5-embeddings", str(tmp_path / "t5.pkl"))
+    try:
+        url = _address(server)
+        assert probe(url)["instructions"] == [OTHER]
+        proc = run_cli("run", "--policy", "remote", "--policy-server", url, "--mode", "direct", "--episodes", "1", "--max-steps", "16",
+                       "--out", str(tmp_path / "out"), timeout=300)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert_user_error(proc, repr(TASK0), "not among its 1 cached instructions")
+    assert not (tmp_path / "out").exists()  # nothing ran
 
 
 def test_bad_requests_and_crashing_combinations_are_error_replies(cu, cosmos_files):

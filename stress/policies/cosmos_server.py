@@ -238,9 +238,11 @@ class CosmosRuntime:
             if torch.cuda.is_available():  # results differ across GPUs (TF32, per-SM attention kernels): record it
                 hardware = {"device": "cuda", "gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
                             "allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32)}
-        return describe(CosmosPolicy, version=self.version, chunk=self.execute, image_size=IMAGE_SIZE, cameras=tuple(CAMERAS),
-                        aggregations=AGGREGATIONS, predictions=("value", "future_images", "candidates", "ensemble_values"),
-                        settings=dict(self.defaults), software=software, hardware=hardware)
+        metadata = describe(CosmosPolicy, version=self.version, chunk=self.execute, image_size=IMAGE_SIZE, cameras=tuple(CAMERAS),
+                            aggregations=AGGREGATIONS, predictions=("value", "future_images", "candidates", "ensemble_values"),
+                            settings=dict(self.defaults), software=software, hardware=hardware)
+        # the optional "instructions" field: a client refuses tasks outside the T5 cache before a run starts
+        return {**metadata, "instructions": sorted(self.instructions)}
 
 
 def _get(obj, *names):
