@@ -135,11 +135,55 @@ def main(checkout: str, work: Path) -> dict:
                                         use_ensemble_future_state_predictions=True, num_future_state_predictions_in_ensemble=2)
     own = cu.get_value_prediction(cfg, net, r["data_batch"], fs["future_state_samples_list"], seed=4000, num_denoising_steps_value=1,
                                   use_ensemble_value_predictions=True, num_value_predictions_in_ensemble=2)["value_prediction"]
-    return {"direct": {"actions_shape": list(direct.actions.shape), "value": direct.predicted_value,
+    stand_in = compare_with_stand_in(cu, net, cfg, stats, cosmos_obs)
+    return {"stand_in_mismatches": stand_in, "direct": {"actions_shape": list(direct.actions.shape), "value": direct.predicted_value,
                        "future_shape": list(direct.predicted_future["agentview"].shape), "timing": direct.info["server_timing"]},
             "planning": {"ensemble_shape": list(members.shape), "seeds": [c.seed for c in plan.candidates], "chosen": plan.chosen,
                          "values": [c.predicted_value for c in plan.candidates], "cosmos_ensemble_value": own,
                          "actions_equal": bool(np.array_equal(plan.candidates[0].actions, np.stack(r["actions"]))), "calls": calls}}
+
+
+def compare_with_stand_in(cu, net, cfg, stats, cosmos_obs) -> list[str]:
+    """Where tests/fake_cosmos's cosmos_utils departs from the real one: signatures (names, defaults, kinds)
+    and get_action's return dict (keys, types, shapes). An empty list: the stand-in honours the real contract."""
+    import importlib.util
+    import inspect
+
+    import numpy as np
+
+    path = Path(__file__).parent / "fake_cosmos" / "cosmos_policy" / "experiments" / "robot" / "cosmos_utils.py"
+    spec = importlib.util.spec_from_file_location("fake_cosmos_utils", path)
+    fake = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fake)
+    problems = []
+    for name in ("get_model", "get_planning_model", "load_dataset_stats", "init_t5_text_embeddings_cache", "get_t5_embedding_from_cache",
+                 "prepare_images_for_model", "get_action", "get_future_state_prediction", "get_value_prediction", "get_qvalue_prediction",
+                 "aggregate_value_predictions", "average_future_image_predictions"):
+        real_params = [(p.name, p.default, p.kind) for p in inspect.signature(getattr(cu, name)).parameters.values()]
+        fake_params = [(p.name, p.default, p.kind) for p in inspect.signature(getattr(fake, name)).parameters.values()]
+        if real_params != fake_params:
+            problems.append(f"{name}: real {real_params} vs stand-in {fake_params}")
+
+    def describe(result):
+        def kind(v):
+            if isinstance(v, np.ndarray):
+                return f"ndarray{v.shape}{v.dtype}"
+            if isinstance(v, list):
+                return f"list[{len(v)}]{kind(v[0]) if v else ''}"
+            if isinstance(v, dict):
+                return {k: kind(x) for k, x in v.items()}
+            return "tensor" if hasattr(v, "shape") else type(v).__name__
+        out = {k: kind(v) for k, v in result.items() if k not in ("generated_latent", "orig_clean_latent_frames", "data_batch", "text_embedding")}
+        return {**out, "data_batch": sorted(result["data_batch"]), "num_conditional_frames": result["data_batch"]["num_conditional_frames"]}
+
+    fake.init_t5_text_embeddings_cache(None)
+    fake.t5_text_embeddings_cache.update({INSTRUCTION: fake.GPUTensor(np.zeros((1, 512, 1024), np.float32))})
+    real_result = describe(cu.get_action(cfg, net, stats, cosmos_obs, INSTRUCTION, seed=1))
+    fake_result = describe(fake.get_action(cfg, fake.FakeModel("base"), stats, cosmos_obs, INSTRUCTION, seed=1))
+    real_result["all_camera_images"] = fake_result["all_camera_images"] = "images"  # real: after JPEG and crop; same shape
+    if real_result != fake_result:
+        problems.append(f"get_action returns: real {real_result} vs stand-in {fake_result}")
+    return problems
 
 
 if __name__ == "__main__":

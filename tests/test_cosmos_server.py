@@ -406,6 +406,7 @@ def test_real_cosmos_utils_on_cpu_with_a_fake_network(tmp_path):
         pytest.skip(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["stand_in_mismatches"] == []  # tests/fake_cosmos honours the real signatures and return types
     assert report["direct"]["actions_shape"] == [16, 7] and report["direct"]["future_shape"] == [224, 224, 3]
     plan = report["planning"]
     assert plan["ensemble_shape"] == [2, 4] and plan["seeds"] == [4000, 4001]  # 2 futures x 2 values per candidate
