@@ -186,6 +186,8 @@ def test_standalone_copy_serves_without_the_suite(cosmos_files, tmp_path):
     (["--cosmos-checkout", str(FAKE), "--cosmos-execute", "20"], ["--cosmos-execute 20", "1-16"]),
     (["--cosmos-checkout", str(FAKE), "--cosmos-set", "n_futures=many"], ["'n_futures=many'", "int"]),
     (["--cosmos-checkout", str(FAKE), "--cosmos-set", "temperature=1"], ["'temperature=1'", "num_denoising_steps"]),
+    (["--cosmos-checkout", str(FAKE), "--cosmos-dataset-stats", "/nowhere/stats.json"], ["--cosmos-dataset-stats '/nowhere/stats.json'", "HF id"]),
+    (["--cosmos-checkout", str(FAKE), "--cosmos-planning-ckpt", str(FAKE)], ["--cosmos-planning-config"]),
 ])
 def test_bad_cosmos_flags_exit_2_with_one_line(extra, fragments):
     assert_user_error(run_cli("serve", "--policy", "cosmos", "--port", "0", *extra, timeout=120), *fragments)
@@ -305,6 +307,17 @@ def test_planning_matches_cosmos_own_ensemble_call(cu, cosmos_files):
     assert served.predicted_value == pytest.approx(value, abs=1e-6)
     assert np.array_equal(served.predicted_future["agentview"], fs["future_image_predictions"]["future_image"])
     assert np.array_equal(served.actions, np.stack(r["actions"]))
+
+
+def test_a_planning_model_plays_world_model_and_value(cu, cosmos_files):
+    url = serve_in_thread(cosmos_files, "--cosmos-planning-ckpt", str(cosmos_files / "model.pt"), "--cosmos-planning-config", "planning_experiment")
+    assert "+planning:model.pt@" in probe(url)["policy"]["version"]
+    client = RemotePolicy(server=url, n_values=2)
+    client.reset(TASK0, seed=1, mode="planning", n_candidates=1, aggregation="average")
+    cu.LOG.clear()
+    client.act(observation())
+    client.close()
+    assert [c["model"] for c in cu.LOG if c["call"] == "generate"] == ["base", "planning", "planning", "planning"]
 
 
 def test_joint_value_planning(cu, cosmos_files):

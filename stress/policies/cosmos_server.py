@@ -166,6 +166,13 @@ class CosmosRuntime:
         if not 1 <= options.cosmos_execute <= CHUNK:
             raise UserError(f"--cosmos-execute {options.cosmos_execute} invalid; valid: 1-{CHUNK} (of the {CHUNK} actions per query)")
         self.defaults = parse_settings(options.cosmos_set or [])
+        for flag, value in (("--cosmos-ckpt", options.cosmos_ckpt), ("--cosmos-dataset-stats", options.cosmos_dataset_stats),
+                            ("--cosmos-t5-embeddings", options.cosmos_t5_embeddings), ("--cosmos-planning-ckpt", options.cosmos_planning_ckpt)):
+            # a local path (HF ids "org/name/..." are resolved by Cosmos from the HF cache): missing = a typo
+            if value and value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
+                raise UserError(f"{flag} {value!r} does not exist; valid: a local path, or an HF id (org/name/...) in the HF cache")
+        if options.cosmos_planning_ckpt and not options.cosmos_planning_config:
+            raise UserError("--cosmos-planning-ckpt needs --cosmos-planning-config NAME (the planning model's experiment)")
         # offline unless the user says otherwise: building Cosmos's config downloads the Predict2 and ALOHA
         # checkpoints (note §1.2) and a T5 miss would fetch T5-11B
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -186,7 +193,6 @@ class CosmosRuntime:
                                    planning_model_config_name=options.cosmos_planning_config or "", planning_model_ckpt_path=options.cosmos_planning_ckpt or "",
                                    dataset_stats_path=options.cosmos_dataset_stats, t5_text_embeddings_path=options.cosmos_t5_embeddings,
                                    num_open_loop_steps=self.execute, seed=0, **self.defaults_as_cfg())
-        started = time.perf_counter()
         # the small files first: a wrong path fails before minutes of model loading
         self.dataset_stats = self.cu.load_dataset_stats(self.cfg.dataset_stats_path)
         self.cu.init_t5_text_embeddings_cache(self.cfg.t5_text_embeddings_path)
@@ -205,7 +211,7 @@ class CosmosRuntime:
         if options.cosmos_planning_ckpt:
             log(f"cosmos: loading planning model {options.cosmos_planning_ckpt}")
             self.planning_model, _ = self.cu.get_planning_model(self.cfg)
-        self.load_s = time.perf_counter() - started
+        self.load_s = time.perf_counter() - started  # the model(s) only
         version = checkpoint_version(options.cosmos_ckpt)
         if options.cosmos_planning_ckpt:
             version += "+planning:" + checkpoint_version(options.cosmos_planning_ckpt)
