@@ -154,6 +154,8 @@ def test_stress_serve_cosmos_metadata(served_cosmos, cosmos_files):
     assert set(meta["predictions"]) >= {"value", "future_images", "candidates", "ensemble_values"}
     assert meta["settings"]["num_denoising_steps"] == 5 and meta["settings"]["ar_future_prediction"] is False
     assert meta["software"]["cfg"]["suite"] == "libero" and meta["software"]["cfg"]["chunk_size"] == 16 and meta["software"]["torch"]
+    assert meta["software"]["hf_hub_offline"] == "1" and meta["hardware"]["device"] == "cpu"  # offline by default; the device recorded
+    assert meta["instructions"] == sorted([TASK0, OTHER])
 
 
 def test_standalone_copy_serves_without_the_suite(cosmos_files, tmp_path):
@@ -195,6 +197,16 @@ def test_bad_cosmos_flags_exit_2_with_one_line(extra, fragments):
 
 def test_cosmos_flags_refused_for_other_policies():
     assert_user_error(run_cli("serve", "--policy", "reference", "--cosmos-execute", "8", timeout=120), "--cosmos-execute", "--policy cosmos")
+
+
+def test_a_non_libero_action_dim_is_refused_at_start(cosmos_files, tmp_path):
+    """cosmos_utils binds ACTION_DIM from sys.argv at import (note §6.4): a checkout resolving to ALOHA's 14 is refused."""
+    import shutil
+
+    shutil.copytree(FAKE, tmp_path / "checkout")
+    (tmp_path / "checkout" / "cosmos_policy" / "constants.py").write_text("ACTION_DIM = 14\nPROPRIO_DIM = 14\n")
+    args = [*cosmos_args(cosmos_files), "--cosmos-checkout", str(tmp_path / "checkout")]
+    assert_user_error(run_cli("serve", "--policy", "cosmos", "--port", "0", *args, timeout=120), "ACTION_DIM is 14", "LIBERO needs 7")
 
 
 def test_chunk_mismatch_and_empty_t5_cache_refused_at_start(cosmos_files, tmp_path):

@@ -237,7 +237,8 @@ class CosmosRuntime:
         torch = sys.modules.get("torch")
         software = {"cosmos_policy_commit": _repo_commit(self.checkout), "checkpoint": self.cfg.ckpt_path, "config": self.cfg.config,
                     "cfg": {k: v for k, v in vars(self.cfg).items() if isinstance(v, (bool, int, float, str))},
-                    "execute": self.execute, "load_s": round(self.load_s, 2), "t5_cached_instructions": len(self.instructions)}
+                    "execute": self.execute, "load_s": round(self.load_s, 2), "t5_cached_instructions": len(self.instructions),
+                    "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE")}
         hardware = {"device": "cpu"}
         if torch is not None:
             software["torch"] = torch.__version__
