@@ -158,6 +158,15 @@ def test_stress_serve_cosmos_metadata(served_cosmos, cosmos_files):
     assert meta["instructions"] == sorted([TASK0, OTHER])
 
 
+def test_module_imports_only_numpy_msgpack_websockets_and_the_standard_library():
+    """It must install into Cosmos's own Python: nothing else is imported until a checkout is loaded."""
+    code = ("import json, sys; before = set(sys.modules); import stress.policies.cosmos_server; "
+            "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    loaded = {m for m in json.loads(proc.stdout) if "cython" not in m}  # compiled extensions' runtime modules
+    assert loaded <= {"numpy", "msgpack", "websockets", "stress"}, proc.stdout + proc.stderr
+
+
 def test_standalone_copy_serves_without_the_suite(cosmos_files, tmp_path):
     """cosmos_server.py + serve.py copied into another environment (the suite not importable) serve alike."""
     import shutil
