@@ -244,6 +244,7 @@ def test_direct_decisions(cu, cosmos_files):
     assert not np.array_equal(first.actions, second.actions)
     assert first.actions.shape == (16, 7) and first.actions.dtype == np.float64 and 0 <= first.predicted_value <= 1
     assert first.candidates == [] and first.chosen is None
+    assert first.info["future_view"] == "cosmos"  # the suite's ground truth compares true futures in the model's view
     # the futures (224 px, the model's view) keep the upright scene's bright top: no flip, no 180° rotation
     agentview, wrist = first.predicted_future["agentview"], first.predicted_future["wrist"]
     assert agentview.shape == wrist.shape == (224, 224, 3) and agentview.dtype == np.uint8
@@ -424,6 +425,9 @@ def test_stress_run_against_the_cosmos_server(served_cosmos, tmp_path):
     assert rows["direct"]["error"] is None and rows["direct"]["steps"] == 16, rows
     assert rows["planning"]["error"].startswith("policy_server_error: bad_request: UserError: settings ar_value_prediction true with ar_future_prediction false"), rows
     assert store.manifest["config"]["policy_server"]["policy"]["name"] == "cosmos-policy"
+    # the direct decision's predicted futures measured against the simulator's, both in the model's view
+    rows = store.query("SELECT future_psnr, future_ssim_agentview FROM decisions")
+    assert len(rows) == 1 and np.isfinite(rows[0]["future_psnr"]) and 0 < rows[0]["future_ssim_agentview"] <= 1, rows
     assert store.manifest["config"]["policy_server"]["image_size"] == 256
 
 

@@ -62,6 +62,9 @@ FUTURES = {"future_image": "agentview", "future_wrist_image": "wrist"}  # get_ac
 # gamma_weighted_average, which it does not implement: requested, it fails as Cosmos fails, an error reply)
 AGGREGATIONS = ("average", "lcb", "success_vote", "majority_mean")
 KNOWN_AGGREGATIONS = (*AGGREGATIONS, "gamma_weighted_average")
+# the predicted futures live in the model's view (JPEG -> 224 -> 90 % centre crop -> 224, note §6.2): this tag
+# makes the suite's ground truth pass the true frames through the same transform (groundtruth.FUTURE_VIEWS)
+FUTURE_VIEW = "cosmos"
 SEED_SPACE = 2**32  # the initial noise is np.random.RandomState(seed): seeds must fit in 32 bits
 
 # the released LIBERO checkpoint and its files (LIBERO.md's eval command), resolved from the local HF cache
@@ -416,7 +419,8 @@ class CosmosPolicy:
         actions, value, future = self._actions(result), float(result["value_prediction"]), _future(result.get("future_image_predictions"))
         del result  # GPU tensors (data_batch, latents): dropped here, never serialised
         return CosmosDecision(actions=actions, predicted_value=value, predicted_future=future,
-                              info={"seed": seed, "denoising_steps": settings["num_denoising_steps"], "timing_ms": {"action": (time.perf_counter() - started) * 1000}})
+                              info={"seed": seed, "denoising_steps": settings["num_denoising_steps"], "future_view": FUTURE_VIEW,
+                                    "timing_ms": {"action": (time.perf_counter() - started) * 1000}})
 
     def _plan(self, observation, instruction, base_seed, settings) -> CosmosDecision:
         rt, episode = self.runtime, self._episode
@@ -477,7 +481,7 @@ class CosmosPolicy:
         best = candidates[chosen]
         return CosmosDecision(actions=best.actions, predicted_value=best.predicted_value, predicted_future=best.predicted_future,
                               candidates=candidates, chosen=chosen, aggregation=episode["aggregation"],
-                              info={"seed": base_seed, "candidate_values": scores, "schedules": schedules,
+                              info={"seed": base_seed, "candidate_values": scores, "schedules": schedules, "future_view": FUTURE_VIEW,
                                     "value_source": "autoregressive" if autoregressive else "joint",
                                     "timing_ms": {k: v * 1000 for k, v in timing.items()}})
 
