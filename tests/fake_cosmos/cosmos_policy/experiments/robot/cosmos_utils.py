@@ -16,7 +16,6 @@ import weakref
 from types import SimpleNamespace
 
 import numpy as np
-import torch
 
 from cosmos_policy.constants import ACTION_DIM
 
@@ -114,8 +113,8 @@ def _futures(latent: np.ndarray, cfg) -> dict:
             "future_wrist_image": _decode_frame(latent, SLOTS.index("future_wrist")) if cfg.use_wrist_image else None}
 
 
-def _value(latent: np.ndarray) -> torch.Tensor:
-    return torch.clamp((torch.from_numpy(latent[:, :, -1].mean(axis=(1, 2, 3))) + 1) / 2, min=0, max=1)
+def _value(latent: np.ndarray) -> np.ndarray:
+    return np.clip((latent[:, :, -1].mean(axis=(1, 2, 3)) + 1) / 2, 0, 1)  # (B,); the real: a tensor, read with .item()
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -318,6 +317,8 @@ def get_future_state_prediction(cfg, model, data_batch, generated_latent_with_ac
 
 
 def aggregate_value_predictions(all_value_predictions, value_ensemble_aggregation_scheme: str):
+    import torch  # only here: the server's direct mode needs no torch (a copy can be smoke-tested without it)
+
     stacked = torch.stack(all_value_predictions)
     how = value_ensemble_aggregation_scheme
     if how == "average":
@@ -355,7 +356,12 @@ def get_value_prediction(cfg, model, data_batch, future_state_samples_list, seed
             latent = model.generate_samples_from_batch(data_batch, n_sample=batch_size, num_steps=steps, seed=member_seed, is_negative_prompt=False,
                                                        use_variance_scale=cfg.use_variance_scale, skip_vae_encoding=True, previous_generated_latent=sample)
             values.append(_value(latent.data))
-    value = aggregate_value_predictions(values, cfg.value_ensemble_aggregation_scheme) if use_ensemble_value_predictions else values[0]
+    if use_ensemble_value_predictions:
+        import torch
+
+        value = aggregate_value_predictions([torch.from_numpy(v) for v in values], cfg.value_ensemble_aggregation_scheme)
+    else:
+        value = values[0]
     return dict(value_prediction=[value[i].item() for i in range(batch_size)] if batch_size > 1 else value[0].item())
 
 
