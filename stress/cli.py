@@ -315,7 +315,7 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
     remote = [s for s in specs if s.policy == "remote"]
     if not remote:
         return None
-    from stress.envs.libero import suite_tasks
+    from stress.envs import simulator_of
     from stress.policies.remote import check_compatible, probe
 
     metadata, seen = None, {}
@@ -326,7 +326,7 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
             seen[url] = probe(url)
         metadata = seen[url]
         check_compatible(metadata, url, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
-                         instruction=suite_tasks(spec.suite)[spec.task_id] if "instructions" in metadata else None)
+                         instruction=simulator_of(spec.suite).tasks(spec.suite)[spec.task_id] if "instructions" in metadata else None)
     return metadata
 
 

@@ -420,10 +420,10 @@ def test_bad_requests_and_crashing_combinations_are_error_replies(cu, cosmos_fil
 def test_stress_run_against_the_cosmos_server(served_cosmos, tmp_path):
     """One short real LIBERO episode per mode through `stress run --policy remote`: direct runs; planning, served
     with a combination Cosmos's loop crashes on, is stored as an episode error and not a task failure."""
-    from stress.envs.libero import suite_tasks
+    from stress.envs import simulator_of
     from stress.store import RunStore
 
-    assert suite_tasks("libero_spatial")[0] == TASK0
+    assert simulator_of("libero_spatial").tasks("libero_spatial")[0] == TASK0
     proc = run_cli("run", "--policy", "remote", "--policy-server", served_cosmos, "--mode", "both", "--candidates", "2", "--episodes", "1",
                    "--max-steps", "16", "--no-baseline", "--out", str(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stderr
