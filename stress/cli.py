@@ -188,10 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resume", type=Path, metavar="RUN", help="continue an evaluation run folder")
 
     serve = sub.add_parser("serve", help="serve a policy over a websocket (docs/remote-policy.md) for `stress run --policy remote`")
-    serve.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to serve (default {DEFAULT_POLICY})")
+    serve.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to serve: reference, or cosmos in Cosmos Policy's environment (default {DEFAULT_POLICY})")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only: the protocol has no authentication)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one, printed on start)")
     serve.add_argument("--threads", type=int, default=0, help="torch threads of the served model (default 0: torch's own choice)")
+    from stress.policies.cosmos_server import add_arguments as add_cosmos_arguments  # light: numpy + msgpack
+
+    add_cosmos_arguments(serve)
 
     bench = sub.add_parser("bench", help="measure render-on-demand speed-up, runner overhead and memory")
     bench.add_argument("--suite", default=DEFAULT_SUITE)
@@ -381,6 +384,7 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
     remote = [s for s in specs if s.policy == "remote"]
     if not remote:
         return None
+    from stress.envs import simulator_of
     from stress.policies.remote import check_compatible, probe
 
     metadata, seen = None, {}
@@ -390,7 +394,8 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
         if url not in seen:
             seen[url] = probe(url)
         metadata = seen[url]
-        check_compatible(metadata, url, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"))
+        check_compatible(metadata, url, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
+                         instruction=simulator_of(spec.suite).tasks(spec.suite)[spec.task_id] if "instructions" in metadata else None)
     return metadata
 
 
@@ -1088,27 +1093,35 @@ def _print_evaluation(figures: dict) -> None:
 
 
 def cmd_serve(args) -> int:
-    from stress.policies import policy_class
+    from stress.policies import policy_class, policy_names
     from stress.policies.base import Observation
+    from stress.policies.cosmos_server import given_flags, make_server
     from stress.policies.serve import PolicyServer
 
-    if args.policy == "remote":
-        raise UserError("policy 'remote' cannot be served (it is the client); valid: reference")
-    cls = policy_class(args.policy)
-    if not hasattr(cls, "serving_metadata"):
-        raise UserError(f"policy {args.policy!r} cannot be served (it reads the simulator's state, not images); valid: reference")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port} invalid; valid: 0-65535")
     if args.threads < 0:
         raise UserError(f"--threads {args.threads} invalid; valid: 0 (torch's choice) or more")
-    if args.threads:
-        import torch
+    if args.policy != "cosmos" and given_flags(args):
+        raise UserError(f"{', '.join(given_flags(args))} only apply to --policy cosmos; got --policy {args.policy!r}")
+    if args.policy == "cosmos":  # normally run in Cosmos Policy's own environment (docs/cosmos-policy.md)
+        server = make_server(args)
+    else:
+        if args.policy == "remote":
+            raise UserError("policy 'remote' cannot be served (it is the client); valid: reference, cosmos")
+        if args.policy not in policy_names():
+            raise choice_error("policy", args.policy, ("reference", "cosmos"))
+        cls = policy_class(args.policy)
+        if not hasattr(cls, "serving_metadata"):
+            raise UserError(f"policy {args.policy!r} cannot be served (it reads the simulator's state, not images); valid: reference, cosmos")
+        if args.threads:
+            import torch
 
-        torch.set_num_threads(args.threads)
-    first = cls()
-    server = PolicyServer(cls, first.serving_metadata(), host=args.host, port=args.port, observation_type=Observation, user_errors=(UserError,))
-    server._idle.append(first)
-    identity = f"{first.name}:{server.metadata['policy']['version']}"
+            torch.set_num_threads(args.threads)
+        first = cls()
+        server = PolicyServer(cls, first.serving_metadata(), host=args.host, port=args.port, observation_type=Observation, user_errors=(UserError,))
+        server._idle.append(first)
+    identity = "{name}:{version}".format(**server.metadata["policy"])
     try:
         server.serve_forever(ready=lambda port: print(f"stress serve: {identity} on ws://{args.host}:{port}", file=sys.stderr, flush=True))
     except OSError as exc:

@@ -112,9 +112,12 @@ def probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> dict:
 
 
 def check_compatible(metadata: dict, url: str, modes=(), aggregation: str | None = None, image_size: int | None = None,
-                     cameras=("agentview", "wrist"), served: str | None = None) -> None:
+                     cameras=("agentview", "wrist"), served: str | None = None, instruction: str | None = None) -> None:
     """Does the served policy fit the task and run? UserError naming the first mismatch."""
     where = f"policy server {url}"
+    served_instructions = metadata.get("instructions")  # optional (Cosmos: its T5 cache; anything else would load T5-11B)
+    if instruction is not None and isinstance(served_instructions, list) and instruction not in served_instructions:
+        raise UserError(f"{where} cannot serve the instruction {instruction!r} (not among its {len(served_instructions)} cached instructions); valid: tasks whose instruction it lists in its metadata")
     if metadata["action_dim"] != ACTION_DIM:
         raise UserError(f"{where} has action dimension {metadata['action_dim']}; LIBERO's OSC controller needs {ACTION_DIM}")
     if metadata["proprio_dim"] != 9:
