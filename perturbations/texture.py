@@ -1,8 +1,16 @@
 """Textures and colours of the table, floor, walls and objects (model layer).
 
-Surfaces are found by name in every LIBERO scene: ``table`` = visual geoms of a body whose name contains
-"table" (plain table, living-room table, study desk), ``floor`` = geoms named or textured "floor",
-``walls`` = geoms named "wall*", ``objects`` = the task's objects and fixtures (``env.raw.obj_body_id``).
+Surfaces are found by name among the geoms the cameras render (``env.visual_geom_groups``): ``table`` =
+geoms of a body whose name contains "table" (plain table, living-room table, study desk), ``floor`` =
+geoms named or textured "floor", ``walls`` = geoms named "wall*", ``objects`` = the task's objects and
+fixtures (``env.object_bodies``); a surface on no geom comes from the env (``env.surface_textures``).
+
+On ALOHA (gym-aloha's scene has no textures; the adapter adds them at build time, rendering exactly like
+the stock scene): ``table`` = the tabletop, whose texture is a blank white canvas under its grey rgba,
+so hue mode recolours that rgba (a grey table keeps its hue: only ``value`` shows) and pattern/solid
+paint the canvas (the mesh has no texture coordinates, so a pattern shows as bands across the table);
+``walls`` = the black backdrop (a skybox: hue mode leaves black black, pattern/solid paint it);
+``floor`` = nothing (the table stands in the void); ``objects`` = the cube, or the peg and socket.
 
 Table, floor and walls get one of three treatments of their texture pixels (or, for an untextured
 surface, of its material/geom colour):
@@ -159,6 +167,7 @@ class Texture(Perturbation):
     name = "texture"
     layer = Layer.MODEL
     preserves_physics = True
+    simulators = ("libero", "aloha")
     summary = "textures and colours of table, floor, walls (hue shift, random pattern, solid colour) and object tint"
     severity_meaning = (
         "1: table hue +-30 deg; 2: table, floor hue +-60 deg; 3: table, floor, walls hue +-90 deg, objects tinted 30%; "
@@ -208,11 +217,11 @@ class Texture(Perturbation):
     def apply_model(self, env, params: dict[str, Any]) -> None:
         if self.is_identity(params):
             return
-        model = env.raw.sim.model._model  # rgba fields and textures are pristine when this hook runs
-        objects = tuple(env.raw.obj_body_id)
+        model = env.model  # rgba fields and textures are pristine when this hook runs
+        objects = tuple(env.object_bodies)
         done: set[tuple[str, int]] = set()  # textures/materials shared by several geoms are changed once
         for geom in range(model.ngeom):
-            if model.geom_group[geom] != 1:  # group 1 = LIBERO's visual geoms (group 0: collision, unseen)
+            if model.geom_group[geom] not in env.visual_geom_groups:  # LIBERO: group 0 = unrendered collision geoms
                 continue
             surface = _surface_of(model, geom, objects)
             if surface is None or surface not in params or (surface in SURFACES and surface_is_identity(params[surface])):
@@ -221,6 +230,9 @@ class Texture(Perturbation):
             tex = model.mat_texid[mat, RGB_ROLE] if mat >= 0 else -1
             target = ("material", mat) if mat >= 0 else ("geom", geom)
             if surface != "objects" and tex >= 0:
+                if tex in env.canvas_textures:  # a blank white canvas (ALOHA's table): the colour is the geom's rgba
+                    self._paint_canvas(env, model, geom, tex, params[surface], done)
+                    continue
                 target = ("texture", tex)
             if target in done:
                 continue
@@ -235,6 +247,23 @@ class Texture(Perturbation):
                 rgba[:3] = (1.0 - strength) * rgba[:3] + strength * tint
             else:
                 rgba[:3] = recolour(rgba[:3], params[surface])
+        # surfaces on no geom (ALOHA's backdrop skybox as "walls")
+        for surface, textures in env.surface_textures.items():
+            if surface in params and not surface_is_identity(params[surface]):
+                for tex in textures:
+                    env.set_texture_data(tex, self._pixels(model, tex, params[surface]))
+
+    def _paint_canvas(self, env, model, geom: int, tex: int, spec: dict[str, Any], done: set) -> None:
+        """A surface whose texture is blank white takes its colour from the geom's rgba (which wins over
+        the material's): hue mode recolours that rgba; pattern and solid paint the texture and turn the
+        rgba white, so the painted colours show as given."""
+        if spec.get("mode", "hue") == "hue":
+            model.geom_rgba[geom, :3] = recolour(model.geom_rgba[geom, :3], spec)
+            return
+        if ("texture", tex) not in done:
+            done.add(("texture", tex))
+            env.set_texture_data(tex, self._pixels(model, tex, spec))
+        model.geom_rgba[geom, :3] = 1.0
 
     @staticmethod
     def _pixels(model, tex: int, spec: dict[str, Any]) -> np.ndarray:

@@ -125,6 +125,25 @@ def asset_path(name: str):
     return ASSETS_DIR / name
 
 
+# Surfaces the texture family can edit: the stock scene has no textures, so the table gets a blank (white)
+# texture under its own grey rgba and the scene a black skybox backdrop. White x rgba and a black skybox
+# render exactly like the stock scene (tested), so the clean images stay gym-aloha's.
+TABLE_TEXTURE, BACKDROP_TEXTURE = "stress_table", "stress_backdrop"
+TABLE_TEXTURE_PX, BACKDROP_TEXTURE_PX = 256, 64  # skybox: 6 faces of 64 x 64
+
+
+def add_surface_textures(spec: "mujoco.MjSpec") -> None:
+    """Give the table a blank texture and the scene a black backdrop (see TABLE_TEXTURE)."""
+    flat = mujoco.mjtBuiltin.mjBUILTIN_FLAT
+    spec.add_texture(name=TABLE_TEXTURE, type=mujoco.mjtTexture.mjTEXTURE_2D, builtin=flat,
+                     width=TABLE_TEXTURE_PX, height=TABLE_TEXTURE_PX, rgb1=[1, 1, 1], rgb2=[1, 1, 1])
+    material = spec.add_material(name=TABLE_TEXTURE)
+    material.textures[mujoco.mjtTextureRole.mjTEXROLE_RGB] = TABLE_TEXTURE
+    spec.geom("table").material = TABLE_TEXTURE  # its explicit rgba (0.2 grey) still colours it
+    spec.add_texture(name=BACKDROP_TEXTURE, type=mujoco.mjtTexture.mjTEXTURE_SKYBOX, builtin=flat,
+                     width=BACKDROP_TEXTURE_PX, height=BACKDROP_TEXTURE_PX, rgb1=[0, 0, 0], rgb2=[0, 0, 0])
+
+
 def build_physics(xml_name: str, scene=()):
     """A dm_control ``Physics`` of one gym-aloha scene, compiled through ``MjSpec`` so scene edits
     (textures, bodies) can be made on the spec before compiling. ``scene``: scene-layer
@@ -133,6 +152,7 @@ def build_physics(xml_name: str, scene=()):
     from dm_control.mujoco.wrapper import MjModel
 
     spec = mujoco.MjSpec.from_file(str(asset_path(xml_name)))
+    add_surface_textures(spec)
     for scene_spec in scene:
         fam = family(scene_spec.name)
         if not hasattr(fam, "edit_spec"):
@@ -211,6 +231,7 @@ class AlohaEnv(SimEnv):
     simulator = "aloha"
     cameras = CAMERAS
     camera_names = {c: c for c in CAMERAS}
+    visual_geom_groups = (0, 1)  # gym-aloha renders every geom (the table is group 1, the rest 0)
     action_dim = ACTION_DIM
     proprio_dim = ACTION_DIM  # gym-aloha's agent_pos: per arm 6 joints and the normalised gripper
     control_hz = 50
@@ -240,6 +261,8 @@ class AlohaEnv(SimEnv):
             self._object_qpos[name] = int(self.model.jnt_qposadr[self.model.body_jntadr[body.id]])
         self.object_bodies = {name: self.model.body(name).id for name in TASK_OBJECTS[self.task]}
         self.target_object = TASK_OBJECTS[self.task][0]
+        self.surface_textures = {"walls": (self.model.texture(BACKDROP_TEXTURE).id,)}  # the backdrop is on no geom
+        self.canvas_textures = frozenset({self.model.texture(TABLE_TEXTURE).id})
         # what success means, as (predicate, object, target) like LIBERO's goal: the signatures read it
         self.goal = [["held_by", "box", "vx300s_left/gripper_link"]] if self.task == "transfer_cube" else [["in", "peg", "socket"]]
         self.init_index: int | None = None

@@ -81,6 +81,7 @@ class SimEnv:
     cameras: ClassVar[tuple[str, ...]]
     camera_names: ClassVar[dict[str, str]]  # ours -> MuJoCo's
     camera_geom_group: ClassVar[dict[str, int]] = {}  # geom groups seen by one camera only (visual-only bodies)
+    visual_geom_groups: ClassVar[tuple[int, ...]] = (0, 1, 2)  # the groups the cameras render (MuJoCo's default)
     action_dim: ClassVar[int]
     proprio_dim: ClassVar[int]
     settle_steps: ClassVar[int] = 0
@@ -95,6 +96,8 @@ class SimEnv:
     max_steps: int
     target_object: str | None = None
     object_bodies: dict[str, int]  # the task's objects: name -> MuJoCo body id
+    surface_textures: dict[str, tuple[int, ...]] = {}  # textures of a surface on no geom (ALOHA's skybox: "walls")
+    canvas_textures: frozenset[int] = frozenset()  # blank white textures whose geom's rgba gives the colour (ALOHA's table)
 
     def _init_protocol_state(self, scene_specs: tuple[PerturbationSpec, ...]) -> None:
         """Called by the adapter at the end of building (model and data exist)."""

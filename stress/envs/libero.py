@@ -109,6 +109,7 @@ class LiberoEnv(SimEnv):
     simulator = "libero"
     cameras = CAMERAS
     camera_names = CAMERA_NAMES
+    visual_geom_groups = (1,)  # group 0 holds LIBERO's collision geoms, which the cameras do not render
     camera_geom_group = CAMERA_GEOM_GROUP
     action_dim = 7  # OSC_POSE delta: dx dy dz, droll dpitch dyaw, gripper
     proprio_dim = 9  # gripper qpos (2), end-effector position (3), quaternion (4, xyzw)

@@ -1,0 +1,78 @@
+"""The visual families on ALOHA (gym-aloha's scene): the textures the adapter adds render exactly like the
+stock scene, every texture level changes the image and nothing leaks into the next episode or the physics."""
+
+import numpy as np
+import pytest
+
+from perturbations.base import PerturbationSpec
+from stress.envs.aloha import CAMERAS, XML, AlohaEnv, asset_path, init_states
+
+SIZE = 64
+PHYSICS_FIELDS = ("body_mass", "body_inertia", "geom_friction", "geom_size", "dof_damping", "dof_frictionloss")
+
+
+@pytest.fixture(scope="module")
+def env():
+    built = AlohaEnv("aloha", "insertion", image_size=SIZE)
+    yield built
+    built.close()
+
+
+def images(env):
+    return {camera: env.render(camera) for camera in CAMERAS}
+
+
+def test_added_textures_render_like_the_stock_scene(env):
+    """The blank table texture under its grey rgba and the black backdrop change no pixel of the clean scene."""
+    from dm_control import mujoco as dm_mujoco
+    from gym_aloha.constants import START_ARM_POSE
+
+    stock = dm_mujoco.Physics.from_xml_path(str(asset_path(XML["insertion"])))
+    stock.model.light_castshadow[:] = 0
+    assert stock.model.ntex == 0 and env.model.ntex == 2
+    stock.data.qpos[:16], stock.data.qpos[16:] = START_ARM_POSE, init_states("aloha", 1)[3]
+    stock.forward()
+    expected = {camera: stock.render(SIZE, SIZE, camera_id=camera) for camera in CAMERAS}
+    stock.free()
+    env.reset(3)
+    for camera, image in images(env).items():
+        np.testing.assert_array_equal(image, expected[camera], err_msg=camera)
+
+
+def test_texture_every_level_changes_the_image_and_nothing_leaks(env):
+    env.reset(0)
+    clean, qpos = images(env), env.data.qpos.copy()
+    physics = {field: getattr(env.model, field).copy() for field in PHYSICS_FIELDS}
+    textures = env.model.tex_data.copy()
+    changes = []
+    for level in range(1, 6):
+        env.reset(0, (PerturbationSpec("texture", level, seed=0),))
+        change = env.perturbations[0].realisation["image_change"]
+        assert min(change.values()) > 0.5, (level, change)  # the table is in every camera's view
+        changes.append(change["top"])
+        np.testing.assert_array_equal(env.data.qpos, qpos)
+        for field, value in physics.items():
+            np.testing.assert_array_equal(getattr(env.model, field), value, err_msg=field)
+    assert changes[0] < changes[2] < changes[4], changes
+    env.reset(0, (PerturbationSpec("texture", 5, seed=1),))
+    assert not np.array_equal(env.render("top"), clean["top"])
+    env.reset(0)
+    for camera, image in images(env).items():
+        np.testing.assert_array_equal(image, clean[camera], err_msg=camera)
+    np.testing.assert_array_equal(env.model.tex_data, textures)
+
+
+def test_texture_surfaces_mean_table_backdrop_objects(env):
+    env.reset(0)
+    seg = env.segmentation("top")
+    table = seg == env.model.geom("table").id
+    backdrop = seg == -1
+    clean = env.render("top").astype(int)
+    red = {"mode": "solid", "colour": [1.0, 0.0, 0.0]}
+    for params, where in (({"table": red}, table), ({"walls": red}, backdrop)):
+        env.reset(0, (PerturbationSpec("texture", params=params),))
+        changed = np.any(env.render("top").astype(int) != clean, axis=-1)
+        assert changed[where].mean() > 0.95 and changed[~where].mean() < 0.1, params  # edges: anti-aliasing
+    env.reset(0, (PerturbationSpec("texture", params={"objects": {"tint": [0.0, 1.0, 0.0], "strength": 1.0}}),))
+    np.testing.assert_allclose(env.model.geom_rgba[env.model.geom("red_peg").id], [0.0, 1.0, 0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(env.model.geom_rgba[env.model.geom("table").id], [0.2, 0.2, 0.2, 1.0], atol=1e-6)
