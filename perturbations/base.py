@@ -142,6 +142,15 @@ class Perturbation:
         its declaration cannot say (keys allowed per mode, keys required together)."""
         self.space.validate(self.name, params)
 
+    def space_for(self, simulator_cameras: tuple[str, ...]) -> ParamSpace:
+        """The parameter space on a simulator with these cameras (validation and search use it): ``space``
+        unless the family's parameters are named after the cameras (``camera``)."""
+        return self.space
+
+    def check_params_on(self, params: dict[str, Any], simulator_cameras: tuple[str, ...]) -> None:
+        """``check_params`` on a simulator with these cameras."""
+        self.check_params(params)
+
     def is_identity(self, params: dict[str, Any]) -> bool:
         return params == self.identity_params()
 
@@ -253,7 +262,7 @@ def validate(spec: PerturbationSpec, simulator_cameras: tuple[str, ...] = CAMERA
     if spec.params is not None:
         if not isinstance(spec.params, dict):
             raise UserError(f"params of {spec.name!r} must be an object, got {type(spec.params).__name__}")
-        fam.check_params(spec.params)
+        fam.check_params_on(spec.params, simulator_cameras)
     return fam
 
 
@@ -278,7 +287,7 @@ def parameters_for(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: 
     rng = family_rng(spec)
     for _ in range(attempt + 1):
         params = fam.sample(spec.severity, rng, cameras)
-    fam.check_params(params)
+    fam.check_params_on(params, simulator_cameras)
     return params
 
 

@@ -21,6 +21,14 @@ Severity (magnitudes; signs and directions are drawn from the family's generator
     4      22 deg / 12 deg         x0.85 | 1.18   +-9 deg        9 deg          2.0 cm        +-12 deg
     5      30 deg / 15 deg         x0.80 | 1.25   +-12 deg      12 deg          3.0 cm        +-15 deg
 
+On ALOHA the parameter groups are named after its cameras: ``top`` (the scene camera, orbited like
+agentview; fovy 78) and ``left_wrist`` / ``right_wrist`` (on the hands, turned and shifted like the wrist
+camera; fovy 20). Field-of-view changes and wrist rotations are scaled by the camera's fovy over its
+LIBERO counterpart's (a 12 deg turn of a 20 deg view would leave little of it). gym-aloha's cameras are
+``targetbody`` look-at cameras (MuJoCo recomputes their orientation, ignoring ``cam_quat``; ``top`` looks
+straight down, so yaw about the vertical would not move it): a perturbed one is first frozen as a fixed
+camera at its current orientation (``cam_mode``, restored at every reset), then edited as on LIBERO.
+
 Realisation: per targeted camera the mean absolute pixel change (0-255) against the clean render of
 the same state, and the pose actually achieved in the world (position shift in m, rotation in degrees,
 fovy change); a targeted camera whose image did not change is not realised.
@@ -28,6 +36,7 @@ fovy change); a targeted camera whose image did not change is not realised.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 import mujoco
@@ -35,9 +44,12 @@ import numpy as np
 
 from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, register
 from perturbations.space import Group, ParamSpace, Real, Vector
-from stress.envs.cameras import CAMERA_NAMES
+from stress.errors import UserError
 
-BASE_FOVY = {"agentview": 45.0, "wrist": 75.0}  # LIBERO's cameras; sampled fovy = base + change
+# every simulator's cameras (LIBERO's first): their stock fovy and the LIBERO camera whose rig they share
+BASE_FOVY = {"agentview": 45.0, "wrist": 75.0, "top": 78.0, "left_wrist": 20.0, "right_wrist": 20.0}
+RIG = {"agentview": "agentview", "wrist": "wrist", "top": "agentview", "left_wrist": "wrist", "right_wrist": "wrist"}
+SIMULATOR_OF = {"agentview": "LIBERO", "wrist": "LIBERO", "top": "ALOHA", "left_wrist": "ALOHA", "right_wrist": "ALOHA"}
 # level -> (yaw deg, pitch deg, distance change, agentview fovy change, wrist rotation deg, wrist shift m, wrist fovy change)
 LEVELS = {
     1: (5.0, 3.0, 0.04, 2.0, 2.0, 0.005, 3.0),
@@ -84,48 +96,45 @@ class Camera(Perturbation):
     layer = Layer.MODEL
     per_camera = True
     preserves_physics = True
+    simulators = ("libero", "aloha")
     summary = "camera pose and field of view: agentview orbited/zoomed about the table, wrist camera turned/shifted on the hand"
     severity_meaning = (
         "agentview yaw 5/10/15/22/30 deg, pitch 3/6/9/12/15 deg, distance x0.96-1.04 .. x0.8-1.25, fovy +-2..12 deg; "
         "wrist rotation 2/4/6/9/12 deg, shift 0.5/1/1.5/2/3 cm, fovy +-3..15 deg"
     )
-    space = ParamSpace(
-        Group("agentview", (
-            Real("yaw", -MAX_YAW, MAX_YAW, "deg", "orbit about the vertical through the pivot", identity=0.0, step=2.0),
-            Real("pitch", -MAX_PITCH, MAX_PITCH, "deg", "raise (+) or lower (-) about the pivot", identity=0.0, step=1.0),
-            Real("distance_scale", 0.25, 4.0, "", "factor on the distance to the pivot", identity=1.0, step=0.02),
-            Real("fovy", 0.0, 180.0, "deg", "vertical field of view (LIBERO: 45)", identity=BASE_FOVY["agentview"], step=2.0, low_open=True, high_open=True),
-        ), "agentview, orbited about its pivot (where its optical axis meets the target's height); each field optional"),
-        Group("wrist", (
-            Vector("rotation", 3, -MAX_ROTATION, MAX_ROTATION, "deg", "[rx, ry, rz] rotation vector in the camera frame (x right, y up, z backwards)", identity=0.0, step=2.0),
-            Vector("translation", 3, -MAX_TRANSLATION, MAX_TRANSLATION, "m", "[dx, dy, dz] shift in the camera frame", identity=0.0, step=0.005),
-            Real("fovy", 0.0, 180.0, "deg", "vertical field of view (LIBERO: 75)", identity=BASE_FOVY["wrist"], step=2.0, low_open=True, high_open=True),
-        ), "wrist camera, turned and shifted on the hand; each field optional"),
-    )
+    space = None  # set below: LIBERO's cameras (docs and the declared default); space_for gives each simulator's
+
+    def space_for(self, simulator_cameras: tuple[str, ...]) -> ParamSpace:
+        return camera_space(tuple(simulator_cameras))
+
+    def check_params_on(self, params: dict[str, Any], simulator_cameras: tuple[str, ...]) -> None:
+        camera_space(tuple(simulator_cameras)).validate(self.name, params)
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         yaw, pitch, distance, fovy, rotation, shift, wrist_fovy = LEVELS[severity]
         params: dict[str, Any] = {}
-        if "agentview" in cameras:
-            params["agentview"] = {
-                "yaw": _signed(rng, yaw),
-                "pitch": _signed(rng, pitch),
-                "distance_scale": 1.0 + distance if rng.integers(2) else 1.0 / (1.0 + distance),
-                "fovy": BASE_FOVY["agentview"] + _signed(rng, fovy),
-            }
-        if "wrist" in cameras:
-            params["wrist"] = {
-                "rotation": _direction(rng, rotation),
-                "translation": _direction(rng, shift),
-                "fovy": BASE_FOVY["wrist"] + _signed(rng, wrist_fovy),
-            }
+        for camera in (c for c in BASE_FOVY if c in cameras):  # a fixed order: LIBERO's draws are unchanged
+            scale = BASE_FOVY[camera] / BASE_FOVY[RIG[camera]]  # exactly 1 on LIBERO
+            if RIG[camera] == "agentview":
+                params[camera] = {
+                    "yaw": _signed(rng, yaw),
+                    "pitch": _signed(rng, pitch),
+                    "distance_scale": 1.0 + distance if rng.integers(2) else 1.0 / (1.0 + distance),
+                    "fovy": BASE_FOVY[camera] + _signed(rng, fovy * scale),
+                }
+            else:
+                params[camera] = {
+                    "rotation": _direction(rng, rotation * scale),
+                    "translation": _direction(rng, shift),
+                    "fovy": BASE_FOVY[camera] + _signed(rng, wrist_fovy * scale),
+                }
         return params
 
     def changed_cameras(self, params: dict[str, Any]) -> tuple[str, ...]:
         """The cameras whose parameters differ from the identity (a camera given at identity is left alone,
         as an absent one: moving it there and back could change its pose by rounding)."""
         out = []
-        for group in self.space.params:
+        for group in camera_space(tuple(c for c in BASE_FOVY if c in params)).params:
             values = params.get(group.name) or {}
             for f in group.fields:
                 identity = [f.identity] * f.length if isinstance(f, Vector) else f.identity
@@ -138,13 +147,16 @@ class Camera(Perturbation):
         return not self.changed_cameras(params)
 
     def apply_model(self, env, params: dict[str, Any]) -> None:
-        model = env.raw.sim.model._model  # cam_* fields are restored to pristine before this hook runs
-        changed = self.changed_cameras(params)
-        if "agentview" in changed:
-            self._orbit(env, model, self._cam_id(env, "agentview"), params["agentview"])
-        if "wrist" in changed:
-            cam = self._cam_id(env, "wrist")
-            values = params["wrist"]
+        model = env.model  # cam_* fields are restored to pristine before this hook runs
+        for camera in self.changed_cameras(params):
+            if camera not in env.cameras:  # explicit params validated for another simulator
+                raise UserError(f"camera parameters for {camera!r} on {env.simulator}; valid: {', '.join(env.cameras)}")
+            cam = env.camera_id(camera)
+            _freeze(model, env.data, cam)
+            if RIG[camera] == "agentview":
+                self._orbit(env, model, cam, params[camera])
+                continue
+            values = params[camera]
             rotation = np.deg2rad(np.asarray(values.get("rotation", [0.0, 0.0, 0.0]), dtype=float))
             angle = float(np.linalg.norm(rotation))
             quat = model.cam_quat[cam].copy()
@@ -156,19 +168,15 @@ class Camera(Perturbation):
                 model.cam_fovy[cam] = values["fovy"]
 
     @staticmethod
-    def _cam_id(env, camera: str) -> int:
-        return env.raw.sim.model.camera_name2id(CAMERA_NAMES[camera])
-
-    @staticmethod
     def _orbit(env, model, cam: int, values: dict[str, Any]) -> None:
         if model.cam_bodyid[cam] != 0:
-            raise InvalidScene("agentview camera is not fixed to the world; cannot orbit it")
+            raise InvalidScene("scene camera is not fixed to the world; cannot orbit it")
         pos, quat = model.cam_pos[cam].copy(), model.cam_quat[cam].copy()
         rot = _matrix(quat)
         forward, right = -rot[:, 2], rot[:, 0]  # MuJoCo cameras look along -z, x is image right
         height = env.object_position(env.target_object)[2]
         if forward[2] >= -1e-6 or pos[2] <= height:
-            raise InvalidScene("agentview camera does not look down at the target's height; cannot orbit it")
+            raise InvalidScene("scene camera does not look down at the target's height; cannot orbit it")
         pivot = pos + forward * (height - pos[2]) / forward[2]
         # pitch turns about the camera's horizontal right axis; negative angle raises a camera that looks down
         right_h = np.array([right[0], right[1], 0.0])
@@ -177,7 +185,8 @@ class Camera(Perturbation):
         offset = np.zeros(3)
         mujoco.mju_rotVecQuat(offset, pos - pivot, turn)
         elevation = np.degrees(np.arcsin(offset[2] / np.linalg.norm(offset)))
-        if not MIN_ELEVATION <= elevation <= MAX_ELEVATION:
+        # (no pitch: the stock elevation stands, e.g. ALOHA's top camera looking straight down, 90 deg)
+        if values.get("pitch", 0.0) and not MIN_ELEVATION <= elevation <= MAX_ELEVATION:
             raise InvalidScene(f"agentview elevation {elevation:.1f} deg after pitch; valid: {MIN_ELEVATION:g}-{MAX_ELEVATION:g}")
         model.cam_pos[cam] = pivot + offset * values.get("distance_scale", 1.0)
         model.cam_quat[cam] = _mul(turn, quat)
@@ -188,11 +197,11 @@ class Camera(Perturbation):
         cameras = self.changed_cameras(params)
         if not cameras:
             return {}
-        data = env.raw.sim.data._data
-        ids = {camera: self._cam_id(env, camera) for camera in cameras}
-        perturbed = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(env.raw.sim.model.cam_fovy[i])) for c, i in ids.items()}
+        data, model = env.data, env.model
+        ids = {camera: env.camera_id(camera) for camera in cameras}
+        perturbed = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
         with env.clean_model():
-            clean = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(env.raw.sim.model.cam_fovy[i])) for c, i in ids.items()}
+            clean = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
         change = env.image_change_vs_clean(cameras)
         record = {"image_change": change, "pose_change": {}}
         for camera in cameras:
@@ -206,3 +215,47 @@ class Camera(Perturbation):
             if change[camera] == 0.0:
                 raise NotRealised(f"camera perturbation left camera {camera} unchanged")
         return record
+
+
+def _freeze(model, data, cam: int) -> None:
+    """Make a look-at camera (mode targetbody/targetbodycom: MuJoCo recomputes its orientation, ignoring
+    ``cam_quat``) a fixed one at its current orientation relative to its body; ``cam_mode`` is restored at
+    every reset. A fixed camera is left alone."""
+    if model.cam_mode[cam] == int(mujoco.mjtCamLight.mjCAMLIGHT_FIXED):
+        return
+    body_quat, cam_quat = np.zeros(4), np.zeros(4)
+    mujoco.mju_mat2Quat(cam_quat, data.cam_xmat[cam])
+    mujoco.mju_negQuat(body_quat, data.xquat[model.cam_bodyid[cam]])
+    model.cam_quat[cam] = _mul(body_quat, cam_quat)
+    model.cam_mode[cam] = int(mujoco.mjtCamLight.mjCAMLIGHT_FIXED)
+
+
+def _orbit_group(camera: str) -> Group:
+    fovy = BASE_FOVY[camera]
+    return Group(camera, (
+        Real("yaw", -MAX_YAW, MAX_YAW, "deg", "orbit about the vertical through the pivot", identity=0.0, step=2.0),
+        Real("pitch", -MAX_PITCH, MAX_PITCH, "deg", "raise (+) or lower (-) about the pivot", identity=0.0, step=1.0),
+        Real("distance_scale", 0.25, 4.0, "", "factor on the distance to the pivot", identity=1.0, step=0.02),
+        Real("fovy", 0.0, 180.0, "deg", f"vertical field of view ({SIMULATOR_OF[camera]}: {fovy:g})", identity=fovy, step=2.0, low_open=True, high_open=True),
+    ), f"{camera}, orbited about its pivot (where its optical axis meets the target's height); each field optional")
+
+
+def _mount_group(camera: str) -> Group:
+    fovy = BASE_FOVY[camera]
+    return Group(camera, (
+        Vector("rotation", 3, -MAX_ROTATION, MAX_ROTATION, "deg", "[rx, ry, rz] rotation vector in the camera frame (x right, y up, z backwards)", identity=0.0, step=2.0),
+        Vector("translation", 3, -MAX_TRANSLATION, MAX_TRANSLATION, "m", "[dx, dy, dz] shift in the camera frame", identity=0.0, step=0.005),
+        Real("fovy", 0.0, 180.0, "deg", f"vertical field of view ({SIMULATOR_OF[camera]}: {fovy:g})", identity=fovy, step=2.0, low_open=True, high_open=True),
+    ), f"{camera} camera, turned and shifted on the hand; each field optional")
+
+
+@cache
+def camera_space(cameras: tuple[str, ...]) -> ParamSpace:
+    """The parameters on a simulator with these cameras: one optional group per camera, named after it."""
+    unknown = [c for c in cameras if c not in BASE_FOVY]
+    if unknown:
+        raise UserError(f"camera perturbation has no rig for camera {unknown[0]!r}; valid: {', '.join(BASE_FOVY)}")
+    return ParamSpace(*(_orbit_group(c) if RIG[c] == "agentview" else _mount_group(c) for c in cameras))
+
+
+Camera.space = camera_space(CAMERAS)

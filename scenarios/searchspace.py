@@ -157,12 +157,13 @@ def _fmt(value) -> str:
 SEVERITY_AXIS = GridAxis("severity", 1, 5, "level")
 
 
-def family_axes(name: str) -> tuple[tuple, bool]:
-    """A family's search axes and whether it is searched by severity (no declared axis)."""
+def family_axes(name: str, simulator_cameras: tuple[str, ...]) -> tuple[tuple, bool]:
+    """A family's search axes on a simulator with these cameras and whether it is searched by severity (no
+    declared axis)."""
     from perturbations.base import family
 
     fam = family(name)
-    space = getattr(fam, "space", None)
+    space = fam.space_for(simulator_cameras) if getattr(fam, "space", None) is not None else None
     axes = tuple(space.axes()) if space is not None else ()
     return (axes, False) if axes else ((SEVERITY_AXIS,), True)
 
@@ -206,7 +207,7 @@ def suite_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds
     families, by_severity = {}, set()
     for name in family_names:
         family(name)  # unknown name -> UserError listing the valid ones
-        families[name], severity = family_axes(name)
+        families[name], severity = family_axes(name, sim.cameras)
         if severity:
             by_severity.add(name)
     families = limit_axes(families, limits or {})
@@ -216,7 +217,9 @@ def suite_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds
 def perturbation_specs(space: SearchSpace, point: dict) -> tuple:
     """The point's perturbations as PerturbationSpecs: explicit parameters from the grid, or a severity."""
     from perturbations.base import PerturbationSpec, family
+    from stress.envs import simulator_of
 
+    cameras = simulator_of(space.suite).cameras
     ctx = space.context_values(point)
     out = []
     for name, indices in point["families"].items():
@@ -225,7 +228,7 @@ def perturbation_specs(space: SearchSpace, point: dict) -> tuple:
             out.append(PerturbationSpec(name, int(indices["severity"]), seed, ctx["camera"]))
             continue
         fam = family(name)
-        params = fam.space.params_from_axes(indices)
+        params = fam.space_for(cameras).params_from_axes(indices)
         out.append(PerturbationSpec(name, grid_severity(space.families[name], indices), seed, ctx["camera"], params))
     return tuple(out)
 

@@ -220,5 +220,5 @@ def test_cli_run_show_replay_on_aloha_under_lighting(tmp_path):
     assert replayed.returncode == 0 and "matches" in replayed.stdout, replayed.stdout + replayed.stderr[-1000:]
     bad = subprocess.run([*cli, "run", "--suite", "aloha", "--tasks", "2", "--policy", "aloha-expert", "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "task 2 not in suite aloha; valid: 0-1" in bad.stderr and "Traceback" not in bad.stderr
-    bad = subprocess.run([*cli, "run", "--suite", "aloha", "--perturb", "camera", "--policy", "aloha-expert", "--out", str(out)], capture_output=True, text=True)
-    assert bad.returncode == 2 and "'camera' does not support simulator aloha" in bad.stderr and "Traceback" not in bad.stderr
+    bad = subprocess.run([*cli, "run", "--suite", "aloha", "--perturb", "occluder", "--policy", "aloha-expert", "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "'occluder' does not support simulator aloha" in bad.stderr and "Traceback" not in bad.stderr

@@ -76,3 +76,41 @@ def test_texture_surfaces_mean_table_backdrop_objects(env):
     env.reset(0, (PerturbationSpec("texture", params={"objects": {"tint": [0.0, 1.0, 0.0], "strength": 1.0}}),))
     np.testing.assert_allclose(env.model.geom_rgba[env.model.geom("red_peg").id], [0.0, 1.0, 0.0, 1.0], atol=1e-6)
     np.testing.assert_allclose(env.model.geom_rgba[env.model.geom("table").id], [0.2, 0.2, 0.2, 1.0], atol=1e-6)
+
+
+@pytest.mark.parametrize("target", ["top", "right_wrist"])
+def test_camera_every_level_moves_only_the_targeted_camera_and_nothing_leaks(env, target):
+    """gym-aloha's look-at cameras are frozen, then orbited (top) or turned and shifted on the hand (wrists)."""
+    env.reset(0)
+    clean = images(env)
+    modes = env.model.cam_mode.copy()
+    for level in range(1, 6):
+        env.reset(0, (PerturbationSpec("camera", level, seed=0, camera=target),))
+        realisation = env.perturbations[0].realisation
+        now = images(env)
+        for camera in CAMERAS:
+            assert np.array_equal(now[camera], clean[camera]) == (camera != target), (level, camera)
+        assert realisation["image_change"][target] > 0.5 and realisation["pose_change"][target]["position_m"] > 0
+    env.reset(0)
+    np.testing.assert_array_equal(env.model.cam_mode, modes)
+    for camera, image in images(env).items():
+        np.testing.assert_array_equal(image, clean[camera], err_msg=camera)
+
+
+def test_camera_parameters_are_named_after_the_simulators_cameras():
+    from perturbations.base import family, parameters_for
+    from scenarios.spec import ScenarioSpec
+    from stress.errors import UserError
+    from stress.runner import check_spec
+
+    params = parameters_for(PerturbationSpec("camera", 5, seed=3), simulator_cameras=CAMERAS)
+    assert set(params) == set(CAMERAS) and params["top"]["fovy"] in (78.0 - 20.8, 78.0 + 20.8)  # 12 deg on 45, scaled to 78
+    assert [axis.name for axis in family("camera").space_for(CAMERAS).axes()][:2] == ["top.yaw", "top.pitch"]
+    spec = ScenarioSpec("aloha", 0, 0, (PerturbationSpec("camera", 2, params={"agentview": {"yaw": 3}}),), policy="aloha-expert", image_size=224)
+    with pytest.raises(UserError, match=r"^unknown camera parameter\(s\) \['agentview'\]; valid: top, left_wrist, right_wrist$"):
+        check_spec(spec)
+    from scenarios.searchspace import perturbation_specs, suite_space
+
+    space = suite_space("aloha", [0], [0], ["camera"])
+    point = space.decode(np.full(space.dims, 0.8))
+    assert [spec.params.keys() <= set(CAMERAS) for spec in perturbation_specs(space, point)] == [True]

@@ -36,7 +36,7 @@ MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid sce
 # MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
 RESTORED_MODEL_FIELDS = (
     "light_diffuse", "light_ambient", "light_specular", "light_pos", "light_dir", "light_active",
-    "cam_pos", "cam_quat", "cam_fovy", "mat_rgba", "geom_rgba", "geom_friction", "body_mass",
+    "cam_pos", "cam_quat", "cam_fovy", "cam_mode", "mat_rgba", "geom_rgba", "geom_friction", "body_mass",
     "body_inertia", "dof_damping", "dof_frictionloss",
 )
 # MuJoCo warnings that mean the physics is no longer trustworthy
