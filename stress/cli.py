@@ -205,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
     bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
+    bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
     bench.add_argument("--remote-throughput", action="store_true",
                        help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
-    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1 (default 10)")
+    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1; --aloha: init states per task in the expert table (default 10)")
     bench.add_argument("--workers", type=int, default=2, help="--remote-throughput: simulator processes (default 2)")
     bench.add_argument("--max-steps", type=int, help="--remote-throughput: step budget per episode (default: the suite's)")
     return parser
@@ -966,6 +967,13 @@ def cmd_bench(args) -> int:
 
         figures = measure(max(20, args.repeats))
         print(json.dumps(figures, indent=1))
+        return 0
+    if args.aloha:
+        from stress.bench_aloha import measure as measure_aloha
+
+        if not 0 <= args.episodes <= 50:
+            raise UserError(f"--episodes {args.episodes} invalid for --aloha; valid: 0-50 (init states per task in the expert's table)")
+        print(json.dumps(measure_aloha(repeats=max(1, args.repeats), n_init=args.episodes), indent=1))
         return 0
     if args.remote_throughput:
         from stress.bench_remote import throughput
