@@ -395,7 +395,7 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
         if url not in seen:
             seen[url] = probe(url)
         metadata = seen[url]
-        check_compatible(metadata, url, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
+        check_compatible(metadata, url, simulator_of(spec.suite), modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
                          instruction=simulator_of(spec.suite).tasks(spec.suite)[spec.task_id] if "instructions" in metadata else None)
     return metadata
 
