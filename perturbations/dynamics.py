@@ -126,12 +126,19 @@ class Dynamics(Perturbation):
             "inertia_scale": _ratio(model.body_inertia[bodies], before["body_inertia"]),
             "damping_scale": _ratio(model.dof_damping, before["dof_damping"]),
         }
+        # a quantity the scene does not have (ALOHA's joints carry no passive damping: its position actuators
+        # do the holding) cannot be scaled: recorded as not applicable; the perturbation must change the rest
+        base = {"friction_scale": before["geom_friction"], "mass_scale": before["body_mass"], "damping_scale": before["dof_damping"]}
+        not_applicable = [key for key in SCALES if float(params.get(key, 1.0)) != 1.0 and not np.any(base[key])]
         for key in SCALES:
             wanted = float(params.get(key, 1.0))
             got = realised[key]
-            if wanted != 1.0 and (got is None or not np.isclose(got, wanted, rtol=1e-9)):
+            if wanted != 1.0 and key not in not_applicable and (got is None or not np.isclose(got, wanted, rtol=1e-9)):
                 raise NotRealised(f"dynamics {key} {wanted:g} realised as {got!r}")
+        if not_applicable and all(float(params.get(key, 1.0)) == 1.0 or key in not_applicable for key in SCALES):
+            raise NotRealised(f"dynamics changed nothing: this scene has no {', '.join(k.removesuffix('_scale') for k in not_applicable)} to scale")
         return {
+            **({"not_applicable": not_applicable} if not_applicable else {}),
             **{key: value for key, value in realised.items() if value is not None},
             "n_geoms": int(np.count_nonzero(before["geom_friction"][:, 0])),
             "n_object_bodies": len(bodies),

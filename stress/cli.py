@@ -880,16 +880,10 @@ def _search_config(args) -> dict:
     if args.candidates < 1:
         raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
     iid = args.iid if args.iid is not None else (0 if "random" in (args.sampler, args.compare) else max(1, args.budget // 5))
-    policy_options, image_size = {}, 128
-    if args.policy == "remote":
-        from stress.policies.remote import probe, served_id
+    from stress.envs import simulator_of
 
-        if not args.policy_server:
-            raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
-        server = probe(args.policy_server)
-        policy_options, image_size = {"served": served_id(server), "server": args.policy_server}, server["image_size"]
-    elif args.policy_server:
-        raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+    options, image_size, _ = _remote_options(args)
+    policy_options, image_size = dict(options), image_size or simulator_of(str(space.get("suite"))).default_image_size
     return {"property": args.property, "properties_file": str(args.properties_file) if args.properties_file else None, "sampler": args.sampler,
             "compare": args.compare, "budget": args.budget, "seed": args.seed, "iid": iid, "max_findings": args.max_findings, "replays": args.replays,
             "workers": args.workers, "batch": args.batch if args.batch is not None else args.workers, "shrinker": args.shrinker, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
