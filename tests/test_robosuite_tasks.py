@@ -183,3 +183,30 @@ def test_cli_run_show_replay_on_robosuite_under_lighting(tmp_path):
                           (["--policy", "aloha-expert"], "policy 'aloha-expert' does not drive robosuite")):
         bad = run_cli("run", "--suite", "robosuite", "--policy", "expert", *args, "--out", str(tmp_path / "bad"))
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr[-500:]
+
+
+def test_a_served_libero_policy_drives_robosuite():
+    """stress-policy/1 carries 7-D actions, 9-D proprio and agentview/wrist images: a served LIBERO-trained model
+    (the built-in one, via a real ``stress serve``) drives a robosuite task mechanically (well or not)."""
+    import re
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from scenarios.spec import ScenarioSpec
+    from stress.runner import EnvCache, PolicyCache, run_episode
+
+    proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0"], cwd=ROOT,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    envs = EnvCache()
+    try:
+        line = proc.stderr.readline()
+        url = re.search(r"ws://[\d.]+:\d+", line)
+        assert url, line
+        spec = ScenarioSpec("robosuite", 0, 0, policy="remote", max_steps=32, policy_options=(("server", url.group(0)),))
+        result = run_episode(spec, envs, PolicyCache())
+    finally:
+        envs.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert result.error is None and result.steps == 32 and np.isfinite(result.actions).all() and np.abs(result.actions).max() > 0

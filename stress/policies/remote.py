@@ -141,7 +141,9 @@ class RemotePolicy:
 
     name: ClassVar[str] = "remote"
     modes: ClassVar[tuple[str, ...]] = ("direct", "planning")  # what the protocol can carry; the server says what it has
-    simulators: ClassVar[tuple[str, ...]] = ("libero",)  # stress-policy/1 carries LIBERO's 7-D actions and 9-D proprio
+    # stress-policy/1 carries LIBERO's 7-D actions, 9-D proprio and agentview/wrist images: robosuite's own tasks
+    # have the same robot, controller and cameras (what a served model was trained on is the handshake's business)
+    simulators: ClassVar[tuple[str, ...]] = ("libero", "robosuite")
     uses_images: ClassVar[bool] = True
 
     def __init__(self, server: str | None = None, served: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
