@@ -436,6 +436,21 @@ class SimEnv:
             p.realisation.update(copy.deepcopy(record))
 
 
+def named_task_index(simulator: str, task: int | str, names: tuple[str, ...]) -> int:
+    """Task id of a task given by id (0, "0") or by name (one of ``names``, in task-id order); else a
+    UserError naming the bad value and the valid ids with their names."""
+    if isinstance(task, str) and task in names:
+        return names.index(task)
+    try:
+        index = int(task)
+    except (TypeError, ValueError):
+        index = -1
+    if isinstance(task, bool) or not 0 <= index < len(names):
+        valid = ", ".join(f"{i} ({name})" for i, name in enumerate(names))
+        raise UserError(f"unknown {simulator} task {task!r}; valid: {valid}")
+    return index
+
+
 @dataclass(frozen=True)
 class Simulator:
     """A simulator as the registry knows it (``stress.envs``): its suites and what a task needs."""
