@@ -35,7 +35,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 import mujoco  # noqa: E402  (after the GL platform is chosen)
 
 from perturbations.base import Layer, PerturbationSpec, family, parameters_for  # noqa: E402
-from stress.envs.base import SimEnv, Simulator  # noqa: E402
+from stress.envs.base import SimEnv, Simulator, named_task_index  # noqa: E402
 
 SUITE = "aloha"
 SUITES = (SUITE,)
@@ -73,16 +73,7 @@ def check_suite(suite: str) -> None:
 
 def task_index(task: int | str) -> int:
     """Task id of a task given by id (0, 1, "0") or name ("transfer_cube", "insertion")."""
-    if isinstance(task, str) and task in TASKS:
-        return TASKS.index(task)
-    try:
-        index = int(task)
-    except (TypeError, ValueError):
-        index = -1
-    if not 0 <= index < len(TASKS):
-        valid = ", ".join(f"{i} ({name})" for i, name in enumerate(TASKS))
-        raise UserError(f"unknown aloha task {task!r}; valid: {valid}")
-    return index
+    return named_task_index("aloha", task, TASKS)
 
 
 def check_task(suite: str, task_id: int | str) -> None:
