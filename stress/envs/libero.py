@@ -218,6 +218,34 @@ class LiberoEnv(RobosuiteSimEnv):
             return np.array(sim.data.site_xpos[sim.model.site_name2id(name)])
         raise KeyError(name)
 
+    # --- what the state and event families ask (SimEnv's queries) ------------------------------------
+    def movable_objects(self) -> list[str]:
+        return list(self.raw.objects_dict)  # obj_body_id also holds the fixtures
+
+    def arm_joints(self) -> np.ndarray:
+        return np.array([self.model.dof_jntid[i] for i in self.raw.robots[0]._ref_joint_vel_indexes])
+
+    def gripper_qpos_indexes(self) -> np.ndarray:
+        return np.asarray(self.raw.robots[0]._ref_gripper_joint_pos_indexes)
+
+    def grip_points(self) -> np.ndarray:
+        return self.data.site_xpos[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "gripper0_grip_site")][None].copy()
+
+    def arm_moved(self, offsets: np.ndarray) -> None:
+        # The OSC keeps a goal orientation that a zero rotation delta never updates, and a nullspace
+        # target set to the start posture when robosuite loads it (its own init noise moves both): left
+        # alone, they drive the arm back to the unperturbed posture. robosuite's own call for a new start
+        # posture sets both; the cached arm state must be re-read first (it is refreshed only after the
+        # controller has run). ``_reset_sim`` restores the controller's state at every reset.
+        controller = self.raw.robots[0].controller
+        controller.update(force=True)
+        controller.update_initial_joints(controller.initial_joint + offsets)
+
+    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
+        from perturbations.object_pose import reach_problem  # the Panda's workspace
+
+        return reach_problem(self, position)
+
     def failure_tracker(self):
         from stress.signatures import SignatureTracker
 

@@ -50,6 +50,7 @@ class RobosuiteSimEnv(SimEnv):
     action_dim = 7  # OSC_POSE delta: dx dy dz, droll dpitch dyaw, gripper
     proprio_dim = 9  # gripper qpos (2), end-effector position (3), quaternion (4, xyzw)
     control_hz = 20
+    chunk_size = 16  # Cosmos Policy's LIBERO chunk (and the expert's): event triggers count within it
 
     raw: Any  # the robosuite environment (privileged access: the expert and the failure tracker read it)
 
