@@ -107,8 +107,12 @@ class Camera(Perturbation):
     def space_for(self, simulator_cameras: tuple[str, ...]) -> ParamSpace:
         return camera_space(tuple(simulator_cameras))
 
-    def check_params_on(self, params: dict[str, Any], simulator_cameras: tuple[str, ...]) -> None:
-        camera_space(tuple(simulator_cameras)).validate(self.name, params)
+    def check_params(self, params: dict[str, Any]) -> None:
+        # any simulator's cameras here; check_params_on narrows them to the spec's simulator's
+        camera_space(tuple(BASE_FOVY)).validate(self.name, params)
+
+    def check_params_on(self, simulator, params: dict[str, Any]) -> None:
+        camera_space(tuple(simulator.cameras)).validate(self.name, params)
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         yaw, pitch, distance, fovy, rotation, shift, wrist_fovy = LEVELS[severity]

@@ -137,11 +137,12 @@ def _check_server(config: dict) -> None:
     """A remote policy's server must be reachable and fit the search before any episode runs (exit 2)."""
     if config["policy"] != "remote":
         return
+    from stress.envs import simulator_of
     from stress.policies.remote import check_compatible, probe
 
     options = config.get("policy_options") or {}
     modes = ("direct", "planning") if "planning" in properties.get(config["property"]).variants else (config["mode"],)
-    check_compatible(probe(options.get("server")), options.get("server"), modes=modes, aggregation=config["aggregation"],
+    check_compatible(probe(options.get("server")), options.get("server"), simulator_of(str(config["space"].get("suite"))), modes=modes, aggregation=config["aggregation"],
                      image_size=config.get("image_size", 128), served=options.get("served"))
 
 

@@ -205,9 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
     bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
+    bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
     bench.add_argument("--remote-throughput", action="store_true",
                        help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
-    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1 (default 10)")
+    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1; --aloha: init states per task in the expert table (default 10)")
     bench.add_argument("--workers", type=int, default=2, help="--remote-throughput: simulator processes (default 2)")
     bench.add_argument("--max-steps", type=int, help="--remote-throughput: step budget per episode (default: the suite's)")
     return parser
@@ -394,7 +395,7 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
         if url not in seen:
             seen[url] = probe(url)
         metadata = seen[url]
-        check_compatible(metadata, url, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
+        check_compatible(metadata, url, simulator_of(spec.suite), modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
                          instruction=simulator_of(spec.suite).tasks(spec.suite)[spec.task_id] if "instructions" in metadata else None)
     return metadata
 
@@ -879,16 +880,10 @@ def _search_config(args) -> dict:
     if args.candidates < 1:
         raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
     iid = args.iid if args.iid is not None else (0 if "random" in (args.sampler, args.compare) else max(1, args.budget // 5))
-    policy_options, image_size = {}, 128
-    if args.policy == "remote":
-        from stress.policies.remote import probe, served_id
+    from stress.envs import simulator_of
 
-        if not args.policy_server:
-            raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
-        server = probe(args.policy_server)
-        policy_options, image_size = {"served": served_id(server), "server": args.policy_server}, server["image_size"]
-    elif args.policy_server:
-        raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+    options, image_size, _ = _remote_options(args)
+    policy_options, image_size = dict(options), image_size or simulator_of(str(space.get("suite"))).default_image_size
     return {"property": args.property, "properties_file": str(args.properties_file) if args.properties_file else None, "sampler": args.sampler,
             "compare": args.compare, "budget": args.budget, "seed": args.seed, "iid": iid, "max_findings": args.max_findings, "replays": args.replays,
             "workers": args.workers, "batch": args.batch if args.batch is not None else args.workers, "shrinker": args.shrinker, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
@@ -966,6 +961,13 @@ def cmd_bench(args) -> int:
 
         figures = measure(max(20, args.repeats))
         print(json.dumps(figures, indent=1))
+        return 0
+    if args.aloha:
+        from stress.bench_aloha import measure as measure_aloha
+
+        if not 0 <= args.episodes <= 50:
+            raise UserError(f"--episodes {args.episodes} invalid for --aloha; valid: 0-50 (init states per task in the expert's table)")
+        print(json.dumps(measure_aloha(repeats=max(1, args.repeats), n_init=args.episodes), indent=1))
         return 0
     if args.remote_throughput:
         from stress.bench_remote import throughput

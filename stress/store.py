@@ -66,6 +66,9 @@ EPISODE_SCHEMA = pa.schema(
         ("spec", pa.string()),  # the ScenarioSpec as JSON
     ]
 )
+# per-camera world-model columns: every simulator's cameras (LIBERO's, then ALOHA's; tests/test_store checks the
+# registry has no other), listed here so naming them never imports a simulator
+STORED_CAMERAS = (*CAMERAS, "top", "left_wrist", "right_wrist")
 DECISION_SCHEMA = pa.schema(
     [
         ("episode_key", pa.string()),
@@ -82,7 +85,7 @@ DECISION_SCHEMA = pa.schema(
         ("future_ssim", pa.float64()),
         ("baseline_psnr", pa.float64()),  # current frame vs true future (copy-frame baseline)
         ("baseline_ssim", pa.float64()),
-        *[(f"{m}_{c}", pa.float64()) for c in CAMERAS for m in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim")],
+        *[(f"{m}_{c}", pa.float64()) for c in STORED_CAMERAS for m in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim")],
         # with an occluding pixel perturbation: PSNR inside the occluded pixels and outside them
         *[(f"{m}_psnr_{part}", pa.float64()) for m in ("future", "baseline") for part in ("occluded", "visible")],
         ("action_spread", pa.float64()),  # planning: mean pairwise distance of the N candidate chunks
