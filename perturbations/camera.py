@@ -224,8 +224,8 @@ class Camera(Perturbation):
 def _freeze(model, data, cam: int) -> None:
     """Make a look-at camera (mode targetbody/targetbodycom: MuJoCo recomputes its orientation, ignoring
     ``cam_quat``) a fixed one at its current orientation relative to its body; ``cam_mode`` is restored at
-    every reset. A fixed camera is left alone."""
-    if model.cam_mode[cam] == int(mujoco.mjtCamLight.mjCAMLIGHT_FIXED):
+    every reset. Any other camera (fixed, or tracking a body at a fixed orientation) is left alone."""
+    if model.cam_mode[cam] not in (int(mujoco.mjtCamLight.mjCAMLIGHT_TARGETBODY), int(mujoco.mjtCamLight.mjCAMLIGHT_TARGETBODYCOM)):
         return
     body_quat, cam_quat = np.zeros(4), np.zeros(4)
     mujoco.mju_mat2Quat(cam_quat, data.cam_xmat[cam])
