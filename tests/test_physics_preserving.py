@@ -11,26 +11,27 @@ from scenarios.spec import ScenarioSpec
 from stress.runner import EnvCache, PolicyCache, run_episode
 
 INITS = (0, 7)  # a couple of init states; `stress run --policy expert --perturb NAME --episodes 50` sweeps all
-SCENARIO = {  # simulator -> the scenario of an init state and perturbations
-    "libero": lambda init, perturbations: ScenarioSpec(suite="libero_spatial", task_id=0, init_index=init, perturbations=perturbations),
-    # the ALOHA expert renders nothing: the size only matters to the visual families' realisation checks
-    "aloha": lambda init, perturbations: ScenarioSpec(suite="aloha", task_id=0, init_index=init, perturbations=perturbations,
-                                                      policy="aloha-expert", image_size=128),
+ALOHA_SIZE = 128  # the ALOHA expert renders nothing: the size only matters to the visual families' realisation checks
+SCENARIOS = {  # label -> (simulator, the scenario of an init state and perturbations)
+    "libero": ("libero", lambda init, p: ScenarioSpec(suite="libero_spatial", task_id=0, init_index=init, perturbations=p)),
+    **{f"aloha-{name}": ("aloha", lambda init, p, task=task: ScenarioSpec(suite="aloha", task_id=task, init_index=init, perturbations=p,
+                                                                         policy="aloha-expert", image_size=ALOHA_SIZE))
+       for task, name in enumerate(("transfer_cube", "insertion"))},
 }
-CASES = [(simulator, name) for simulator in SCENARIO for name, cls in registry().items()
+CASES = [(label, name) for label, (simulator, _) in SCENARIOS.items() for name, cls in registry().items()
          if cls.keeps_physics() and simulator in cls.simulators]
 
 
 @pytest.fixture(scope="module")
 def clean_runs():
-    """Per simulator (made on first use): its caches and the clean episodes of INITS."""
+    """Per scenario label (made on first use): its caches and the clean episodes of INITS."""
     made = {}
 
-    def get(simulator):
-        if simulator not in made:
+    def get(label):
+        if label not in made:
             caches = EnvCache(size=2), PolicyCache()
-            made[simulator] = caches, {i: run_episode(SCENARIO[simulator](i, ()), *caches) for i in INITS}
-        return made[simulator]
+            made[label] = caches, {i: run_episode(SCENARIOS[label][1](i, ()), *caches) for i in INITS}
+        return made[label]
 
     yield get
     for (envs, _), _ in made.values():
@@ -38,16 +39,16 @@ def clean_runs():
 
 
 def test_aloha_runs_the_visual_families():
-    assert {"lighting", "texture", "occlusion", "image_lighting", "sensor_noise"} <= {n for s, n in CASES if s == "aloha"}
+    assert {"lighting", "texture", "camera", "occlusion", "image_lighting", "sensor_noise"} <= {n for s, n in CASES if s == "aloha-insertion"}
 
 
-@pytest.mark.parametrize("simulator, name", CASES)
-def test_expert_outcome_unchanged_at_every_severity(simulator, name, clean_runs):
-    caches, clean_episodes = clean_runs(simulator)
-    assert simulator == "libero" or all(clean.success for clean in clean_episodes.values())
+@pytest.mark.parametrize("label, name", CASES)
+def test_expert_outcome_unchanged_at_every_severity(label, name, clean_runs):
+    caches, clean_episodes = clean_runs(label)
+    assert label == "libero" or all(clean.success for clean in clean_episodes.values())
     for severity in range(1, 6):
         for init in INITS:
-            result = run_episode(SCENARIO[simulator](init, (PerturbationSpec(name, severity, seed=init),)), *caches)
+            result = run_episode(SCENARIOS[label][1](init, (PerturbationSpec(name, severity, seed=init),)), *caches)
             clean = clean_episodes[init]
             assert result.error is None, (severity, init, result.error)
             assert result.success == clean.success, (severity, init)
