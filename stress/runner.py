@@ -3,6 +3,9 @@
 Episode loop (per decision): mark the chunk start, snapshot the simulator when a measurement hook asks
 for it, observe (rendering the cameras only if the policy uses images), ask the policy, execute the
 whole action chunk open-loop, stop on success or the step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
+
+Many specs run through a backend (``make_runner``): ``LocalRunner`` here, ``runner_ray.RayRunner`` on Ray; both hand
+episodes out by scene (``stress.schedule``) and write every result from the driver.
 """
 
 from __future__ import annotations
