@@ -96,10 +96,12 @@ class Realised:
     family: "Perturbation"
     params: dict[str, Any]
     realisation: dict[str, Any] = field(default_factory=dict)
+    simulator_cameras: tuple[str, ...] = CAMERAS  # every camera of the simulator it is applied in
 
     @property
     def cameras(self) -> tuple[str, ...]:
-        return CAMERAS if self.spec.camera == "both" else (self.spec.camera,)
+        """The cameras it targets: "both" (the default) means every camera of the simulator."""
+        return self.simulator_cameras if self.spec.camera == "both" else (self.spec.camera,)
 
     def record(self) -> dict[str, Any]:
         """JSON-able record stored with the episode."""
@@ -119,6 +121,8 @@ class Perturbation:
     # expert, which ignores pixels, must act identically under them (tests/test_physics_preserving.py).
     # Every pixels-layer family preserves physics by construction.
     preserves_physics: ClassVar[bool] = False
+    # the simulators (stress.envs registry names) whose scenes this family knows how to edit
+    simulators: ClassVar[tuple[str, ...]] = ("libero",)
 
     @classmethod
     def keeps_physics(cls) -> bool:
@@ -235,15 +239,17 @@ def family(name: str) -> Perturbation:
     return families[name]()
 
 
-def validate(spec: PerturbationSpec) -> Perturbation:
-    """Check a spec against its family; raise UserError on the first bad value."""
+def validate(spec: PerturbationSpec, simulator_cameras: tuple[str, ...] = CAMERAS) -> Perturbation:
+    """Check a spec against its family (and the cameras of the simulator it is for); raise UserError on the
+    first bad value."""
     fam = family(spec.name)
     if not isinstance(spec.severity, int) or isinstance(spec.severity, bool) or spec.severity not in SEVERITIES:
         raise UserError(f"severity {spec.severity!r} of {spec.name!r} out of range; valid: 0-5")
     if not isinstance(spec.seed, int) or isinstance(spec.seed, bool):
         raise UserError(f"seed {spec.seed!r} of {spec.name!r} is not an integer")
-    if spec.camera not in CAMERA_TARGETS:
-        raise UserError(f"unknown camera {spec.camera!r} for {spec.name!r}; valid: {', '.join(CAMERA_TARGETS)}")
+    targets = (*simulator_cameras, "both")
+    if spec.camera not in targets:
+        raise UserError(f"unknown camera {spec.camera!r} for {spec.name!r}; valid: {', '.join(targets)}")
     if spec.params is not None:
         if not isinstance(spec.params, dict):
             raise UserError(f"params of {spec.name!r} must be an object, got {type(spec.params).__name__}")
@@ -257,14 +263,14 @@ def family_rng(spec: PerturbationSpec) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def parameters_for(spec: PerturbationSpec, attempt: int = 0) -> dict[str, Any]:
+def parameters_for(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS) -> dict[str, Any]:
     """Explicit parameters of a spec: given ones, identity at level 0, else sampled from (severity, seed).
 
     ``attempt`` k > 0 gives the k-th re-sample (the same generator drawn further), used when a sample
     produced an invalid scene.
     """
-    fam = validate(spec)
-    cameras = CAMERAS if spec.camera == "both" else (spec.camera,)
+    fam = validate(spec, simulator_cameras)
+    cameras = simulator_cameras if spec.camera == "both" else (spec.camera,)
     if spec.params is not None:
         return dict(spec.params)
     if spec.severity == 0:
@@ -276,9 +282,10 @@ def parameters_for(spec: PerturbationSpec, attempt: int = 0) -> dict[str, Any]:
     return params
 
 
-def realise(spec: PerturbationSpec, attempt: int = 0) -> Realised:
+def realise(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS) -> Realised:
     """A spec with its explicit parameters (scene-dependent ones are resolved by the env after settling)."""
-    return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec, attempt))
+    return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec, attempt, simulator_cameras),
+                    simulator_cameras=simulator_cameras)
 
 
 def parse_cli(text: str) -> PerturbationSpec:

@@ -55,10 +55,10 @@ SCALE_RANGE = (0.05, 20.0)
 
 def _object_bodies(env) -> np.ndarray:
     """Bodies of the task's movable objects: every body whose root carries a free joint."""
-    model = env.raw.sim.model._model
+    model = env.model
     roots = {
         int(model.body_rootid[body])
-        for body in env.raw.obj_body_id.values()
+        for body in env.object_bodies.values()
         if any(model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE for j in range(model.njnt) if model.jnt_bodyid[j] == model.body_rootid[body])
     }
     return np.array([b for b in range(model.nbody) if int(model.body_rootid[b]) in roots], dtype=int)
@@ -74,6 +74,7 @@ def _ratio(after: np.ndarray, before: np.ndarray) -> float | None:
 class Dynamics(Perturbation):
     name = "dynamics"
     layer = Layer.MODEL
+    simulators = ("libero", "aloha")
     summary = "friction of every contact, mass (and inertia) of the task objects, damping of every joint, scaled"
     severity_meaning = "friction, object mass and joint damping each x or / 1.25, 1.6, 2.5, 4, 6 (direction drawn per quantity)"
     # factors on a 0.1 grid: 0.1-0.9 below 1 (severity 1-5 divides by 1.25-6 = 0.8-0.17), 1.1-20 above
@@ -96,7 +97,7 @@ class Dynamics(Perturbation):
     def apply_model(self, env, params: dict[str, Any]) -> None:
         if self.is_identity(params):
             return
-        model = env.raw.sim.model._model
+        model = env.model
         bodies = _object_bodies(env)
         # the env restored the pristine fields just before this hook: keep them for the realisation check
         self._before = {
@@ -117,7 +118,7 @@ class Dynamics(Perturbation):
             return {}
         if self._before is None:
             raise NotRealised("dynamics: apply_model did not run")
-        model, before = env.raw.sim.model._model, self._before
+        model, before = env.model, self._before
         bodies = before["bodies"]
         realised = {
             "friction_scale": _ratio(model.geom_friction, before["geom_friction"]),
@@ -125,12 +126,19 @@ class Dynamics(Perturbation):
             "inertia_scale": _ratio(model.body_inertia[bodies], before["body_inertia"]),
             "damping_scale": _ratio(model.dof_damping, before["dof_damping"]),
         }
+        # a quantity the scene does not have (ALOHA's joints carry no passive damping: its position actuators
+        # do the holding) cannot be scaled: recorded as not applicable; the perturbation must change the rest
+        base = {"friction_scale": before["geom_friction"], "mass_scale": before["body_mass"], "damping_scale": before["dof_damping"]}
+        not_applicable = [key for key in SCALES if float(params.get(key, 1.0)) != 1.0 and not np.any(base[key])]
         for key in SCALES:
             wanted = float(params.get(key, 1.0))
             got = realised[key]
-            if wanted != 1.0 and (got is None or not np.isclose(got, wanted, rtol=1e-9)):
+            if wanted != 1.0 and key not in not_applicable and (got is None or not np.isclose(got, wanted, rtol=1e-9)):
                 raise NotRealised(f"dynamics {key} {wanted:g} realised as {got!r}")
+        if not_applicable and all(float(params.get(key, 1.0)) == 1.0 or key in not_applicable for key in SCALES):
+            raise NotRealised(f"dynamics changed nothing: this scene has no {', '.join(k.removesuffix('_scale') for k in not_applicable)} to scale")
         return {
+            **({"not_applicable": not_applicable} if not_applicable else {}),
             **{key: value for key, value in realised.items() if value is not None},
             "n_geoms": int(np.count_nonzero(before["geom_friction"][:, 0])),
             "n_object_bodies": len(bodies),

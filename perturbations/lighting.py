@@ -93,6 +93,7 @@ def _rotate(vec: np.ndarray, axis: np.ndarray, angle_rad: float) -> np.ndarray:
 class Lighting(Perturbation):
     name = "lighting"
     layer = Layer.MODEL
+    simulators = ("libero", "aloha")
     preserves_physics = True
     summary = "scene lights rescaled, re-aimed, moved, tinted (colour temperature) or one switched off"
     severity_meaning = (
@@ -124,7 +125,7 @@ class Lighting(Perturbation):
 
     def apply_model(self, env, params: dict[str, Any]) -> None:
         p = {**IDENTITY, **params}
-        model = env.raw.sim.model._model  # fields below are restored to pristine before this hook runs
+        model = env.model  # fields below are restored to pristine before this hook runs
         off = p["light_off"]
         if off is not None and off >= model.nlight:
             raise InvalidScene(f"lighting light_off {off} but the scene has {model.nlight} light(s); valid: 0-{model.nlight - 1}")

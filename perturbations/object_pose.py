@@ -37,7 +37,6 @@ from typing import Any
 import mujoco
 import numpy as np
 
-import stress.envs.libero as libero_env
 from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
 from perturbations.space import Choice, Free, ListOf, ParamSpace, Real
 from stress.errors import UserError
@@ -109,8 +108,7 @@ def settled_reference(env) -> dict[str, Any]:
     """The scene after the env's settle steps *without* the state perturbation: run them on a snapshot,
     read every movable object's pose, the arm and the end effector, then put the snapshot back."""
     snap = env.snapshot()
-    for _ in range(libero_env.SETTLE_STEPS):
-        env.raw.step(libero_env.NOOP_ACTION)
+    env._settle()
     robot = env.raw.robots[0]
     qpos = env.raw.sim.data._data.qpos
     ref = {
@@ -181,7 +179,9 @@ def shipped_range(env, name: str) -> dict[str, Any]:
     if shipped_qadr is None:
         poses = current[None]
     else:
-        poses = libero_env.init_states(env.suite, env.task_id)[:, 1 + shipped_qadr : 1 + shipped_qadr + 7]
+        from stress.envs.libero import init_states  # not at import: the env module imports the families
+
+        poses = init_states(env.suite, env.task_id)[:, 1 + shipped_qadr : 1 + shipped_qadr + 7]
     yaws = [relative_yaw_deg(quat_to_mat(q[3:]), quat_to_mat(current[3:])) for q in poses]
     return {"lo": poses[:, :2].min(axis=0), "hi": poses[:, :2].max(axis=0), "yaw": (min(yaws), max(yaws))}
 

@@ -33,6 +33,7 @@ The blur kernel is the length rounded to an odd pixel count, at least 3 (e.g. 3,
 from __future__ import annotations
 
 import hashlib
+import zlib
 import math
 import random
 from typing import Any
@@ -59,13 +60,17 @@ def blur_kernel_size(fraction: float, side: int) -> int:
 def frame_generator(noise_seed: int, camera: str, image: np.ndarray) -> np.random.Generator:
     """Per-frame generator keyed on the clean frame's content (see the module docstring)."""
     digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=8).digest()
-    return np.random.default_rng([int(noise_seed), CAMERAS.index(camera) if camera in CAMERAS else len(CAMERAS), int.from_bytes(digest, "little")])
+    # LIBERO's cameras keep their index (the streams recorded runs were drawn from); other simulators'
+    # cameras get one of their own from their name
+    stream = CAMERAS.index(camera) if camera in CAMERAS else len(CAMERAS) + zlib.crc32(camera.encode())
+    return np.random.default_rng([int(noise_seed), stream, int.from_bytes(digest, "little")])
 
 
 @register
 class SensorNoise(Perturbation):
     name = "sensor_noise"
     layer = Layer.PIXELS
+    simulators = ("libero", "aloha")
     per_camera = True
     summary = "motion blur, ISO and Gaussian noise, JPEG compression on the camera images (noise per frame, seeded)"
     severity_meaning = (

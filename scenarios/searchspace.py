@@ -189,22 +189,20 @@ def limit_axes(families: dict[str, tuple], limits: dict) -> dict[str, tuple]:
     return {name: tuple(axes) for name, axes in out.items()}
 
 
-def libero_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds=(0,), max_families: int = 2, limits: dict | None = None) -> SearchSpace:
-    from perturbations.base import CAMERA_TARGETS, family
-    from stress.envs.libero import SUITES, check_task, init_states
+def suite_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds=(0,), max_families: int = 2, limits: dict | None = None) -> SearchSpace:
+    from perturbations.base import family
+    from stress.envs import check_init, check_task, simulator_of
     from stress.errors import choice_error
 
-    if suite not in SUITES:
-        raise choice_error("suite", suite, SUITES)
+    sim = simulator_of(suite)
     for task in tasks:
         check_task(suite, task)
-        n_init = len(init_states(suite, task))
-        bad = [i for i in inits if not 0 <= i < n_init]
-        if bad:
-            raise UserError(f"init state {bad[0]} not in {suite} task {task}; valid: 0-{n_init - 1}")
+        for init in inits:
+            check_init(suite, task, init)
+    targets = (*sim.cameras, "both")
     for camera in cameras:
-        if camera not in CAMERA_TARGETS:
-            raise choice_error("camera", camera, CAMERA_TARGETS)
+        if camera not in targets:
+            raise choice_error("camera", camera, targets)
     families, by_severity = {}, set()
     for name in family_names:
         family(name)  # unknown name -> UserError listing the valid ones

@@ -16,7 +16,7 @@ from scenarios import properties
 from scenarios.evaluate import LiberoEvaluator, PolicySetting, replay_point, specs_json
 from scenarios.samplers import SAMPLERS
 from scenarios.search import FINDING_FORMAT, SHRINKERS, Search
-from scenarios.searchspace import SearchSpace, libero_space
+from scenarios.searchspace import SearchSpace, suite_space
 from stress.errors import UserError, choice_error
 from stress.store import RunStore
 
@@ -34,7 +34,7 @@ def space_from_config(space: dict) -> SearchSpace:
     for key in ("tasks", "inits", "seeds"):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in space[key]):
             raise UserError(f"space field {key!r} must list integers, got {space[key]!r}")
-    return libero_space(str(space.get("suite")), space["tasks"], space["inits"], space["families"], space["cameras"], space["seeds"],
+    return suite_space(str(space.get("suite")), space["tasks"], space["inits"], space["families"], space["cameras"], space["seeds"],
                         space.get("max_families", 2), space.get("limits"))
 
 
@@ -140,11 +140,12 @@ def _check_server(config: dict) -> None:
     """A remote policy's server must be reachable and fit the search before any episode runs (exit 2)."""
     if config["policy"] != "remote":
         return
+    from stress.envs import simulator_of
     from stress.policies.remote import check_compatible, probe
 
     options = config.get("policy_options") or {}
     modes = ("direct", "planning") if "planning" in properties.get(config["property"]).variants else (config["mode"],)
-    check_compatible(probe(options.get("server")), options.get("server"), modes=modes, aggregation=config["aggregation"],
+    check_compatible(probe(options.get("server")), options.get("server"), simulator_of(str(config["space"].get("suite"))), modes=modes, aggregation=config["aggregation"],
                      image_size=config.get("image_size", 128), served=options.get("served"))
 
 

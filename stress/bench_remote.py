@@ -1,4 +1,5 @@
-"""Round-trip overhead of a policy server against an in-process call (``stress bench --remote``).
+"""Round-trip overhead of a policy server against an in-process call (``stress bench --remote``), and episodes
+per hour with one policy server feeding two simulator workers (``stress bench --remote-throughput``).
 
 The served policy is a canned best-of-8 decision (8 candidates, each with a 16 x 7 chunk, two predicted
 future images at the built-in model's size and 15 raw ensemble values), so the figure is the protocol's cost
@@ -9,9 +10,11 @@ real one would: a thread here would share the interpreter lock with the client.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,6 +82,65 @@ def measure(repeats: int = 200) -> dict:
     request_bytes = sum(i.nbytes for i in obs.images.values())
     return {"repeats": repeats, "in_process_ms": in_process[0], "socket_ms_median": over_socket[0], "socket_ms_p95": over_socket[1],
             "overhead_ms": over_socket[0] - in_process[0], "request_image_bytes": request_bytes}
+
+
+def _serve_reference() -> tuple[subprocess.Popen, str]:
+    """``stress serve --policy reference --port 0`` in its own process; (process, ws URL)."""
+    proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--policy", "reference", "--port", "0"], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, cwd=Path(__file__).resolve().parents[1])
+    for line in proc.stderr:
+        match = re.search(r"ws://[\d.]+:\d+", line)
+        if match:  # keep reading its stderr so a chatty server never blocks on a full pipe
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, match.group(0)
+    proc.wait(timeout=10)
+    raise RuntimeError(f"stress serve exited with {proc.returncode} before listening")
+
+
+def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatial", task: int = 0, max_steps: int | None = None) -> dict:
+    """Episodes per hour of ``workers`` simulator processes fed by one ``stress serve --policy reference`` process,
+    against the same workers each running the model in-process (``stress bench --remote-throughput``).
+
+    The same ``episodes`` clean direct episodes (init states 0..episodes-1, seed 0, 128 px, no ground-truth
+    measurement) run both ways; served and in-process episodes are bit-identical, so the work is the same. A
+    warm-up episode per worker (1 step) first starts the pool, builds each worker's scene (~9 s) and loads the
+    model (``startup_s``); ``episodes_per_hour`` is then the timed episodes over their wall-clock time."""
+    import tempfile
+
+    from scenarios.spec import ScenarioSpec
+    from stress.groundtruth import Measurement
+    from stress.policies.remote import probe, served_id
+    from stress.runner import LocalRunner
+    from stress.store import RunStore
+
+    proc, url = _serve_reference()
+    try:
+        options = (("served", served_id(probe(url))), ("server", url))
+        results = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, policy, policy_options in (("in_process", "reference", ()), ("served", "remote", options)):
+                spec = lambda init, steps: ScenarioSpec(suite=suite, task_id=task, init_index=init, policy=policy, max_steps=steps, policy_options=policy_options)
+                warm_up, specs = [spec(i, 1) for i in range(workers)], [spec(i, max_steps) for i in range(episodes)]
+                store = RunStore.create(Path(tmp), name, warm_up + specs, {})
+                with LocalRunner(workers) as runner:
+                    started = time.perf_counter()
+                    runner.run(warm_up, store, measurement=Measurement("none", 0))
+                    startup = time.perf_counter() - started
+                    started = time.perf_counter()
+                    runner.run(specs, store, measurement=Measurement("none", 0))
+                    wall = time.perf_counter() - started
+                keys = ", ".join(f"'{s.key}'" for s in specs)
+                rows = store.query(f"SELECT success, error, steps, decisions, wall_s, policy_s FROM episodes WHERE episode_key IN ({keys})")
+                decisions = int(sum(r["decisions"] for r in rows))
+                results[name] = {"episodes": len(rows), "successes": sum(bool(r["success"]) for r in rows), "errors": sum(r["error"] is not None for r in rows),
+                                 "steps": int(sum(r["steps"] for r in rows)), "decisions": decisions, "startup_s": startup, "wall_s": wall,
+                                 "episodes_per_hour": 3600 * len(rows) / wall, "mean_episode_s": float(np.mean([r["wall_s"] for r in rows])),
+                                 "policy_ms_per_decision": 1000 * sum(r["policy_s"] for r in rows) / max(1, decisions)}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"workers": workers, "suite": suite, "task": task, "max_steps": max_steps, "cpus": os.cpu_count(),
+            "load_average": os.getloadavg()[0], **results}
 
 
 def main() -> None:

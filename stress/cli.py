@@ -55,9 +55,11 @@ def _int_list(text: str, what: str) -> list[int]:
 
 def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     """The scenario, policy and measurement arguments shared by ``run`` and ``study``."""
-    run.add_argument("--suite", default=DEFAULT_SUITE, help=f"LIBERO suite (default {DEFAULT_SUITE})")
-    run.add_argument("--tasks", default="0", help="task ids, e.g. 0,1 or 0-3 (default 0)")
-    run.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES})")
+    # suite, tasks and episodes default to None: a --protocol run defaults them to the protocol's own
+    run.add_argument("--suite", help=f"LIBERO suite (default {DEFAULT_SUITE}); run --protocol: the protocol's suites to run, comma-separated (default all)")
+    run.add_argument("--tasks", help="task ids, e.g. 0,1 or 0-3 (default 0; run --protocol: every task)")
+    run.add_argument("--episodes", "--trials", dest="episodes", type=int,
+                     help=f"init states per task, the first N shipped ones (default {DEFAULT_EPISODES}; run --protocol: its trials, 50 for cosmos-libero)")
     run.add_argument("--perturb", action="append", default=[], metavar="NAME[:LEVEL]", help="perturbation; repeat to compose; a bare NAME sweeps --severities")
     run.add_argument("--severities", default=DEFAULT_SEVERITIES, help=f"levels for bare --perturb names (default {DEFAULT_SEVERITIES})")
     run.add_argument("--camera", default="both", help="camera targeted by per-camera perturbations: agentview, wrist, both")
@@ -114,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
     _add_scenario_arguments(run)
     _add_backend_arguments(run)
+    run.add_argument("--protocol", metavar="NAME", help="a published evaluation protocol (stress list protocols; docs/protocols.md): its suites, trials, seeds, "
+                     "image size, step limits and policy options; prints its figures beside the paper's and the reproduction verdict")
     run.add_argument("--gallery", nargs="?", type=int, const=0, metavar="WORKERS",
                      help="afterwards, build the run's failure gallery (stress gallery RUN), with WORKERS render processes (default: --workers)")
 
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_backend_arguments(study)
 
     lst = sub.add_parser("list", help="list perturbations, policies or suites")
-    lst.add_argument("what", help="perturbations, policies, suites, properties or samplers")
+    lst.add_argument("what", help="perturbations, policies, suites, properties, samplers or protocols")
 
     show = sub.add_parser("show", help="summary of a run: success per perturbation and severity vs clean")
     show.add_argument("run", type=Path)
@@ -212,10 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--resume", type=Path, metavar="RUN", help="continue an evaluation run folder")
 
     serve = sub.add_parser("serve", help="serve a policy over a websocket (docs/remote-policy.md) for `stress run --policy remote`")
-    serve.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to serve (default {DEFAULT_POLICY})")
+    serve.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to serve: reference, or cosmos in Cosmos Policy's environment (default {DEFAULT_POLICY})")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only: the protocol has no authentication)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one, printed on start)")
     serve.add_argument("--threads", type=int, default=0, help="torch threads of the served model (default 0: torch's own choice)")
+    from stress.policies.cosmos_server import add_arguments as add_cosmos_arguments  # light: numpy + msgpack
+
+    add_cosmos_arguments(serve)
 
     bench = sub.add_parser("bench", help="measure render-on-demand speed-up, runner overhead and memory")
     bench.add_argument("--suite", default=DEFAULT_SUITE)
@@ -226,31 +233,30 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
     bench.add_argument("--seeds", type=int, default=20, help="--planted: search seeds per sampler (default 20)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
+    bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
+    bench.add_argument("--remote-throughput", action="store_true",
+                       help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
+    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1; --aloha: init states per task in the expert table (default 10)")
+    bench.add_argument("--workers", type=int, default=2, help="--remote-throughput: simulator processes (default 2)")
+    bench.add_argument("--max-steps", type=int, help="--remote-throughput: step budget per episode (default: the suite's)")
     return parser
 
 
 # --- run ---------------------------------------------------------------------------------------------
 def _specs_from_args(args) -> tuple[list, dict]:
-    from perturbations.base import PerturbationSpec, parse_cli
     from scenarios.spec import ScenarioSpec
-    from stress.envs.libero import SUITES, check_task
+    from stress.envs import check_task, simulator_of
     from stress.policies import policy_class
     from stress.runner import check_spec
 
-    if args.suite not in SUITES:
-        raise choice_error("suite", args.suite, SUITES)
+    if getattr(args, "protocol", None):
+        return _protocol_specs(args)
+    args.suite, args.tasks = args.suite or DEFAULT_SUITE, args.tasks or "0"
+    args.episodes = DEFAULT_EPISODES if args.episodes is None else args.episodes
+    sim = simulator_of(args.suite)  # an unknown suite -> one line listing them
     policy = policy_class(args.policy)
-    policy_options, image_size, server = (), 128, None
-    if args.policy == "remote":
-        from stress.policies.remote import probe, served_id
-
-        if not args.policy_server:
-            raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
-        server = probe(args.policy_server)
-        # the server says which size it expects (Cosmos: 256); the key holds what it serves, not where
-        policy_options, image_size = (("served", served_id(server)), ("server", args.policy_server)), server["image_size"]
-    elif args.policy_server:
-        raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+    policy_options, image_size, server = _remote_options(args)
+    image_size = image_size or sim.default_image_size
     if args.mode == "auto":
         modes = list(policy.modes)
     elif args.mode == "both":
@@ -272,23 +278,13 @@ def _specs_from_args(args) -> tuple[list, dict]:
             raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
     if args.episodes < 1:
         raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
-    if args.workers < 1:
-        raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
     if args.policy_seeds < 1:
         raise UserError(f"--policy-seeds {args.policy_seeds} invalid; valid: 1 or more")
-    if args.counterfactual_rollouts < 0:
-        raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
-    from stress.groundtruth import TRUE_FUTURES
-
-    if args.true_futures not in TRUE_FUTURES:
-        raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
+    _check_run_numbers(args)
     tasks = _int_list(args.tasks, "--tasks")
     for task in tasks:
         check_task(args.suite, task)
-    severities = _int_list(args.severities, "--severities")
-    for level in severities:
-        if level not in range(0, 6):
-            raise UserError(f"severity {level} in --severities out of range; valid: 0-5")
+    make_scenes = _scene_maker(args)
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("command", "resume")}
     if args.scenario is not None:
@@ -305,20 +301,10 @@ def _specs_from_args(args) -> tuple[list, dict]:
         config["policy_server"] = _check_servers(specs)
         return specs, config
 
-    fixed = [parse_cli(t) for t in args.perturb if ":" in t]
-    bare = [parse_cli(t).name for t in args.perturb if ":" not in t]
-    combos = []  # each: tuple of PerturbationSpec without seed/camera yet
-    if args.perturb:
-        for level in severities if bare else [None]:
-            combos.append(tuple(fixed) + tuple(PerturbationSpec(name, level) for name in bare))
     specs = []
     for task in tasks:
         for init in range(args.episodes):
-            perturbation_seed = args.seed * 100_003 + init  # differs per init state, same for every mode
-            scenes = ([()] if not args.no_baseline or not combos else []) + [
-                tuple(PerturbationSpec(p.name, p.severity, perturbation_seed, args.camera) for p in combo) for combo in combos
-            ]
-            for perturbations in scenes:
+            for perturbations in make_scenes(init):
                 for mode, policy_seed in ((m, s) for m in modes for s in range(args.seed, args.seed + args.policy_seeds)):
                     specs.append(
                         ScenarioSpec(
@@ -335,12 +321,99 @@ def _specs_from_args(args) -> tuple[list, dict]:
     return specs, config
 
 
+def _remote_options(args) -> tuple[tuple, int | None, dict | None]:
+    """(policy options, image size, handshake metadata) of ``--policy remote``: the served policy's identity and
+    the server's address as options, and the image size the server expects (Cosmos: 256); ((), None, None) otherwise."""
+    if args.policy != "remote":
+        if args.policy_server:
+            raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+        return (), None, None
+    from stress.policies.remote import probe, served_id
+
+    if not args.policy_server:
+        raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
+    server = probe(args.policy_server)
+    # the key holds what it serves, not where
+    return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
+
+
+def _check_run_numbers(args) -> None:
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
+    if args.counterfactual_rollouts < 0:
+        raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
+    from stress.groundtruth import TRUE_FUTURES
+
+    if args.true_futures not in TRUE_FUTURES:
+        raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
+
+
+def _scene_maker(args):
+    """init index -> the perturbation tuples run on it: the clean scene (unless --no-baseline) and each --perturb
+    combination, the perturbation seed derived from the run seed and the init index (the same for every mode)."""
+    from perturbations.base import PerturbationSpec, parse_cli
+
+    severities = _int_list(args.severities, "--severities")
+    for level in severities:
+        if level not in range(0, 6):
+            raise UserError(f"severity {level} in --severities out of range; valid: 0-5")
+    fixed = [parse_cli(t) for t in args.perturb if ":" in t]
+    bare = [parse_cli(t).name for t in args.perturb if ":" not in t]
+    combos = []  # each: tuple of PerturbationSpec without seed/camera yet
+    if args.perturb:
+        for level in severities if bare else [None]:
+            combos.append(tuple(fixed) + tuple(PerturbationSpec(name, level) for name in bare))
+
+    def scenes(init: int) -> list[tuple]:
+        perturbation_seed = args.seed * 100_003 + init
+        return ([()] if not args.no_baseline or not combos else []) + [
+            tuple(PerturbationSpec(p.name, p.severity, perturbation_seed, args.camera) for p in combo) for combo in combos]
+
+    return scenes
+
+
+def _protocol_specs(args) -> tuple[list, dict]:
+    """``stress run --protocol NAME``: the protocol's specs (scenarios/protocols.py) for the chosen suites, tasks
+    and trials, clean and under any --perturb. Flags the protocol fixes are refused rather than ignored."""
+    from scenarios.protocols import get_protocol, protocol_specs
+    from stress.runner import check_spec
+
+    protocol = get_protocol(args.protocol)
+    fixed = (("--mode", args.mode, ("auto", protocol.mode), f"its mode ({protocol.mode})"),
+             ("--seed", args.seed, (0,), f"the policy seeds ({', '.join(map(str, protocol.seeds))})"),
+             ("--policy-seeds", args.policy_seeds, (1,), f"the policy seeds ({', '.join(map(str, protocol.seeds))})"),
+             ("--scenario", args.scenario, (None,), "the scenarios"),
+             ("--no-baseline", args.no_baseline, (False,), "the clean episodes (perturbations run on top of them)"))
+    for flag, value, allowed, what in fixed:
+        if value not in allowed:
+            raise UserError(f"{flag} {value if value is not True else ''}".rstrip() + f" conflicts with --protocol {protocol.name}, which fixes {what}; leave {flag} out")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max-steps {args.max_steps} invalid; valid: 1 or more")
+    _check_run_numbers(args)
+    policy_options, _, server = _remote_options(args)
+    suites = [s.strip() for s in args.suite.split(",") if s.strip()] if args.suite else None
+    tasks = _int_list(args.tasks, "--tasks") if args.tasks else None
+    served_settings = server.get("settings", {}) if server else None
+    specs = protocol_specs(protocol, args.policy, suites, tasks, args.episodes, _scene_maker(args), args.max_steps, policy_options, served_settings)
+    for spec in specs:
+        check_spec(spec)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("command", "resume")}
+    config["protocol_suites"] = sorted({s.suite for s in specs}, key=protocol.suites.index)
+    # a server that cannot change a setting the protocol fixes runs with its own: recorded, and the verdict says so
+    config["protocol_not_applied"] = {k: v for k, v in protocol.policy_options if served_settings is not None and k not in served_settings}
+    config["policy_server"] = _check_servers(specs)  # a server must render what the protocol fixes (256 px), or exit 2
+    for k, v in config["protocol_not_applied"].items():
+        print(f"warning: the policy server at {args.policy_server} has no setting {k!r}; it runs with its own, not the protocol's {v}", file=sys.stderr)
+    return specs, config
+
+
 def _check_servers(specs, new_url: str | None = None) -> dict | None:
     """Reach every policy server the specs name and check it fits them (exit 2 otherwise, before any episode
     runs). Returns the handshake metadata (recorded in the manifest), or None without remote specs."""
     remote = [s for s in specs if s.policy == "remote"]
     if not remote:
         return None
+    from stress.envs import simulator_of
     from stress.policies.remote import check_compatible, probe
 
     metadata, seen = None, {}
@@ -350,7 +423,8 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
         if url not in seen:
             seen[url] = probe(url)
         metadata = seen[url]
-        check_compatible(metadata, url, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"))
+        check_compatible(metadata, url, simulator_of(spec.suite), modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
+                         instruction=simulator_of(spec.suite).tasks(spec.suite)[spec.task_id] if "instructions" in metadata else None)
     return metadata
 
 
@@ -392,10 +466,12 @@ def _execute(store, specs, measurement, runner) -> None:
 def cmd_run(args) -> int:
     if args.gallery is not None and args.gallery < 0:
         raise UserError(f"--gallery {args.gallery} invalid; valid: a number of render processes, 1 or more (or none: --workers)")
+    label = lambda specs: "-".join(([args.protocol] if args.protocol else []) + (sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
     with _runner(args) as runner:
-        store, specs, measurement = _start_or_resume(args, _specs_from_args, lambda specs: "-".join(sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
+        store, specs, measurement = _start_or_resume(args, _specs_from_args, label)
         _execute(store, specs, measurement, runner)
     _print_headline(store)
+    _print_protocol(store)
     impossible = store.query(
         "SELECT perturbation, any_value(error) AS example FROM episodes GROUP BY perturbation "
         "HAVING bool_and(coalesce(error LIKE 'invalid_scene%', false))"
@@ -406,6 +482,20 @@ def cmd_run(args) -> int:
     if args.gallery is not None:
         _build_gallery(store.path, None, args.gallery or args.workers, None)
     return 0
+
+
+def _print_protocol(store) -> None:
+    """A protocol run's figures beside the paper's, the verdict, and RUN/eval_info.json (stress.report.protocol)."""
+    config = store.manifest.get("config", {})
+    if not config.get("protocol"):
+        return
+    from scenarios.protocols import get_protocol
+    from stress.report.protocol import protocol_tables, verdict_line, write_protocol_report
+
+    report = write_protocol_report(store, get_protocol(config["protocol"]), config.get("protocol_suites"), config.get("protocol_not_applied"))
+    _print_tables(*protocol_tables(report))
+    print(verdict_line(report))
+    print(f"LeRobot eval_info.json (clean episodes + the protocol report): {store.path / 'eval_info.json'}")
 
 
 def _print_headline(store) -> None:
@@ -608,6 +698,7 @@ def cmd_show(args) -> int:
         _print_search(search)
     _print_summary(store)
     _print_degradation(store)
+    _print_protocol(store)
     if args.episodes:
         table = Table(title="episodes")
         for column in ("episode_key", "task", "init", "mode", "perturbation", "success", "steps", "wall_s", "error"):
@@ -679,10 +770,10 @@ def cmd_list(args) -> int:
         from perturbations.base import registry
 
         table = Table(title="perturbations (--perturb NAME[:LEVEL], levels 0-5, 0 = identity)")
-        for column in ("name", "layer", "cameras", "what it does", "severity 1-5"):
+        for column in ("name", "layer", "simulators", "cameras", "what it does", "severity 1-5"):
             table.add_column(column)
         for name, cls in registry().items():
-            cells = (name, cls.layer.value, "agentview|wrist|both" if cls.per_camera else "—", cls.summary, cls.severity_meaning)
+            cells = (name, cls.layer.value, ", ".join(cls.simulators), "one camera or both (all)" if cls.per_camera else "—", cls.summary, cls.severity_meaning)
             table.add_row(*(escape(c) for c in cells))  # '[dx, dy]' is not rich markup
         console.print(table)
         # each family's declared parameter space: explicit "params" of a scenario, and the search grid
@@ -707,13 +798,16 @@ def cmd_list(args) -> int:
             table.add_row(name, ", ".join(cls.modes), str(cls.uses_images), (cls.__doc__ or "").strip().splitlines()[0])
         console.print(table)
     elif args.what == "suites":
-        from stress.envs.libero import SUITE_MAX_STEPS, suite_tasks
+        from stress.envs import simulator, simulator_names
 
-        for suite, max_steps in SUITE_MAX_STEPS.items():
-            tasks = suite_tasks(suite)
-            console.print(f"[bold]{suite}[/bold]: {len(tasks)} tasks, {max_steps} max steps")
-            for i, text in enumerate(tasks):
-                console.print(f"  {i:2d}  {text}")
+        for name in simulator_names():
+            sim = simulator(name)
+            console.print(f"[bold underline]{name}[/bold underline]: {sim.note}; cameras {', '.join(sim.cameras)}; {sim.action_dim}-D actions")
+            for suite, max_steps in sim.suites.items():
+                tasks = sim.tasks(suite)
+                console.print(f"[bold]{suite}[/bold]: {len(tasks)} tasks, {max_steps} max steps")
+                for i, text in enumerate(tasks):
+                    console.print(f"  {i:2d}  {text} ({sim.n_init_states(suite, i)} init states)")
     elif args.what == "properties":
         from scenarios.properties import properties
 
@@ -723,12 +817,23 @@ def cmd_list(args) -> int:
         for name, prop in properties().items():
             table.add_row(name, ", ".join(prop.variants), ", ".join(prop.requires) or "—", prop.doc)
         console.print(table)
+    elif args.what == "protocols":
+        from scenarios.protocols import PROTOCOLS
+
+        table = Table(title="protocols (stress run --protocol NAME; docs/protocols.md)")
+        for column in ("name", "suites: step limit, paper %", "trials x seeds", "image, settle", "mode, policy options", "verdict", "what"):
+            table.add_column(column)
+        for p in PROTOCOLS.values():
+            table.add_row(p.name, "\n".join(f"{s}: {p.step_limit(s)}, {p.paper_figure(s):.1f}" for s in p.suites) + f"\naverage {p.paper_average:.1f}",
+                          f"{p.trials} x {', '.join(map(str, p.seeds))}", f"{p.image_size} px, {p.settle_steps} steps",
+                          f"{p.mode}, " + (", ".join(f"{k}={v}" for k, v in p.policy_options) or "none"), f"average within ±{p.tolerance:.1f} points", p.summary)
+        console.print(table)
     elif args.what == "samplers":
         from scenarios.samplers import SAMPLERS
 
         console.print("samplers (stress search --sampler NAME): " + ", ".join(SAMPLERS))
     else:
-        raise UserError(f"unknown list {args.what!r}; valid: perturbations, policies, suites, properties, samplers")
+        raise UserError(f"unknown list {args.what!r}; valid: perturbations, policies, suites, properties, samplers, protocols")
     return 0
 
 
@@ -803,16 +908,10 @@ def _search_config(args) -> dict:
     if args.candidates < 1:
         raise UserError(f"--candidates {args.candidates} invalid; valid: 1 or more")
     iid = args.iid if args.iid is not None else (0 if "random" in (args.sampler, args.compare) else max(1, args.budget // 5))
-    policy_options, image_size = {}, 128
-    if args.policy == "remote":
-        from stress.policies.remote import probe, served_id
+    from stress.envs import simulator_of
 
-        if not args.policy_server:
-            raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
-        server = probe(args.policy_server)
-        policy_options, image_size = {"served": served_id(server), "server": args.policy_server}, server["image_size"]
-    elif args.policy_server:
-        raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+    options, image_size, _ = _remote_options(args)
+    policy_options, image_size = dict(options), image_size or simulator_of(str(space.get("suite"))).default_image_size
     return {"property": args.property, "properties_file": str(args.properties_file) if args.properties_file else None, "sampler": args.sampler,
             "compare": args.compare, "budget": args.budget, "seed": args.seed, "iid": iid, "max_findings": args.max_findings, "replays": args.replays,
             "workers": args.workers, "batch": args.batch if args.batch is not None else args.workers, "shrinker": args.shrinker, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
@@ -900,6 +999,21 @@ def cmd_bench(args) -> int:
 
         figures = measure(max(20, args.repeats))
         print(json.dumps(figures, indent=1))
+        return 0
+    if args.aloha:
+        from stress.bench_aloha import measure as measure_aloha
+
+        if not 0 <= args.episodes <= 50:
+            raise UserError(f"--episodes {args.episodes} invalid for --aloha; valid: 0-50 (init states per task in the expert's table)")
+        print(json.dumps(measure_aloha(repeats=max(1, args.repeats), n_init=args.episodes), indent=1))
+        return 0
+    if args.remote_throughput:
+        from stress.bench_remote import throughput
+
+        for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps)):
+            if value is not None and value < 1:
+                raise UserError(f"{flag} {value} invalid; valid: 1 or more")
+        print(json.dumps(throughput(args.episodes, args.workers, args.suite, args.task, args.max_steps), indent=1))
         return 0
     run_bench(args.suite, args.task, args.init, args.repeats, args.out)
     return 0
@@ -1019,27 +1133,35 @@ def _print_evaluation(figures: dict) -> None:
 
 
 def cmd_serve(args) -> int:
-    from stress.policies import policy_class
+    from stress.policies import policy_class, policy_names
     from stress.policies.base import Observation
+    from stress.policies.cosmos_server import given_flags, make_server
     from stress.policies.serve import PolicyServer
 
-    if args.policy == "remote":
-        raise UserError("policy 'remote' cannot be served (it is the client); valid: reference")
-    cls = policy_class(args.policy)
-    if not hasattr(cls, "serving_metadata"):
-        raise UserError(f"policy {args.policy!r} cannot be served (it reads the simulator's state, not images); valid: reference")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port} invalid; valid: 0-65535")
     if args.threads < 0:
         raise UserError(f"--threads {args.threads} invalid; valid: 0 (torch's choice) or more")
-    if args.threads:
-        import torch
+    if args.policy != "cosmos" and given_flags(args):
+        raise UserError(f"{', '.join(given_flags(args))} only apply to --policy cosmos; got --policy {args.policy!r}")
+    if args.policy == "cosmos":  # normally run in Cosmos Policy's own environment (docs/cosmos-policy.md)
+        server = make_server(args)
+    else:
+        if args.policy == "remote":
+            raise UserError("policy 'remote' cannot be served (it is the client); valid: reference, cosmos")
+        if args.policy not in policy_names():
+            raise choice_error("policy", args.policy, ("reference", "cosmos"))
+        cls = policy_class(args.policy)
+        if not hasattr(cls, "serving_metadata"):
+            raise UserError(f"policy {args.policy!r} cannot be served (it reads the simulator's state, not images); valid: reference, cosmos")
+        if args.threads:
+            import torch
 
-        torch.set_num_threads(args.threads)
-    first = cls()
-    server = PolicyServer(cls, first.serving_metadata(), host=args.host, port=args.port, observation_type=Observation, user_errors=(UserError,))
-    server._idle.append(first)
-    identity = f"{first.name}:{server.metadata['policy']['version']}"
+            torch.set_num_threads(args.threads)
+        first = cls()
+        server = PolicyServer(cls, first.serving_metadata(), host=args.host, port=args.port, observation_type=Observation, user_errors=(UserError,))
+        server._idle.append(first)
+    identity = "{name}:{version}".format(**server.metadata["policy"])
     try:
         server.serve_forever(ready=lambda port: print(f"stress serve: {identity} on ws://{args.host}:{port}", file=sys.stderr, flush=True))
     except OSError as exc:

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from perturbations.base import CAMERAS
-from stress.envs.libero import LiberoEnv, SimulatorFault
+from stress.envs.base import SimEnv, SimulatorFault
 from stress.errors import UserError
 from stress.metrics import psnr, ssim
 from stress.policies.base import Decision
@@ -61,7 +60,7 @@ class Measurement:
         return {int(round(x)) for x in np.linspace(0, n - 1, min(self.rollouts, n))}
 
 
-def execute(env: LiberoEnv, actions: np.ndarray, max_steps: int) -> bool:
+def execute(env: SimEnv, actions: np.ndarray, max_steps: int) -> bool:
     """Execute a chunk open-loop; stop at success or the step budget. Returns success."""
     for action in actions:
         if env.step(action):
@@ -108,7 +107,8 @@ def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray],
     into the occluded pixels and the rest, averaged over the cameras the occluder covers."""
     out: dict[str, float] = {}
     split: dict[str, list[float]] = {k: [] for k in ("future_psnr_occluded", "future_psnr_visible", "baseline_psnr_occluded", "baseline_psnr_visible")}
-    for c in CAMERAS:
+    cameras = [c for c in true if c in predicted]  # the cameras the model predicts
+    for c in cameras:
         p = predicted[c]
         t, now = to_resolution(true[c], p), to_resolution(current[c], p)
         out[f"future_psnr_{c}"], out[f"future_ssim_{c}"] = psnr(p, t), ssim(p, t)
@@ -120,22 +120,22 @@ def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray],
                     split[f"{name}_psnr_occluded"].append(psnr(image[mask], t[mask]))
                     split[f"{name}_psnr_visible"].append(psnr(image[~mask], t[~mask]))
     for name in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim"):
-        out[name] = float(np.mean([out[f"{name}_{c}"] for c in CAMERAS]))
+        out[name] = float(np.mean([out[f"{name}_{c}"] for c in cameras]))
     out.update({k: float(np.mean(v)) for k, v in split.items() if v})
     return out
 
 
-def occlusion_masks(env: LiberoEnv) -> dict[str, np.ndarray] | None:
+def occlusion_masks(env: SimEnv) -> dict[str, np.ndarray] | None:
     """Per camera, the pixels an occluding perturbation hides (pixel patch or scene box); None when none does."""
     masks = {}
     for p in env.perturbations:
-        for camera in CAMERAS:
+        for camera in env.cameras:
             mask = p.family.occluded_pixels(env, p.params, camera)
             if mask is not None:
                 masks[camera] = masks[camera] | mask if camera in masks else mask
     if not masks:
         return None
-    return {c: masks.get(c, np.zeros((env.image_size, env.image_size), dtype=bool)) for c in CAMERAS}
+    return {c: masks.get(c, np.zeros((env.image_size, env.image_size), dtype=bool)) for c in env.cameras}
 
 
 class GroundTruth:
@@ -149,11 +149,11 @@ class GroundTruth:
         self.continuation = continuation
         self.rollout_at = measurement.rollout_decisions(max_steps, chunk)
         self.by_step: dict[int, dict[int, dict[str, float]]] = {}  # step -> candidate (-1 executed) -> figures
-        self.frames: dict[int, dict[str, np.ndarray]] = {}  # step -> observed / predicted / true agentview frame of the executed chunk
+        self.frames: dict[int, dict[str, np.ndarray]] = {}  # step -> observed / predicted / true scene-camera frame of the executed chunk
         self.seconds = 0.0
         self._decision = 0
 
-    def __call__(self, env: LiberoEnv, snapshot, decision: Decision) -> None:
+    def __call__(self, env: SimEnv, snapshot, decision: Decision) -> None:
         start = time.perf_counter()
         try:
             self._measure(env, snapshot, decision)
@@ -176,7 +176,7 @@ class GroundTruth:
         current = masks = None
         if any(wanted(i, p) for i, _, p in items):
             # the frame the policy just saw (its render is reused: the simulator has not moved since)
-            current = env.observed_images() or {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
+            current = env.observed_images() or {c: env.perturb_pixels(env.render(c), c) for c in env.cameras}
             masks = occlusion_masks(env)
         view = FUTURE_VIEWS.get(decision.info.get("future_view"))
         if view is not None and current is not None:
@@ -194,14 +194,15 @@ class GroundTruth:
                 for action in actions:  # the whole chunk: the prediction is for the chunk's end
                     done = env.step(action) or done
                 if wanted(i, predicted):
-                    true = {c: env.perturb_pixels(env.render(c), c) for c in CAMERAS}
+                    true = {c: env.perturb_pixels(env.render(c), c) for c in env.cameras}
                     if view is not None:
                         true = {c: view(image) for c, image in true.items()}
                     row.update(future_errors(predicted, true, current, masks))
-                    if i in executed and "agentview" in predicted:
-                        p = predicted["agentview"]
-                        self.frames[step] = {"observed": to_resolution(current["agentview"], p), "predicted": np.asarray(p, dtype=np.uint8),
-                                             "true": to_resolution(true["agentview"], p)}
+                    main = env.cameras[0]  # the scene camera (LIBERO: agentview, ALOHA: top): the gallery shows it
+                    if i in executed and main in predicted:
+                        p = predicted[main]
+                        self.frames[step] = {"observed": to_resolution(current[main], p), "predicted": np.asarray(p, dtype=np.uint8),
+                                             "true": to_resolution(true[main], p)}
                 if rollout:
                     row["true_outcome"] = float(self._continue(env, snapshot, done))
             except SimulatorFault:

@@ -1,5 +1,5 @@
 """``stress replay RUN EPISODE_KEY``: re-execute the recorded actions in the same perturbed scene and
-write an mp4 (agentview | wrist, as the policy saw them, 20 fps, H.264 yuv420p) without calling the
+write an mp4 (the simulator's cameras side by side, as the policy saw them, at its control rate, H.264 yuv420p) without calling the
 policy. The failure gallery renders its videos with the same function."""
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import imageio.v2 as imageio
 import numpy as np
 
 from stress.runner import EnvCache
-from stress.signatures import SignatureTracker
 from stress.store import RunStore
 
-FPS = 20  # LIBERO's control rate
 UPSCALE = 2  # 128 px frames are small to look at
 
 
@@ -34,14 +32,14 @@ class ReplayResult:
 
 
 def frame(env) -> np.ndarray:
-    images = [env.perturb_pixels(env.render(camera), camera) for camera in ("agentview", "wrist")]
+    images = [env.perturb_pixels(env.render(camera), camera) for camera in env.cameras]
     side_by_side = np.concatenate(images, axis=1)
     return np.repeat(np.repeat(side_by_side, UPSCALE, axis=0), UPSCALE, axis=1)
 
 
-def video_writer(path: Path):
+def video_writer(path: Path, fps: int = 20):
     """H.264 in yuv420p (what browsers play), the index up front so a page can start it at once."""
-    return imageio.get_writer(path, fps=FPS, codec="libx264", quality=8, macro_block_size=2, pixelformat="yuv420p",
+    return imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=2, pixelformat="yuv420p",
                               ffmpeg_params=["-movflags", "+faststart"], ffmpeg_log_level="error")
 
 
@@ -58,9 +56,9 @@ def render_episode(store: RunStore, key: str, video: Path, envs: EnvCache, poste
     video.parent.mkdir(parents=True, exist_ok=True)
     env = envs.get(spec)
     env.reset(spec.init_index, spec.perturbations)
-    tracker = SignatureTracker(env)
+    tracker = env.failure_tracker()
     success = False
-    with video_writer(video) as writer:
+    with video_writer(video, env.control_hz) as writer:
         last = frame(env)
         writer.append_data(last)
         for step, action in enumerate(actions):

@@ -23,20 +23,19 @@ from typing import Any, Callable
 
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, NotRealised, validate
+from perturbations.base import InvalidScene, Layer, NotRealised, registry, validate
 from scenarios.spec import MODES, ScenarioSpec
-from stress.envs.libero import SUITE_MAX_STEPS, SUITES, LiberoEnv, SimulatorFault, check_task, init_states, scene_key
+from stress.envs import check_init, make_env, max_steps as suite_max_steps, simulator_of
+from stress.envs.base import SimEnv, SimulatorFault, scene_key
 from stress.errors import UserError, choice_error
 from stress.policies import policy_class
 from stress.policies.base import Decision, PolicyFault
 from stress.groundtruth import GroundTruth, Measurement
-from stress.signatures import SignatureTracker
 from stress.metrics import action_spread
 from stress.policies.planning import check_aggregation
-from stress.policies.reference.data import GAMMA
 from stress.schedule import SceneScheduler, WorkerCrashed, crash_hook, dispatch
 
-DecisionHook = Callable[[LiberoEnv, Any, Decision], None]
+DecisionHook = Callable[[SimEnv, Any, Decision], None]
 
 
 def check_spec(spec: ScenarioSpec) -> None:
@@ -45,13 +44,11 @@ def check_spec(spec: ScenarioSpec) -> None:
         value = getattr(spec, name)
         if not isinstance(value, int) or isinstance(value, bool):
             raise UserError(f"scenario field {name} {value!r} is not an integer")
-    if spec.suite not in SUITES:
-        raise choice_error("suite", spec.suite, SUITES)
-    check_task(spec.suite, spec.task_id)
-    n_init = len(init_states(spec.suite, spec.task_id))
-    if not 0 <= spec.init_index < n_init:
-        raise UserError(f"init state {spec.init_index!r} not in {spec.suite} task {spec.task_id}; valid: 0-{n_init - 1}")
+    check_init(spec.suite, spec.task_id, spec.init_index)
+    sim = simulator_of(spec.suite)
     cls = policy_class(spec.policy)
+    if sim.name not in cls.simulators:
+        raise UserError(f"policy {spec.policy!r} does not drive {sim.name} (suite {spec.suite}); it drives: {', '.join(cls.simulators)}")
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     for option, _ in spec.policy_options:
         if option not in accepted:
@@ -71,7 +68,10 @@ def check_spec(spec: ScenarioSpec) -> None:
             raise UserError(f"n_candidates {spec.n_candidates!r} invalid; valid: an integer >= 1")
         check_aggregation(spec.aggregation or "average")
     for p in spec.perturbations:
-        validate(p)
+        fam = validate(p, sim.cameras)
+        if sim.name not in fam.simulators:
+            raise UserError(f"perturbation {p.name!r} does not support simulator {sim.name} (suite {spec.suite}); "
+                            f"valid there: {', '.join(n for n, c in registry().items() if sim.name in c.simulators)}")
 
 
 @dataclass
@@ -114,7 +114,7 @@ class EpisodeResult:
             "setting": s.setting,
             "failure": self.failure if self.error is None else None,
             "progress": self.progress if self.error is None else None,
-            "max_steps": self.spec.max_steps or SUITE_MAX_STEPS[self.spec.suite],
+            "max_steps": self.spec.max_steps or suite_max_steps(self.spec.suite),
             "failure_step": self.failure_step if self.error is None else None,
             "error": self.error,
             "spec": s.to_json(),
@@ -127,14 +127,14 @@ class EnvCache:
     def __init__(self, size: int = 1):
         self.size, self._envs = size, OrderedDict()
 
-    def get(self, spec: ScenarioSpec) -> LiberoEnv:
+    def get(self, spec: ScenarioSpec) -> SimEnv:
         key = (spec.suite, spec.task_id, spec.image_size, scene_key(spec.perturbations))
         if key in self._envs:
             self._envs.move_to_end(key)
             return self._envs[key]
         while len(self._envs) >= self.size:
             self._envs.popitem(last=False)[1].close()
-        env = LiberoEnv(spec.suite, spec.task_id, image_size=spec.image_size, scene=spec.perturbations)
+        env = make_env(spec.suite, spec.task_id, spec.image_size, spec.perturbations)
         self._envs[key] = env
         return env
 
@@ -175,16 +175,16 @@ def _decision_rows(key: str, step: int, decision: Decision, measured: dict[int, 
     return rows
 
 
-def _realised_values(rows: list[dict[str, Any]], chunk_ends: dict[int, int], success_step: int | None) -> None:
+def _realised_values(rows: list[dict[str, Any]], chunk_ends: dict[int, int], success_step: int | None, gamma: float) -> None:
     """The value each executed decision really had (Cosmos's meaning, gamma^(steps from the chunk's end to
-    success), 0 if the episode failed): what the predicted value is compared with."""
+    success), 0 if the episode failed; gamma is the simulator's): what the predicted value is compared with."""
     for row in rows:
         if row["chosen"]:
             end = chunk_ends[row["step"]]
-            row["realised_value"] = 0.0 if success_step is None else float(GAMMA ** max(0, success_step - end))
+            row["realised_value"] = 0.0 if success_step is None else float(gamma ** max(0, success_step - end))
 
 
-def _wrap_policy(policy, env: LiberoEnv):
+def _wrap_policy(policy, env: SimEnv):
     for p in env.perturbations:
         if p.family.layer is Layer.POLICY:
             policy = p.family.wrap_policy(policy, p.params)
@@ -217,7 +217,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
             truth = GroundTruth(measurement, spec.key, max_steps, lambda: _wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options), env))
             hooks.append(truth)
         chunk_ends: dict[int, int] = {}
-        tracker = SignatureTracker(env)
+        tracker = env.failure_tracker()
         while env.step_count < max_steps and not result.success:
             env.begin_chunk()
             result.decision_steps.append(env.step_count)
@@ -240,7 +240,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
                 tracker.step(action)
                 if result.success or env.step_count >= max_steps:
                     break
-        _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None)
+        _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None, simulator_of(spec.suite).value_discount)
         result.failure = tracker.signature(result.success)
         result.progress = tracker.progress(result.success)
         result.failure_step = tracker.onset(result.success)
@@ -262,7 +262,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         result.perturbations = [p.record() for p in env.perturbations]
         result.steps = env.step_count
     result.success = bool(result.success) and result.error is None
-    result.actions = np.array(actions).reshape(-1, 7)
+    result.actions = np.array(actions).reshape(len(actions), -1) if actions else np.zeros((0, env.action_dim if env else 7))
     result.wall_s = time.perf_counter() - start
     return result
 

@@ -4,7 +4,8 @@ actors): which pending episode a free worker runs next, and the loop that hands 
 Building a scene costs ~9 s, resetting it milliseconds, so a worker is kept on the scenes it holds: a free
 worker gets (1) more of a scene it holds, else (2) the largest scene nobody holds, else (3) a share of a scene
 other workers hold, but only when that is faster than leaving it to them: the holders would start its last pending
-episode about ``(pending - 0.5) * episode_s / holders`` from now, the newcomer after a build (``build_s``). The
+episode about ``(pending - 0.5) * episode_s / holders`` from now, the newcomer after a build (``build_s``); a worker
+that holds no scene yet (just started) always joins, its first build being due anyway. The
 episode and build times are learnt from the results (a worker's first episode on a scene includes the build).
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 from scenarios.spec import ScenarioSpec
-from stress.envs.libero import scene_key
+from stress.envs.base import scene_key
 
 BUILD_S, EPISODE_S = 9.0, 5.0  # priors until measured: a LIBERO scene build, a short episode
 CRASH_ENV = "STRESS_TEST_CRASH_DIR"  # tests: a file <dir>/<episode key> holding n > 0 makes the worker exit n times on it
@@ -75,7 +76,8 @@ class SceneScheduler:
                     return (len(self.pending[s]) - 0.5) * self.episode_s / len(self._holders(s))
 
                 scene = max(live, key=backlog, default=None)
-                if scene is None or (backlog(scene) <= self.build_s and not force):
+                # a worker that holds no scene yet (just started) has its build to pay anyway: it joins
+                if scene is None or (backlog(scene) <= self.build_s and not force and w.scenes):
                     return None
         spec = self.pending[scene].popleft()
         if not self.pending[scene]:

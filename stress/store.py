@@ -4,7 +4,7 @@ Layout of a run folder::
 
     manifest.json            format version, command, config, the run's ScenarioSpecs, versions, git revision
     parts/<key>.parquet      one finished episode (written atomically; its presence = episode done)
-    actions/<key>.npz        the executed actions (steps x 7) and the policy-query steps, for exact replay
+    actions/<key>.npz        the executed actions (steps x the simulator's action width) and the policy-query steps, for exact replay
     decisions/<key>.parquet  per-decision predictions, for backends that make them
     frames/<key>.npz         agentview frames at each measured decision: observed, predicted and true future
     episodes.parquet         all parts gathered (rewritten at the end of a run and by ``stress show``)
@@ -66,6 +66,9 @@ EPISODE_SCHEMA = pa.schema(
         ("spec", pa.string()),  # the ScenarioSpec as JSON
     ]
 )
+# per-camera world-model columns: every simulator's cameras (LIBERO's, then ALOHA's; tests/test_store checks the
+# registry has no other), listed here so naming them never imports a simulator
+STORED_CAMERAS = (*CAMERAS, "top", "left_wrist", "right_wrist")
 DECISION_SCHEMA = pa.schema(
     [
         ("episode_key", pa.string()),
@@ -82,7 +85,7 @@ DECISION_SCHEMA = pa.schema(
         ("future_ssim", pa.float64()),
         ("baseline_psnr", pa.float64()),  # current frame vs true future (copy-frame baseline)
         ("baseline_ssim", pa.float64()),
-        *[(f"{m}_{c}", pa.float64()) for c in CAMERAS for m in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim")],
+        *[(f"{m}_{c}", pa.float64()) for c in STORED_CAMERAS for m in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim")],
         # with an occluding pixel perturbation: PSNR inside the occluded pixels and outside them
         *[(f"{m}_psnr_{part}", pa.float64()) for m in ("future", "baseline") for part in ("occluded", "visible")],
         ("action_spread", pa.float64()),  # planning: mean pairwise distance of the N candidate chunks
@@ -224,7 +227,8 @@ class RunStore:
 
         def save_actions(tmp):
             with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a plain name
-                np.savez(f, actions=np.asarray(actions, dtype=np.float64).reshape(-1, 7), decision_steps=np.asarray(decision_steps, dtype=np.int64))
+                steps_x_dim = np.asarray(actions, dtype=np.float64)  # each simulator's own width (LIBERO 7, ALOHA 14)
+                np.savez(f, actions=steps_x_dim if steps_x_dim.ndim == 2 else steps_x_dim.reshape(len(steps_x_dim), -1), decision_steps=np.asarray(decision_steps, dtype=np.int64))
 
         _atomic_write(self.path / "actions" / f"{key}.npz", save_actions)
         if decisions:
@@ -240,7 +244,7 @@ class RunStore:
             marker.unlink()
 
     def actions(self, key: str) -> tuple[np.ndarray, np.ndarray]:
-        """The executed actions (steps x 7) and the steps at which the policy was queried."""
+        """The executed actions (steps x action width) and the steps at which the policy was queried."""
         path = self.path / "actions" / f"{key}.npz"
         if not path.is_file():
             raise UserError(f"no recorded actions for episode {key!r} in {self.path.name}")

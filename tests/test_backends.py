@@ -44,11 +44,17 @@ def test_scheduler_keeps_each_worker_on_its_scene():
     scheduler.add([s for s in specs if s.task_id == 0])
     seen = _drain(scheduler, [0, 1] * 4)
     assert len(seen[0]) == len(seen[1]) == 4
-    # the last pending episode of a scene another worker holds is not worth a build
+    # the last pending episode of a scene another worker holds is not worth a build to a worker holding another scene
     scheduler = SceneScheduler(2)
-    scheduler.add(specs[:1])
-    scheduler.take(0)
+    scheduler.add(specs[1:2])
+    scheduler.finished(1, scheduler.take(1), 3.0)
+    scheduler.add([specs[0], specs[2]])
+    assert scheduler.take(0).task_id == 0
     assert scheduler.take(1) is None
+    # but a worker that holds nothing yet (just started) joins: its build is due anyway (a warm-up per worker)
+    scheduler = SceneScheduler(2)
+    scheduler.add([specs[0], specs[2]])
+    assert scheduler.take(0) is not None and scheduler.take(1) is not None
 
 
 def _rows(run):

@@ -59,3 +59,24 @@ def test_bench_true_future_of_one_chunk(benchmark, spatial_env):
     benchmark.pedantic(truth, (spatial_env, snap, decision), rounds=5, iterations=1)
     assert truth.by_step[snap.step][-1]["future_psnr"] > 0
     assert np.array_equal(spatial_env.snapshot().physics, snap.physics)
+
+
+def test_aloha_bench_measures_render_on_demand_against_the_stock_loop():
+    """`stress bench --aloha`'s figures on a tiny budget: the stock loop (three 640x480 cameras every step) is
+    slower per step than rendering three 224 px cameras once per 50-step chunk; the expert solves init 0."""
+    from stress.bench_aloha import measure
+
+    figures = measure(stock_steps=5, repeats=1, n_init=1)
+    steps = figures["steps_per_s"]
+    assert steps["render_on_demand_3cams_224_per_chunk"] > steps["stock_3cams_640x480_every_step"]
+    assert steps["no_render"] > steps["render_on_demand_3cams_224_per_chunk"]
+    assert figures["snapshot_restore_ms"] > 0
+    assert figures["expert"]["transfer_cube"]["successes"] == 1 and figures["expert"]["insertion"]["successes"] == 1
+
+
+def test_aloha_bench_bad_episode_count_exits_2():
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "stress.cli", "bench", "--aloha", "--episodes", "51"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--episodes 51 invalid for --aloha; valid: 0-50" in bad.stderr and "Traceback" not in bad.stderr

@@ -244,3 +244,50 @@ def test_cosmos_view_transform_of_true_futures():
     rows, cols = np.nonzero(mask)
     assert abs(rows.mean() - 111.5) < 1 and abs(cols.mean() - 111.5) < 1 and 13 <= rows.max() - rows.min() + 1 <= 17
     assert FUTURE_VIEWS["cosmos"] is cosmos_view
+
+
+# --- a served policy for ALOHA: the protocol carries the simulator's own sizes ---------------------------------
+class HoldStillAloha:
+    """Holds gym-aloha's start pose (14-D joint positions) in 50-step chunks, values and futures included,
+    as a world-model policy for ALOHA would answer; it looks at the three cameras it is sent."""
+
+    name, modes, uses_images = "hold-still-aloha", ("direct",), True
+
+    def reset(self, instruction, seed, mode="direct", n_candidates=1, aggregation=None):
+        self.instruction = instruction
+
+    def act(self, obs):
+        from gym_aloha.constants import START_ARM_POSE
+
+        assert sorted(obs.images) == ["left_wrist", "right_wrist", "top"] and obs.images["top"].shape == (224, 224, 3)
+        assert obs.proprio.shape == (14,)
+        pose = np.r_[START_ARM_POSE[:6], 1.0, START_ARM_POSE[8:14], 1.0]  # grippers open (normalised 1)
+        return SimpleNamespace(actions=np.tile(pose, (50, 1)), predicted_value=0.2, predicted_future={"top": obs.images["top"]},
+                               candidates=[], chosen=None, aggregation=None, info={})
+
+
+def test_a_served_aloha_policy_runs_on_aloha_and_a_libero_one_is_refused(fake_server, tmp_path):
+    aloha = fake_server(HoldStillAloha, describe(HoldStillAloha, version="1", chunk=50, image_size=224, cameras=("top", "left_wrist", "right_wrist"),
+                                                 action_dim=14, proprio_dim=14, predictions=("future", "value")))
+    out = tmp_path / "runs"
+    run = run_cli("run", "--suite", "aloha", "--tasks", "1", "--episodes", "1", "--policy", "remote", "--policy-server", aloha,
+                  "--max-steps", "100", "--no-baseline", "--out", str(out), timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    import pyarrow.parquet as pq
+
+    folder = next(out.iterdir())
+    [row] = pq.read_table(folder / "episodes.parquet").to_pylist()
+    assert row["suite"] == "aloha" and row["error"] is None and not row["success"] and row["steps"] == 100 and row["decisions"] == 2
+    decisions = pq.read_table(folder / "decisions.parquet").to_pylist()
+    assert [d["pred_value"] for d in decisions] == [0.2, 0.2] and all(d["future_psnr_top"] > 0 for d in decisions)
+    libero = fake_server()  # the LIBERO-shaped fake: 7-D actions, 9-D proprio, agentview + wrist
+    assert_user_error(run_cli("run", "--suite", "aloha", "--tasks", "0", "--policy", "remote", "--policy-server", libero, "--out", str(out)),
+                      "has action dimension 7; aloha needs 14")
+
+
+def test_the_store_has_world_model_columns_for_every_simulators_cameras():
+    from stress.envs import simulator, simulator_names
+    from stress.store import STORED_CAMERAS
+
+    for name in simulator_names():
+        assert set(simulator(name).cameras) <= set(STORED_CAMERAS), name

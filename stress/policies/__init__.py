@@ -10,6 +10,7 @@ from stress.errors import choice_error
 _BACKENDS = {
     "reference": ("stress.policies.reference.policy", "ReferencePolicy"),
     "expert": ("stress.policies.expert", "ExpertPolicy"),
+    "aloha-expert": ("stress.policies.aloha_expert", "AlohaExpertPolicy"),  # ALOHA's privileged expert (suite aloha)
     "remote": ("stress.policies.remote", "RemotePolicy"),
 }
 

@@ -47,7 +47,8 @@ class Candidate:
 
 @dataclass
 class Decision:
-    """One policy query. ``actions`` (K x 7 float) is executed open-loop, all K steps."""
+    """One policy query. ``actions`` (K x D float: D = 7 on LIBERO, 14 on ALOHA) is executed open-loop, all K
+    steps; the env checks D."""
 
     actions: np.ndarray
     predicted_value: float | None = None
@@ -59,8 +60,8 @@ class Decision:
 
     def __post_init__(self):
         self.actions = np.asarray(self.actions, dtype=np.float64)
-        if self.actions.ndim != 2 or self.actions.shape[1] != ACTION_DIM or len(self.actions) == 0:
-            raise ValueError(f"Decision.actions must be (K>0, {ACTION_DIM}); got {self.actions.shape}")
+        if self.actions.ndim != 2 or len(self.actions) == 0 or self.actions.shape[1] == 0:
+            raise ValueError(f"Decision.actions must be (K>0, D>0); got {self.actions.shape}")
 
 
 class PolicyFault(RuntimeError):
@@ -80,6 +81,7 @@ class Policy(Protocol):
     name: ClassVar[str]
     modes: ClassVar[tuple[str, ...]]  # "direct", and "planning" for backends with a planner
     uses_images: ClassVar[bool]
+    simulators: ClassVar[tuple[str, ...]]  # the simulators (stress.envs registry names) it can drive
 
     def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
         """Start an episode. ``mode`` is "direct" or "planning" (best-of-``n_candidates``, candidates

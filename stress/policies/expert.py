@@ -167,6 +167,7 @@ class ExpertPolicy:
 
     name: ClassVar[str] = "expert"
     modes: ClassVar[tuple[str, ...]] = ("direct",)
+    simulators: ClassVar[tuple[str, ...]] = ("libero",)  # its grasp planner reads LIBERO's robosuite scene
     uses_images: ClassVar[bool] = False
 
     def __init__(self, action_noise: float = 0.0, seed: int = 0):

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from stress.errors import UserError
-from stress.policies.base import ACTION_DIM, Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
+from stress.policies.base import Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
 from stress.policies.serve import PROTOCOL, pack, unpack
 
 DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU (notes §5)
@@ -111,14 +111,20 @@ def probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> dict:
     return metadata
 
 
-def check_compatible(metadata: dict, url: str, modes=(), aggregation: str | None = None, image_size: int | None = None,
-                     cameras=("agentview", "wrist"), served: str | None = None) -> None:
-    """Does the served policy fit the task and run? UserError naming the first mismatch."""
+def check_compatible(metadata: dict, url: str, simulator, modes=(), aggregation: str | None = None, image_size: int | None = None,
+                     served: str | None = None, instruction: str | None = None) -> None:
+    """Does the served policy fit the task's simulator (``stress.envs.base.Simulator``: its action and proprio
+    sizes, its cameras) and the run? UserError naming the first mismatch."""
     where = f"policy server {url}"
-    if metadata["action_dim"] != ACTION_DIM:
-        raise UserError(f"{where} has action dimension {metadata['action_dim']}; LIBERO's OSC controller needs {ACTION_DIM}")
-    if metadata["proprio_dim"] != 9:
-        raise UserError(f"{where} expects a {metadata['proprio_dim']}-D proprio; the suite sends 9 (gripper qpos 2, eef pos 3, eef quat 4)")
+    served_instructions = metadata.get("instructions")  # optional (Cosmos: its T5 cache; anything else would load T5-11B)
+    if instruction is not None and isinstance(served_instructions, list) and instruction not in served_instructions:
+        raise UserError(f"{where} cannot serve the instruction {instruction!r} (not among its {len(served_instructions)} cached instructions); valid: tasks whose instruction it lists in its metadata")
+    env = simulator.env_class
+    if metadata["action_dim"] != env.action_dim:
+        raise UserError(f"{where} has action dimension {metadata['action_dim']}; {simulator.name} needs {env.action_dim}")
+    if metadata["proprio_dim"] != env.proprio_dim:
+        raise UserError(f"{where} expects a {metadata['proprio_dim']}-D proprio; {simulator.name} sends {env.proprio_dim}")
+    cameras = env.cameras
     for mode in modes:
         if mode not in metadata["modes"]:
             raise UserError(f"{where} has no {mode!r} mode; valid: {', '.join(metadata['modes'])}")
@@ -138,6 +144,7 @@ class RemotePolicy:
 
     name: ClassVar[str] = "remote"
     modes: ClassVar[tuple[str, ...]] = ("direct", "planning")  # what the protocol can carry; the server says what it has
+    simulators: ClassVar[tuple[str, ...]] = ("libero", "aloha")  # the server's metadata says which it fits (check_compatible)
     uses_images: ClassVar[bool] = True
 
     def __init__(self, server: str | None = None, served: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -314,7 +321,8 @@ def parse_decision(reply: dict, metadata: dict, planning: bool, n_candidates: in
     if reply.get("type") != "decision":
         raise MalformedResponse(f"reply type {reply.get('type')!r}; expected 'decision'")
     chunk = metadata["chunk"]
-    actions = _array(reply.get("actions"), "actions", (chunk, ACTION_DIM))
+    action_dim = metadata["action_dim"]  # checked against the simulator's before the run started
+    actions = _array(reply.get("actions"), "actions", (chunk, action_dim))
     value = _unit(reply.get("value"), "value")
     future = _futures(reply.get("future"), "future")
     candidates_raw = reply.get("candidates") or []
@@ -333,7 +341,7 @@ def parse_decision(reply: dict, metadata: dict, planning: bool, n_candidates: in
         seed = c.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise MalformedResponse(f"field '{where}.seed' is not an integer")
-        candidates.append(Candidate(actions=_array(c.get("actions"), f"{where}.actions", (chunk, ACTION_DIM)),
+        candidates.append(Candidate(actions=_array(c.get("actions"), f"{where}.actions", (chunk, action_dim)),
                                     predicted_value=_unit(c.get("value"), f"{where}.value"),
                                     predicted_future=_futures(c.get("future"), f"{where}.future"), seed=seed, ensemble_values=ensemble))
     chosen = reply.get("chosen")

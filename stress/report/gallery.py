@@ -632,10 +632,10 @@ def _run_info(store: RunStore, manifest: dict, episodes: list[dict]) -> dict:
     tasks = sorted({(e["suite"], e["task_id"]) for e in episodes})
     instructions = {}
     try:
-        from stress.envs.libero import suite_tasks
+        from stress.envs import simulator_of
 
         for suite, task in tasks:
-            instructions[(suite, task)] = suite_tasks(suite)[task]
+            instructions[(suite, task)] = simulator_of(suite).tasks(suite)[task]
     except Exception:  # the instruction is a courtesy: a run of an unknown suite still gets its gallery
         pass
     return {

@@ -91,6 +91,7 @@ class ReferencePolicy:
 
     name: ClassVar[str] = "reference"
     modes: ClassVar[tuple[str, ...]] = ("direct", "planning")
+    simulators: ClassVar[tuple[str, ...]] = ("libero",)  # trained on LIBERO's two cameras and 7-D actions
     uses_images: ClassVar[bool] = True
 
     def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
