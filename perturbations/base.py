@@ -133,6 +133,12 @@ class Perturbation:
         """Explicit parameters for ``severity`` >= 1, drawn only from ``rng``."""
         raise NotImplementedError
 
+    def sample_on(self, simulator: str, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        """``sample`` on a given simulator. A family whose parameters' shape or range depends on the robot
+        (ALOHA's two 6-joint arms and 50-step chunks vs LIBERO's 7-joint Panda and 16-step chunks) overrides
+        this; LIBERO's draws must stay those of ``sample`` (tests/data/sampled_params.json)."""
+        return self.sample(severity, rng, cameras)
+
     def identity_params(self) -> dict[str, Any]:
         """Parameters of level 0 (no change)."""
         return {}
@@ -145,10 +151,15 @@ class Perturbation:
     def is_identity(self, params: dict[str, Any]) -> bool:
         return params == self.identity_params()
 
+    def check_params_on(self, simulator, params: dict[str, Any]) -> None:
+        """Raise UserError when explicit ``params`` cannot apply on ``simulator`` (``stress.envs.Simulator``),
+        e.g. a vector sized for another robot; checked with the spec, before any episode runs."""
+
     # --- hooks (a family implements the one of its layer) ------------------------------------------
-    # ``env`` is the simulator adapter (stress.envs.libero.LiberoEnv): ``env.raw.sim`` (MjSim),
-    # ``env.target_object``, ``env.object_position(name)``, ``env.project(xyz, camera)``,
-    # ``env.render(camera)``, ``env.segmentation(camera)``, ``env.image_size``.
+    # ``env`` is the simulator adapter (stress.envs.base.SimEnv: LiberoEnv, AlohaEnv): ``env.model`` /
+    # ``env.data``, ``env.target_object``, ``env.object_position(name)``, ``env.project(xyz, camera)``,
+    # ``env.render(camera)``, ``env.segmentation(camera)``, ``env.image_size``, and the robot and object
+    # queries of the state and event families (``movable_objects``, ``arm_joints``, ``grip_points`` ...).
     def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         """After settling: turn scene-dependent parameters (e.g. 'centred on the target') into concrete ones."""
         return params
@@ -263,11 +274,12 @@ def family_rng(spec: PerturbationSpec) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
-def parameters_for(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS) -> dict[str, Any]:
+def parameters_for(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS,
+                   simulator: str = "libero") -> dict[str, Any]:
     """Explicit parameters of a spec: given ones, identity at level 0, else sampled from (severity, seed).
 
     ``attempt`` k > 0 gives the k-th re-sample (the same generator drawn further), used when a sample
-    produced an invalid scene.
+    produced an invalid scene. ``simulator``: the registry name of the simulator the spec is sampled for.
     """
     fam = validate(spec, simulator_cameras)
     cameras = simulator_cameras if spec.camera == "both" else (spec.camera,)
@@ -277,14 +289,14 @@ def parameters_for(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: 
         return fam.identity_params()
     rng = family_rng(spec)
     for _ in range(attempt + 1):
-        params = fam.sample(spec.severity, rng, cameras)
+        params = fam.sample_on(simulator, spec.severity, rng, cameras)
     fam.check_params(params)
     return params
 
 
-def realise(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS) -> Realised:
+def realise(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS, simulator: str = "libero") -> Realised:
     """A spec with its explicit parameters (scene-dependent ones are resolved by the env after settling)."""
-    return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec, attempt, simulator_cameras),
+    return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec, attempt, simulator_cameras, simulator),
                     simulator_cameras=simulator_cameras)
 
 

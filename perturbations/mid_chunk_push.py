@@ -3,10 +3,12 @@
 Probes the open-loop chunk failure mode: the policy planned its chunk for a scene that changes under it.
 The event fires once per episode, on the first env step where its trigger holds:
 
-* ``chunk_step``: after action ``step`` (0-based, 0..15) of the ``chunk``-th executed chunk (0 = the
-  first policy query); the runner calls ``env.begin_chunk()`` at every query, so the env step with
+* ``chunk_step``: after action ``step`` (0-based; LIBERO's chunks have 16 actions, ALOHA's 50, and a step
+  beyond the env's ``chunk_size`` is a user error) of the ``chunk``-th executed chunk (0 = the first policy
+  query); the runner calls ``env.begin_chunk()`` at every query, so the env step with
   ``env.chunk_step == step + 1`` is that action;
-* ``gripper_distance``: when the grip site comes within ``distance_m`` of the object's origin.
+* ``gripper_distance``: when a grip site (``env.grip_points()``: ALOHA has two) comes within ``distance_m``
+  of the object's origin.
 
 Then, on the object (the task's target by default):
 
@@ -23,8 +25,8 @@ displacement is recorded:
     move displacement     1 cm       2 cm       4 cm       6 cm       8 cm
     push speed            0.45 m/s   0.62 m/s   0.88 m/s   1.1 m/s    1.28 m/s
 
-A sample draws the trigger (either kind: chunk 1-3 and step 0-15, or 5-15 cm), the action (push or
-move) and the direction (0-360 deg in the table plane, 0 = +x, away from the robot).
+A sample draws the trigger (either kind: chunk 1-3 and a step of the simulator's chunk, or 5-15 cm), the
+action (push or move) and the direction (0-360 deg in the table plane, 0 = +x, away from the LIBERO robot).
 
 Record: ``check`` (at reset, before the event) starts the realisation with ``fired: false`` and
 ``status: "not_reached"``; ``on_step`` fills in the same record (the env hands it over)
@@ -44,14 +46,22 @@ import mujoco
 import numpy as np
 
 from perturbations.base import Layer, NotRealised, Perturbation, register
-from perturbations.object_pose import eef_position, free_joint, object_name, object_name_check
+from perturbations.object_pose import free_joint, object_name, object_name_check
 from perturbations.space import Choice, Free, ParamSpace, Real
+from stress.errors import UserError
+
+
+def simulator_named(name: str):
+    from stress.envs import simulator  # not at import: the envs import the families
+
+    return simulator(name)
 
 MOVE_M = {1: 0.01, 2: 0.02, 3: 0.04, 4: 0.06, 5: 0.08}
 PUSH_MPS = {1: 0.45, 2: 0.62, 3: 0.88, 4: 1.1, 5: 1.28}
 TRIGGERS = ("chunk_step", "gripper_distance")
 ACTIONS = ("push", "move")
-CHUNK_LEN = 16
+CHUNK_LEN = 16  # LIBERO's chunk (Cosmos Policy): the search grid and LIBERO's samples keep to it
+MAX_CHUNK_LEN = 50  # ALOHA's chunk
 MEASURE_STEPS = 5
 MIN_EFFECT_M = 0.001
 
@@ -61,6 +71,7 @@ MIN_EFFECT_M = 0.001
 class MidChunkPush(Perturbation):
     name = "mid_chunk_push"
     layer = Layer.EVENT
+    simulators = ("libero", "aloha")
     summary = "an object pushed (velocity kick) or moved once, mid-chunk or when the gripper comes close"
     severity_meaning = (
         "move displacement / push speed: 1: 1 cm / 0.45 m/s, 2: 2 cm / 0.62 m/s, 3: 4 cm / 0.88 m/s, "
@@ -71,7 +82,8 @@ class MidChunkPush(Perturbation):
         Choice("trigger", TRIGGERS, "chunk_step: after an action of a chunk; gripper_distance: when the gripper comes close to the object"),
         Real("chunk", 0, 1000, "", "chunk_step: index of the executed chunk, 0 = first policy query", default=1, step=1, integer=True,
              search_high=12),  # libero_spatial's 220 steps are 14 chunks of 16
-        Real("step", 0, CHUNK_LEN - 1, "", "chunk_step: fires after this action of the chunk (0-based)", default=0, step=1, integer=True),
+        Real("step", 0, MAX_CHUNK_LEN - 1, "", "chunk_step: fires after this action of the chunk (0-based; LIBERO's chunks have 16 actions, ALOHA's 50)",
+             default=0, step=1, integer=True, search_high=CHUNK_LEN - 1),
         Real("distance_m", 0.01, 0.5, "m", "gripper_distance: grip site to object origin", default=0.1, step=0.01),
         # a move is exact, a push depends on friction: the move is the milder, default action
         Choice("action", ("move", "push"), "move: teleport by displacement_m; push: velocity kick of speed_mps"),
@@ -80,10 +92,10 @@ class MidChunkPush(Perturbation):
         Real("direction_deg", 0.0, 360.0, "deg", "direction in the table plane (0 = +x, away from the robot; 90 = +y)", default=0.0, step=5.0),
     )
 
-    def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+    def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...], chunk_len: int = CHUNK_LEN) -> dict[str, Any]:
         params: dict[str, Any] = {"object": "target", "trigger": str(rng.choice(TRIGGERS))}
         if params["trigger"] == "chunk_step":
-            params["chunk"], params["step"] = int(rng.integers(1, 4)), int(rng.integers(0, CHUNK_LEN))
+            params["chunk"], params["step"] = int(rng.integers(1, 4)), int(rng.integers(0, chunk_len))
         else:
             params["distance_m"] = round(float(rng.uniform(0.05, 0.15)), 4)
         params["action"] = str(rng.choice(ACTIONS))
@@ -94,6 +106,16 @@ class MidChunkPush(Perturbation):
         params["direction_deg"] = round(float(rng.uniform(0.0, 360.0)), 2)
         return params
 
+    def sample_on(self, simulator: str, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        """The trigger step anywhere in the simulator's chunk (ALOHA: 0-49)."""
+        return self.sample(severity, rng, cameras, simulator_named(simulator).env_class.chunk_size)
+
+    def check_params_on(self, simulator, params: dict[str, Any]) -> None:
+        chunk = simulator.env_class.chunk_size
+        if params.get("trigger", "chunk_step") == "chunk_step" and params.get("step", 0) >= chunk:
+            raise UserError(f"mid_chunk_push step {params['step']} never fires on {simulator.name} (chunks of {chunk} actions); "
+                            f"valid: 0-{chunk - 1}")
+
     def is_identity(self, params: dict[str, Any]) -> bool:
         strength = params.get("speed_mps" if params.get("action") == "push" else "displacement_m", 0.0)
         return not params or not strength
@@ -101,6 +123,7 @@ class MidChunkPush(Perturbation):
     def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         if self.is_identity(params):
             return params
+        self.check_params_on(simulator_named(env.simulator), params)
         return {**params, "object": object_name(env, params.get("object", "target"))}
 
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
@@ -128,7 +151,7 @@ class MidChunkPush(Perturbation):
                     moved_mm = record["distance_m"] * 1000
                     raise NotRealised(f"mid_chunk_push {params['action']} left {name} in place ({moved_mm:.1f} mm in {MEASURE_STEPS} steps)")
             return
-        gap = float(np.linalg.norm(eef_position(env) - position))
+        gap = min(float(np.linalg.norm(point - position)) for point in env.grip_points())  # the nearest gripper
         if params["trigger"] == "chunk_step":
             due = record["chunks_started"] - 1 == params["chunk"] and env.chunk_step == params["step"] + 1
         else:
@@ -139,7 +162,7 @@ class MidChunkPush(Perturbation):
 
     @staticmethod
     def _fire(env, params, record, step, position, gap) -> None:
-        data = env.raw.sim.data._data
+        data = env.data
         qadr, vadr = free_joint(env, params["object"])
         angle = np.radians(params["direction_deg"])
         u = np.array([np.cos(angle), np.sin(angle)])
@@ -150,7 +173,7 @@ class MidChunkPush(Perturbation):
             data.qpos[qadr : qadr + 2] += params["displacement_m"] * u
             data.qvel[vadr : vadr + 6] = 0.0
             applied = {"moved_by_m": [round(float(v), 5) for v in params["displacement_m"] * u]}
-        mujoco.mj_forward(env.raw.sim.model._model, data)
+        mujoco.mj_forward(env.model, data)
         record.update(
             fired=True,
             status="fired",

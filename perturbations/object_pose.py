@@ -28,6 +28,13 @@ put it, pushed another object by more than 1 cm, where the task is already solve
 out of the Panda's reach (see ``reach_problem``); a yaw more than 15 deg off the requested one also
 counts (the object was knocked while landing). Realisation: the displacement achieved after settling
 (m, deg) versus the unshifted settled scene, and the distance outside the shipped box.
+
+On ALOHA (the cube; the peg, or the socket by name) the same sampling and checks apply through the adapter's
+queries: the box is gym-aloha's sampling box (``env.init_range``), and since ALOHA's episodes start with the
+objects mid-air (no settle steps) the reference and the checks read the scene after a 1 s probe settle with
+the arms holding still, on a snapshot put back afterwards (``env.settled_view``); the episode itself starts
+from the shifted pose, which is what the open-loop expert plans from. Reach: the arm that grasps the object
+(``AlohaEnv.reach_problem``).
 """
 
 from __future__ import annotations
@@ -59,21 +66,21 @@ SHOULDER_Z, WRIST_ABOVE, MAX_REACH, MIN_RADIUS = 0.333, 0.2, 0.80, 0.30
 
 # --- helpers shared with the other state/event families -----------------------------------------------
 def movable_objects(env) -> list[str]:
-    return list(env.raw.objects_dict)
+    return env.movable_objects()
 
 
 def object_name(env, name: str) -> str:
     """``target`` -> the task's target object; other names must be movable objects of the scene."""
     name = env.target_object if name == "target" else name
-    if name not in env.raw.objects_dict:
+    if name not in movable_objects(env):
         raise UserError(f"object {name!r} not a movable object of this scene; valid: target, {', '.join(movable_objects(env))}")
     return name
 
 
 def free_joint(env, name: str) -> tuple[int, int]:
     """(qpos address, dof address) of an object's free joint."""
-    model = env.raw.sim.model._model
-    body = env.raw.obj_body_id[name]
+    model = env.model
+    body = env.object_bodies[name]
     for j in range(model.body_jntadr[body], model.body_jntadr[body] + model.body_jntnum[body]):
         if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE:
             return int(model.jnt_qposadr[j]), int(model.jnt_dofadr[j])
@@ -82,7 +89,7 @@ def free_joint(env, name: str) -> tuple[int, int]:
 
 def pose(env, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(position, 3x3 rotation) of an object's body."""
-    data, body = env.raw.sim.data._data, env.raw.obj_body_id[name]
+    data, body = env.data, env.object_bodies[name]
     return data.xpos[body].copy(), data.xmat[body].reshape(3, 3).copy()
 
 
@@ -105,35 +112,31 @@ def tilt_deg(rot: np.ndarray, ref: np.ndarray) -> float:
 
 
 def settled_reference(env) -> dict[str, Any]:
-    """The scene after the env's settle steps *without* the state perturbation: run them on a snapshot,
-    read every movable object's pose, the arm and the end effector, then put the snapshot back."""
+    """The scene after the env's settle steps *without* the state perturbation, as the checks judge it
+    (``env.settled_view``): run them on a snapshot, read every movable object's pose, the arm and the
+    grippers' grasp points, then put the snapshot back."""
     snap = env.snapshot()
     env._settle()
-    robot = env.raw.robots[0]
-    qpos = env.raw.sim.data._data.qpos
-    ref = {
-        "objects": {name: pose(env, name) for name in movable_objects(env)},
-        "arm_qpos": qpos[robot._ref_joint_pos_indexes].copy(),
-        "gripper_qpos": qpos[robot._ref_gripper_joint_pos_indexes].copy(),
-        "eef": eef_position(env),
-    }
+    with env.settled_view():
+        qpos = env.data.qpos
+        ref = {
+            "objects": {name: pose(env, name) for name in movable_objects(env)},
+            "arm_qpos": qpos[env.model.jnt_qposadr[env.arm_joints()]].copy(),
+            "gripper_qpos": qpos[env.gripper_qpos_indexes()].copy(),
+            "eef": env.grip_points(),
+        }
     env.restore(snap)
     return ref
 
 
-def eef_position(env) -> np.ndarray:
-    data = env.raw.sim.data._data
-    return data.site_xpos[mujoco.mj_name2id(env.raw.sim.model._model, mujoco.mjtObj.mjOBJ_SITE, "gripper0_grip_site")].copy()
-
-
 def body_root_name(env, geom: int) -> str:
-    model = env.raw.sim.model._model
+    model = env.model
     return mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, model.body_rootid[model.geom_bodyid[geom]]) or "world"
 
 
 def deepest_contacts(env, roots: set[int]) -> list[tuple[float, int, int]]:
     """(penetration depth m, geom1, geom2) of every contact touching a body tree rooted in ``roots``."""
-    model, data = env.raw.sim.model._model, env.raw.sim.data._data
+    model, data = env.model, env.data
     out = []
     for c in data.contact[: data.ncon]:
         if model.body_rootid[model.geom_bodyid[c.geom1]] in roots or model.body_rootid[model.geom_bodyid[c.geom2]] in roots:
@@ -142,7 +145,7 @@ def deepest_contacts(env, roots: set[int]) -> list[tuple[float, int, int]]:
 
 
 def reach_problem(env, position: np.ndarray) -> str | None:
-    """Why a top-down grasp at ``position`` is outside the Panda's workspace, or None."""
+    """Why a top-down grasp at ``position`` is outside the Panda's workspace, or None (``LiberoEnv.reach_problem``)."""
     base = env.raw.sim.data._data.xpos[env.raw.sim.model._model.body("robot0_base").id]
     radius = float(np.linalg.norm(position[:2] - base[:2]))
     shoulder = base + np.array([0.0, 0.0, SHOULDER_Z])
@@ -168,7 +171,11 @@ def object_name_check(key: str):
 def shipped_range(env, name: str) -> dict[str, Any]:
     """Box of the object's (x, y) over the shipped init states, and their yaw range (deg) relative to the
     object's current (shipped) pose. An object the shipped states do not hold (a distractor added by a
-    scene edit) has the one-point range of its current pose."""
+    scene edit) has the one-point range of its current pose. An adapter that knows the range its init
+    states are drawn from says so (``env.init_range``: ALOHA, gym-aloha's sampling box)."""
+    declared = env.init_range(name)
+    if declared is not None:
+        return declared
     model, data = env.raw.sim.model._model, env.raw.sim.data._data
     qadr, _ = free_joint(env, name)
     current = data.qpos[qadr : qadr + 7].copy()
@@ -209,7 +216,7 @@ def yaw_beyond(excess: float, yaw_range: tuple[float, float]) -> float:
 
 def set_pose(env, name: str, position: np.ndarray, quat: np.ndarray) -> None:
     qadr, vadr = free_joint(env, name)
-    data = env.raw.sim.data._data
+    data = env.data
     data.qpos[qadr : qadr + 3] = position
     data.qpos[qadr + 3 : qadr + 7] = quat
     data.qvel[vadr : vadr + 6] = 0.0
@@ -220,6 +227,7 @@ def set_pose(env, name: str, position: np.ndarray, quat: np.ndarray) -> None:
 class ObjectPose(Perturbation):
     name = "object_pose"
     layer = Layer.STATE
+    simulators = ("libero", "aloha")
     summary = "object moved (translation + yaw) beyond the shipped init-state range, or two objects swapped"
     severity_meaning = (
         "distance outside the box of shipped positions / yaw beyond the shipped yaw: "
@@ -262,7 +270,7 @@ class ObjectPose(Perturbation):
         # realise() makes a fresh family instance per episode (and per re-sample), so what apply_state
         # keeps on self for check() belongs to this episode only
         self._reference = settled_reference(env)
-        data = env.raw.sim.data._data
+        data = env.data
         shipped = {n: data.qpos[free_joint(env, n)[0] :][:7].copy() for n in movable_objects(env)}
         box = self._box = shipped_range(env, name)
         if params.get("mode", "shift") == "swap":
@@ -306,9 +314,13 @@ class ObjectPose(Perturbation):
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
         if self.is_identity(params):
             return {}
+        with env.settled_view():  # LIBERO: the settled episode start as is; ALOHA: after a probe settle
+            return self._check_settled(env, params)
+
+    def _check_settled(self, env, params: dict[str, Any]) -> dict[str, Any]:
         reference, moved = self._reference["objects"], self._moves
-        model = env.raw.sim.model._model
-        roots = {int(model.body_rootid[env.raw.obj_body_id[n]]) for n in moved}
+        model = env.model
+        roots = {int(model.body_rootid[env.object_bodies[n]]) for n in moved}
         contacts = deepest_contacts(env, roots)
         if contacts and contacts[0][0] > PENETRATION_M:
             depth, g1, g2 = contacts[0]
@@ -341,7 +353,7 @@ class ObjectPose(Perturbation):
         if env.success():
             raise InvalidScene("the task is already solved in the shifted scene")
         target = params["object"]
-        problem = reach_problem(env, pose(env, target)[0])
+        problem = env.reach_problem(target, pose(env, target)[0])
         if problem:
             raise InvalidScene(problem)
         if all(a["distance_m"] < 5e-4 and abs(a["yaw_deg"]) < 0.5 for a in achieved.values()):

@@ -228,6 +228,9 @@ class Vector:
     default: float | None = None
     step: float | None = None
     integer: bool = False
+    # (simulator, length) where the robot has another number of them (ALOHA's two 6-joint arms); the search
+    # grid covers ``length`` elements
+    other_lengths: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self):
         # one element's declaration does the range and grid arithmetic for all of them
@@ -235,11 +238,19 @@ class Vector:
         if self.default is None and self.identity is not None:
             object.__setattr__(self, "default", self.identity)
 
+    def length_on(self, simulator: str) -> int:
+        return dict(self.other_lengths).get(simulator, self.length)
+
+    def _count(self) -> str:
+        others = ", ".join(f"{sim}: {n}" for sim, n in self.other_lengths)
+        return f"{self.length}" + (f" ({others})" if others else "")
+
     def valid(self) -> str:
-        return f"{self.length} numbers, each {self._item.valid()}"
+        return f"{self._count()} numbers, each {self._item.valid()}"
 
     def verify(self, family: str, path: str, value: Any) -> None:
-        if not (isinstance(value, (list, tuple)) and len(value) == self.length and all(self._item.accepts(v) for v in value)):
+        lengths = {self.length, *(n for _, n in self.other_lengths)}
+        if not (isinstance(value, (list, tuple)) and len(value) in lengths and all(self._item.accepts(v) for v in value)):
             raise UserError(f"{family} {path} {value!r} invalid; valid: {self.valid()}")
 
     def axes(self, path: str) -> list[Axis]:
@@ -251,7 +262,7 @@ class Vector:
     def rows(self, path: str) -> list[dict[str, str]]:
         (row,) = self._item.rows(path)
         each = lambda text: text if text == NONE else f"{text} each"  # noqa: E731
-        return [{**row, "kind": f"{self.length} {row['kind']}s", "range": each(row["range"]), "identity": each(row["identity"]),
+        return [{**row, "kind": f"{self._count()} {row['kind']}s", "range": each(row["range"]), "identity": each(row["identity"]),
                  "default": each(row["default"]), "grid": each(row["grid"])}]
 
 

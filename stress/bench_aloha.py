@@ -8,6 +8,8 @@
 - snapshot + restore: ``mj_getState``/``mj_setState(INTEGRATION)`` + ``mj_forward``, mid-episode;
 - the expert: success (gym-aloha's reward 4) over init states 0..n-1 per task, the first success step and
   the time per episode (plan + replay, no rendering).
+- the expert under the state and event families (``family_table``, ``python -m stress.bench_aloha families
+  [N]``): success at severities 1, 3, 5 over init states 0..N-1 per task, through the runner.
 
 ``measure`` returns a JSON-able dict; ``stress.cli`` can print it (``stress bench --aloha``).
 """
@@ -105,6 +107,43 @@ def expert_table(n_init: int = 50, tasks=TASKS) -> dict:
     return out
 
 
+STATE_FAMILIES = ("object_pose", "robot_init", "mid_chunk_push")
+
+
+def family_table(n_init: int = 10, severities=(1, 3, 5), families=STATE_FAMILIES, tasks=TASKS) -> dict:
+    """aloha-expert under each state / event family through the runner: per (family, severity, task) the
+    successes over init states 0..n_init-1 (perturbation seed = init index), the episodes refused as invalid
+    scenes (after 10 samples) or errored, those whose first sample was re-sampled, the failure signatures,
+    and for mid_chunk_push how many events fired."""
+    from perturbations.base import PerturbationSpec
+    from scenarios.spec import ScenarioSpec
+    from stress.runner import EnvCache, PolicyCache, run_episode
+
+    envs, policies, out = EnvCache(), PolicyCache(), {}
+    for task_id, task in enumerate(TASKS):
+        if task not in tasks:
+            continue
+        for name in families:
+            for severity in severities:
+                rows = []
+                for init in range(n_init):
+                    spec = ScenarioSpec(suite="aloha", task_id=task_id, init_index=init, policy="aloha-expert", image_size=224,
+                                        perturbations=(PerturbationSpec(name, severity, seed=init),))
+                    rows.append(run_episode(spec, envs, policies))
+                ok = [r for r in rows if r.error is None]
+                out[f"{name}:{severity}:{task}"] = {
+                    "successes": sum(r.success for r in ok), "episodes": len(ok),
+                    "invalid": sum(bool(r.error and r.error.startswith("invalid_scene")) for r in rows),
+                    # valid scenes found only after re-sampling an invalid first sample (state families)
+                    "resampled": sum(r.perturbations[0]["realisation"].get("attempts", 1) > 1 for r in ok),
+                    "errors": sorted({r.error for r in rows if r.error and not r.error.startswith("invalid_scene")}),
+                    "failures": {f: sum(r.failure == f for r in ok) for f in sorted({r.failure for r in ok}) if f != "success"},
+                    "fired": sum(bool(r.perturbations[0]["realisation"].get("fired")) for r in ok) if name == "mid_chunk_push" else None,
+                }
+    envs.close()
+    return out
+
+
 def measure(task: str = "transfer_cube", init: int = 0, stock_steps: int = 50, repeats: int = 2, n_init: int = 50) -> dict:
     """All ALOHA figures (best of ``repeats`` for the timed loops; the stock loop is timed on the first
     ``stock_steps`` expert actions, ~4.5 steps/s)."""
@@ -132,4 +171,7 @@ if __name__ == "__main__":
     import json
     import sys
 
-    print(json.dumps(measure(n_init=int(sys.argv[1]) if len(sys.argv) > 1 else 50), indent=1))  # arg: init states per task (0: no expert table)
+    if sys.argv[1:2] == ["families"]:  # families [N]: the expert under the state and event families
+        print(json.dumps(family_table(int(sys.argv[2]) if len(sys.argv) > 2 else 10), indent=1))
+    else:
+        print(json.dumps(measure(n_init=int(sys.argv[1]) if len(sys.argv) > 1 else 50), indent=1))  # arg: init states per task (0: no expert table)

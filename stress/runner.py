@@ -72,6 +72,8 @@ def check_spec(spec: ScenarioSpec) -> None:
         if sim.name not in fam.simulators:
             raise UserError(f"perturbation {p.name!r} does not support simulator {sim.name} (suite {spec.suite}); "
                             f"valid there: {', '.join(n for n, c in registry().items() if sim.name in c.simulators)}")
+        if p.params is not None:
+            fam.check_params_on(sim, p.params)
 
 
 @dataclass

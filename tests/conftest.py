@@ -29,3 +29,26 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900) -> subpro
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def lit_run_show_replay(tmp_path: Path, suite: str, policy: str) -> list[dict]:
+    """The issue's end-to-end path on one task of a suite: ``stress run`` under lighting severity 5 with
+    ``policy``, ``show`` and ``replay`` of the lit episode (checked); returns the stored rows."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "results"
+    run = run_cli("run", "--suite", suite, "--tasks", "0", "--episodes", "1", "--perturb", "lighting", "--severities", "5",
+                  "--policy", policy, "--out", str(out))
+    assert run.returncode == 0, run.stderr[-2000:]
+    folder = next(out.iterdir())
+    shown = run_cli("show", str(folder), timeout=300)
+    assert shown.returncode == 0 and policy in shown.stdout and "lighting:5" in shown.stdout
+    rows = pq.read_table(folder / "episodes.parquet").to_pylist()
+    assert sorted(r["perturbation"] for r in rows) == ["clean", "lighting:5"] and {r["suite"] for r in rows} == {suite}
+    lit = next(r for r in rows if r["perturbation"] != "clean")
+    assert max(json.loads(lit["perturbations"])[0]["realisation"]["image_change"].values()) > 0.5  # the lights really changed the views
+    replayed = run_cli("replay", str(folder), lit["episode_key"], timeout=600)
+    assert replayed.returncode == 0 and "matches" in replayed.stdout, replayed.stdout + replayed.stderr[-1000:]
+    return rows

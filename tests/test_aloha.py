@@ -110,8 +110,8 @@ def test_bad_input_names_value_and_valid_ones(envs):
     from scenarios.spec import ScenarioSpec
     from stress.runner import check_spec
 
-    with pytest.raises(UserError, match=r"'object_pose' does not support simulator aloha.*valid there: .*lighting"):
-        check_spec(ScenarioSpec("aloha", 1, 0, (PerturbationSpec("object_pose", 2),), policy="aloha-expert", image_size=224))
+    with pytest.raises(UserError, match=r"'distractors' does not support simulator aloha.*valid there: .*lighting.*object_pose"):
+        check_spec(ScenarioSpec("aloha", 1, 0, (PerturbationSpec("distractors", 2),), policy="aloha-expert", image_size=224))
     with pytest.raises(UserError, match=r"policy 'expert' does not drive aloha"):
         check_spec(ScenarioSpec("aloha", 1, 0, policy="expert", image_size=224))
     with pytest.raises(UserError, match=r"unknown camera 'agentview' for 'occlusion'; valid: top, left_wrist, right_wrist, both"):

@@ -136,7 +136,7 @@ def test_error_texts_users_and_tests_rely_on():
         ("camera", {"agentview": {"fovy": 180}}, "camera agentview.fovy 180 out of range; valid: 0-180 deg (exclusive)"),
         ("camera", {"wrist": {"zoom": 2}}, "unknown camera wrist parameter(s) ['zoom']; valid: rotation, translation, fovy"),
         ("camera", {"agentview": 3}, "camera agentview must be an object, got int"),
-        ("robot_init", {"offsets": [0.1] * 6}, "robot_init offsets [0.1, 0.1, 0.1, 0.1, 0.1, 0.1] invalid; valid: 7 numbers, each -1..1 rad"),
+        ("robot_init", {"offsets": [0.1] * 6}, "robot_init offsets [0.1, 0.1, 0.1, 0.1, 0.1, 0.1] invalid; valid: 7 (aloha: 12) numbers, each -1..1 rad"),
         ("sensor_noise", {"jpeg_quality": 50.5}, "sensor_noise jpeg_quality 50.5 out of range; valid: an integer 1-100"),
         ("policy_noise", {"seed_offset": -1}, "policy_noise seed_offset -1 out of range; valid: an integer >= 0"),
         ("policy_noise", {"denoising_steps_scale": 0}, "denoising_steps_scale 0 out of range; valid: 0-1 (exclusive of 0)"),

@@ -188,6 +188,12 @@ def test_push_fires_at_the_requested_chunk_step(spatial_env, action):
     assert np.allclose(record["position_before"], start, atol=1e-5)  # the settled bowl had not moved before
 
 
+def test_push_step_beyond_liberos_chunk_is_refused(spatial_env):
+    params = {"trigger": "chunk_step", "chunk": 1, "step": 20, "action": "move", "displacement_m": 0.02}
+    with pytest.raises(UserError, match=r"mid_chunk_push step 20 never fires on libero \(chunks of 16 actions\); valid: 0-15"):
+        spatial_env.reset(0, (PerturbationSpec("mid_chunk_push", 2, params=params),))
+
+
 def test_expert_runs_through_a_pushed_episode(caches):
     params = {"trigger": "gripper_distance", "distance_m": 0.08, "action": "move", "displacement_m": 0.04, "direction_deg": 90.0}
     push = PerturbationSpec("mid_chunk_push", 3, params=params)

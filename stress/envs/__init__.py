@@ -1,7 +1,8 @@
 """Simulators behind one protocol (``stress.envs.base.SimEnv``), found by suite name.
 
 Each simulator is one module defining ``SIMULATOR`` (a ``stress.envs.base.Simulator``): LIBERO
-(``stress.envs.libero``) and ALOHA in simulation (``stress.envs.aloha``). Adding one is a module plus its
+(``stress.envs.libero``), ALOHA in simulation (``stress.envs.aloha``) and robosuite's own tasks
+(``stress.envs.robosuite_tasks``). Adding one is a module plus its
 line here; the runner, ground truth, replay and families only talk to the protocol.
 """
 
@@ -16,6 +17,7 @@ from stress.errors import UserError, choice_error
 _MODULES = {
     "libero": ("stress.envs.libero", ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")),
     "aloha": ("stress.envs.aloha", ("aloha",)),
+    "robosuite": ("stress.envs.robosuite_tasks", ("robosuite",)),
 }
 SUITES = tuple(s for _, suites in _MODULES.values() for s in suites)
 

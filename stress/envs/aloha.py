@@ -23,6 +23,7 @@ Actions are 14-D absolute joint positions (per arm: 6 joints, then the gripper n
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import cache
 
 import numpy as np
@@ -35,7 +36,7 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 import mujoco  # noqa: E402  (after the GL platform is chosen)
 
 from perturbations.base import Layer, PerturbationSpec, family, parameters_for  # noqa: E402
-from stress.envs.base import SimEnv, Simulator  # noqa: E402
+from stress.envs.base import SimEnv, Simulator, named_task_index  # noqa: E402
 
 SUITE = "aloha"
 SUITES = (SUITE,)
@@ -58,6 +59,18 @@ MAX_REWARD = 4  # gym-aloha's is_success: reward 4 (left gripper holds the lifte
 ROBOT_QPOS = 16  # two arms x (6 joints + 2 finger slides); object free joints follow
 # the bodies the task is about (object_position names), per task
 TASK_OBJECTS = {"transfer_cube": ("box",), "insertion": ("peg", "socket")}
+ARMS = ("left", "right")  # qpos: left arm's 6 joints + 2 fingers, then the right arm's
+ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
+# gym-aloha's sampling box of each object (gym_aloha.utils sample_box_pose / sample_insertion_pose: x, y
+# corners, m); every sampled pose has yaw 0. What the policies trained on gym-aloha's data have seen.
+INIT_BOX = {"box": ((0.0, 0.4), (0.2, 0.6)), "peg": ((0.1, 0.4), (0.2, 0.6)), "socket": ((-0.2, 0.4), (-0.1, 0.6))}
+GRASPED_BY = {"box": "right", "peg": "right", "socket": "left"}  # the arm that picks each object up
+# ViperX 300 reach for a grasp pitched 60 deg down (the expert's): the wrist_angle joint sits 0.205 m behind
+# the grasp point along the gripper, i.e. 0.10 m towards the arm and 0.18 m up; shoulder to wrist is at most
+# 0.606 m (upper arm 0.306 + forearm 0.300), kept 5 cm inside (stretched = singular); closer than 0.2 m to
+# the arm's base, the hand folds into the arm's own links.
+WRIST_BACK, WRIST_UP, MAX_REACH, MIN_RADIUS = 0.1025, 0.1775, 0.556, 0.2
+PROBE_STEPS = 50  # 1 s: a dropped object has landed and come to rest
 
 
 def suite_tasks(suite: str = SUITE) -> tuple[str, ...]:
@@ -73,16 +86,7 @@ def check_suite(suite: str) -> None:
 
 def task_index(task: int | str) -> int:
     """Task id of a task given by id (0, 1, "0") or name ("transfer_cube", "insertion")."""
-    if isinstance(task, str) and task in TASKS:
-        return TASKS.index(task)
-    try:
-        index = int(task)
-    except (TypeError, ValueError):
-        index = -1
-    if not 0 <= index < len(TASKS):
-        valid = ", ".join(f"{i} ({name})" for i, name in enumerate(TASKS))
-        raise UserError(f"unknown aloha task {task!r}; valid: {valid}")
-    return index
+    return named_task_index("aloha", task, TASKS)
 
 
 def check_task(suite: str, task_id: int | str) -> None:
@@ -359,6 +363,56 @@ class AlohaEnv(SimEnv):
         """x y z qw qx qy qz of a task object's free joint ("box", "peg", "socket")."""
         adr = self._object_qpos[name]
         return self.data.qpos[adr : adr + 7].copy()
+
+    # --- what the state and event families ask (SimEnv's queries) ------------------------------------
+    def arm_joints(self) -> np.ndarray:
+        """Left arm's 6 joints, then the right arm's (waist .. wrist_rotate)."""
+        return np.array([self.model.joint(f"vx300s_{arm}/{j}").id for arm in ARMS for j in ARM_JOINTS])
+
+    def gripper_qpos_indexes(self) -> np.ndarray:
+        return np.array([6, 7, 14, 15])
+
+    def grip_points(self) -> np.ndarray:
+        """Per arm (left, right) the midpoint of its two finger pads."""
+        xpos = self.data.geom_xpos
+        return np.array([(xpos[self.model.geom(f"vx300s_{arm}/10_left_gripper_finger").id]
+                          + xpos[self.model.geom(f"vx300s_{arm}/10_right_gripper_finger").id]) / 2 for arm in ARMS])
+
+    def arm_moved(self, offsets: np.ndarray) -> None:
+        # position actuators, one per joint in qpos order: command the new posture so the arms hold it
+        qpos = self.model.jnt_qposadr[self.arm_joints()]
+        self.data.ctrl[qpos] = self.data.qpos[qpos]
+
+    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
+        arm = GRASPED_BY[name]
+        base = self.data.xpos[self.model.body(f"vx300s_{arm}").id]
+        shoulder = self.data.xanchor[self.model.joint(f"vx300s_{arm}/shoulder").id]
+        towards = base[:2] - position[:2]
+        radius = float(np.linalg.norm(towards))
+        if radius < MIN_RADIUS:
+            return f"{name} too close to the {arm} arm's base ({radius:.2f} m; min {MIN_RADIUS})"
+        wrist = np.array([*(position[:2] + WRIST_BACK * towards / radius), position[2] + WRIST_UP])
+        reach = float(np.linalg.norm(wrist - shoulder))
+        if reach > MAX_REACH:
+            return f"{name} out of the {arm} arm's reach ({reach:.2f} m from its shoulder to the wrist; max {MAX_REACH})"
+        return None
+
+    def init_range(self, name: str) -> dict:
+        lo, hi = INIT_BOX[name]
+        return {"lo": np.array(lo), "hi": np.array(hi), "yaw": (0.0, 0.0)}
+
+    @contextmanager
+    def settled_view(self):
+        """ALOHA's episodes start with the objects a few cm above the table (no settle steps): the checks judge
+        the scene after ``PROBE_STEPS`` steps with the arms holding still, on a snapshot put back afterwards."""
+        snap = self.snapshot()
+        hold = self.proprio().astype(np.float64)
+        try:
+            for _ in range(PROBE_STEPS):
+                self._physics_step(hold)
+            yield
+        finally:
+            self.restore(snap)
 
     def close(self) -> None:
         """Free the GL context and MuJoCo data (the env is unusable afterwards)."""

@@ -15,7 +15,9 @@ integration state, projection, segmentation and texture edits. An adapter suppli
     _extra_state / _set_extra_state   what a snapshot needs beyond MuJoCo's state (controllers)
 
 Class attributes an adapter declares: ``simulator`` (registry name), ``cameras`` (ours) and ``camera_names``
-(ours -> MuJoCo's), ``action_dim``, ``proprio_dim``, ``settle_steps``.
+(ours -> MuJoCo's), ``action_dim``, ``proprio_dim``, ``settle_steps``, ``chunk_size``. The robot and object
+queries of the state and event families (``movable_objects``, ``arm_joints``, ``grip_points``, ``arm_moved``,
+``reach_problem``, ``init_range``, ``settled_view``) are answered by each adapter for its own robot.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class SimEnv:
     proprio_dim: ClassVar[int]
     settle_steps: ClassVar[int] = 0
     control_hz: ClassVar[int]  # control steps per second (replay videos play at this rate)
+    chunk_size: ClassVar[int]  # actions per policy query in Cosmos Policy's setting (event triggers count within it)
 
     model: mujoco.MjModel
     data: mujoco.MjData
@@ -194,7 +197,8 @@ class SimEnv:
         if scene_key(scene) != self.scene_key:
             raise ValueError(f"scene perturbations {[s.name for s in scene]} need another compiled scene than this env's")
         specs = scene + tuple(s for s in perturbations if family_layer(s) is not Layer.SCENE)
-        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0, self.cameras) for spec in specs]
+        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0, self.cameras, self.simulator)
+                              for spec in specs]
         by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
         self._events = by_layer[Layer.EVENT]  # before the state layer: its validity checks take snapshots
         for p in by_layer[Layer.MODEL]:
@@ -405,6 +409,44 @@ class SimEnv:
     def object_position(self, name: str) -> np.ndarray:
         return np.array(self.data.xpos[self.object_bodies[name]])
 
+    # What the state and event families (object_pose, robot_init, mid_chunk_push) ask of a scene; each
+    # adapter answers for its own robot, so the families need no per-simulator branches.
+    def movable_objects(self) -> list[str]:
+        """The objects on a free joint that state and event families may move."""
+        return list(self.object_bodies)
+
+    def arm_joints(self) -> np.ndarray:
+        """MuJoCo joint ids of the arm joints (grippers excluded), in the order of robot_init's offsets."""
+        raise NotImplementedError
+
+    def gripper_qpos_indexes(self) -> np.ndarray:
+        """qpos addresses of the grippers' finger joints."""
+        raise NotImplementedError
+
+    def grip_points(self) -> np.ndarray:
+        """World positions (n x 3) of each gripper's grasp point (LIBERO: one, ALOHA: two)."""
+        raise NotImplementedError
+
+    def arm_moved(self, offsets: np.ndarray) -> None:
+        """The arm joints were just set ``offsets`` (rad) away from the init state: make the controller hold
+        the new posture (undone at the next reset)."""
+        raise NotImplementedError
+
+    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
+        """Why the robot cannot grasp object ``name`` at ``position`` (outside its workspace), or None."""
+        raise NotImplementedError
+
+    def init_range(self, name: str) -> dict[str, Any] | None:
+        """Where the task's init states put object ``name``: ``lo``, ``hi`` (x, y corners, m) and ``yaw``
+        (min, max deg, relative to its current pose); None: derive it from the shipped init states."""
+        return None
+
+    @contextmanager
+    def settled_view(self):
+        """The scene as validity checks judge it. An episode that starts after settle steps (LIBERO) is
+        judged as it is; an adapter without them overrides this (ALOHA: a probe settle, undone after)."""
+        yield
+
     def project(self, point: np.ndarray, camera: str) -> tuple[float, float] | None:
         """(row, col) of a world point in the upright image of ``camera``; None when behind the camera."""
         model, data = self.model, self.data
@@ -434,6 +476,21 @@ class SimEnv:
         for p, record in zip(self._events, snap.events):
             p.realisation.clear()
             p.realisation.update(copy.deepcopy(record))
+
+
+def named_task_index(simulator: str, task: int | str, names: tuple[str, ...]) -> int:
+    """Task id of a task given by id (0, "0") or by name (one of ``names``, in task-id order); else a
+    UserError naming the bad value and the valid ids with their names."""
+    if isinstance(task, str) and task in names:
+        return names.index(task)
+    try:
+        index = int(task)
+    except (TypeError, ValueError):
+        index = -1
+    if isinstance(task, bool) or not 0 <= index < len(names):
+        valid = ", ".join(f"{i} ({name})" for i, name in enumerate(names))
+        raise UserError(f"unknown {simulator} task {task!r}; valid: {valid}")
+    return index
 
 
 @dataclass(frozen=True)

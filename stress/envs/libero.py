@@ -23,21 +23,19 @@ import warnings
 from contextlib import redirect_stdout
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, InvalidScene, Layer, PerturbationSpec, family, parameters_for
-from stress.envs.base import SimEnv, Simulator, SimulatorFault, family_layer, scene_key  # noqa: F401  (re-exported: SimulatorFault)
-from stress.envs.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
+from perturbations.base import InvalidScene, Layer, PerturbationSpec, family, parameters_for
+from stress.envs.base import Simulator, SimulatorFault, family_layer, scene_key  # noqa: F401  (re-exported: SimulatorFault)
 from stress.envs.libero_setup import cache_dir, import_libero
+from stress.envs.robosuite_base import NOOP_ACTION, RobosuiteSimEnv, seeded_global_numpy  # noqa: F401  (re-exported: NOOP_ACTION)
 from stress.errors import UserError, choice_error
 
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 SUITES = tuple(SUITE_MAX_STEPS)
 SETTLE_STEPS = 10
-NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
 
 @cache
@@ -103,17 +101,11 @@ def _joint_layout(bddl: Path) -> tuple[tuple[str, int, int, int, int], ...]:
     return tuple(layout)
 
 
-class LiberoEnv(SimEnv):
+class LiberoEnv(RobosuiteSimEnv):
     """One LIBERO task, reusable across init states and non-scene perturbations."""
 
     simulator = "libero"
-    cameras = CAMERAS
-    camera_names = CAMERA_NAMES
-    camera_geom_group = CAMERA_GEOM_GROUP
-    action_dim = 7  # OSC_POSE delta: dx dy dz, droll dpitch dyaw, gripper
-    proprio_dim = 9  # gripper qpos (2), end-effector position (3), quaternion (4, xyzw)
     settle_steps = SETTLE_STEPS
-    control_hz = 20
 
     def __init__(self, suite: str, task_id: int, image_size: int = 128, scene: tuple[PerturbationSpec, ...] = ()):
         check_task(suite, task_id)
@@ -210,37 +202,12 @@ class LiberoEnv(SimEnv):
         """LIBERO re-samples fixture placements (cabinet, stove: model body_pos, not in the init state)
         from the *global* numpy RNG at every reset, so its own evals depend on episode order. We seed
         that draw with the init index and put the caller's global RNG state back afterwards."""
-        saved = np.random.get_state()
-        np.random.seed(init_index)
-        try:
+        with seeded_global_numpy(init_index):
             self._control.reset()
-        finally:
-            np.random.set_state(saved)
-
-    def _physics_step(self, action: np.ndarray) -> None:
-        """One control step (20 Hz)."""
-        self.raw.step(np.clip(action, -1.0, 1.0))
 
     def success(self) -> bool:
         """LIBERO's goal check."""
         return bool(self.raw._check_success())
-
-    def proprio(self) -> np.ndarray:
-        obs = self.raw._get_observations()
-        return np.concatenate([obs["robot0_gripper_qpos"], obs["robot0_eef_pos"], obs["robot0_eef_quat"]]).astype(np.float32)
-
-    def _render_context(self, camera: str | None = None):
-        # robosuite never makes a context current before rendering; with two envs in one process the
-        # other env's context would be drawn into, so make ours current first
-        context = self.raw.sim._render_context_offscreen
-        context.gl_ctx.make_current()
-        for name, group in CAMERA_GEOM_GROUP.items():
-            context.vopt.geomgroup[group] = int(name == camera)
-        return context.con, context.scn, context.vopt
-
-    def _render_raw(self, camera: str) -> np.ndarray:
-        self._render_context(camera)
-        return self.raw.sim.render(self.image_size, self.image_size, camera_name=CAMERA_NAMES[camera])
 
     def object_position(self, name: str) -> np.ndarray:
         sim = self.raw.sim
@@ -251,46 +218,41 @@ class LiberoEnv(SimEnv):
             return np.array(sim.data.site_xpos[sim.model.site_name2id(name)])
         raise KeyError(name)
 
+    # --- what the state and event families ask (SimEnv's queries) ------------------------------------
+    def movable_objects(self) -> list[str]:
+        return list(self.raw.objects_dict)  # obj_body_id also holds the fixtures
+
+    def arm_joints(self) -> np.ndarray:
+        return np.array([self.model.dof_jntid[i] for i in self.raw.robots[0]._ref_joint_vel_indexes])
+
+    def gripper_qpos_indexes(self) -> np.ndarray:
+        return np.asarray(self.raw.robots[0]._ref_gripper_joint_pos_indexes)
+
+    def grip_points(self) -> np.ndarray:
+        return self.data.site_xpos[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "gripper0_grip_site")][None].copy()
+
+    def arm_moved(self, offsets: np.ndarray) -> None:
+        # The OSC keeps a goal orientation that a zero rotation delta never updates, and a nullspace
+        # target set to the start posture when robosuite loads it (its own init noise moves both): left
+        # alone, they drive the arm back to the unperturbed posture. robosuite's own call for a new start
+        # posture sets both; the cached arm state must be re-read first (it is refreshed only after the
+        # controller has run). ``_reset_sim`` restores the controller's state at every reset.
+        controller = self.raw.robots[0].controller
+        controller.update(force=True)
+        controller.update_initial_joints(controller.initial_joint + offsets)
+
+    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
+        from perturbations.object_pose import reach_problem  # the Panda's workspace
+
+        return reach_problem(self, position)
+
     def failure_tracker(self):
         from stress.signatures import SignatureTracker
 
         return SignatureTracker(self)
 
-    # --- snapshots: the controller's and gripper's arrays, robosuite's counters ------------------------
-    def _stateful_parts(self):
-        robot = self.raw.robots[0]
-        return {"controller": robot.controller, "gripper": robot.gripper}
-
-    def _controller_state(self) -> dict[str, Any]:
-        """Arrays and scalars of the controller and gripper (e.g. the gripper's smoothed command)."""
-        return {
-            f"{part}.{key}": np.copy(value) if isinstance(value, np.ndarray) else value
-            for part, obj in self._stateful_parts().items()
-            for key, value in vars(obj).items()
-            if isinstance(value, (np.ndarray, bool, int, float, type(None)))
-        }
-
-    def _set_controller_state(self, state: dict[str, Any]) -> None:
-        parts = self._stateful_parts()
-        for key, value in state.items():
-            part, attr = key.split(".", 1)
-            setattr(parts[part], attr, np.copy(value) if isinstance(value, np.ndarray) else value)
-
-    def _extra_state(self) -> dict[str, Any]:
-        return {"timestep": self.raw.timestep, "cur_time": self.raw.cur_time, "controller": self._controller_state()}
-
-    def _set_extra_state(self, state: dict[str, Any]) -> None:
-        self.raw.timestep, self.raw.cur_time = state["timestep"], state["cur_time"]
-        self._set_controller_state(state["controller"])
-
     def close(self) -> None:
-        # free our GL objects with our context current: robosuite frees them in __del__, whenever the
-        # garbage collector runs, i.e. in whatever context is current then (another env's)
-        context = self.raw.sim._render_context_offscreen
-        if context is not None and context.gl_ctx._context:
-            context.gl_ctx.make_current()
-            context.con.free()
-            context.gl_ctx.free()
+        self._free_gl()
         self._control.close()
 
 

@@ -9,7 +9,6 @@ point ``LIBERO_CONFIG_PATH`` at it, and hand LIBERO the assets shipped by the
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from functools import cache
 from importlib.util import find_spec
@@ -56,11 +55,9 @@ def import_libero():
         tmp.write_text(text)
         tmp.replace(config_file)
     os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
-    # robosuite warns at import that it has no private macro file (creating one means writing into
-    # site-packages); the defaults are what we want, so drop just that advice
-    logging.getLogger("robosuite_logs").addFilter(lambda record: "macro" not in record.getMessage())
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    from stress.envs.robosuite_base import prepare_robosuite_import
+
+    prepare_robosuite_import()
     import libero.libero as libero_pkg
 
     libero_pkg._assets_path_cache = str(assets_path())

@@ -1,8 +1,10 @@
-"""Privileged scripted pick-and-place expert for LIBERO (libero_spatial ``on``, libero_object ``in``).
+"""Privileged scripted pick-and-place expert for LIBERO (libero_spatial ``on``, libero_object ``in``) and
+robosuite's own tasks (suite ``robosuite``: Lift ``lift``, PickPlaceCan ``in`` a bin region, Stack ``on``).
 
 Strategy
 --------
-The expert reads the scene through ``obs.privileged`` (the ``LiberoEnv``): object poses, their collision
+The expert reads the scene through ``obs.privileged`` (a robosuite-based env: ``LiberoEnv``, ``RobosuiteEnv``;
+its ``goal``, ``object_bodies`` and, where it has target regions, ``region_box``): object poses, their collision
 geometry (MuJoCo geom AABBs transformed into world / body frames), the end-effector pose and velocity,
 finger contacts. It never looks at images.
 
@@ -58,6 +60,7 @@ FINGERTIP = 0.011  # fingertips reach this far below the grip site
 PALM = 0.022  # the palm is ~0.026 above the grip site: an object's top must stay below it
 CLOSE_STEPS, OPEN_STEPS = 12, 8  # the Panda fingers need ~10 / ~8 steps to close / open
 HOVER = 0.08  # approach height above the grasp point
+LIFT = 0.12  # how high a "lift" goal carries the object above where it was grasped (robosuite's Lift: 4 cm)
 OPEN_WIDTH = 0.072  # finger opening (m, qpos left - right) below which the gripper is closing or holding; fully open ~0.079
 
 
@@ -107,7 +110,7 @@ class _Scene:
         self._geoms: dict[str, np.ndarray] = {}
 
     def body(self, name: str) -> int:
-        return self.env.raw.obj_body_id[name]
+        return self.env.object_bodies[name]
 
     def geoms(self, name: str) -> np.ndarray:
         """Collision geoms of an object (its whole body tree)."""
@@ -167,7 +170,7 @@ class ExpertPolicy:
 
     name: ClassVar[str] = "expert"
     modes: ClassVar[tuple[str, ...]] = ("direct",)
-    simulators: ClassVar[tuple[str, ...]] = ("libero",)  # its grasp planner reads LIBERO's robosuite scene
+    simulators: ClassVar[tuple[str, ...]] = ("libero", "robosuite")  # its grasp planner reads a robosuite 1.4 scene
     uses_images: ClassVar[bool] = False
 
     def __init__(self, action_noise: float = 0.0, seed: int = 0):
@@ -188,7 +191,7 @@ class ExpertPolicy:
 
     # --- planning ---------------------------------------------------------------------------------------
     def _task(self, env) -> tuple[str, str, str]:
-        predicate, obj, target = env.goal[0][:3]
+        predicate, obj, target = (list(env.goal[0][:3]) + [""])[:3]  # "lift" has no target
         return predicate.lower(), obj, target
 
     def _plan_grasp(self, scene: _Scene, obj: str) -> dict:
@@ -225,7 +228,7 @@ class ExpertPolicy:
     def _clearance(self, scene: _Scene, obj: str, point: np.ndarray, floor: float) -> float:
         """Horizontal distance from a point to the nearest other object standing above ``floor``."""
         best = 1.0
-        for other in scene.env.raw.obj_body_id:
+        for other in scene.env.object_bodies:
             if other == obj or not len(scene.geoms(other)):
                 continue
             lo, hi = scene.world_box(other)
@@ -239,13 +242,19 @@ class ExpertPolicy:
         """Carry and release grip-site positions that put the object above / on the target."""
         olo, _ = scene.world_box(obj)
         opos = scene.position(obj)
-        goal = scene.position(target)
         hand_above_bottom = eef[2] - olo[2]
+        if predicate == "lift":  # straight up from where it was grasped, and hold it there
+            carry = self._grasp["point"][2] + LIFT
+            return {"xy": self._lift_xy.copy(), "carry": carry, "release": carry, "speed": 1.0, "hold": True}
+        goal = scene.position(target)
         xy = goal[:2] - (opos[:2] - eef[:2])  # move the object, not the hand, over the target
-        if target in scene.env.raw.obj_body_id:
+        region = getattr(scene.env, "region_box", lambda name: None)(target)
+        if region is not None:  # a target region with its own box (robosuite's bin compartment)
+            tlo, thi = region
+        elif target in scene.env.object_bodies:
             tlo, thi = scene.world_box(target)
         else:  # a region site: its container is the object it is named after (basket_1_contain_region)
-            owner = next(o for o in scene.env.raw.obj_body_id if target.startswith(o))
+            owner = next(o for o in scene.env.object_bodies if target.startswith(o))
             tlo, thi = scene.world_box(owner)
         if predicate == "in":
             release = tlo[2] + 0.04  # inside the container, well clear of its floor
@@ -331,7 +340,7 @@ class ExpertPolicy:
             phase = "lift"
         if phase == "lift" and place is not None and p[2] > place["carry"] - 0.03:
             phase = "transport"
-        if phase == "transport" and place is not None and np.linalg.norm(p[:2] - place["xy"]) < 0.008 and still:
+        if phase == "transport" and place is not None and not place.get("hold") and np.linalg.norm(p[:2] - place["xy"]) < 0.008 and still:
             phase = "lower"
         if phase == "lower" and place is not None and (abs(p[2] - place["release"]) < 0.006 or self._stalled):
             phase, self._count = "release", 0

@@ -144,7 +144,8 @@ class RemotePolicy:
 
     name: ClassVar[str] = "remote"
     modes: ClassVar[tuple[str, ...]] = ("direct", "planning")  # what the protocol can carry; the server says what it has
-    simulators: ClassVar[tuple[str, ...]] = ("libero", "aloha")  # the server's metadata says which it fits (check_compatible)
+    # the server's metadata says which simulator it fits: action and proprio sizes, cameras (check_compatible)
+    simulators: ClassVar[tuple[str, ...]] = ("libero", "aloha", "robosuite")
     uses_images: ClassVar[bool] = True
 
     def __init__(self, server: str | None = None, served: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
