@@ -91,8 +91,11 @@ def is_search(store: RunStore) -> bool:
     return store.manifest.get("config", {}).get("kind") == "search"
 
 
-def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Callable | None = None) -> dict[str, Any]:
-    """Run (or continue) the search stored in ``store``: everything already stored is reused."""
+def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Callable | None = None, runner=None) -> dict[str, Any]:
+    """Run (or continue) the search stored in ``store``: everything already stored is reused. ``runner``: where the
+    episodes run (``stress.runner.make_runner``; kept open by the caller); default a local pool of the config's workers."""
+    from contextlib import nullcontext
+
     from stress.groundtruth import Measurement
     from stress.runner import LocalRunner
 
@@ -100,7 +103,7 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
     space, prop = check_config(config)
     setting = policy_setting(config)
     true_futures = config.get("true_futures") or ("executed" if "futures" in prop.requires else "none")
-    with LocalRunner(config["workers"], env_cache=2) as runner:
+    with nullcontext(runner) if runner is not None else LocalRunner(config["workers"], env_cache=2) as runner:
         evaluator = LiberoEvaluator(store, space, prop, setting, runner, Measurement(true_futures, 0), on_episode)
 
         def on_finding(finding):

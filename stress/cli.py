@@ -84,12 +84,38 @@ def _add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder, skipping stored episodes")
 
 
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where episodes run, shared by ``run``, ``study`` and ``search`` (docs/ray.md)."""
+    parser.add_argument("--backend", default="local", help="local (processes on this machine, the default) or ray (actors on a Ray cluster; pip install 'stress[ray]')")
+    parser.add_argument("--ray-address", metavar="HOST:PORT", help="with --backend ray: join this cluster (`ray start --head`) instead of starting a private local one")
+    parser.add_argument("--ray-gpus", type=float, default=0.0, metavar="N", help="with --backend ray: GPUs each actor asks for, for a policy on the GPU (default 0)")
+
+
+def _runner(args, workers: int | None = None, env_cache: int = 1):
+    """The runner of ``--backend`` (a context manager); a Ray cluster is started or joined now, so a bad address or a
+    worker count it cannot place exits 2 before any run folder is written."""
+    from stress.runner import BACKENDS, make_runner
+
+    workers = args.workers if workers is None else workers
+    if args.backend not in BACKENDS:
+        raise choice_error("--backend", args.backend, BACKENDS)
+    if args.backend != "ray" and (args.ray_address or args.ray_gpus):
+        raise UserError(f"--ray-address and --ray-gpus are for --backend ray; got --backend {args.backend}")
+    if workers < 1:
+        raise UserError(f"--workers {workers} invalid; valid: 1 or more")
+    runner = make_runner(args.backend, workers, env_cache, args.ray_address, args.ray_gpus)
+    if args.backend == "ray":
+        runner.start()
+    return runner
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="stress", description="Robustness and failure-mode stress suite for world-model robot policies.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="run scenarios: clean baseline + perturbed, on the same init states")
     _add_scenario_arguments(run)
+    _add_backend_arguments(run)
     run.add_argument("--protocol", metavar="NAME", help="a published evaluation protocol (stress list protocols; docs/protocols.md): its suites, trials, seeds, "
                      "image size, step limits and policy options; prints its figures beside the paper's and the reproduction verdict")
     run.add_argument("--gallery", nargs="?", type=int, const=0, metavar="WORKERS",
@@ -100,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--checkpoints", help="comma-separated checkpoints of a model-backed policy: the study is repeated with each, on the same "
                        "scenarios (e.g. V(s') vs Q(s, a) for models trained on different amounts of rollout data)")
     _add_scenario_arguments(study)
+    _add_backend_arguments(study)
 
     lst = sub.add_parser("list", help="list perturbations, policies or suites")
     lst.add_argument("what", help="perturbations, policies, suites, properties, samplers or protocols")
@@ -155,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--seed", type=int, default=0)
     search.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     search.add_argument("--resume", type=Path, metavar="RUN", help="continue a search run folder (after a crash: nothing run twice)")
+    _add_backend_arguments(search)
 
     train = sub.add_parser("train-reference", help="generate expert data and train the built-in reference model (CPU)")
     train.add_argument("--steps", type=int, default=DEFAULT_TRAIN_STEPS, help=f"optimiser steps (default {DEFAULT_TRAIN_STEPS})")
@@ -424,14 +452,14 @@ def _start_or_resume(args, make_specs, label):
     return RunStore.create(args.out, run_id, specs, config), specs, Measurement(args.true_futures, args.counterfactual_rollouts)
 
 
-def _execute(store, specs, measurement, workers) -> None:
+def _execute(store, specs, measurement, runner) -> None:
     from rich.console import Console
 
     console = Console(stderr=True)
     done = store.done_keys()
     todo = [s for s in specs if s.key not in done]
     console.print(f"run {store.path}: {len(specs)} episodes, {len(specs) - len(todo)} already stored")
-    _run_with_progress(store, todo, workers, console, measurement)
+    _run_with_progress(store, todo, runner, console, measurement)
     store.consolidate()
 
 
@@ -439,8 +467,9 @@ def cmd_run(args) -> int:
     if args.gallery is not None and args.gallery < 0:
         raise UserError(f"--gallery {args.gallery} invalid; valid: a number of render processes, 1 or more (or none: --workers)")
     label = lambda specs: "-".join(([args.protocol] if args.protocol else []) + (sorted({p.name for s in specs for p in s.perturbations}) or ["clean"]))
-    store, specs, measurement = _start_or_resume(args, _specs_from_args, label)
-    _execute(store, specs, measurement, args.workers)
+    with _runner(args) as runner:
+        store, specs, measurement = _start_or_resume(args, _specs_from_args, label)
+        _execute(store, specs, measurement, runner)
     _print_headline(store)
     _print_protocol(store)
     impossible = store.query(
@@ -501,9 +530,10 @@ def cmd_study(args) -> int:
             check_spec(spec)
         return specs, {**config, "mode": "study", "study": args.name}
 
-    store, specs, measurement = _start_or_resume(args, make_specs, lambda specs: f"study-{args.name}")
+    with _runner(args) as runner:
+        store, specs, measurement = _start_or_resume(args, make_specs, lambda specs: f"study-{args.name}")
+        _execute(store, specs, measurement, runner)
     name = store.manifest["config"].get("study", args.name)
-    _execute(store, specs, measurement, args.workers)
     _print_summary(store)
     rows = study_table(*load(store))
     store.write_json("study.json", rows)
@@ -532,10 +562,8 @@ def _study_checkpoints(args) -> tuple[str, ...]:
     return paths
 
 
-def _run_with_progress(store, specs, workers, console, measurement) -> None:
+def _run_with_progress(store, specs, runner, console, measurement) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from stress.runner import run_specs
 
     counts = {"success": 0, "failure": 0, "error": 0}
     with Progress(
@@ -548,7 +576,7 @@ def _run_with_progress(store, specs, workers, console, measurement) -> None:
             counts["error" if result.error else "success" if result.success else "failure"] += 1
             progress.update(bar, advance=1, counts=" ".join(f"{k} {v}" for k, v in counts.items()))
 
-        run_specs(specs, store, workers=workers, on_result=on_result, measurement=measurement)
+        runner.run(specs, store, on_result, measurement)
 
 
 def _print_summary(store) -> None:
@@ -892,9 +920,6 @@ def _search_config(args) -> dict:
 
 
 def cmd_search(args) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from scenarios import session
     from stress.store import RunStore
 
@@ -902,8 +927,22 @@ def cmd_search(args) -> int:
         store = RunStore.open(args.resume)
         if not session.is_search(store):
             raise UserError(f"{str(args.resume)!r} is not a search run; resume it with `stress run --resume`")
+        workers = store.manifest["config"]["workers"]
     else:
-        store = session.start(args.out, _search_config(args))
+        store, config = None, _search_config(args)
+        workers = config["workers"]
+    with _runner(args, workers, env_cache=2) as runner:
+        store = store or session.start(args.out, config)
+        _search(store, runner)
+    return 0
+
+
+def _search(store, runner) -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scenarios import session
+
     config = store.manifest["config"]
     console = Console(stderr=True)
     console.print(f"search {store.path}: property {config['property']}, sampler {config['sampler']}, budget {config['budget']}"
@@ -922,12 +961,11 @@ def cmd_search(args) -> int:
             status = f"{counts['violations']} violations, {len(list((store.path / 'findings').glob('*.json'))) if (store.path / 'findings').is_dir() else 0} findings"
             progress.update(bar, status=status + (" (shrinking)" if phase in ("shrink", "minimality") else ""))
 
-        report = session.run(store, on_evaluation)
+        report = session.run(store, on_evaluation, runner=runner)
     _print_search(report)
     print(f"episodes run: {report['episodes_run']} (sampling, shrinking, 1-minimality checks and i.i.d. slice together)")
     print(f"results: {store.path} (search.json, search.png, findings/); the episodes' tables: stress show {store.path}; "
           f"videos of the failures and findings: stress gallery {store.path}")
-    return 0
 
 
 def _print_search(report: dict) -> None:

@@ -3,6 +3,9 @@
 Episode loop (per decision): mark the chunk start, snapshot the simulator when a measurement hook asks
 for it, observe (rendering the cameras only if the policy uses images), ask the policy, execute the
 whole action chunk open-loop, stop on success or the step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
+
+Many specs run through a backend (``make_runner``): ``LocalRunner`` here, ``runner_ray.RayRunner`` on Ray; both hand
+episodes out by scene (``stress.schedule``) and write every result from the driver.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from stress.policies.base import Decision, PolicyFault
 from stress.groundtruth import GroundTruth, Measurement
 from stress.metrics import action_spread
 from stress.policies.planning import check_aggregation
+from stress.schedule import SceneScheduler, WorkerCrashed, crash_hook, dispatch
 
 DecisionHook = Callable[[SimEnv, Any, Decision], None]
 
@@ -277,27 +281,65 @@ def _worker_init(env_cache: int = 1) -> None:
 
 
 def _worker_run(spec_json: str, measurement: Measurement | None) -> EpisodeResult:
+    """One episode in a worker process (a local pool process or a Ray actor), on the worker's cached env and policy."""
     if not _worker_state:
         _worker_init()
-    return run_episode(ScenarioSpec.from_json(spec_json), _worker_state["envs"], _worker_state["policies"], measurement=measurement)
+    spec = ScenarioSpec.from_json(spec_json)
+    crash_hook(spec.key)
+    return run_episode(spec, _worker_state["envs"], _worker_state["policies"], measurement=measurement)
 
 
 def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Callable[[EpisodeResult], None] | None = None,
-              measurement: Measurement | None = Measurement()) -> None:
+              measurement: Measurement | None = Measurement(), backend: str = "local", ray_address: str | None = None) -> None:
     """Run specs not yet in ``store`` and write each finished episode at once (so a crash loses nothing).
     ``measurement``: the ground truth measured at each decision (default: true futures, no rollouts)."""
-    with LocalRunner(workers) as runner:
+    with make_runner(backend, workers, ray_address=ray_address) as runner:
         runner.run(specs, store, on_result, measurement)
 
 
+BACKENDS = ("local", "ray")
+
+
+def make_runner(backend: str = "local", workers: int = 1, env_cache: int = 1, ray_address: str | None = None, gpus: float = 0.0):
+    """The runner of a backend: ``local`` (this process, or a spawn process pool) or ``ray`` (actors on a local or
+    joined Ray cluster, ``stress.runner_ray``). Both have the same interface: context manager,
+    ``run(specs, store, on_result, measurement)``, ``close()``."""
+    if backend == "local":
+        return LocalRunner(workers, env_cache)
+    if backend == "ray":
+        from stress.runner_ray import RayRunner
+
+        return RayRunner(workers, env_cache, address=ray_address, gpus=gpus)
+    raise choice_error("--backend", backend, BACKENDS)
+
+
+def pending_specs(specs: list[ScenarioSpec], store) -> list[ScenarioSpec]:
+    """The specs not yet stored, each key once."""
+    done = store.done_keys()
+    return list({s.key: s for s in specs if s.key not in done}.values())
+
+
+def store_result(store, on_result: Callable[[EpisodeResult], None] | None):
+    """The driver's write of a finished episode (the only writer of the store), then the caller's callback."""
+    def finish(result: EpisodeResult) -> None:
+        store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps, frames=result.frames)
+        if on_result:
+            on_result(result)
+
+    return finish
+
+
 class LocalRunner:
-    """Runs specs in this process (``workers`` 1) or a spawn process pool, keeping simulators, policies and
-    worker processes alive between calls: a search runs many small batches, and rebuilding a scene costs
-    ~9 s. ``env_cache`` envs are kept per process (a search alternates between a few scenes)."""
+    """Runs specs in this process (``workers`` 1) or in ``workers`` spawn processes, keeping simulators, policies and
+    worker processes alive between calls: a search runs many small batches, and rebuilding a scene costs ~9 s.
+    ``env_cache`` envs are kept per process (a search alternates between a few scenes). Episodes are handed out
+    scene by scene (``stress.schedule``): a process stays on the scenes it has built."""
 
     def __init__(self, workers: int = 1, env_cache: int = 1):
         self.workers, self.env_cache = workers, env_cache
-        self._envs = self._policies = self._pool = None
+        self._envs = self._policies = None
+        self._pools: list[ProcessPoolExecutor | None] = [None] * workers
+        self.scheduler = SceneScheduler(max(1, workers), env_cache)
 
     def __enter__(self) -> "LocalRunner":
         return self
@@ -309,52 +351,45 @@ class LocalRunner:
         if self._envs is not None:
             self._envs.close()
             self._envs = None
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        for i, pool in enumerate(self._pools):
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+                self._pools[i] = None
 
     def run(self, specs: list[ScenarioSpec], store, on_result: Callable[[EpisodeResult], None] | None = None,
             measurement: Measurement | None = Measurement()) -> None:
-        done = store.done_keys()
-        pending = list({s.key: s for s in specs if s.key not in done}.values())
-        # group by env so each worker rebuilds as rarely as possible
-        pending.sort(key=lambda s: (s.suite, s.task_id, s.init_index))
-
-        def finish(result: EpisodeResult) -> None:
-            store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps, frames=result.frames)
-            if on_result:
-                on_result(result)
-
+        self.scheduler.add(pending_specs(specs, store))
+        finish = store_result(store, on_result)
         if self.workers <= 1:
             if self._envs is None:
                 self._envs, self._policies = EnvCache(self.env_cache), PolicyCache()
-            for spec in pending:
-                finish(run_episode(spec, self._envs, self._policies, measurement=measurement))
+            while (spec := self.scheduler.take(0, force=True)) is not None:
+                result = run_episode(spec, self._envs, self._policies, measurement=measurement)
+                self.scheduler.finished(0, spec, result.wall_s)
+                finish(result)
             return
-        queue, crashes = pending, {}
-        while queue:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
-                                                 initializer=_worker_init, initargs=(self.env_cache,))
-            futures = {self._pool.submit(_worker_run, s.to_json(), measurement): s for s in queue}
-            queue = []
-            for future in _as_completed(futures):
-                spec = futures[future]
-                try:
-                    finish(future.result())
-                except BrokenProcessPool:
-                    # a worker died (e.g. a segfault in the simulator) and took the pool with it: retry each
-                    # unfinished episode once in a fresh pool, record it as an error if it crashes again
-                    self._pool = None
-                    crashes[spec.key] = crashes.get(spec.key, 0) + 1
-                    if crashes[spec.key] > 1:
-                        finish(EpisodeResult(spec=spec, error="worker_crashed"))
-                    else:
-                        queue.append(spec)
+        dispatch(self.scheduler, lambda w, spec: self._pool(w).submit(_worker_run, spec.to_json(), measurement), _wait_one,
+                 _collect, self._restart, finish, lambda spec: EpisodeResult(spec=spec, error="worker_crashed"))
+
+    def _pool(self, worker: int) -> ProcessPoolExecutor:
+        """Worker ``worker``'s process: a one-process pool each, so an episode goes to the process holding its scene."""
+        if self._pools[worker] is None:
+            self._pools[worker] = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_worker_init,
+                                                      initargs=(self.env_cache,))
+        return self._pools[worker]
+
+    def _restart(self, worker: int) -> None:
+        # the process died (e.g. a segfault in the simulator) and broke its pool: a fresh one on the next submit
+        self._pools[worker].shutdown(cancel_futures=True)
+        self._pools[worker] = None
 
 
-def _as_completed(futures):
-    remaining = set(futures)
-    while remaining:
-        done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-        yield from done
+def _wait_one(futures):
+    return next(iter(wait(futures, return_when=FIRST_COMPLETED)[0]))
+
+
+def _collect(future) -> EpisodeResult:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        raise WorkerCrashed() from None

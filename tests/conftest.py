@@ -52,3 +52,20 @@ def lit_run_show_replay(tmp_path: Path, suite: str, policy: str) -> list[dict]:
     replayed = run_cli("replay", str(folder), lit["episode_key"], timeout=600)
     assert replayed.returncode == 0 and "matches" in replayed.stdout, replayed.stdout + replayed.stderr[-1000:]
     return rows
+
+
+def privileged_episode(env, policy, init: int, on_decision=None) -> tuple[bool, int]:
+    """A privileged policy (no images) driven straight on an env, chunk by chunk: (success, steps).
+    ``on_decision(decision)`` sees every decision (e.g. to check its chunk's shape)."""
+    env.reset(init)
+    policy.reset(env.instruction, init)
+    while env.step_count < env.max_steps:
+        decision = policy.act(env.observe(render=False))
+        if on_decision:
+            on_decision(decision)
+        for action in decision.actions:
+            if env.step(action):
+                return True, env.step_count
+            if env.step_count >= env.max_steps:
+                break
+    return False, env.step_count

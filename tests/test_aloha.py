@@ -6,6 +6,7 @@ import pytest
 from perturbations.base import PerturbationSpec
 from stress.envs.aloha import ACTION_DIM, CAMERAS, CHUNK, MAX_STEPS, N_INIT_STATES, AlohaEnv, init_states
 from stress.envs.base import SimulatorFault
+from conftest import privileged_episode
 from stress.errors import UserError
 from stress.policies import make_policy
 from stress.policies.base import Decision
@@ -23,18 +24,10 @@ def envs():
 
 
 def _expert_episode(env, init: int, policy=None) -> tuple[bool, int]:
-    policy = policy or AlohaExpertPolicy()
-    env.reset(init)
-    policy.reset(env.instruction, init)
-    while env.step_count < env.max_steps:
-        decision = policy.act(env.observe(render=False))
+    def chunk_of_14d(decision):
         assert decision.actions.shape == (CHUNK, ACTION_DIM)
-        for action in decision.actions:
-            if env.step(action):
-                return True, env.step_count
-            if env.step_count >= env.max_steps:
-                break
-    return False, env.step_count
+
+    return privileged_episode(env, policy or AlohaExpertPolicy(), init, chunk_of_14d)
 
 
 def test_surface(envs):

@@ -10,7 +10,7 @@ from stress.envs.base import SimulatorFault
 from stress.envs.robosuite_tasks import INSTRUCTIONS, MAX_STEPS, N_INIT_STATES, TASKS, RobosuiteEnv
 from stress.errors import UserError
 from stress.policies import make_policy
-from conftest import lit_run_show_replay, run_cli
+from conftest import lit_run_show_replay, privileged_episode, run_cli
 
 SIZE = 64
 
@@ -23,16 +23,7 @@ def lift():
 
 
 def _expert_episode(env, init: int) -> tuple[bool, int]:
-    policy = make_policy("expert")
-    env.reset(init)
-    policy.reset(env.instruction, init)
-    while env.step_count < env.max_steps:
-        for action in policy.act(env.observe(render=False)).actions:
-            if env.step(action):
-                return True, env.step_count
-            if env.step_count >= env.max_steps:
-                break
-    return False, env.step_count
+    return privileged_episode(env, make_policy("expert"), init)
 
 
 def test_registry_and_surface(lift):
