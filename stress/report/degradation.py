@@ -28,13 +28,15 @@ def _mean(values) -> float | None:
 
 
 def load(store: RunStore) -> tuple[list[dict], list[dict]]:
-    """The run's valid episodes, and its decision rows joined with their episode's group and success."""
-    episodes = store.query("SELECT * FROM episodes WHERE error IS NULL")
+    """The run's valid episodes, and its decision rows joined with their episode's group and success, in a fixed
+    order: DuckDB's parallel scans return rows in any order, and float sums (hence the tables' last digits and
+    degradation.png's pixels) depend on it."""
+    episodes = store.query("SELECT * FROM episodes WHERE error IS NULL ORDER BY episode_key")
     if not (store.path / "decisions").is_dir():
         return episodes, []
     return episodes, store.query(
         "SELECT d.*, e.policy, e.mode, e.setting, e.perturbation, e.severity, e.success AS episode_success "
-        "FROM decisions d JOIN episodes e USING (episode_key) WHERE e.error IS NULL"
+        "FROM decisions d JOIN episodes e USING (episode_key) WHERE e.error IS NULL ORDER BY d.episode_key, d.step, d.candidate"
     )
 
 

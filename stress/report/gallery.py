@@ -113,8 +113,8 @@ def _twin_key(e: dict) -> tuple:
 
 def _load(store: RunStore) -> tuple[list[dict], list[dict], dict[str, int]]:
     """All stored episodes (errored ones too), the decision rows, and each episode's place in the manifest."""
-    episodes = store.query("SELECT * FROM episodes")
-    decisions = store.query("SELECT * FROM decisions") if (store.path / "decisions").is_dir() and any((store.path / "decisions").glob("*.parquet")) else []
+    episodes = store.query("SELECT * FROM episodes ORDER BY episode_key")  # fixed order: the picture and tables must not depend on the scan
+    decisions = store.query("SELECT * FROM decisions ORDER BY episode_key, step, candidate") if (store.path / "decisions").is_dir() and any((store.path / "decisions").glob("*.parquet")) else []
     from scenarios.spec import ScenarioSpec
 
     order = {}
