@@ -89,11 +89,6 @@ def task_index(task: int | str) -> int:
     return named_task_index("aloha", task, TASKS)
 
 
-def check_task(suite: str, task_id: int | str) -> None:
-    check_suite(suite)
-    task_index(task_id)
-
-
 @cache
 def init_states(suite: str, task_id: int | str) -> np.ndarray:
     """The init states of a task: ``N_INIT_STATES`` object poses (x y z qw qx qy qz per object), row i from
@@ -109,18 +104,6 @@ def init_states(suite: str, task_id: int | str) -> np.ndarray:
     out = np.asarray(rows, dtype=np.float64)
     out.flags.writeable = False  # cached: shared by every caller
     return out
-
-
-def check_init_index(suite: str, task_id: int | str, init_index: int) -> None:
-    check_task(suite, task_id)
-    n = N_INIT_STATES
-    if not (isinstance(init_index, (int, np.integer)) and 0 <= init_index < n):
-        raise UserError(f"init state {init_index!r} not in aloha task {TASKS[task_index(task_id)]}; valid: 0-{n - 1}")
-
-
-def check_camera(camera: str) -> None:
-    if camera not in CAMERAS:
-        raise choice_error("aloha camera", camera, CAMERAS)
 
 
 def asset_path(name: str):
