@@ -25,5 +25,5 @@ from perturbations.base import (  # noqa: F401
 )
 
 for _module in iter_modules(__path__):
-    if _module.name not in ("base", "space") and not _module.name.startswith("_"):
+    if _module.name not in ("base", "space", "docs") and not _module.name.startswith("_"):
         import_module(f"perturbations.{_module.name}")

@@ -4,7 +4,7 @@ from the families' declarations."""
 import sys
 from pathlib import Path
 
-from perturbations.space import docs_with_tables
+from perturbations.docs import docs_with_tables
 
 path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "docs" / "perturbations.md"
 path.write_text(docs_with_tables(path.read_text()))

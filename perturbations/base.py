@@ -26,66 +26,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from perturbations.space import ParamSpace
-from stress.errors import UserError
-
-SEVERITIES = range(0, 6)
-DEFAULT_SEVERITY = 3
-CAMERAS = ("agentview", "wrist")
-CAMERA_TARGETS = ("agentview", "wrist", "both")
+from stress.core.cameras import CAMERAS
+from stress.core.errors import InvalidScene, NotRealised, UserError
+from stress.core.spec import CAMERA_TARGETS, DEFAULT_SEVERITY, SEVERITIES, Layer, PerturbationSpec
 
 
-class InvalidScene(UserError):
-    """A sampled or given perturbation produced an invalid scene (interpenetration, object off the table,
-    task already solved, target unreachable). State perturbations are re-sampled; in a run the episode is
-    stored with ``error = "invalid_scene: <reason>"``."""
 
 
-class NotRealised(RuntimeError):
-    """A perturbation did not take effect: the episode is an error, not a data point."""
-
-
-class Layer(str, Enum):
-    SCENE = "scene"
-    MODEL = "model"
-    STATE = "state"
-    EVENT = "event"
-    PIXELS = "pixels"
-    POLICY = "policy"
-
-
-@dataclass(frozen=True)
-class PerturbationSpec:
-    """What a scenario says about one perturbation. ``params`` (explicit) wins over sampling from severity."""
-
-    name: str
-    severity: int = DEFAULT_SEVERITY
-    seed: int = 0
-    camera: str = "both"
-    params: dict[str, Any] | None = field(default=None, hash=False, compare=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {"name": self.name, "severity": self.severity, "seed": self.seed, "camera": self.camera}
-        if self.params is not None:
-            out["params"] = self.params
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PerturbationSpec":
-        unknown = set(data) - {"name", "severity", "seed", "camera", "params"}
-        if unknown:
-            raise UserError(f"unknown perturbation field(s) {sorted(unknown)}; valid: name, severity, seed, camera, params")
-        if "name" not in data:
-            raise UserError("perturbation entry without 'name'")
-        return cls(
-            name=str(data["name"]),
-            severity=data.get("severity", DEFAULT_SEVERITY),
-            seed=data.get("seed", 0),
-            camera=data.get("camera", "both"),
-            params=data.get("params"),
-        )
-
-    def __hash__(self):
-        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
 
 @dataclass

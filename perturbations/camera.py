@@ -44,7 +44,7 @@ import numpy as np
 
 from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, register
 from perturbations.space import Group, ParamSpace, Real, Vector
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 # every simulator's cameras (LIBERO's first): their stock fovy and the LIBERO camera whose rig they share
 BASE_FOVY = {"agentview": 45.0, "wrist": 75.0, "top": 78.0, "left_wrist": 20.0, "right_wrist": 20.0}

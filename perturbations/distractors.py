@@ -37,7 +37,7 @@ import numpy as np
 
 from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
 from perturbations.space import Choice, Free, Group, ListOf, ParamSpace, Real, Vector
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 SIMILARITY_BY_SEVERITY = {
     1: ("other",),

@@ -38,7 +38,7 @@ from albumentations.augmentations.pixel.functional import add_shadow, add_sun_fl
 
 from perturbations.base import Layer, Perturbation, register
 from perturbations.space import Group, ListOf, ParamSpace, Real, Vector
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 BRIGHTNESS = {1: 0.03, 2: 0.06, 3: 0.10, 4: 0.15, 5: 0.22}
 CONTRAST = {1: 1.08, 2: 1.16, 3: 1.28, 4: 1.45, 5: 1.70}

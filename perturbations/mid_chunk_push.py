@@ -48,7 +48,7 @@ import numpy as np
 from perturbations.base import Layer, NotRealised, Perturbation, register
 from perturbations.object_pose import free_joint, object_name, object_name_check
 from perturbations.space import Choice, Free, ParamSpace, Real
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 
 def simulator_named(name: str):

@@ -46,7 +46,7 @@ import numpy as np
 
 from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
 from perturbations.space import Choice, Free, ListOf, ParamSpace, Real
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 OUTSIDE_M = {1: (0.005, 0.015), 2: (0.02, 0.03), 3: (0.04, 0.05), 4: (0.06, 0.07), 5: (0.08, 0.10)}
 YAW_OUTSIDE_DEG = {1: (2.0, 5.0), 2: (5.0, 10.0), 3: (10.0, 20.0), 4: (20.0, 35.0), 5: (35.0, 60.0)}

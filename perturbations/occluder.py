@@ -31,7 +31,7 @@ import numpy as np
 
 from perturbations.base import CAMERAS, Layer, NotRealised, Perturbation, register
 from perturbations.space import Choice, Free, ListOf, ParamSpace, Real, Vector
-from stress.envs.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
+from stress.core.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
 
 FRACTION_BY_SEVERITY = {1: 0.2, 2: 0.4, 3: 0.6, 4: 0.8, 5: 0.95}
 TOLERANCE = 0.05  # |measured - target| occluded fraction accepted

@@ -51,7 +51,7 @@ import numpy as np
 
 from perturbations.base import Layer, NotRealised, Perturbation, register
 from perturbations.space import Choice, ParamSpace, Real
-from stress.policies.base import Decision
+from stress.core.policy import Decision
 
 NOOP = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 NOISE = {1: 0.02, 2: 0.05, 3: 0.10, 4: 0.20, 5: 0.30}

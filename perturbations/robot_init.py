@@ -39,7 +39,7 @@ import numpy as np
 from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
 from perturbations.object_pose import body_root_name, movable_objects, pose, settled_reference
 from perturbations.space import ParamSpace, Vector
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 N_JOINTS = 7  # the Panda's arm (LIBERO)
 ALOHA_JOINTS = 12  # ALOHA: the left arm's 6 joints (waist .. wrist_rotate), then the right arm's

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import math
 import numbers
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 NONE = "—"  # table cell of a field that does not apply
 
@@ -413,40 +412,3 @@ class ParamSpace:
         """One row per parameter (nested ones as ``group.field``, list items as ``list[].field``): name,
         kind, range, unit, identity, default, grid (step and index range, or options) and meaning."""
         return [row for p in self.params for row in p.rows(p.name)]
-
-
-# --- docs ------------------------------------------------------------------------------------------------
-COLUMNS = (("name", "parameter"), ("kind", "kind"), ("range", "range"), ("unit", "unit"), ("identity", "identity"),
-           ("default", "default"), ("grid", "search grid"), ("meaning", "meaning"))
-
-
-def markdown_table(family: str) -> str:
-    """The family's parameter table for docs/perturbations.md, rendered from its declaration."""
-    from perturbations.base import family as family_named
-
-    def cell(key: str, text: str) -> str:
-        text = text.replace("|", "\\|") or NONE
-        return f"`{text}`" if key == "name" else text
-
-    lines = ["| " + " | ".join(title for _, title in COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(key, row[key]) for key, _ in COLUMNS) + " |" for row in family_named(family).space.rows()]
-    return "\n".join(lines)
-
-
-def _markers(family: str) -> tuple[str, str]:
-    return (f"<!-- parameters of {family}: generated from its declaration by `python -m perturbations`; do not edit -->",
-            f"<!-- end of the parameters of {family} -->")
-
-
-def docs_with_tables(text: str) -> str:
-    """``text`` (docs/perturbations.md) with every family's generated block rewritten from the code."""
-    from perturbations.base import registry
-
-    for name in registry():
-        begin, end = _markers(name)
-        pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.S)
-        if not pattern.search(text):
-            raise ValueError(f"docs have no parameter block for {name!r}: add the two lines {begin!r} and {end!r} to its section")
-        text = pattern.sub(lambda _: f"{begin}\n{markdown_table(name)}\n{end}", text)
-    return text
-

@@ -51,7 +51,7 @@ import numpy as np
 
 from perturbations.base import Layer, Perturbation, register, require_image_change
 from perturbations.space import Choice, Group, ListOf, ParamSpace, Real, Vector
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 SURFACES = ("table", "floor", "walls")
 MODES = ("hue", "pattern", "solid")

@@ -12,7 +12,7 @@ from pathlib import Path
 from scenarios.properties import Episode, Property
 from scenarios.search import Evaluation
 from scenarios.searchspace import SearchSpace, perturbation_specs
-from scenarios.spec import ScenarioSpec
+from stress.core.spec import ScenarioSpec
 from stress.store import RunStore
 
 

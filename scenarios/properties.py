@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stress.errors import UserError, choice_error
+from stress.core.errors import UserError, choice_error
 
 VARIANTS = ("scenario", "direct", "planning", "clean")
 REQUIREMENTS = ("planning", "values", "futures", "expert", "visual_only")

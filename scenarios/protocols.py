@@ -15,8 +15,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from scenarios.spec import ScenarioSpec
-from stress.errors import UserError, choice_error
+from stress.core.spec import ScenarioSpec
+from stress.core.errors import UserError, choice_error
 
 
 @dataclass(frozen=True)

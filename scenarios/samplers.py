@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from scenarios.searchspace import CONTEXT, SearchSpace
-from stress.errors import choice_error
+from stress.core.errors import choice_error
 
 
 class Sampler:

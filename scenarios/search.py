@@ -30,8 +30,8 @@ from scenarios.properties import Verdict
 from scenarios.samplers import make_sampler
 from scenarios.searchspace import SearchSpace, family_label, point_key
 from scenarios.shrink import one_minimal, shrink, shrink_hypothesis
-from stress.errors import choice_error
-from stress.metrics import wilson_interval
+from stress.core.errors import choice_error
+from stress.core.metrics import wilson_interval
 
 FINDING_FORMAT = "stress-finding/1"
 SHRINKERS = ("greedy", "hypothesis")

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 CONTEXT = ("task", "init", "camera", "seed")
 
@@ -193,7 +193,7 @@ def limit_axes(families: dict[str, tuple], limits: dict) -> dict[str, tuple]:
 def suite_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds=(0,), max_families: int = 2, limits: dict | None = None) -> SearchSpace:
     from perturbations.base import family
     from stress.envs import check_init, check_task, simulator_of
-    from stress.errors import choice_error
+    from stress.core.errors import choice_error
 
     sim = simulator_of(suite)
     for task in tasks:

@@ -17,7 +17,8 @@ from scenarios.evaluate import LiberoEvaluator, PolicySetting, replay_point, spe
 from scenarios.samplers import SAMPLERS
 from scenarios.search import FINDING_FORMAT, SHRINKERS, Search
 from scenarios.searchspace import SearchSpace, suite_space
-from stress.errors import UserError, choice_error
+from stress.core.errors import UserError, choice_error
+from stress.core.files import read_json_input
 from stress.store import RunStore
 
 SPACE_FIELDS = ("suite", "tasks", "inits", "families", "max_families", "cameras", "seeds", "limits")
@@ -39,12 +40,7 @@ def space_from_config(space: dict) -> SearchSpace:
 
 
 def load_space_file(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"space file {str(path)!r} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"space file {str(path)!r} is not valid JSON ({exc})") from None
+    data = read_json_input(path, "space file")
     if not isinstance(data, dict):
         raise UserError(f"space file {str(path)!r} must hold a JSON object with {', '.join(SPACE_FIELDS)}")
     return data
@@ -93,11 +89,11 @@ def is_search(store: RunStore) -> bool:
 
 def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Callable | None = None, runner=None) -> dict[str, Any]:
     """Run (or continue) the search stored in ``store``: everything already stored is reused. ``runner``: where the
-    episodes run (``stress.runner.make_runner``; kept open by the caller); default a local pool of the config's workers."""
+    episodes run (``stress.runners.episode.make_runner``; kept open by the caller); default a local pool of the config's workers."""
     from contextlib import nullcontext
 
-    from stress.groundtruth import Measurement
-    from stress.runner import LocalRunner
+    from stress.measurement.groundtruth import Measurement
+    from stress.runners.episode import LocalRunner
 
     config = store.manifest["config"]
     space, prop = check_config(config)
@@ -177,8 +173,8 @@ def load_finding(path: Path) -> dict:
 
 def replay_finding(path: Path, times: int, workers: int = 1) -> dict:
     """Re-run a finding's shrunk scenario ``times`` times with the policy: does the violation reproduce?"""
-    from stress.groundtruth import Measurement
-    from stress.runner import LocalRunner
+    from stress.measurement.groundtruth import Measurement
+    from stress.runners.episode import LocalRunner
 
     if times < 1:
         raise UserError(f"--times {times} invalid; valid: 1 or more")

@@ -15,7 +15,8 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks for updates on import
 
-from stress.errors import UserError, choice_error  # noqa: E402
+from stress.core.errors import UserError, choice_error  # noqa: E402
+from stress.core.files import read_json_input  # noqa: E402
 
 DEFAULT_SUITE = "libero_spatial"
 DEFAULT_POLICY = "reference"
@@ -94,7 +95,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 def _runner(args, workers: int | None = None, env_cache: int = 1):
     """The runner of ``--backend`` (a context manager); a Ray cluster is started or joined now, so a bad address or a
     worker count it cannot place exits 2 before any run folder is written."""
-    from stress.runner import BACKENDS, make_runner
+    from stress.runners.episode import BACKENDS, make_runner
 
     workers = args.workers if workers is None else workers
     if args.backend not in BACKENDS:
@@ -244,10 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- run ---------------------------------------------------------------------------------------------
 def _specs_from_args(args) -> tuple[list, dict]:
-    from scenarios.spec import ScenarioSpec
+    from stress.core.spec import ScenarioSpec
     from stress.envs import check_task, simulator_of
     from stress.policies import policy_class
-    from stress.runner import check_spec
+    from stress.runners.episode import check_spec
 
     if getattr(args, "protocol", None):
         return _protocol_specs(args)
@@ -288,12 +289,7 @@ def _specs_from_args(args) -> tuple[list, dict]:
 
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k not in ("command", "resume")}
     if args.scenario is not None:
-        try:
-            data = json.loads(args.scenario.read_text())
-        except FileNotFoundError:
-            raise UserError(f"scenario file {str(args.scenario)!r} not found") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"scenario file {str(args.scenario)!r} is not valid JSON ({exc})") from None
+        data = read_json_input(args.scenario, "scenario file")
         entries = data if isinstance(data, list) else [data]
         specs = [ScenarioSpec.from_dict(d) for d in entries]
         for spec in specs:
@@ -342,7 +338,7 @@ def _check_run_numbers(args) -> None:
         raise UserError(f"--workers {args.workers} invalid; valid: 1 or more")
     if args.counterfactual_rollouts < 0:
         raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
-    from stress.groundtruth import TRUE_FUTURES
+    from stress.measurement.groundtruth import TRUE_FUTURES
 
     if args.true_futures not in TRUE_FUTURES:
         raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
@@ -376,7 +372,7 @@ def _protocol_specs(args) -> tuple[list, dict]:
     """``stress run --protocol NAME``: the protocol's specs (scenarios/protocols.py) for the chosen suites, tasks
     and trials, clean and under any --perturb. Flags the protocol fixes are refused rather than ignored."""
     from scenarios.protocols import get_protocol, protocol_specs
-    from stress.runner import check_spec
+    from stress.runners.episode import check_spec
 
     protocol = get_protocol(args.protocol)
     fixed = (("--mode", args.mode, ("auto", protocol.mode), f"its mode ({protocol.mode})"),
@@ -430,7 +426,7 @@ def _check_servers(specs, new_url: str | None = None) -> dict | None:
 
 def _start_or_resume(args, make_specs, label):
     """(store, specs, measurement) of a new run, or of ``--resume RUN`` as it began."""
-    from stress.groundtruth import Measurement
+    from stress.measurement.groundtruth import Measurement
     from stress.store import RunStore
 
     if args.resume is not None:
@@ -515,7 +511,7 @@ def cmd_study(args) -> int:
     from stress.policies import policy_class
     from stress.report.degradation import load
     from stress.report.study import STUDIES, save_study_plot, study_specs, study_table
-    from stress.runner import check_spec
+    from stress.runners.episode import check_spec
 
     if args.name not in STUDIES:
         raise choice_error("study", args.name, STUDIES)
@@ -838,7 +834,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from stress.replay import replay
+    from stress.runners.replay import replay
     from stress.store import RunStore
 
     if args.run.suffix == ".json" or args.run.is_file():
@@ -899,7 +895,7 @@ def _search_config(args) -> dict:
                  "families": [f.strip() for f in args.families.split(",") if f.strip()], "max_families": args.max_families,
                  "cameras": [c.strip() for c in args.cameras.split(",") if c.strip()], "seeds": _int_list(args.policy_seeds, "--policy-seeds")}
     if args.true_futures is not None:
-        from stress.groundtruth import TRUE_FUTURES
+        from stress.measurement.groundtruth import TRUE_FUTURES
 
         if args.true_futures not in TRUE_FUTURES:
             raise choice_error("--true-futures", args.true_futures, TRUE_FUTURES)
@@ -990,25 +986,25 @@ def _print_search(report: dict) -> None:
 
 
 def cmd_bench(args) -> int:
-    from stress.bench import run_bench
+    from stress.bench.libero import run_bench
 
     if args.planted:
         return _bench_planted(args)
     if args.remote:
-        from stress.bench_remote import measure
+        from stress.bench.remote import measure
 
         figures = measure(max(20, args.repeats))
         print(json.dumps(figures, indent=1))
         return 0
     if args.aloha:
-        from stress.bench_aloha import measure as measure_aloha
+        from stress.bench.aloha import measure as measure_aloha
 
         if not 0 <= args.episodes <= 50:
             raise UserError(f"--episodes {args.episodes} invalid for --aloha; valid: 0-50 (init states per task in the expert's table)")
         print(json.dumps(measure_aloha(repeats=max(1, args.repeats), n_init=args.episodes), indent=1))
         return 0
     if args.remote_throughput:
-        from stress.bench_remote import throughput
+        from stress.bench.remote import throughput
 
         for flag, value in (("--episodes", args.episodes), ("--workers", args.workers), ("--max-steps", args.max_steps)):
             if value is not None and value < 1:
@@ -1037,12 +1033,12 @@ def _stage_progress():
 def cmd_train_reference(args) -> int:
     import shutil
 
-    from stress.policies.reference.build import TRAIN_TASKS, train_reference
+    from stress.training.build import TRAIN_TASKS, train_reference
     from stress.policies.reference.policy import SHIPPED_CHECKPOINT
 
     if args.steps < 1:
         raise UserError(f"--steps {args.steps} invalid; valid: 1 or more")
-    from stress.policies.reference.train import RECON_LOSSES
+    from stress.training.train import RECON_LOSSES
 
     if args.recon_loss not in RECON_LOSSES:
         raise choice_error("--recon-loss", args.recon_loss, RECON_LOSSES)
@@ -1078,8 +1074,8 @@ def cmd_train_reference(args) -> int:
 
 
 def cmd_evaluate_reference(args, tasks=None) -> int:
-    from stress.policies.reference.build import TRAIN_TASKS
-    from stress.policies.reference.evaluate import evaluate, evaluation_specs
+    from stress.training.build import TRAIN_TASKS
+    from stress.training.evaluate import evaluate, evaluation_specs
     from stress.policies.reference.policy import checkpoint_path, load_checkpoint
     from stress.policies.planning import check_aggregation
     from stress.store import RunStore
@@ -1134,7 +1130,7 @@ def _print_evaluation(figures: dict) -> None:
 
 def cmd_serve(args) -> int:
     from stress.policies import policy_class, policy_names
-    from stress.policies.base import Observation
+    from stress.core.policy import Observation
     from stress.policies.cosmos_server import given_flags, make_server
     from stress.policies.serve import PolicyServer
 

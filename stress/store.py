@@ -22,7 +22,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -33,77 +32,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from perturbations.base import CAMERAS
-from scenarios.spec import ScenarioSpec
-from stress.errors import UserError
+from stress.core.files import atomic_write
+from stress.core.episode import DECISION_SCHEMA, EPISODE_SCHEMA
+from stress.core.spec import ScenarioSpec
+from stress.core.errors import UserError
 
 FORMAT = "stress-run/1"
-RETRY_ERRORS = ("policy_unavailable:",)  # error prefixes of episodes a resumed run runs again (stress.policies.base.PolicyUnavailable)
-EPISODE_SCHEMA = pa.schema(
-    [
-        ("episode_key", pa.string()),
-        ("suite", pa.string()),
-        ("task_id", pa.int32()),
-        ("init_index", pa.int32()),
-        ("policy", pa.string()),
-        ("mode", pa.string()),
-        ("perturbation", pa.string()),  # label: 'clean' or 'name:level+...'
-        ("perturbations", pa.string()),  # JSON list of realised parameters and realisation records
-        ("severity", pa.int32()),
-        ("seed", pa.int64()),
-        ("success", pa.bool_()),
-        ("steps", pa.int32()),
-        ("wall_s", pa.float64()),
-        ("measure_s", pa.float64()),  # of wall_s, spent on ground-truth measurements (stress.groundtruth)
-        ("policy_s", pa.float64()),  # of wall_s, spent inside the policy (per decision: policy_s / decisions)
-        ("decisions", pa.int32()),
-        ("setting", pa.string()),  # how the policy ran: 'direct', 'best-of-8 average', plus policy options
-        ("failure", pa.string()),  # failure signature (stress.signatures): success, never_grasped, dropped, ...
-        ("progress", pa.float64()),  # 0-1 how far the episode got (stress.signatures), 1 = solved
-        ("max_steps", pa.int32()),  # the step budget it ran under
-        ("failure_step", pa.int32()),  # env step at which the failure began (first collision, grasp lost); null where none
-        ("error", pa.string()),
-        ("spec", pa.string()),  # the ScenarioSpec as JSON
-    ]
-)
-# per-camera world-model columns: every simulator's cameras (LIBERO's, then ALOHA's; tests/test_store checks the
-# registry has no other), listed here so naming them never imports a simulator
-STORED_CAMERAS = (*CAMERAS, "top", "left_wrist", "right_wrist")
-DECISION_SCHEMA = pa.schema(
-    [
-        ("episode_key", pa.string()),
-        ("step", pa.int32()),
-        ("candidate", pa.int32()),  # -1 for the executed (direct) decision
-        ("chosen", pa.bool_()),
-        ("pred_value", pa.float64()),
-        ("aggregation", pa.string()),
-        ("n_candidates", pa.int32()),
-        # counterfactual ground truth (stress.groundtruth); null where not measured
-        ("true_outcome", pa.float64()),  # success (1/0) of this chunk continued by the direct policy
-        ("realised_value", pa.float64()),  # executed rows: gamma^(steps from the chunk's end to success), 0 on failure
-        ("future_psnr", pa.float64()),  # predicted vs true future, mean over cameras
-        ("future_ssim", pa.float64()),
-        ("baseline_psnr", pa.float64()),  # current frame vs true future (copy-frame baseline)
-        ("baseline_ssim", pa.float64()),
-        *[(f"{m}_{c}", pa.float64()) for c in STORED_CAMERAS for m in ("future_psnr", "future_ssim", "baseline_psnr", "baseline_ssim")],
-        # with an occluding pixel perturbation: PSNR inside the occluded pixels and outside them
-        *[(f"{m}_psnr_{part}", pa.float64()) for m in ("future", "baseline") for part in ("occluded", "visible")],
-        ("action_spread", pa.float64()),  # planning: mean pairwise distance of the N candidate chunks
-    ]
-)
+RETRY_ERRORS = ("policy_unavailable:",)  # error prefixes of episodes a resumed run runs again (stress.core.policy.PolicyUnavailable)
 TRACKED_PACKAGES = ("stress", "mujoco", "robosuite", "hf-libero", "numpy", "torch", "albumentations", "pyarrow", "duckdb")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _versions() -> dict[str, str]:
@@ -175,7 +111,7 @@ class RunStore:
 
     def write_json(self, name: str, data: Any) -> None:
         text = json.dumps(data, indent=2, sort_keys=True, default=str)
-        _atomic_write(self.path / name, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(self.path / name, lambda tmp: Path(tmp).write_text(text))
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -223,23 +159,23 @@ class RunStore:
                     np.savez_compressed(f, steps=np.asarray(steps, dtype=np.int64),
                                         **{kind: np.stack([frames[s][kind] for s in steps]) for kind in ("observed", "predicted", "true")})
 
-            _atomic_write(self.path / "frames" / f"{key}.npz", save_frames)
+            atomic_write(self.path / "frames" / f"{key}.npz", save_frames)
 
         def save_actions(tmp):
             with open(tmp, "wb") as f:  # a file object: np.savez would append '.npz' to a plain name
                 steps_x_dim = np.asarray(actions, dtype=np.float64)  # each simulator's own width (LIBERO 7, ALOHA 14)
                 np.savez(f, actions=steps_x_dim if steps_x_dim.ndim == 2 else steps_x_dim.reshape(len(steps_x_dim), -1), decision_steps=np.asarray(decision_steps, dtype=np.int64))
 
-        _atomic_write(self.path / "actions" / f"{key}.npz", save_actions)
+        atomic_write(self.path / "actions" / f"{key}.npz", save_actions)
         if decisions:
             table = pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA)
-            _atomic_write(self.path / "decisions" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
+            atomic_write(self.path / "decisions" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
         table = pa.Table.from_pylist([row], schema=EPISODE_SCHEMA)
         marker = self.path / "retry" / key
         if str(row.get("error") or "").startswith(RETRY_ERRORS):
             marker.parent.mkdir(exist_ok=True)
             marker.touch()  # before the part: a crash in between leaves the episode to run again, never lost
-        _atomic_write(self.path / "parts" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
+        atomic_write(self.path / "parts" / f"{key}.parquet", lambda tmp: pq.write_table(table, tmp))
         if marker.exists() and not str(row.get("error") or "").startswith(RETRY_ERRORS):
             marker.unlink()
 
@@ -267,7 +203,7 @@ class RunStore:
             if not files:
                 continue
             table = pa.concat_tables([_conform(pq.read_table(f), schema) for f in files])
-            _atomic_write(self.path / f"{table_name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
+            atomic_write(self.path / f"{table_name}.parquet", lambda tmp, t=table: pq.write_table(t, tmp))
 
     def query(self, sql: str, params: list | None = None):
         """Run DuckDB SQL with the views ``episodes`` and (when any were stored) ``decisions`` over the stored parts. Returns a list of dict rows."""

@@ -96,7 +96,7 @@ def main(checkout: str, work: Path) -> dict:
     with open(sample, "rb") as f:
         golden = NumpyOnly(f).load()
 
-    from stress.policies.base import Observation
+    from stress.core.policy import Observation
     from stress.policies.cosmos_server import add_arguments, make_server
     from stress.policies.remote import RemotePolicy
 

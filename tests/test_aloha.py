@@ -7,9 +7,9 @@ from perturbations.base import PerturbationSpec
 from stress.envs.aloha import ACTION_DIM, CAMERAS, CHUNK, MAX_STEPS, N_INIT_STATES, AlohaEnv, init_states
 from stress.envs.base import SimulatorFault
 from conftest import privileged_episode
-from stress.errors import UserError
+from stress.core.errors import UserError
 from stress.policies import make_policy
-from stress.policies.base import Decision
+from stress.core.policy import Decision
 from stress.policies.aloha_expert import AlohaExpertPolicy, plan_episode
 
 SIZE = 224
@@ -100,8 +100,8 @@ def test_bad_input_names_value_and_valid_ones(envs):
         envs["insertion"].render("front")
     with pytest.raises(UserError, match=r"'agentview'"):
         envs["insertion"].observe(render=True, cameras=("agentview",))
-    from scenarios.spec import ScenarioSpec
-    from stress.runner import check_spec
+    from stress.core.spec import ScenarioSpec
+    from stress.runners.episode import check_spec
 
     with pytest.raises(UserError, match=r"'distractors' does not support simulator aloha.*valid there: .*lighting.*object_pose"):
         check_spec(ScenarioSpec("aloha", 1, 0, (PerturbationSpec("distractors", 2),), policy="aloha-expert", image_size=224))

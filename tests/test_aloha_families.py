@@ -15,7 +15,7 @@ import pytest
 
 from perturbations.base import InvalidScene, PerturbationSpec, parameters_for
 from stress.envs.aloha import CAMERAS, CHUNK, INIT_BOX, AlohaEnv, init_states
-from stress.errors import UserError
+from stress.core.errors import UserError
 from stress.policies.aloha_expert import AlohaExpertPolicy
 
 
@@ -222,8 +222,8 @@ def test_cli_runs_the_expert_under_object_pose(tmp_path):
 
 
 def test_params_for_another_robot_are_refused_before_running():
-    from scenarios.spec import ScenarioSpec
-    from stress.runner import check_spec
+    from stress.core.spec import ScenarioSpec
+    from stress.runners.episode import check_spec
 
     seven = PerturbationSpec("robot_init", 3, params={"offsets": [0.1] * 7})
     with pytest.raises(UserError, match=r"robot_init offsets has 7 numbers; valid on aloha: 12 \(one per arm joint\)"):

@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 
 from conftest import run_cli
 from perturbations.base import PerturbationSpec
-from scenarios.spec import ScenarioSpec
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.core.spec import ScenarioSpec
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
 
 def test_dynamics_on_aloha_scales_what_the_scene_has_and_says_what_it_has_not():

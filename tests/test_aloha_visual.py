@@ -99,9 +99,9 @@ def test_camera_every_level_moves_only_the_targeted_camera_and_nothing_leaks(env
 
 def test_camera_parameters_are_named_after_the_simulators_cameras():
     from perturbations.base import family, parameters_for
-    from scenarios.spec import ScenarioSpec
-    from stress.errors import UserError
-    from stress.runner import check_spec
+    from stress.core.spec import ScenarioSpec
+    from stress.core.errors import UserError
+    from stress.runners.episode import check_spec
 
     params = parameters_for(PerturbationSpec("camera", 5, seed=3), simulator_cameras=CAMERAS)
     assert set(params) == set(CAMERAS) and params["top"]["fovy"] in (78.0 - 20.8, 78.0 + 20.8)  # 12 deg on 45, scaled to 78

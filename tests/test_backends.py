@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from scenarios.spec import ScenarioSpec
-from stress.schedule import SceneScheduler, scene_of
+from stress.core.spec import ScenarioSpec
+from stress.runners.schedule import SceneScheduler, scene_of
 from test_cli_errors import assert_user_error
 
 RUN = ["run", "--policy", "expert", "--tasks", "0,1", "--episodes", "2", "--max-steps", "24", "--workers", "2"]

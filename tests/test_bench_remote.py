@@ -6,7 +6,7 @@ from test_cli_errors import assert_user_error
 
 
 def test_throughput_bench_runs_the_same_episodes_both_ways():
-    from stress.bench_remote import throughput
+    from stress.bench.remote import throughput
 
     figures = throughput(episodes=1, workers=1, max_steps=16)
     for side in ("in_process", "served"):

@@ -50,7 +50,7 @@ def test_bench_reference_best_of_8_decision(benchmark, spatial_env):
 
 def test_bench_true_future_of_one_chunk(benchmark, spatial_env):
     """Ground truth of one predicted chunk: restore, 16 steps of physics, both cameras rendered, PSNR/SSIM, restore."""
-    from stress.groundtruth import GroundTruth, Measurement
+    from stress.measurement.groundtruth import GroundTruth, Measurement
 
     policy, obs = _reference_policy_and_observation(spatial_env, "direct")
     decision = policy.act(obs)
@@ -64,7 +64,7 @@ def test_bench_true_future_of_one_chunk(benchmark, spatial_env):
 def test_aloha_bench_measures_render_on_demand_against_the_stock_loop():
     """`stress bench --aloha`'s figures on a tiny budget: the stock loop (three 640x480 cameras every step) is
     slower per step than rendering three 224 px cameras once per 50-step chunk; the expert solves init 0."""
-    from stress.bench_aloha import measure
+    from stress.bench.aloha import measure
 
     figures = measure(stock_steps=5, repeats=1, n_init=1)
     steps = figures["steps_per_s"]

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from stress.policies.base import Observation
+from stress.core.policy import Observation
 from stress.policies.cosmos_server import add_arguments, make_server
 from stress.policies.planning import aggregate
 from stress.policies.remote import RemotePolicy, ServerError, probe

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from stress.metrics import spearman
+from stress.core.metrics import spearman
 from stress.report.degradation import compare, degradation
 
 
@@ -73,7 +73,7 @@ def test_report_tables_on_hand_built_run():
 def test_value_source_study_pairs_both_scorers_with_one_direct_run_per_checkpoint():
     import json
 
-    from scenarios.spec import ScenarioSpec
+    from stress.core.spec import ScenarioSpec
     from stress.report.degradation import direct_vs_planning
     from stress.report.study import study_specs
 
@@ -97,7 +97,7 @@ def test_value_source_study_pairs_both_scorers_with_one_direct_run_per_checkpoin
 
 
 def test_temperature_study_pairs_each_temperature_with_its_own_direct_run():
-    from scenarios.spec import ScenarioSpec
+    from stress.core.spec import ScenarioSpec
     from stress.report.study import TEMPERATURES, study_specs
 
     base = [ScenarioSpec(suite="libero_spatial", task_id=0, init_index=0, policy="reference")]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stress.envs.libero import SETTLE_STEPS, SUITE_MAX_STEPS, init_states, suite_tasks
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 
 def test_suites_and_init_states():

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from perturbations.base import PerturbationSpec
-from scenarios.spec import ScenarioSpec
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.core.spec import ScenarioSpec
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
 
 @pytest.fixture(scope="module")

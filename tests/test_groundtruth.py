@@ -1,15 +1,15 @@
-"""Counterfactual ground truth (stress.groundtruth) on a real LIBERO scene: true futures, true outcomes,
+"""Counterfactual ground truth (stress.measurement.groundtruth) on a real LIBERO scene: true futures, true outcomes,
 and an episode that is bit-identical with and without the measurements."""
 
 import numpy as np
 import pytest
 
-from scenarios.spec import ScenarioSpec
-from stress.groundtruth import GroundTruth, Measurement, execute
-from stress.metrics import selection
-from stress.policies.base import Candidate, Decision
+from stress.core.spec import ScenarioSpec
+from stress.measurement.groundtruth import GroundTruth, Measurement, execute
+from stress.core.metrics import selection
+from stress.core.policy import Candidate, Decision
 from stress.policies.expert import ExpertPolicy
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
 PLANNING = ScenarioSpec(suite="libero_spatial", task_id=0, init_index=1, policy="reference", mode="planning", seed=3,
                         max_steps=48, n_candidates=3, aggregation="average")

@@ -7,8 +7,8 @@ import pytest
 from perturbations import base
 from perturbations.base import Layer, Perturbation, PerturbationSpec
 from perturbations.space import ParamSpace, Real
-from scenarios.spec import ScenarioSpec
-from stress.runner import EnvCache
+from stress.core.spec import ScenarioSpec
+from stress.runners.episode import EnvCache
 
 
 class DimLights(Perturbation):

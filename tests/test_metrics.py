@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stress.metrics import wilson_interval
+from stress.core.metrics import wilson_interval
 
 
 def test_wilson_interval_closed_form():
@@ -22,7 +22,7 @@ def test_wilson_interval_edges():
 
 
 def test_auroc_closed_form():
-    from stress.metrics import auroc
+    from stress.core.metrics import auroc
 
     assert auroc([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
     assert auroc([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
@@ -35,7 +35,7 @@ def test_auroc_closed_form():
 def test_psnr_and_ssim_on_known_images():
     import numpy as np
 
-    from stress.metrics import psnr, ssim
+    from stress.core.metrics import psnr, ssim
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(64, 64, 3), dtype=np.uint8)
@@ -94,7 +94,7 @@ def test_planning_aggregation_clamps_and_single_member():
 
 
 def test_mcnemar_exact_binomial():
-    from stress.metrics import mcnemar
+    from stress.core.metrics import mcnemar
 
     assert mcnemar(0, 5) == pytest.approx(2 * 0.5**5) and mcnemar(5, 0) == mcnemar(0, 5)
     assert mcnemar(1, 9) == pytest.approx(2 * (1 + 10) / 2**10)  # 2 * P(X <= 1), X ~ Bin(10, 1/2)
@@ -105,7 +105,7 @@ def test_mcnemar_exact_binomial():
 def test_paired_bootstrap_resamples_pairs():
     import numpy as np
 
-    from stress.metrics import paired_bootstrap
+    from stress.core.metrics import paired_bootstrap
 
     a, b = np.zeros(40), np.r_[np.ones(10), np.zeros(30)]
     diff, low, high = paired_bootstrap(a, b, seed=3)
@@ -119,7 +119,7 @@ def test_paired_bootstrap_resamples_pairs():
 
 
 def test_brier_and_overestimation():
-    from stress.metrics import brier, overestimation
+    from stress.core.metrics import brier, overestimation
 
     assert brier([1, 0, 1], [1, 0, 1]) == 0.0 and brier([0.5] * 4, [1, 0, 1, 0]) == 0.25
     assert brier([0.8, 0.3], [1, 0]) == pytest.approx((0.2**2 + 0.3**2) / 2)
@@ -130,7 +130,7 @@ def test_brier_and_overestimation():
 
 
 def test_calibration_ece_and_bins():
-    from stress.metrics import calibration
+    from stress.core.metrics import calibration
 
     calibrated = calibration([0.25] * 4 + [0.75] * 4, [1, 0, 0, 0] + [1, 1, 1, 0])
     assert calibrated["ece"] == pytest.approx(0.0) and len(calibrated["bins"]) == 10
@@ -147,7 +147,7 @@ def test_calibration_ece_and_bins():
 def test_spearman_ranks_and_ties():
     import math
 
-    from stress.metrics import spearman
+    from stress.core.metrics import spearman
 
     x = [1, 2, 3, 4, 5]
     assert spearman(x, [math.exp(v) for v in x]) == pytest.approx(1.0) and spearman(x, x[::-1]) == pytest.approx(-1.0)
@@ -157,7 +157,7 @@ def test_spearman_ranks_and_ties():
 
 
 def test_selection_regret_and_rank():
-    from stress.metrics import selection
+    from stress.core.metrics import selection
 
     # candidate 1 drops the object: two candidates truly better -> rank 3, regret 1
     assert selection([1, 0, 1, 0], chosen=1) == {"regret": 1.0, "rank": 3, "n": 4}
@@ -169,7 +169,7 @@ def test_selection_regret_and_rank():
 
 
 def test_amplification_counts():
-    from stress.metrics import amplification
+    from stress.core.metrics import amplification
 
     amp = amplification([1, 1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 0, 1, 0])
     assert (amp["n"], amp["both"], amp["direct_only"], amp["planning_only"], amp["neither"]) == (7, 1, 4, 1, 1)
@@ -184,7 +184,7 @@ def test_amplification_counts():
 def test_action_spread_known_distances():
     import numpy as np
 
-    from stress.metrics import action_spread
+    from stress.core.metrics import action_spread
 
     a = np.zeros((4, 7))
     b = a.copy()
@@ -195,7 +195,7 @@ def test_action_spread_known_distances():
 
 
 def test_flip_rate():
-    from stress.metrics import flip_rate
+    from stress.core.metrics import flip_rate
 
     outcomes = {"a": [True, True, True], "b": [True, False], "c": [False, False], "single": [True]}
     assert flip_rate(outcomes) == pytest.approx(1 / 3)  # "single" has one seed: not counted
@@ -203,7 +203,7 @@ def test_flip_rate():
 
 
 def test_relative_robustness_and_breakage():
-    from stress.metrics import breakage_rate, relative_robustness
+    from stress.core.metrics import breakage_rate, relative_robustness
 
     assert relative_robustness([1, 0, 1, 0], [1, 1, 1, 0]) == pytest.approx((2 / 4) / (3 / 4))
     assert relative_robustness([1, 1], [0, 0]) is None and relative_robustness([], []) is None

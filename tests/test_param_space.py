@@ -9,8 +9,8 @@ import pytest
 
 from conftest import run_cli
 from perturbations.base import PerturbationSpec, family, parameters_for, registry, validate
-from perturbations.space import docs_with_tables, markdown_table
-from stress.errors import UserError
+from perturbations.docs import docs_with_tables, markdown_table
+from stress.core.errors import UserError
 
 GOLDEN = Path(__file__).parent / "data" / "sampled_params.json"
 

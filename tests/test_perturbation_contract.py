@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from perturbations.base import CAMERAS, Layer, PerturbationSpec, parameters_for, registry, validate
-from scenarios.spec import ScenarioSpec
-from stress.runner import EnvCache
-from stress.errors import UserError
+from stress.core.spec import ScenarioSpec
+from stress.runners.episode import EnvCache
+from stress.core.errors import UserError
 
 FAMILIES = sorted(registry())
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_cli
 from scenarios.protocols import PROTOCOLS, get_protocol, protocol_specs
-from stress.errors import UserError
+from stress.core.errors import UserError
 from stress.report.protocol import DOES_NOT, NOT_APPLICABLE, REPRODUCES, protocol_report, verdict
 
 COSMOS = get_protocol("cosmos-libero")
@@ -214,9 +214,9 @@ def test_protocol_against_a_server_rendering_another_size_exits_2():
 def test_protocol_through_the_library_with_the_expert(tmp_path):
     """Any backend: the scripted expert (no denoising steps to set) on libero_spatial task 0, trial 0, the protocol's
     220-step limit, 3 seeds; run by the library's runner into a store, then the report and eval_info.json."""
-    from stress.groundtruth import Measurement
+    from stress.measurement.groundtruth import Measurement
     from stress.report.protocol import write_protocol_report
-    from stress.runner import run_specs
+    from stress.runners.episode import run_specs
     from stress.store import RunStore
 
     specs = protocol_specs(COSMOS, "expert", suites=["libero_spatial"], tasks=[0], trials=1)

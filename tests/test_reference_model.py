@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from scenarios.spec import ScenarioSpec
-from stress.errors import UserError
+from stress.core.spec import ScenarioSpec
+from stress.core.errors import UserError
 from stress.policies import policy_class, policy_names
-from stress.policies.base import Observation
-from stress.policies.reference.data import PERTURBED_FAMILIES
+from stress.core.policy import Observation
+from stress.training.data import PERTURBED_FAMILIES
 from tests.conftest import run_cli
 
 # in-process model backends; the remote client serves whichever model a server holds: its contract is that it
@@ -103,7 +103,7 @@ def test_denoising_steps_knob(policy, observation, steps):
 def test_policy_noise_reaches_the_models_knobs():
     """The policy_noise family changes the real denoising steps and precision, and puts them back."""
     from perturbations.base import PerturbationSpec
-    from stress.runner import EnvCache, PolicyCache, run_episode
+    from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
     noise = PerturbationSpec("policy_noise", 1, params={"denoising_steps_scale": 0.5, "precision": "bfloat16"})
     envs, policies = EnvCache(), PolicyCache()
@@ -176,7 +176,7 @@ def test_shipped_checkpoint_is_small_and_weights_only():
 
 
 def test_shipped_checkpoint_solves_a_known_init_state():
-    from stress.runner import EnvCache, PolicyCache, run_episode
+    from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
     envs = EnvCache()
     try:
@@ -190,7 +190,7 @@ def test_shipped_checkpoint_solves_a_known_init_state():
 def test_tiny_training_run_end_to_end(tmp_path):
     """Real data from a real LIBERO task, a few optimiser steps, a DAgger round on the model's own rollouts,
     a loadable checkpoint; then resume."""
-    from stress.policies.reference.build import train_reference
+    from stress.training.build import train_reference
     from stress.policies.reference.policy import ReferencePolicy
 
     kwargs = dict(data_root=tmp_path / "data", tasks=(("libero_object", 1),), inits=(0, 9), variants=("demo", "sabotage"))
@@ -266,7 +266,7 @@ def test_tiny_training_run_end_to_end(tmp_path):
 
 def test_perturbed_rollouts_draw_a_physical_perturbation_per_episode():
     """The ``perturbed`` variant's scene: seeded by the job, severity 1-5, only the physical families."""
-    from stress.policies.reference.data import PERTURBED, SCENE_SEEDS, Job, scene_perturbation
+    from stress.training.data import PERTURBED, SCENE_SEEDS, Job, scene_perturbation
 
     jobs = [Job("libero_spatial", 0, init, PERTURBED, "x.pt") for init in range(40)]
     specs = [scene_perturbation(job) for job in jobs]
@@ -281,8 +281,8 @@ SOLVED_INIT = 40  # a held-out init state the shipped checkpoint solves (seed 0;
 
 def test_the_decoder_stage_trains_on_the_ssim_the_evaluation_reports():
     """The decoder stage's differentiable SSIM is the metric's (same window and constants; borders may differ a hair)."""
-    from stress.metrics import ssim
-    from stress.policies.reference.train import gaussian_ssim, to_tensor_images
+    from stress.core.metrics import ssim
+    from stress.training.train import gaussian_ssim, to_tensor_images
 
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
@@ -294,7 +294,7 @@ def test_the_decoder_stage_trains_on_the_ssim_the_evaluation_reports():
 
 def test_evaluation_draws_independent_noise_per_scenario_paired_across_modes():
     """One seed shared by every episode made outcomes move together (docs/reference-model.md, "Seeds")."""
-    from stress.policies.reference.evaluate import evaluation_specs
+    from stress.training.evaluate import evaluation_specs
 
     tasks = [("libero_spatial", 0), ("libero_object", 1)]
     specs = evaluation_specs(tasks, range(5), ("direct", "planning"), 8, "average", seed=0)

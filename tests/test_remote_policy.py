@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from scenarios.spec import ScenarioSpec
+from stress.core.spec import ScenarioSpec
 from stress.policies.serve import PolicyServer, describe, pack, unpack
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 from test_cli_errors import assert_user_error
 
 
@@ -69,7 +69,7 @@ def _comparable(result):
 
 @pytest.mark.parametrize("mode", ["direct", "planning"])
 def test_served_reference_gives_bit_identical_episodes(served_reference, mode):
-    from stress.groundtruth import Measurement
+    from stress.measurement.groundtruth import Measurement
     from stress.policies.remote import probe, served_id
 
     envs = EnvCache()
@@ -229,7 +229,7 @@ def test_run_against_a_vanishing_server_ends_cleanly_and_resume_finishes_it(serv
 
 # --- futures in the model's own view (Cosmos: JPEG q95 -> 224 -> 90 % centre crop -> 224) -----------------
 def test_cosmos_view_transform_of_true_futures():
-    from stress.groundtruth import FUTURE_VIEWS, cosmos_view
+    from stress.measurement.groundtruth import FUTURE_VIEWS, cosmos_view
 
     grey = np.full((256, 256, 3), 120, np.uint8)
     assert cosmos_view(grey).shape == (224, 224, 3) and np.abs(cosmos_view(grey).astype(int) - 120).max() <= 2
@@ -287,7 +287,7 @@ def test_a_served_aloha_policy_runs_on_aloha_and_a_libero_one_is_refused(fake_se
 
 def test_the_store_has_world_model_columns_for_every_simulators_cameras():
     from stress.envs import simulator, simulator_names
-    from stress.store import STORED_CAMERAS
+    from stress.core.cameras import STORED_CAMERAS
 
     for name in simulator_names():
         assert set(simulator(name).cameras) <= set(STORED_CAMERAS), name

@@ -8,7 +8,7 @@ from perturbations.base import PerturbationSpec
 from stress.envs import simulator_of
 from stress.envs.base import SimulatorFault
 from stress.envs.robosuite_tasks import INSTRUCTIONS, MAX_STEPS, N_INIT_STATES, TASKS, RobosuiteEnv
-from stress.errors import UserError
+from stress.core.errors import UserError
 from stress.policies import make_policy
 from conftest import lit_run_show_replay, privileged_episode, run_cli
 
@@ -97,8 +97,8 @@ def test_bad_input_names_value_and_valid_ones(lift):
         lift.reset(50)
     with pytest.raises(UserError, match=r"'top'; valid: agentview, wrist"):
         lift.render("top")
-    from scenarios.spec import ScenarioSpec
-    from stress.runner import check_spec
+    from stress.core.spec import ScenarioSpec
+    from stress.runners.episode import check_spec
 
     with pytest.raises(UserError, match=r"'object_pose' does not support simulator robosuite.*valid there: .*lighting"):
         check_spec(ScenarioSpec("robosuite", 0, 0, (PerturbationSpec("object_pose", 2),), policy="expert"))
@@ -184,8 +184,8 @@ def test_a_served_libero_policy_drives_robosuite():
     import sys
 
     from conftest import ROOT
-    from scenarios.spec import ScenarioSpec
-    from stress.runner import EnvCache, PolicyCache, run_episode
+    from stress.core.spec import ScenarioSpec
+    from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
     proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0"], cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)

@@ -13,9 +13,9 @@ from perturbations import base
 from perturbations.base import Layer, Perturbation, PerturbationSpec, family, parameters_for, validate
 from perturbations.occluder import FRACTION_BY_SEVERITY, TOLERANCE
 from perturbations.space import Free, ParamSpace
-from scenarios.spec import ScenarioSpec
-from stress.errors import UserError
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.core.spec import ScenarioSpec
+from stress.core.errors import UserError
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 from conftest import run_cli
 
 TASK = dict(suite="libero_spatial", task_id=0)
@@ -197,7 +197,7 @@ def test_distractor_run_through_the_cli_stores_the_realised_record(tmp_path):
 
 
 def test_occluder_box_pixels_are_the_occluded_region_of_the_world_model_error(envs):
-    from stress.groundtruth import occlusion_masks
+    from stress.measurement.groundtruth import occlusion_masks
 
     clean_env, env = env_with(envs), env_with(envs, OCCLUDER)
     clean_env.reset(1)

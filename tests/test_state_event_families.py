@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from perturbations.base import InvalidScene, PerturbationSpec, parameters_for, validate
-from scenarios.spec import ScenarioSpec
+from stress.core.spec import ScenarioSpec
 from stress.envs.libero import NOOP_ACTION, init_states
-from stress.errors import UserError
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.core.errors import UserError
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
 BOWL = "akita_black_bowl_1"  # libero_spatial task 0's target; the plate is 12 cm away along +x
 SOUP = "alphabet_soup_1"  # libero_object task 0's target

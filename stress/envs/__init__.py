@@ -11,7 +11,7 @@ from __future__ import annotations
 from functools import cache
 from importlib import import_module
 
-from stress.errors import UserError, choice_error
+from stress.core.errors import UserError, choice_error
 
 # simulator -> (module, its suites); the suites are listed here so naming one never imports the others
 _MODULES = {

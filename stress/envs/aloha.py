@@ -28,7 +28,7 @@ from functools import cache
 
 import numpy as np
 
-from stress.errors import UserError, choice_error
+from stress.core.errors import UserError, choice_error
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as stress.envs.libero_setup does
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
@@ -151,7 +151,7 @@ def build_physics(xml_name: str, scene=()):
 
 class AlohaFailureTracker:
     """How an ALOHA episode failed, from simulator state after every step (never from images), in the
-    vocabulary of ``stress.signatures``: gym-aloha's stage reward says how far the task got (2: the object(s)
+    vocabulary of ``stress.measurement.signatures``: gym-aloha's stage reward says how far the task got (2: the object(s)
     lifted in hand, 3: the hand-over / the peg in the socket's mouth), contacts say what went wrong.
 
     * ``collision``: an arm link (base to wrist, not the gripper or fingers) touched the table or an object;

@@ -31,8 +31,8 @@ import mujoco
 import numpy as np
 
 from perturbations.base import InvalidScene, Layer, PerturbationSpec, Realised, family, parameters_for, realise
-from stress.errors import UserError, choice_error
-from stress.policies.base import Observation
+from stress.core.errors import UserError, choice_error
+from stress.core.policy import Observation
 
 MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid scene
 # MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
@@ -146,7 +146,7 @@ class SimEnv:
 
     def failure_tracker(self):
         """A fresh tracker of how an episode fails (``step(action)``, ``signature(success)``, ``progress(success)``,
-        ``onset(success)``; stress.signatures), read from simulator state after every step."""
+        ``onset(success)``; stress.measurement.signatures), read from simulator state after every step."""
         raise NotImplementedError
 
     def _extra_state(self) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from perturbations.base import InvalidScene, Layer, PerturbationSpec, family, pa
 from stress.envs.base import Simulator, SimulatorFault, family_layer, scene_key  # noqa: F401  (re-exported: SimulatorFault)
 from stress.envs.libero_setup import cache_dir, import_libero
 from stress.envs.robosuite_base import NOOP_ACTION, RobosuiteSimEnv, seeded_global_numpy  # noqa: F401  (re-exported: NOOP_ACTION)
-from stress.errors import UserError, choice_error
+from stress.core.errors import UserError, choice_error
 
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 SUITES = tuple(SUITE_MAX_STEPS)
@@ -247,7 +247,7 @@ class LiberoEnv(RobosuiteSimEnv):
         return reach_problem(self, position)
 
     def failure_tracker(self):
-        from stress.signatures import SignatureTracker
+        from stress.measurement.signatures import SignatureTracker
 
         return SignatureTracker(self)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from perturbations.base import CAMERAS
 from stress.envs.base import SimEnv
-from stress.envs.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
+from stress.core.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
 
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # hold still, gripper open
 

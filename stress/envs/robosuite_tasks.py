@@ -11,7 +11,7 @@ adapter shares with ``LiberoEnv`` lives in ``stress.envs.robosuite_base``.
   ran before.
 * 10 no-op settle steps (gripper open) before the first decision, as LIBERO's evaluations: the objects are
   dropped a few mm onto the table by the sampler and come to rest.
-* Success is the env's own ``_check_success()``; the failure tracker is ``stress.signatures`` (grasp, drop,
+* Success is the env's own ``_check_success()``; the failure tracker is ``stress.measurement.signatures`` (grasp, drop,
   wrong place, arm collisions, from contacts), with each task's goal stated as LIBERO's are.
 * Step limit 400 for the three tasks: the privileged expert's slowest successful episode over 50 seeds
   (Stack, 250 steps, after a re-grasp; PickPlaceCan 231, Lift 39: docs/robosuite.md) with ~60 % headroom for
@@ -29,7 +29,7 @@ import numpy as np
 from perturbations.base import Layer, PerturbationSpec
 from stress.envs.base import Simulator, family_layer, named_task_index
 from stress.envs.robosuite_base import NOOP_ACTION, RobosuiteSimEnv, prepare_robosuite_import, seeded_global_numpy
-from stress.errors import UserError, choice_error
+from stress.core.errors import UserError, choice_error
 
 SUITE = "robosuite"
 SUITES = (SUITE,)
@@ -174,7 +174,7 @@ class RobosuiteEnv(RobosuiteSimEnv):
         return np.array(self.data.xpos[self.object_bodies[name]])
 
     def failure_tracker(self):
-        from stress.signatures import SignatureTracker
+        from stress.measurement.signatures import SignatureTracker
 
         return SignatureTracker(self)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from stress.errors import choice_error
+from stress.core.errors import choice_error
 
 # name -> (module, class); imported lazily so listing policies does not load heavy backends
 _BACKENDS = {

@@ -38,7 +38,7 @@ import mujoco
 import numpy as np
 
 from stress.envs.aloha import CHUNK, MAX_STEPS, SUBSTEPS, asset_path
-from stress.policies.base import Decision, Observation
+from stress.core.policy import Decision, Observation
 
 EE_XML = {"transfer_cube": "bimanual_viperx_end_effector_transfer_cube.xml",
           "insertion": "bimanual_viperx_end_effector_insertion.xml"}

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 try:  # inside the suite
-    from stress.errors import UserError
+    from stress.core.errors import UserError
     from stress.policies.serve import DEFAULT_HOST, DEFAULT_PORT, PolicyServer, describe
 except ImportError:  # copied next to serve.py into Cosmos's environment
     from serve import DEFAULT_HOST, DEFAULT_PORT, PolicyServer, describe
@@ -110,7 +110,7 @@ class CosmosCandidate:
 
 @dataclass
 class CosmosDecision:
-    """Duck-typed ``stress.policies.base.Decision`` (serve.decision_message reads these fields)."""
+    """Duck-typed ``stress.core.policy.Decision`` (serve.decision_message reads these fields)."""
 
     actions: np.ndarray
     predicted_value: float | None

@@ -45,7 +45,7 @@ from typing import ClassVar
 import mujoco
 import numpy as np
 
-from stress.policies.base import Decision, Observation
+from stress.core.policy import Decision, Observation
 
 CHUNK = 16
 POS_SCALE, ROT_SCALE = 0.05, 0.5  # controller output_max: metres / radians per unit action

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stress.errors import choice_error
+from stress.core.errors import choice_error
 
 SUCCESS_THRESHOLD = 0.05
 AGGREGATIONS = ("average", "lcb", "success_vote", "majority_mean")

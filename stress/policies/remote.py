@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from stress.errors import UserError
-from stress.policies.base import Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
+from stress.core.errors import UserError
+from stress.core.policy import Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
 from stress.policies.serve import PROTOCOL, pack, unpack
 
 DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU (notes §5)
@@ -140,7 +140,7 @@ def check_compatible(metadata: dict, url: str, simulator, modes=(), aggregation:
 
 
 class RemotePolicy:
-    """Client of a policy server; honours the policy protocol (``stress.policies.base``)."""
+    """Client of a policy server; honours the policy protocol (``stress.core.policy``)."""
 
     name: ClassVar[str] = "remote"
     modes: ClassVar[tuple[str, ...]] = ("direct", "planning")  # what the protocol can carry; the server says what it has

@@ -7,7 +7,7 @@ copied into another environment (Cosmos Policy's, a user's OpenVLA or pi0 enviro
     PolicyServer(lambda: MyPolicy(), describe(MyPolicy, chunk=16, image_size=256)).serve_forever()
 
 The wrapped object needs ``reset(instruction, seed, mode=..., n_candidates=..., aggregation=...)`` and
-``act(obs)`` returning an object with the fields of ``stress.policies.base.Decision`` (duck-typed).
+``act(obs)`` returning an object with the fields of ``stress.core.policy.Decision`` (duck-typed).
 
 Wire format: msgpack maps; numpy arrays as ``{"__ndarray__": true, "dtype", "shape", "data"}`` (raw
 bytes, no pickle, no JPEG). One synchronous request per decision; every request gets exactly one reply.
@@ -100,7 +100,7 @@ def describe(policy, *, version: str, chunk: int, image_size: int, cameras=("age
 # --- serving -------------------------------------------------------------------------------------------
 @dataclass
 class ServedObservation:
-    """Duck-typed twin of ``stress.policies.base.Observation`` (this module must not import the suite)."""
+    """Duck-typed twin of ``stress.core.policy.Observation`` (this module must not import the suite)."""
 
     images: dict
     proprio: np.ndarray

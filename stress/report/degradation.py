@@ -1,6 +1,6 @@
 """How world-model predictions, value predictions and best-of-N selection degrade, per perturbation and
 severity, and how planning compares with the direct policy on the same scenarios. Reads a run's
-episodes and decisions (``stress.store``); every figure is a pure function of ``stress.metrics``.
+episodes and decisions (``stress.store``); every figure is a pure function of ``stress.core.metrics``.
 
 A figure that cannot exist (no predictions: the expert; no counterfactual rollouts; one class only) is
 ``None``, never 0.
@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 
 from perturbations.base import CAMERAS
-from stress.metrics import (amplification, auroc, breakage_rate, brier, calibration, flip_rate, mcnemar, overestimation, paired_bootstrap,
+from stress.core.metrics import (amplification, auroc, breakage_rate, brier, calibration, flip_rate, mcnemar, overestimation, paired_bootstrap,
                             relative_robustness, selection, spearman)
 from stress.store import RunStore
 
@@ -110,7 +110,7 @@ def seed_sensitivity(episodes: list[dict]) -> list[dict]:
 
 
 def failure_signatures(episodes: list[dict]) -> list[dict]:
-    """Per group: how the failed episodes failed (stress.signatures), and the share of failures with the
+    """Per group: how the failed episodes failed (stress.measurement.signatures), and the share of failures with the
     most common signature (mode collapse: near 1 means the policy keeps failing the same way)."""
     groups = defaultdict(list)
     for e in episodes:

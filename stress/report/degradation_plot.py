@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stress.metrics import calibration, wilson_interval
+from stress.core.metrics import calibration, wilson_interval
 
 
 def _scene_order(scene: tuple[str, int]) -> tuple:

@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stress.errors import UserError
+from stress.core.errors import UserError
+from stress.core.files import atomic_write
 from stress.store import RunStore
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -71,12 +72,7 @@ def _write_bytes(path: Path, data: bytes) -> None:
     """Atomic, and untouched when the bytes are the same (regeneration leaves files as they were)."""
     if path.is_file() and path.read_bytes() == data:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; a gallery is for sharing
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data), mode=0o644)  # a gallery is for sharing
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -115,7 +111,7 @@ def _load(store: RunStore) -> tuple[list[dict], list[dict], dict[str, int]]:
     """All stored episodes (errored ones too), the decision rows, and each episode's place in the manifest."""
     episodes = store.query("SELECT * FROM episodes ORDER BY episode_key")  # fixed order: the picture and tables must not depend on the scan
     decisions = store.query("SELECT * FROM decisions ORDER BY episode_key, step, candidate") if (store.path / "decisions").is_dir() and any((store.path / "decisions").glob("*.parquet")) else []
-    from scenarios.spec import ScenarioSpec
+    from stress.core.spec import ScenarioSpec
 
     order = {}
     for i, spec in enumerate(store.manifest.get("specs", [])):
@@ -277,7 +273,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 def _future_frames(store: RunStore, out: Path, card: dict, rows: list[dict]) -> None:
     """Predicted vs true future at the worst-PSNR decisions and at the last decision before the failure
     (PNG: observed | predicted | true, agentview), and a flip-book of the frames the policy saw."""
-    from stress.metrics import psnr
+    from stress.core.metrics import psnr
 
     frames = store.frames(card["key"])
     if frames is None or not len(frames.get("steps", [])):
@@ -336,8 +332,8 @@ _render_state: dict[str, Any] = {}
 
 def _render_job(run: str, key: str, video: str) -> dict:
     """Worker: replay one episode into ``video``; returns its sidecar record (or the error)."""
-    from stress.replay import render_episode
-    from stress.runner import EnvCache
+    from stress.runners.replay import render_episode
+    from stress.runners.episode import EnvCache
 
     if "envs" not in _render_state:
         _render_state["envs"] = EnvCache()

@@ -18,7 +18,7 @@ from collections import defaultdict
 from typing import Any
 
 from scenarios.protocols import Protocol
-from stress.metrics import wilson_interval
+from stress.core.metrics import wilson_interval
 
 REPRODUCES, DOES_NOT, NOT_APPLICABLE = "reproduces", "does not reproduce", "not applicable"
 

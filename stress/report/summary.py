@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stress.metrics import wilson_interval
+from stress.core.metrics import wilson_interval
 from stress.store import RunStore
 
 

@@ -37,6 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+CHECKPOINT_FORMAT = "stress-reference/1"  # the checkpoint files' format tag (stress.training.train writes them)
+
 IMAGE_SIZE = 64  # the network's own resolution; inputs of any size are area-resized to it
 CAMERAS = ("agentview", "wrist")
 CHUNK, ACTION_DIM, PROPRIO_DIM = 16, 7, 9
@@ -214,3 +216,14 @@ def sample(net: ReferenceNet, condition: torch.Tensor, states: torch.Tensor, cle
         t = torch.full((len(x),), i / steps)
         x = x + gen * net(x, t, states, condition) / steps
     return x
+
+
+def to_tensor_images(images: np.ndarray) -> torch.Tensor:
+    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, -3))).float() / 255.0
+
+
+def text_batch(instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = [instruction_tokens(t) for t in instructions]
+    offsets = np.cumsum([0] + [len(t) for t in tokens[:-1]])
+    return torch.tensor([w for t in tokens for w in t], dtype=torch.long), torch.tensor(offsets, dtype=torch.long)

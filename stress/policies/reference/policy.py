@@ -27,11 +27,11 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from stress.errors import UserError
-from stress.policies.base import Candidate, Decision, Observation
+from stress.core.errors import UserError
+from stress.core.policy import Candidate, Decision, Observation
 from stress.policies.planning import best_candidate, check_aggregation
-from stress.policies.reference.model import CAMERAS, CHUNK, SLICES, Architecture, ReferenceNet, model_image, role_states, sample
-from stress.policies.reference.train import CHECKPOINT_FORMAT, text_batch, to_tensor_images
+from stress.policies.reference.model import (CAMERAS, CHECKPOINT_FORMAT, CHUNK, SLICES, Architecture, ReferenceNet, model_image, role_states, sample,
+                                             text_batch, to_tensor_images)
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "reference.pt"
 PRECISIONS = ("float32", "bfloat16")

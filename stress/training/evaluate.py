@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scenarios.spec import ScenarioSpec
-from stress.metrics import auroc, psnr, ssim, wilson_interval
-from stress.policies.reference.build import TRAIN_INITS
-from stress.policies.reference.data import text_seed
+from stress.core.spec import ScenarioSpec
+from stress.core.metrics import auroc, psnr, ssim, wilson_interval
+from stress.training.build import TRAIN_INITS
+from stress.training.data import text_seed
 from stress.policies.reference.model import CAMERAS, model_image
 from stress.policies.reference.policy import DEFAULT_TEMPERATURE
 
@@ -78,7 +78,7 @@ def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, s
 def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits=SHIPPED_INITS, n_candidates: int = 8,
              aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None) -> dict:
     """Run the evaluation episodes into ``store`` (resumable) and return the figures."""
-    from stress.runner import EnvCache, PolicyCache, run_episode, run_specs
+    from stress.runners.episode import EnvCache, PolicyCache, run_episode, run_specs
 
     os.environ["STRESS_REFERENCE_CHECKPOINT"] = str(Path(checkpoint).resolve())  # worker processes load it
     direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed)

@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from perturbations.base import PerturbationSpec
-from scenarios.spec import ScenarioSpec
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.core.spec import ScenarioSpec
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 from stress.store import RunStore
 
 CHUNK = 16  # actions per policy query, as Cosmos Policy executes on LIBERO
@@ -76,7 +76,7 @@ def _family_costs(env, init: int, steps: int, episode_s: float) -> dict:
 
 
 def _ground_truth_costs(suite: str, task: int, init: int, envs, policies) -> dict:
-    from stress.groundtruth import Measurement
+    from stress.measurement.groundtruth import Measurement
 
     spec = ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode="planning", n_candidates=8,
                         aggregation="average", max_steps=64)

@@ -4,7 +4,7 @@ per hour with one policy server feeding two simulator workers (``stress bench --
 The served policy is a canned best-of-8 decision (8 candidates, each with a 16 x 7 chunk, two predicted
 future images at the built-in model's size and 15 raw ensemble values), so the figure is the protocol's cost
 alone: encoding two 256 px camera images and the proprio, the websocket round trip on 127.0.0.1, decoding,
-and validating the reply. The server runs in its own process (``python -m stress.bench_remote PORT``), as a
+and validating the reply. The server runs in its own process (``python -m stress.bench.remote PORT``), as a
 real one would: a thread here would share the interpreter lock with the client.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stress.policies.base import Candidate, Decision, Observation
+from stress.core.policy import Candidate, Decision, Observation
 
 IMAGE_SIZE, CANDIDATES, FUTURE_SIZE, ENSEMBLE = 256, 8, 128, 15
 
@@ -66,7 +66,7 @@ def measure(repeats: int = 200) -> dict:
     obs, local = _observation(), CannedPlanner()
     local.reset("", 0, mode="planning", n_candidates=CANDIDATES, aggregation="average")
     in_process = _median_ms(lambda: local.act(obs), repeats)
-    proc = subprocess.Popen([sys.executable, "-m", "stress.bench_remote", "0"], stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "stress.bench.remote", "0"], stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
     try:
         url = re.search(r"ws://[\d.]+:\d+", proc.stderr.readline()).group(0)
@@ -107,10 +107,10 @@ def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatia
     model (``startup_s``); ``episodes_per_hour`` is then the timed episodes over their wall-clock time."""
     import tempfile
 
-    from scenarios.spec import ScenarioSpec
-    from stress.groundtruth import Measurement
+    from stress.core.spec import ScenarioSpec
+    from stress.measurement.groundtruth import Measurement
     from stress.policies.remote import probe, served_id
-    from stress.runner import LocalRunner
+    from stress.runners.episode import LocalRunner
     from stress.store import RunStore
 
     proc, url = _serve_reference()

@@ -10,7 +10,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from stress.runner import EnvCache
+from stress.runners.episode import EnvCache
 from stress.store import RunStore
 
 UPSCALE = 2  # 128 px frames are small to look at
@@ -24,7 +24,7 @@ class ReplayResult:
     recorded_success: bool
     recorded_steps: int
     video: Path | None
-    failure_step: int | None = None  # where the replayed failure began (stress.signatures onset)
+    failure_step: int | None = None  # where the replayed failure began (stress.measurement.signatures onset)
 
     @property
     def matches(self) -> bool:

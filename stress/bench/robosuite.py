@@ -1,6 +1,6 @@
 """Figures of the robosuite suite (docs/robosuite.md): the expert's success table and the adapter's speed.
 
-``python -m stress.bench_robosuite [N_INIT]`` prints both as JSON.
+``python -m stress.bench.robosuite [N_INIT]`` prints both as JSON.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 
-from scenarios.spec import ScenarioSpec
+from stress.core.spec import ScenarioSpec
 from stress.envs.robosuite_tasks import TASKS, RobosuiteEnv
-from stress.runner import EnvCache, PolicyCache, run_episode
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
 
 def expert_table(n_init: int = 50, tasks=range(len(TASKS)), max_steps: int = 600) -> dict:

@@ -8,7 +8,7 @@
 - snapshot + restore: ``mj_getState``/``mj_setState(INTEGRATION)`` + ``mj_forward``, mid-episode;
 - the expert: success (gym-aloha's reward 4) over init states 0..n-1 per task, the first success step and
   the time per episode (plan + replay, no rendering).
-- the expert under the state and event families (``family_table``, ``python -m stress.bench_aloha families
+- the expert under the state and event families (``family_table``, ``python -m stress.bench.aloha families
   [N]``): success at severities 1, 3, 5 over init states 0..N-1 per task, through the runner.
 
 ``measure`` returns a JSON-able dict; ``stress.cli`` can print it (``stress bench --aloha``).
@@ -116,8 +116,8 @@ def family_table(n_init: int = 10, severities=(1, 3, 5), families=STATE_FAMILIES
     scenes (after 10 samples) or errored, those whose first sample was re-sampled, the failure signatures,
     and for mid_chunk_push how many events fired."""
     from perturbations.base import PerturbationSpec
-    from scenarios.spec import ScenarioSpec
-    from stress.runner import EnvCache, PolicyCache, run_episode
+    from stress.core.spec import ScenarioSpec
+    from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
     envs, policies, out = EnvCache(), PolicyCache(), {}
     for task_id, task in enumerate(TASKS):

@@ -5,7 +5,7 @@ for it, observe (rendering the cameras only if the policy uses images), ask the 
 whole action chunk open-loop, stop on success or the step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
 
 Many specs run through a backend (``make_runner``): ``LocalRunner`` here, ``runner_ray.RayRunner`` on Ray; both hand
-episodes out by scene (``stress.schedule``) and write every result from the driver.
+episodes out by scene (``stress.runners.schedule``) and write every result from the driver.
 """
 
 from __future__ import annotations
@@ -24,16 +24,17 @@ from typing import Any, Callable
 import numpy as np
 
 from perturbations.base import InvalidScene, Layer, NotRealised, registry, validate
-from scenarios.spec import MODES, ScenarioSpec
+from stress.core.episode import EpisodeResult
+from stress.core.spec import MODES, ScenarioSpec
 from stress.envs import check_init, make_env, max_steps as suite_max_steps, simulator_of
 from stress.envs.base import SimEnv, SimulatorFault, scene_key
-from stress.errors import UserError, choice_error
+from stress.core.errors import UserError, choice_error
 from stress.policies import policy_class
-from stress.policies.base import Decision, PolicyFault
-from stress.groundtruth import GroundTruth, Measurement
-from stress.metrics import action_spread
+from stress.core.policy import Decision, PolicyFault
+from stress.measurement.groundtruth import GroundTruth, Measurement
+from stress.core.metrics import action_spread
 from stress.policies.planning import check_aggregation
-from stress.schedule import SceneScheduler, WorkerCrashed, crash_hook, dispatch
+from stress.runners.schedule import SceneScheduler, WorkerCrashed, crash_hook, dispatch
 
 DecisionHook = Callable[[SimEnv, Any, Decision], None]
 
@@ -74,53 +75,6 @@ def check_spec(spec: ScenarioSpec) -> None:
                             f"valid there: {', '.join(n for n, c in registry().items() if sim.name in c.simulators)}")
         if p.params is not None:
             fam.check_params_on(sim, p.params)
-
-
-@dataclass
-class EpisodeResult:
-    spec: ScenarioSpec
-    success: bool = False
-    steps: int = 0
-    wall_s: float = 0.0
-    error: str | None = None
-    perturbations: list[dict[str, Any]] = field(default_factory=list)
-    actions: np.ndarray = field(default_factory=lambda: np.zeros((0, 7)))
-    decision_steps: list[int] = field(default_factory=list)  # env step at each policy query
-    decisions: list[dict[str, Any]] = field(default_factory=list)
-    measure_s: float = 0.0  # of wall_s, the time spent on ground-truth measurements
-    policy_s: float = 0.0  # of wall_s, the time spent inside policy.act (latency = policy_s / decisions)
-    failure: str | None = None  # failure signature (stress.signatures); None when the episode errored
-    progress: float | None = None  # 0-1 how far it got (stress.signatures); None when the episode errored
-    failure_step: int | None = None  # env step at which that failure began (stress.signatures onset), where it has one
-    frames: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # measured decisions' agentview frames (groundtruth)
-
-    def row(self) -> dict[str, Any]:
-        s = self.spec
-        return {
-            "episode_key": s.key,
-            "suite": s.suite,
-            "task_id": s.task_id,
-            "init_index": s.init_index,
-            "policy": s.policy,
-            "mode": s.mode,
-            "perturbation": s.label,
-            "perturbations": json.dumps(self.perturbations, sort_keys=True, default=float),
-            "severity": s.severity,
-            "seed": s.seed,
-            "success": self.success,
-            "steps": self.steps,
-            "wall_s": self.wall_s,
-            "measure_s": self.measure_s,
-            "policy_s": self.policy_s,
-            "decisions": len(self.decision_steps),
-            "setting": s.setting,
-            "failure": self.failure if self.error is None else None,
-            "progress": self.progress if self.error is None else None,
-            "max_steps": self.spec.max_steps or suite_max_steps(self.spec.suite),
-            "failure_step": self.failure_step if self.error is None else None,
-            "error": self.error,
-            "spec": s.to_json(),
-        }
 
 
 class EnvCache:
@@ -197,12 +151,12 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
                 measurement: Measurement | None = None) -> EpisodeResult:
     """Run one episode. Never raises for simulator or policy faults: they land in ``result.error``.
 
-    ``measurement`` adds the counterfactual ground truth (``stress.groundtruth``) to the decision rows.
+    ``measurement`` adds the counterfactual ground truth (``stress.measurement.groundtruth``) to the decision rows.
     ``on_decision(env, snapshot, decision)`` is called after each policy query with the simulator
     snapshot taken just before it (counterfactual measurements restore it; they must restore the
     env to that snapshot plus nothing else before returning).
     """
-    result = EpisodeResult(spec=spec)
+    result = EpisodeResult(spec=spec, max_steps=spec.max_steps or suite_max_steps(spec.suite))
     start = time.perf_counter()
     actions: list[np.ndarray] = []
     env = None
@@ -302,12 +256,12 @@ BACKENDS = ("local", "ray")
 
 def make_runner(backend: str = "local", workers: int = 1, env_cache: int = 1, ray_address: str | None = None, gpus: float = 0.0):
     """The runner of a backend: ``local`` (this process, or a spawn process pool) or ``ray`` (actors on a local or
-    joined Ray cluster, ``stress.runner_ray``). Both have the same interface: context manager,
+    joined Ray cluster, ``stress.runners.ray_backend``). Both have the same interface: context manager,
     ``run(specs, store, on_result, measurement)``, ``close()``."""
     if backend == "local":
         return LocalRunner(workers, env_cache)
     if backend == "ray":
-        from stress.runner_ray import RayRunner
+        from stress.runners.ray_backend import RayRunner
 
         return RayRunner(workers, env_cache, address=ray_address, gpus=gpus)
     raise choice_error("--backend", backend, BACKENDS)
@@ -333,7 +287,7 @@ class LocalRunner:
     """Runs specs in this process (``workers`` 1) or in ``workers`` spawn processes, keeping simulators, policies and
     worker processes alive between calls: a search runs many small batches, and rebuilding a scene costs ~9 s.
     ``env_cache`` envs are kept per process (a search alternates between a few scenes). Episodes are handed out
-    scene by scene (``stress.schedule``): a process stays on the scenes it has built."""
+    scene by scene (``stress.runners.schedule``): a process stays on the scenes it has built."""
 
     def __init__(self, workers: int = 1, env_cache: int = 1):
         self.workers, self.env_cache = workers, env_cache

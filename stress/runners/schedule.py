@@ -1,4 +1,4 @@
-"""Scene-affine dispatch, shared by every runner backend (``stress.runner`` local processes, ``stress.runner_ray``
+"""Scene-affine dispatch, shared by every runner backend (``stress.runners.episode`` local processes, ``stress.runners.ray_backend``
 actors): which pending episode a free worker runs next, and the loop that hands episodes out and collects them.
 
 Building a scene costs ~9 s, resetting it milliseconds, so a worker is kept on the scenes it holds: a free
@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
-from scenarios.spec import ScenarioSpec
+from stress.core.spec import ScenarioSpec
 from stress.envs.base import scene_key
 
 BUILD_S, EPISODE_S = 9.0, 5.0  # priors until measured: a LIBERO scene build, a short episode

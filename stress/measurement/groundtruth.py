@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 
 from stress.envs.base import SimEnv, SimulatorFault
-from stress.errors import UserError
-from stress.metrics import psnr, ssim
-from stress.policies.base import Decision
+from stress.core.errors import UserError
+from stress.core.metrics import psnr, ssim
+from stress.core.policy import Decision
 
 
 TRUE_FUTURES = ("executed", "all", "none")

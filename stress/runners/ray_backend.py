@@ -2,7 +2,7 @@
 on_result, measurement)``, ``close()``), episodes run by Ray actors.
 
 Each actor is one worker process holding a simulator cache and a policy cache (``runner._worker_run``, ~2 GB);
-the driver hands out episodes scene by scene (``stress.schedule``, on ``ray.wait``) and alone writes the store,
+the driver hands out episodes scene by scene (``stress.runners.schedule``, on ``ray.wait``) and alone writes the store,
 so the run folder, its keys and ``--resume`` are the same as the local pool's. An actor that dies is restarted by
 Ray (``max_restarts=-1``); its episode is not retried by Ray (``max_task_retries=0``: a retried crash would burn
 the restarts) but once by the driver, then stored as ``worker_crashed``.
@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from scenarios.spec import ScenarioSpec
-from stress.errors import UserError
-from stress.groundtruth import Measurement
-from stress.runner import EpisodeResult, pending_specs, store_result
-from stress.schedule import SceneScheduler, WorkerCrashed, dispatch
+from stress.core.spec import ScenarioSpec
+from stress.core.errors import UserError
+from stress.measurement.groundtruth import Measurement
+from stress.runners.episode import EpisodeResult, pending_specs, store_result
+from stress.runners.schedule import SceneScheduler, WorkerCrashed, dispatch
 
 ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding stress/, scenarios/, perturbations/
 PASSED_ENV = ("PYTHONPATH", "MUJOCO_GL", "PYOPENGL_PLATFORM", "NO_ALBUMENTATIONS_UPDATE")  # plus every STRESS_* variable
@@ -68,12 +68,12 @@ class _Actor:
     """One Ray actor: a worker process with its own env and policy caches (``ray.remote`` is applied at start)."""
 
     def __init__(self, env_cache: int):
-        from stress.runner import _worker_init
+        from stress.runners.episode import _worker_init
 
         _worker_init(env_cache)
 
     def run(self, spec_json: str, measurement: Measurement | None) -> EpisodeResult:
-        from stress.runner import _worker_run
+        from stress.runners.episode import _worker_run
 
         return _worker_run(spec_json, measurement)
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from perturbations.base import PerturbationSpec
-from stress.errors import UserError
+from stress.core.errors import UserError
 
 MODES = ("direct", "planning")
+SEVERITIES = range(0, 6)
+DEFAULT_SEVERITY = 3
+CAMERA_TARGETS = ("agentview", "wrist", "both")  # a perturbation's camera field: one camera or "both" (every camera)
 SPEC_FIELDS = ("suite", "task_id", "init_index", "perturbations", "policy", "mode", "n_candidates", "aggregation", "seed", "max_steps", "image_size",
                "policy_options")
 
@@ -20,6 +23,50 @@ SPEC_FIELDS = ("suite", "task_id", "init_index", "perturbations", "policy", "mod
 # key and the setting label, so a run resumes against a policy server on another host or port
 TRANSPORT_OPTIONS = frozenset({"server", "timeout_s"})
 OPTION_LABELS = {"num_denoising_steps": "steps", "value_source": "value", "checkpoint": "model"}  # short names in the 'setting' label
+
+
+class Layer(str, Enum):
+    SCENE = "scene"
+    MODEL = "model"
+    STATE = "state"
+    EVENT = "event"
+    PIXELS = "pixels"
+    POLICY = "policy"
+
+
+@dataclass(frozen=True)
+class PerturbationSpec:
+    """What a scenario says about one perturbation. ``params`` (explicit) wins over sampling from severity."""
+
+    name: str
+    severity: int = DEFAULT_SEVERITY
+    seed: int = 0
+    camera: str = "both"
+    params: dict[str, Any] | None = field(default=None, hash=False, compare=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"name": self.name, "severity": self.severity, "seed": self.seed, "camera": self.camera}
+        if self.params is not None:
+            out["params"] = self.params
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PerturbationSpec":
+        unknown = set(data) - {"name", "severity", "seed", "camera", "params"}
+        if unknown:
+            raise UserError(f"unknown perturbation field(s) {sorted(unknown)}; valid: name, severity, seed, camera, params")
+        if "name" not in data:
+            raise UserError("perturbation entry without 'name'")
+        return cls(
+            name=str(data["name"]),
+            severity=data.get("severity", DEFAULT_SEVERITY),
+            seed=data.get("seed", 0),
+            camera=data.get("camera", "both"),
+            params=data.get("params"),
+        )
+
+    def __hash__(self):
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
 
 @dataclass(frozen=True)

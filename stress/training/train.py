@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from stress.policies.reference.data import value_targets
-from stress.policies.reference.model import CAMERAS, PARTS, SLICES, Architecture, ReferenceNet, GENERATED, instruction_tokens, role_states, state_mask
+from stress.training.data import value_targets
+from stress.policies.reference.model import CHECKPOINT_FORMAT, text_batch, to_tensor_images, CAMERAS, PARTS, SLICES, Architecture, ReferenceNet, GENERATED, instruction_tokens, role_states, state_mask
 
-CHECKPOINT_FORMAT = "stress-reference/1"
 ROLE_SHARES = {"policy": 0.4, "world": 0.25, "value_future": 0.2, "value_action": 0.15}
 PART_WEIGHTS = {"actions": 1.0, "proprio": 0.5, "future": 1.0, "value": 1.0}
 # future autoencoder loss. "l1" (the shipped model): best direct success, but its per-pixel optimum (the median) is
@@ -43,7 +42,7 @@ DECODER_SSIM_WEIGHT = 0.1
 
 def gaussian_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean SSIM of (B, 3, H, W) images in [0, 1], differentiable; the same window and constants as
-    ``stress.metrics.ssim`` (11 x 11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, reflected borders)."""
+    ``stress.core.metrics.ssim`` (11 x 11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, reflected borders)."""
     g = torch.exp(-((torch.arange(11, dtype=x.dtype) - 5) ** 2) / (2 * 1.5**2))
     g = g / g.sum()
     channels = x.shape[1]
@@ -123,17 +122,6 @@ def normalisation(data: Dataset) -> dict[str, list[float]]:
         "proprio_std": (data.proprio.std(0) + 1e-3).tolist(),
         "delta_std": (delta.std(0) + 1e-3).tolist(),
     }
-
-
-def to_tensor_images(images: np.ndarray) -> torch.Tensor:
-    """(..., H, W, 3) uint8 -> (..., 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(images, -1, -3))).float() / 255.0
-
-
-def text_batch(instructions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    tokens = [instruction_tokens(t) for t in instructions]
-    offsets = np.cumsum([0] + [len(t) for t in tokens[:-1]])
-    return torch.tensor([w for t in tokens for w in t], dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
 
 
 def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

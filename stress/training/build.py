@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from stress.policies.reference.data import OWN_ROLLOUTS, PERTURBED, VARIANTS, generate, plan_jobs
+from stress.training.data import OWN_ROLLOUTS, PERTURBED, VARIANTS, generate, plan_jobs
 from stress.policies.reference.model import CAMERAS, Architecture
-from stress.policies.reference.train import DECODER_SSIM_WEIGHT, Trainer, gaussian_ssim, load_shards
+from stress.training.train import DECODER_SSIM_WEIGHT, Trainer, gaussian_ssim, load_shards
 
 TRAIN_TASKS = (("libero_spatial", 0), ("libero_spatial", 1), ("libero_object", 0), ("libero_object", 1))
 TRAIN_INITS = tuple(range(40))  # shipped init states 40-49 are never trained on: the evaluation reports them apart
@@ -90,7 +90,7 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
         "data": {"root": str(data_root), "episodes": len(jobs), "train_episodes": len(jobs) - len(val_paths), "validation_episodes": len(val_paths),
                  "train_decisions": len(train_data), "train_success_rate": float(train_data.success.mean()),
                  "success_rate_by_variant": _success_by_variant(jobs, data_root), "own_rollout_success": own_success,
-                 "seeds": "sha256 of suite/task/init/variant (stress.policies.reference.data.Job.seed)"},
+                 "seeds": "sha256 of suite/task/init/variant (stress.training.data.Job.seed)"},
         "timing_s": timing,
         "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses),
                    "decoder_stage": decoder_report},
