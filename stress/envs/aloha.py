@@ -28,6 +28,7 @@ from functools import cache
 
 import numpy as np
 
+from stress.core.aloha import CHUNK, MAX_STEPS, SUBSTEPS, asset_path
 from stress.core.errors import UserError, choice_error
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as stress.envs.libero_setup does
@@ -49,12 +50,9 @@ INSTRUCTIONS = {
 XML = {"transfer_cube": "bimanual_viperx_transfer_cube.xml", "insertion": "bimanual_viperx_insertion.xml"}
 CAMERAS = ("top", "left_wrist", "right_wrist")
 N_INIT_STATES = 50  # init state i = gym-aloha's seeded object pose with seed i
-MAX_STEPS = 400  # insertion first succeeds around step 355; gym-aloha registers 300
 SUITE_MAX_STEPS = {SUITE: MAX_STEPS}  # as stress.envs.libero's
-CHUNK = 50  # Cosmos Policy's ALOHA action chunk, executed whole
 VALUE_DISCOUNT = 0.998  # Cosmos Policy's value discount for ALOHA
 ACTION_DIM = 14
-SUBSTEPS = 10  # one 50 Hz control step = 10 physics steps of 2 ms (gym-aloha's DT / timestep)
 MAX_REWARD = 4  # gym-aloha's is_success: reward 4 (left gripper holds the lifted cube / peg touches the pin)
 ROBOT_QPOS = 16  # two arms x (6 joints + 2 finger slides); object free joints follow
 # the bodies the task is about (object_position names), per task
@@ -104,12 +102,6 @@ def init_states(suite: str, task_id: int | str) -> np.ndarray:
     out = np.asarray(rows, dtype=np.float64)
     out.flags.writeable = False  # cached: shared by every caller
     return out
-
-
-def asset_path(name: str):
-    from gym_aloha.constants import ASSETS_DIR
-
-    return ASSETS_DIR / name
 
 
 # Surfaces the texture family can edit: the stock scene has no textures, so the table gets a blank (white)
