@@ -96,7 +96,7 @@ class Camera(Perturbation):
     layer = Layer.MODEL
     per_camera = True
     preserves_physics = True
-    simulators = ("libero", "aloha")
+    needs = frozenset({"camera_poses"})
     summary = "camera pose and field of view: agentview orbited/zoomed about the table, wrist camera turned/shifted on the hand"
     severity_meaning = (
         "agentview yaw 5/10/15/22/30 deg, pitch 3/6/9/12/15 deg, distance x0.96-1.04 .. x0.8-1.25, fovy +-2..12 deg; "

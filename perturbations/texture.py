@@ -167,7 +167,7 @@ class Texture(Perturbation):
     name = "texture"
     layer = Layer.MODEL
     preserves_physics = True
-    simulators = ("libero", "aloha")
+    needs = frozenset({"textures"})
     summary = "textures and colours of table, floor, walls (hue shift, random pattern, solid colour) and object tint"
     severity_meaning = (
         "1: table hue +-30 deg; 2: table, floor hue +-60 deg; 3: table, floor, walls hue +-90 deg, objects tinted 30%; "

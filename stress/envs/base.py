@@ -33,6 +33,8 @@ import numpy as np
 from perturbations.base import InvalidScene, Layer, PerturbationSpec, Realised, family, parameters_for, realise
 from stress.core.errors import UserError, choice_error
 from stress.core.policy import Observation
+from stress.envs import simulator
+from stress.envs.scene import SceneQuery
 
 MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid scene
 # MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
@@ -100,11 +102,13 @@ class SimEnv:
     target_object: str | None = None
     object_bodies: dict[str, int]  # the task's objects: name -> MuJoCo body id
     surface_textures: dict[str, tuple[int, ...]] = {}  # textures of a surface on no geom (ALOHA's skybox: "walls")
-    canvas_textures: frozenset[int] = frozenset()  # blank white textures whose geom's rgba gives the colour (ALOHA's table)
+    canvas_textures: frozenset[int] = frozenset()
+    scene_class: ClassVar[type[SceneQuery]] = SceneQuery  # the adapter's answers to the scene queries  # blank white textures whose geom's rgba gives the colour (ALOHA's table)
 
     def _init_protocol_state(self, scene_specs: tuple[PerturbationSpec, ...]) -> None:
         """Called by the adapter at the end of building (model and data exist)."""
         self.scene_specs = scene_specs
+        self.scene = self.scene_class(self)
         self.scene_key = scene_key(scene_specs)
         self._pristine = {f: getattr(self.model, f).copy() for f in RESTORED_MODEL_FIELDS}
         self._changed_textures: dict[int, np.ndarray] = {}  # texture id -> its pristine pixels
@@ -146,7 +150,7 @@ class SimEnv:
 
     def failure_tracker(self):
         """A fresh tracker of how an episode fails (``step(action)``, ``signature(success)``, ``progress(success)``,
-        ``onset(success)``; stress.measurement.signatures), read from simulator state after every step."""
+        ``onset(success)``; stress.envs.signatures), read from simulator state after every step."""
         raise NotImplementedError
 
     def _extra_state(self) -> dict[str, Any]:
@@ -200,7 +204,7 @@ class SimEnv:
         if scene_key(scene) != self.scene_key:
             raise ValueError(f"scene perturbations {[s.name for s in scene]} need another compiled scene than this env's")
         specs = scene + tuple(s for s in perturbations if family_layer(s) is not Layer.SCENE)
-        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0, self.cameras, self.simulator)
+        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0, self.cameras, simulator(self.simulator))
                               for spec in specs]
         by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
         self._events = by_layer[Layer.EVENT]  # before the state layer: its validity checks take snapshots
@@ -408,47 +412,10 @@ class SimEnv:
             if missed and not p.family.is_identity(p.params) and self._pixel_error is None:
                 self._pixel_error = f"not_realised: {p.spec.name} left camera {missed[0]} unchanged"
 
-    # --- scene queries ---------------------------------------------------------------------------------
+    # --- scene queries (stress.envs.scene: env.scene) ------------------------------------------------------
     def object_position(self, name: str) -> np.ndarray:
-        return np.array(self.data.xpos[self.object_bodies[name]])
-
-    # What the state and event families (object_pose, robot_init, mid_chunk_push) ask of a scene; each
-    # adapter answers for its own robot, so the families need no per-simulator branches.
-    def movable_objects(self) -> list[str]:
-        """The objects on a free joint that state and event families may move."""
-        return list(self.object_bodies)
-
-    def arm_joints(self) -> np.ndarray:
-        """MuJoCo joint ids of the arm joints (grippers excluded), in the order of robot_init's offsets."""
-        raise NotImplementedError
-
-    def gripper_qpos_indexes(self) -> np.ndarray:
-        """qpos addresses of the grippers' finger joints."""
-        raise NotImplementedError
-
-    def grip_points(self) -> np.ndarray:
-        """World positions (n x 3) of each gripper's grasp point (LIBERO: one, ALOHA: two)."""
-        raise NotImplementedError
-
-    def arm_moved(self, offsets: np.ndarray) -> None:
-        """The arm joints were just set ``offsets`` (rad) away from the init state: make the controller hold
-        the new posture (undone at the next reset)."""
-        raise NotImplementedError
-
-    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
-        """Why the robot cannot grasp object ``name`` at ``position`` (outside its workspace), or None."""
-        raise NotImplementedError
-
-    def init_range(self, name: str) -> dict[str, Any] | None:
-        """Where the task's init states put object ``name``: ``lo``, ``hi`` (x, y corners, m) and ``yaw``
-        (min, max deg, relative to its current pose); None: derive it from the shipped init states."""
-        return None
-
-    @contextmanager
-    def settled_view(self):
-        """The scene as validity checks judge it. An episode that starts after settle steps (LIBERO) is
-        judged as it is; an adapter without them overrides this (ALOHA: a probe settle, undone after)."""
-        yield
+        """World position (m) of a task object (the scene query, read off the env by tools and tests)."""
+        return self.scene.object_position(name)
 
     def project(self, point: np.ndarray, camera: str) -> tuple[float, float] | None:
         """(row, col) of a world point in the upright image of ``camera``; None when behind the camera."""
@@ -498,7 +465,21 @@ def named_task_index(simulator: str, task: int | str, names: tuple[str, ...]) ->
 
 @dataclass(frozen=True)
 class Simulator:
-    """A simulator as the registry knows it (``stress.envs``): its suites and what a task needs."""
+    """A simulator as the registry knows it (``stress.envs``): its suites, what a task needs, and the scene
+    capabilities it has, which decide the perturbation families it supports (a family's ``needs``):
+
+        object_bodies    its task objects are MuJoCo bodies (mass, inertia, friction can be scaled)
+        lights           MuJoCo lights the lighting family may change
+        textures         surfaces with textures the texture family may repaint
+        camera_poses     cameras the camera family may move
+        movable_objects  objects on free joints the state and event families may move (``scene.movable_objects``,
+                         ``scene.init_range``, ``scene.reach_problem``, ``scene.settled_view``)
+        arm_joints       the arm joints, their grippers and the controller's hold (``scene.arm_joints``,
+                         ``scene.gripper_qpos_indexes``, ``scene.arm_moved``)
+        grip_points      the grippers' grasp points (``scene.grip_points``)
+        scene_xml        the MJCF is edited before it compiles (scene-layer bodies)
+        bddl_scene       the task is a LIBERO BDDL file objects can be added to
+    """
 
     name: str
     env_class: type[SimEnv]
@@ -508,6 +489,16 @@ class Simulator:
     value_discount: float  # what a realised value is discounted by per step (Cosmos: LIBERO 0.99, ALOHA 0.998)
     default_image_size: int = 128  # the render size a run uses unless the policy asks for another
     note: str = ""
+    capabilities: frozenset[str] = frozenset()
+    arm_joints: int = 0  # how many arm joints robot_init's offsets have (LIBERO's Panda: 7; ALOHA: 2 x 6)
+
+    def supports(self, family) -> bool:
+        """Whether a perturbation family (class or instance) can run here: it needs nothing this simulator lacks."""
+        return family.needs <= self.capabilities
+
+    @property
+    def chunk_size(self) -> int:
+        return self.env_class.chunk_size
 
     @property
     def cameras(self) -> tuple[str, ...]:

@@ -70,9 +70,9 @@ def check_spec(spec: ScenarioSpec) -> None:
         check_aggregation(spec.aggregation or "average")
     for p in spec.perturbations:
         fam = validate(p, sim.cameras)
-        if sim.name not in fam.simulators:
+        if not sim.supports(fam):
             raise UserError(f"perturbation {p.name!r} does not support simulator {sim.name} (suite {spec.suite}); "
-                            f"valid there: {', '.join(n for n, c in registry().items() if sim.name in c.simulators)}")
+                            f"valid there: {', '.join(n for n, c in registry().items() if sim.supports(c))}")
         if p.params is not None:
             fam.check_params_on(sim, p.params)
 
