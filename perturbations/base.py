@@ -174,7 +174,7 @@ MIN_IMAGE_CHANGE = 0.5  # mean abs pixel change (0-255) below which a visual mod
 
 def require_image_change(env, family_name: str) -> dict[str, Any]:
     """Realisation check of a visual model edit: the mean image change vs the clean render of the same state."""
-    change = env.image_change_vs_clean()
+    change = env.applier.image_change_vs_clean()
     if max(change.values()) < MIN_IMAGE_CHANGE:
         raise NotRealised(f"{family_name} changed the images by {max(change.values()):.3f} < {MIN_IMAGE_CHANGE} (mean abs, 0-255)")
     return {"image_change": change}

@@ -206,7 +206,7 @@ class Camera(Perturbation):
         perturbed = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
         with env.clean_model():
             clean = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
-        change = env.image_change_vs_clean(cameras)
+        change = env.applier.image_change_vs_clean(cameras)
         record = {"image_change": change, "pose_change": {}}
         for camera in cameras:
             (pos, mat, fovy), (pos0, mat0, fovy0) = perturbed[camera], clean[camera]
