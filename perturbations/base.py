@@ -68,8 +68,9 @@ class Perturbation:
     # expert, which ignores pixels, must act identically under them (tests/test_physics_preserving.py).
     # Every pixels-layer family preserves physics by construction.
     preserves_physics: ClassVar[bool] = False
-    # the simulators (stress.envs registry names) whose scenes this family knows how to edit
-    simulators: ClassVar[tuple[str, ...]] = ("libero",)
+    # the scene capabilities it needs (stress.envs.base.Simulator.capabilities: "lights", "textures",
+    # "movable_objects", "arm_joints", ...); the simulators it runs on are those that have them all
+    needs: ClassVar[frozenset[str]] = frozenset()
 
     @classmethod
     def keeps_physics(cls) -> bool:
@@ -80,8 +81,9 @@ class Perturbation:
         """Explicit parameters for ``severity`` >= 1, drawn only from ``rng``."""
         raise NotImplementedError
 
-    def sample_on(self, simulator: str, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
-        """``sample`` on a given simulator. A family whose parameters' shape or range depends on the robot
+    def sample_on(self, simulator, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        """``sample`` on a given simulator (``stress.envs.base.Simulator``: its facts, such as ``chunk_size``
+        and ``arm_joints``; None: LIBERO's). A family whose parameters' shape or range depends on the robot
         (ALOHA's two 6-joint arms and 50-step chunks vs LIBERO's 7-joint Panda and 16-step chunks) overrides
         this; LIBERO's draws must stay those of ``sample`` (tests/data/sampled_params.json)."""
         return self.sample(severity, rng, cameras)
@@ -172,7 +174,7 @@ MIN_IMAGE_CHANGE = 0.5  # mean abs pixel change (0-255) below which a visual mod
 
 def require_image_change(env, family_name: str) -> dict[str, Any]:
     """Realisation check of a visual model edit: the mean image change vs the clean render of the same state."""
-    change = env.image_change_vs_clean()
+    change = env.applier.image_change_vs_clean()
     if max(change.values()) < MIN_IMAGE_CHANGE:
         raise NotRealised(f"{family_name} changed the images by {max(change.values()):.3f} < {MIN_IMAGE_CHANGE} (mean abs, 0-255)")
     return {"image_change": change}
@@ -227,11 +229,12 @@ def family_rng(spec: PerturbationSpec) -> np.random.Generator:
 
 
 def parameters_for(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS,
-                   simulator: str = "libero") -> dict[str, Any]:
+                   simulator=None) -> dict[str, Any]:
     """Explicit parameters of a spec: given ones, identity at level 0, else sampled from (severity, seed).
 
     ``attempt`` k > 0 gives the k-th re-sample (the same generator drawn further), used when a sample
-    produced an invalid scene. ``simulator``: the registry name of the simulator the spec is sampled for.
+    produced an invalid scene. ``simulator``: the ``stress.envs.base.Simulator`` the spec is sampled for
+    (its facts shape robot-dependent samples; None: LIBERO's).
     """
     fam = validate(spec, simulator_cameras)
     cameras = simulator_cameras if spec.camera == "both" else (spec.camera,)
@@ -241,12 +244,12 @@ def parameters_for(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: 
         return fam.identity_params()
     rng = family_rng(spec)
     for _ in range(attempt + 1):
-        params = fam.sample_on(simulator, spec.severity, rng, cameras)
+        params = fam.sample(spec.severity, rng, cameras) if simulator is None else fam.sample_on(simulator, spec.severity, rng, cameras)
     fam.check_params(params)
     return params
 
 
-def realise(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS, simulator: str = "libero") -> Realised:
+def realise(spec: PerturbationSpec, attempt: int = 0, simulator_cameras: tuple[str, ...] = CAMERAS, simulator=None) -> Realised:
     """A spec with its explicit parameters (scene-dependent ones are resolved by the env after settling)."""
     return Realised(spec=spec, family=family(spec.name), params=parameters_for(spec, attempt, simulator_cameras, simulator),
                     simulator_cameras=simulator_cameras)

@@ -96,7 +96,7 @@ class Camera(Perturbation):
     layer = Layer.MODEL
     per_camera = True
     preserves_physics = True
-    simulators = ("libero", "aloha")
+    needs = frozenset({"camera_poses"})
     summary = "camera pose and field of view: agentview orbited/zoomed about the table, wrist camera turned/shifted on the hand"
     severity_meaning = (
         "agentview yaw 5/10/15/22/30 deg, pitch 3/6/9/12/15 deg, distance x0.96-1.04 .. x0.8-1.25, fovy +-2..12 deg; "
@@ -206,7 +206,7 @@ class Camera(Perturbation):
         perturbed = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
         with env.clean_model():
             clean = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
-        change = env.image_change_vs_clean(cameras)
+        change = env.applier.image_change_vs_clean(cameras)
         record = {"image_change": change, "pose_change": {}}
         for camera in cameras:
             (pos, mat, fovy), (pos0, mat0, fovy0) = perturbed[camera], clean[camera]

@@ -95,6 +95,7 @@ def _check_category(family: str, value) -> None:
 class Distractors(Perturbation):
     name = "distractors"
     layer = Layer.SCENE
+    needs = frozenset({"bddl_scene"})  # objects are added to the task's BDDL
     summary = "LIBERO objects added to the table through a BDDL copy, away from the target and the goal"
     severity_meaning = (
         "number of distractors and similarity to the target: 1: 1 other; 2: 2 other; 3: 2 other + 1 similar; "

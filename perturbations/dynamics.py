@@ -74,7 +74,7 @@ def _ratio(after: np.ndarray, before: np.ndarray) -> float | None:
 class Dynamics(Perturbation):
     name = "dynamics"
     layer = Layer.MODEL
-    simulators = ("libero", "aloha", "robosuite")
+    needs = frozenset({"object_bodies"})
     summary = "friction of every contact, mass (and inertia) of the task objects, damping of every joint, scaled"
     severity_meaning = "friction, object mass and joint damping each x or / 1.25, 1.6, 2.5, 4, 6 (direction drawn per quantity)"
     # factors on a 0.1 grid: 0.1-0.9 below 1 (severity 1-5 divides by 1.25-6 = 0.8-0.17), 1.1-20 above

@@ -53,7 +53,6 @@ MID_GREY = 127.5
 class ImageLighting(Perturbation):
     name = "image_lighting"
     layer = Layer.PIXELS
-    simulators = ("libero", "aloha", "robosuite")
     per_camera = True
     summary = "brightness, contrast, gamma, cast shadows and glare on the camera images, fixed for the episode"
     severity_meaning = (

@@ -93,7 +93,7 @@ def _rotate(vec: np.ndarray, axis: np.ndarray, angle_rad: float) -> np.ndarray:
 class Lighting(Perturbation):
     name = "lighting"
     layer = Layer.MODEL
-    simulators = ("libero", "aloha", "robosuite")
+    needs = frozenset({"lights"})
     preserves_physics = True
     summary = "scene lights rescaled, re-aimed, moved, tinted (colour temperature) or one switched off"
     severity_meaning = (

@@ -7,7 +7,7 @@ The event fires once per episode, on the first env step where its trigger holds:
   beyond the env's ``chunk_size`` is a user error) of the ``chunk``-th executed chunk (0 = the first policy
   query); the runner calls ``env.begin_chunk()`` at every query, so the env step with
   ``env.chunk_step == step + 1`` is that action;
-* ``gripper_distance``: when a grip site (``env.grip_points()``: ALOHA has two) comes within ``distance_m``
+* ``gripper_distance``: when a grip site (``env.scene.grip_points()``: ALOHA has two) comes within ``distance_m``
   of the object's origin.
 
 Then, on the object (the task's target by default):
@@ -51,10 +51,6 @@ from perturbations.space import Choice, Free, ParamSpace, Real
 from stress.core.errors import UserError
 
 
-def simulator_named(name: str):
-    from stress.envs import simulator  # not at import: the envs import the families
-
-    return simulator(name)
 
 MOVE_M = {1: 0.01, 2: 0.02, 3: 0.04, 4: 0.06, 5: 0.08}
 PUSH_MPS = {1: 0.45, 2: 0.62, 3: 0.88, 4: 1.1, 5: 1.28}
@@ -71,7 +67,7 @@ MIN_EFFECT_M = 0.001
 class MidChunkPush(Perturbation):
     name = "mid_chunk_push"
     layer = Layer.EVENT
-    simulators = ("libero", "aloha")
+    needs = frozenset({"movable_objects", "grip_points"})
     summary = "an object pushed (velocity kick) or moved once, mid-chunk or when the gripper comes close"
     severity_meaning = (
         "move displacement / push speed: 1: 1 cm / 0.45 m/s, 2: 2 cm / 0.62 m/s, 3: 4 cm / 0.88 m/s, "
@@ -106,14 +102,17 @@ class MidChunkPush(Perturbation):
         params["direction_deg"] = round(float(rng.uniform(0.0, 360.0)), 2)
         return params
 
-    def sample_on(self, simulator: str, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+    def sample_on(self, simulator, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
         """The trigger step anywhere in the simulator's chunk (ALOHA: 0-49)."""
-        return self.sample(severity, rng, cameras, simulator_named(simulator).env_class.chunk_size)
+        return self.sample(severity, rng, cameras, simulator.chunk_size)
 
     def check_params_on(self, simulator, params: dict[str, Any]) -> None:
-        chunk = simulator.env_class.chunk_size
+        self._check_step(params, simulator.name, simulator.chunk_size)
+
+    @staticmethod
+    def _check_step(params: dict[str, Any], simulator: str, chunk: int) -> None:
         if params.get("trigger", "chunk_step") == "chunk_step" and params.get("step", 0) >= chunk:
-            raise UserError(f"mid_chunk_push step {params['step']} never fires on {simulator.name} (chunks of {chunk} actions); "
+            raise UserError(f"mid_chunk_push step {params['step']} never fires on {simulator} (chunks of {chunk} actions); "
                             f"valid: 0-{chunk - 1}")
 
     def is_identity(self, params: dict[str, Any]) -> bool:
@@ -123,7 +122,7 @@ class MidChunkPush(Perturbation):
     def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         if self.is_identity(params):
             return params
-        self.check_params_on(simulator_named(env.simulator), params)
+        self._check_step(params, env.simulator, env.chunk_size)
         return {**params, "object": object_name(env, params.get("object", "target"))}
 
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
@@ -151,7 +150,7 @@ class MidChunkPush(Perturbation):
                     moved_mm = record["distance_m"] * 1000
                     raise NotRealised(f"mid_chunk_push {params['action']} left {name} in place ({moved_mm:.1f} mm in {MEASURE_STEPS} steps)")
             return
-        gap = min(float(np.linalg.norm(point - position)) for point in env.grip_points())  # the nearest gripper
+        gap = min(float(np.linalg.norm(point - position)) for point in env.scene.grip_points())  # the nearest gripper
         if params["trigger"] == "chunk_step":
             due = record["chunks_started"] - 1 == params["chunk"] and env.chunk_step == params["step"] + 1
         else:

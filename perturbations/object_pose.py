@@ -25,16 +25,16 @@ settled, unperturbed scene. ``check`` rejects (``InvalidScene``, re-sampled by t
 moved object interpenetrates anything by more than 5 mm, does not rest at its reference height (fell off
 the table, landed on another object), tipped over, slid more than 1.5 cm away from where the parameters
 put it, pushed another object by more than 1 cm, where the task is already solved, or where the target is
-out of the Panda's reach (see ``reach_problem``); a yaw more than 15 deg off the requested one also
+out of the robot's reach (the scene's ``reach_problem``: the Panda's workspace); a yaw more than 15 deg off the requested one also
 counts (the object was knocked while landing). Realisation: the displacement achieved after settling
 (m, deg) versus the unshifted settled scene, and the distance outside the shipped box.
 
 On ALOHA (the cube; the peg, or the socket by name) the same sampling and checks apply through the adapter's
-queries: the box is gym-aloha's sampling box (``env.init_range``), and since ALOHA's episodes start with the
+queries: the box is gym-aloha's sampling box (``env.scene.init_range``), and since ALOHA's episodes start with the
 objects mid-air (no settle steps) the reference and the checks read the scene after a 1 s probe settle with
-the arms holding still, on a snapshot put back afterwards (``env.settled_view``); the episode itself starts
+the arms holding still, on a snapshot put back afterwards (``env.scene.settled_view``); the episode itself starts
 from the shifted pose, which is what the open-loop expert plans from. Reach: the arm that grasps the object
-(``AlohaEnv.reach_problem``).
+(``env.scene.reach_problem``).
 """
 
 from __future__ import annotations
@@ -58,15 +58,11 @@ TILT_TOL_DEG = 20.0
 YAW_TOL_DEG = 15.0  # spun while landing: knocked against something
 PLACE_TOL_M = 0.015  # where the parameters put the object vs where it settled
 DISTURB_TOL_M = 0.01  # other objects pushed by the shifted one while it settles
-# Panda reach (datasheet: 855 mm from the shoulder, 333 mm above the base). A top-down grasp puts the
-# wrist ~0.2 m above the object; keep it 5 cm inside the maximal reach (stretched arm = singular) and the
-# object at least 0.3 m out from the base (closer, the hand folds into the arm's own links).
-SHOULDER_Z, WRIST_ABOVE, MAX_REACH, MIN_RADIUS = 0.333, 0.2, 0.80, 0.30
 
 
 # --- helpers shared with the other state/event families -----------------------------------------------
 def movable_objects(env) -> list[str]:
-    return env.movable_objects()
+    return env.scene.movable_objects()
 
 
 def object_name(env, name: str) -> str:
@@ -113,17 +109,17 @@ def tilt_deg(rot: np.ndarray, ref: np.ndarray) -> float:
 
 def settled_reference(env) -> dict[str, Any]:
     """The scene after the env's settle steps *without* the state perturbation, as the checks judge it
-    (``env.settled_view``): run them on a snapshot, read every movable object's pose, the arm and the
+    (``env.scene.settled_view``): run them on a snapshot, read every movable object's pose, the arm and the
     grippers' grasp points, then put the snapshot back."""
     snap = env.snapshot()
     env._settle()
-    with env.settled_view():
+    with env.scene.settled_view():
         qpos = env.data.qpos
         ref = {
             "objects": {name: pose(env, name) for name in movable_objects(env)},
-            "arm_qpos": qpos[env.model.jnt_qposadr[env.arm_joints()]].copy(),
-            "gripper_qpos": qpos[env.gripper_qpos_indexes()].copy(),
-            "eef": env.grip_points(),
+            "arm_qpos": qpos[env.model.jnt_qposadr[env.scene.arm_joints()]].copy(),
+            "gripper_qpos": qpos[env.scene.gripper_qpos_indexes()].copy(),
+            "eef": env.scene.grip_points(),
         }
     env.restore(snap)
     return ref
@@ -144,19 +140,6 @@ def deepest_contacts(env, roots: set[int]) -> list[tuple[float, int, int]]:
     return sorted(out, reverse=True)
 
 
-def reach_problem(env, position: np.ndarray) -> str | None:
-    """Why a top-down grasp at ``position`` is outside the Panda's workspace, or None (``LiberoEnv.reach_problem``)."""
-    base = env.raw.sim.data._data.xpos[env.raw.sim.model._model.body("robot0_base").id]
-    radius = float(np.linalg.norm(position[:2] - base[:2]))
-    shoulder = base + np.array([0.0, 0.0, SHOULDER_Z])
-    reach = float(np.linalg.norm(position + np.array([0.0, 0.0, WRIST_ABOVE]) - shoulder))
-    if reach > MAX_REACH:
-        return f"target out of reach ({reach:.2f} m from the shoulder; max {MAX_REACH})"
-    if radius < MIN_RADIUS:
-        return f"target too close to the robot base ({radius:.2f} m; min {MIN_RADIUS})"
-    return None
-
-
 def object_name_check(key: str):
     """Free-parameter check of an object name: only the scene at hand knows which names exist."""
 
@@ -169,28 +152,14 @@ def object_name_check(key: str):
 
 # --- geometry of the shipped range ---------------------------------------------------------------------
 def shipped_range(env, name: str) -> dict[str, Any]:
-    """Box of the object's (x, y) over the shipped init states, and their yaw range (deg) relative to the
-    object's current (shipped) pose. An object the shipped states do not hold (a distractor added by a
-    scene edit) has the one-point range of its current pose. An adapter that knows the range its init
-    states are drawn from says so (``env.init_range``: ALOHA, gym-aloha's sampling box)."""
-    declared = env.init_range(name)
+    """Box of the object's (x, y) over the task's init states, and their yaw range (deg) relative to the
+    object's current pose, as the scene knows it (``env.scene.init_range``: LIBERO's shipped states, gym-aloha's
+    sampling box); a scene that knows none gives the one-point range of the object's current pose."""
+    declared = env.scene.init_range(name)
     if declared is not None:
         return declared
-    model, data = env.raw.sim.model._model, env.raw.sim.data._data
-    qadr, _ = free_joint(env, name)
-    current = data.qpos[qadr : qadr + 7].copy()
-    shipped_qadr = qadr
-    if env._state_layout is not None:  # scene-edited env: the states use the original scene's addresses
-        joint = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, model.body_jntadr[env.raw.obj_body_id[name]])
-        shipped_qadr = next((q for n, q, *_ in env._state_layout if n == joint), None)
-    if shipped_qadr is None:
-        poses = current[None]
-    else:
-        from stress.envs.libero import init_states  # not at import: the env module imports the families
-
-        poses = init_states(env.suite, env.task_id)[:, 1 + shipped_qadr : 1 + shipped_qadr + 7]
-    yaws = [relative_yaw_deg(quat_to_mat(q[3:]), quat_to_mat(current[3:])) for q in poses]
-    return {"lo": poses[:, :2].min(axis=0), "hi": poses[:, :2].max(axis=0), "yaw": (min(yaws), max(yaws))}
+    position = pose(env, name)[0]
+    return {"lo": position[:2].copy(), "hi": position[:2].copy(), "yaw": (0.0, 0.0)}
 
 
 def distance_outside(point: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> float:
@@ -227,7 +196,7 @@ def set_pose(env, name: str, position: np.ndarray, quat: np.ndarray) -> None:
 class ObjectPose(Perturbation):
     name = "object_pose"
     layer = Layer.STATE
-    simulators = ("libero", "aloha")
+    needs = frozenset({"movable_objects"})
     summary = "object moved (translation + yaw) beyond the shipped init-state range, or two objects swapped"
     severity_meaning = (
         "distance outside the box of shipped positions / yaw beyond the shipped yaw: "
@@ -314,7 +283,7 @@ class ObjectPose(Perturbation):
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
         if self.is_identity(params):
             return {}
-        with env.settled_view():  # LIBERO: the settled episode start as is; ALOHA: after a probe settle
+        with env.scene.settled_view():  # LIBERO: the settled episode start as is; ALOHA: after a probe settle
             return self._check_settled(env, params)
 
     def _check_settled(self, env, params: dict[str, Any]) -> dict[str, Any]:
@@ -353,7 +322,7 @@ class ObjectPose(Perturbation):
         if env.success():
             raise InvalidScene("the task is already solved in the shifted scene")
         target = params["object"]
-        problem = env.reach_problem(target, pose(env, target)[0])
+        problem = env.scene.reach_problem(target, pose(env, target)[0])
         if problem:
             raise InvalidScene(problem)
         if all(a["distance_m"] < 5e-4 and abs(a["yaw_deg"]) < 0.5 for a in achieved.values()):

@@ -51,6 +51,7 @@ def body_name(camera: str) -> str:
 class Occluder(Perturbation):
     name = "occluder"
     layer = Layer.SCENE
+    needs = frozenset({"scene_xml"})  # a body is added to the scene's MJCF before it compiles
     per_camera = True
     preserves_physics = True
     summary = "visual-only box between the camera and the target object, sized to hide a share of its pixels"
@@ -153,7 +154,7 @@ class _Box:
 
     def __init__(self, env, camera: str):
         self.env, self.camera = env, camera
-        self.model, self.data = env.raw.sim.model._model, env.raw.sim.data._data
+        self.model, self.data = env.model, env.data
         self.body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, body_name(camera))
         self.geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, body_name(camera))
         self.cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAMES[camera])
@@ -195,7 +196,7 @@ class _Box:
 
     def _target_body(self) -> int | None:
         """The target's body; for a target that is a region of an object (a drawer), that object's."""
-        bodies, target = self.env.raw.obj_body_id, self.env.target_object
+        bodies, target = self.env.object_bodies, self.env.target_object
         owner = target if target in bodies else max((o for o in bodies if target.startswith(f"{o}_")), key=len, default=None)
         return None if owner is None else bodies[owner]
 

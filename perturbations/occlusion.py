@@ -27,7 +27,6 @@ ANCHORS = ("target", "random")
 class Occlusion(Perturbation):
     name = "occlusion"
     layer = Layer.PIXELS
-    simulators = ("libero", "aloha", "robosuite")
     per_camera = True
     summary = "opaque patch on the camera image, centred on the target object, fixed for the episode"
     severity_meaning = "patch area as a share of the image: 1: 3%, 2: 6%, 3: 12%, 4: 20%, 5: 35%"

@@ -140,7 +140,6 @@ class NoisyPolicy:
 class PolicyNoise(Perturbation):
     name = "policy_noise"
     layer = Layer.POLICY
-    simulators = ("libero", "aloha", "robosuite")
     summary = "policy seed jitter, action noise, action latency, denoising-step count and precision"
     severity_meaning = (
         "all knobs together: action noise std 0.02/0.05/0.1/0.2/0.3 (action units), latency 1/2/3/5/8 steps "

@@ -25,8 +25,8 @@ Realisation: per-joint offsets present after settling (rad) and the end-effector
 the unperturbed settled scene.
 
 On ALOHA the offsets are 12 (the left arm's waist .. wrist_rotate, then the right arm's), sampled in the same
-bands (``sample_on``); the position actuators' ctrl is set to the new pose so the arms hold it (``env.arm_moved``),
-contacts are checked at the start and after a probe settle (``env.settled_view``), and the grasp-point
+bands (``sample_on``); the position actuators' ctrl is set to the new pose so the arms hold it (``env.scene.arm_moved``),
+contacts are checked at the start and after a probe settle (``env.scene.settled_view``), and the grasp-point
 displacement is recorded per arm.
 """
 
@@ -53,7 +53,7 @@ MIN_PRESENT = 0.25  # share of the requested offset (largest joint) that must su
 class RobotInit(Perturbation):
     name = "robot_init"
     layer = Layer.STATE
-    simulators = ("libero", "aloha")
+    needs = frozenset({"arm_joints"})
     summary = "offsets on the seven arm joints at the start of the episode"
     severity_meaning = (
         "|offset| per arm joint, random signs: 1: 0.03-0.05 rad, 2: 0.05-0.1 rad, 3: 0.1-0.2 rad, "
@@ -71,14 +71,14 @@ class RobotInit(Perturbation):
         signs = rng.choice([-1.0, 1.0], size=joints)
         return {"offsets": [round(float(v), 5) for v in signs * magnitude]}
 
-    def sample_on(self, simulator: str, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
-        return self.sample(severity, rng, cameras, self.space.params[0].length_on(simulator))
+    def sample_on(self, simulator, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
+        return self.sample(severity, rng, cameras, simulator.arm_joints)
 
     def is_identity(self, params: dict[str, Any]) -> bool:
         return not any(params.get("offsets", []))
 
     def check_params_on(self, simulator, params: dict[str, Any]) -> None:
-        self._check_length(params, simulator.name, self.space.params[0].length_on(simulator.name))
+        self._check_length(params, simulator.name, simulator.arm_joints)
 
     @staticmethod
     def _check_length(params: dict[str, Any], simulator: str, joints: int) -> None:
@@ -91,7 +91,7 @@ class RobotInit(Perturbation):
         # realise() makes a fresh family instance per episode (and per re-sample): state kept on self
         # between apply_state and check belongs to this episode only
         model, data = env.model, env.data
-        joints = env.arm_joints()
+        joints = env.scene.arm_joints()
         self._check_length(params, env.simulator, len(joints))
         offsets = np.asarray(params["offsets"], dtype=float)
         self._reference = settled_reference(env)
@@ -102,20 +102,20 @@ class RobotInit(Perturbation):
         self._applied = target - start  # after clipping to the joint limits
         data.qpos[qpos_idx] = target
         data.qvel[qvel_idx] = 0.0
-        env.arm_moved(self._applied)  # the controller holds the new posture (LIBERO: the OSC's goals)
+        env.scene.arm_moved(self._applied)  # the controller holds the new posture (LIBERO: the OSC's goals)
 
     def check(self, env, params: dict[str, Any]) -> dict[str, Any]:
         if self.is_identity(params):
             return {}
         self._refuse_arm_contact(env)  # at the episode's start
-        with env.settled_view():  # LIBERO: the start is after its settle steps; ALOHA: after a probe settle
+        with env.scene.settled_view():  # LIBERO: the start is after its settle steps; ALOHA: after a probe settle
             self._refuse_arm_contact(env)
             return self._check_settled(env)
 
     @staticmethod
     def _refuse_arm_contact(env) -> None:
         model, data = env.model, env.data
-        robot = {int(model.body_rootid[model.jnt_bodyid[j]]) for j in env.arm_joints()}  # one root per arm
+        robot = {int(model.body_rootid[model.jnt_bodyid[j]]) for j in env.scene.arm_joints()}  # one root per arm
         for c in data.contact[: data.ncon]:
             roots = model.body_rootid[model.geom_bodyid[[c.geom1, c.geom2]]]
             # an arm against something else, the other arm included (self-contacts are filtered by MuJoCo)
@@ -129,13 +129,13 @@ class RobotInit(Perturbation):
             moved = float(np.linalg.norm(pose(env, name)[0] - reference["objects"][name][0]))
             if moved > DISTURB_TOL_M:
                 raise InvalidScene(f"the offset arm knocked {name} by {moved * 100:.1f} cm while settling")
-        present = data.qpos[model.jnt_qposadr[env.arm_joints()]] - reference["arm_qpos"]
+        present = data.qpos[model.jnt_qposadr[env.scene.arm_joints()]] - reference["arm_qpos"]
         largest = int(np.argmax(np.abs(self._applied)))
         if abs(present[largest]) < MIN_PRESENT * abs(self._applied[largest]):
             raise NotRealised(f"robot_init offset of joint {largest + 1} decayed to {present[largest]:.3f} rad while settling")
-        eef = env.grip_points() - reference["eef"]  # one row per gripper
+        eef = env.scene.grip_points() - reference["eef"]  # one row per gripper
         distances = [float(np.linalg.norm(row)) for row in eef]
-        gripper = data.qpos[env.gripper_qpos_indexes()] - reference["gripper_qpos"]
+        gripper = data.qpos[env.scene.gripper_qpos_indexes()] - reference["gripper_qpos"]
         rows = [[round(float(v), 5) for v in row] for row in eef]
         return {
             "applied_rad": [round(float(v), 5) for v in self._applied],

@@ -70,7 +70,6 @@ def frame_generator(noise_seed: int, camera: str, image: np.ndarray) -> np.rando
 class SensorNoise(Perturbation):
     name = "sensor_noise"
     layer = Layer.PIXELS
-    simulators = ("libero", "aloha", "robosuite")
     per_camera = True
     summary = "motion blur, ISO and Gaussian noise, JPEG compression on the camera images (noise per frame, seeded)"
     severity_meaning = (

@@ -237,9 +237,6 @@ class Vector:
         if self.default is None and self.identity is not None:
             object.__setattr__(self, "default", self.identity)
 
-    def length_on(self, simulator: str) -> int:
-        return dict(self.other_lengths).get(simulator, self.length)
-
     def _count(self) -> str:
         others = ", ".join(f"{sim}: {n}" for sim, n in self.other_lengths)
         return f"{self.length}" + (f" ({others})" if others else "")

@@ -167,7 +167,7 @@ class Texture(Perturbation):
     name = "texture"
     layer = Layer.MODEL
     preserves_physics = True
-    simulators = ("libero", "aloha")
+    needs = frozenset({"textures"})
     summary = "textures and colours of table, floor, walls (hue shift, random pattern, solid colour) and object tint"
     severity_meaning = (
         "1: table hue +-30 deg; 2: table, floor hue +-60 deg; 3: table, floor, walls hue +-90 deg, objects tinted 30%; "
@@ -238,7 +238,7 @@ class Texture(Perturbation):
                 continue
             done.add(target)
             if target[0] == "texture":
-                env.set_texture_data(tex, self._pixels(model, tex, params[surface]))
+                env.applier.set_texture_data(tex, self._pixels(model, tex, params[surface]))
                 continue
             rgba = model.mat_rgba[mat] if mat >= 0 else model.geom_rgba[geom]
             if surface == "objects":  # on a textured material the rgba multiplies the texture: a tint
@@ -251,7 +251,7 @@ class Texture(Perturbation):
         for surface, textures in env.surface_textures.items():
             if surface in params and not surface_is_identity(params[surface]):
                 for tex in textures:
-                    env.set_texture_data(tex, self._pixels(model, tex, params[surface]))
+                    env.applier.set_texture_data(tex, self._pixels(model, tex, params[surface]))
 
     def _paint_canvas(self, env, model, geom: int, tex: int, spec: dict[str, Any], done: set) -> None:
         """A surface whose texture is blank white takes its colour from the geom's rgba (which wins over
@@ -262,7 +262,7 @@ class Texture(Perturbation):
             return
         if ("texture", tex) not in done:
             done.add(("texture", tex))
-            env.set_texture_data(tex, self._pixels(model, tex, spec))
+            env.applier.set_texture_data(tex, self._pixels(model, tex, spec))
         model.geom_rgba[geom, :3] = 1.0
 
     @staticmethod

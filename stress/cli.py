@@ -764,12 +764,13 @@ def cmd_list(args) -> int:
         from rich.markup import escape
 
         from perturbations.base import registry
+        from stress.envs import simulators_supporting
 
         table = Table(title="perturbations (--perturb NAME[:LEVEL], levels 0-5, 0 = identity)")
         for column in ("name", "layer", "simulators", "cameras", "what it does", "severity 1-5"):
             table.add_column(column)
         for name, cls in registry().items():
-            cells = (name, cls.layer.value, ", ".join(cls.simulators), "one camera or both (all)" if cls.per_camera else "—", cls.summary, cls.severity_meaning)
+            cells = (name, cls.layer.value, ", ".join(simulators_supporting(cls)), "one camera or both (all)" if cls.per_camera else "—", cls.summary, cls.severity_meaning)
             table.add_row(*(escape(c) for c in cells))  # '[dx, dy]' is not rich markup
         console.print(table)
         # each family's declared parameter space: explicit "params" of a scenario, and the search grid

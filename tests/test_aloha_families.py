@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from perturbations.base import InvalidScene, PerturbationSpec, parameters_for
-from stress.envs.aloha import CAMERAS, CHUNK, INIT_BOX, AlohaEnv, init_states
+from stress.envs.aloha import CAMERAS, CHUNK, INIT_BOX, SIMULATOR, AlohaEnv, init_states
 from stress.core.errors import UserError
 from stress.policies.aloha_expert import AlohaExpertPolicy
 
@@ -105,7 +105,7 @@ def test_resampling_is_deterministic(envs):
         p = env.perturbations[0]
         runs.append((p.params, p.realisation["attempts"], env.data.qpos.copy()))
     assert runs[0][1] > 1 and runs[0][:2] == runs[1][:2] and np.array_equal(runs[0][2], runs[1][2])
-    sampled = parameters_for(level5, runs[0][1] - 1, CAMERAS, "aloha")  # the kept sample is that draw
+    sampled = parameters_for(level5, runs[0][1] - 1, CAMERAS, SIMULATOR)  # the kept sample is that draw
     assert {k: runs[0][0][k] for k in sampled} == {**sampled, "object": "box"}
 
 
@@ -184,7 +184,7 @@ def test_push_step_anywhere_in_alohas_chunk(envs):
     env.reset(0, (PerturbationSpec("mid_chunk_push", 3, params={**PUSH, "step": 49}),))  # the chunk's last action
     run_expert(env, steps=2 * CHUNK)
     assert env.perturbations[0].realisation["fired_at_step"] == 2 * CHUNK
-    sampled = [parameters_for(PerturbationSpec("mid_chunk_push", 3, seed=s), 0, CAMERAS, "aloha") for s in range(40)]
+    sampled = [parameters_for(PerturbationSpec("mid_chunk_push", 3, seed=s), 0, CAMERAS, SIMULATOR) for s in range(40)]
     assert max(p["step"] for p in sampled if p["trigger"] == "chunk_step") > 15  # drawn over ALOHA's 50-step chunk
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from perturbations.base import PerturbationSpec, registry
 from stress.core.spec import ScenarioSpec
+from stress.envs import simulator as registered_simulator
 from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
 INITS = (0, 7)  # a couple of init states; `stress run --policy expert --perturb NAME --episodes 50` sweeps all
@@ -19,7 +20,7 @@ SCENARIOS = {  # label -> (simulator, the scenario of an init state and perturba
        for task, name in enumerate(("transfer_cube", "insertion"))},
 }
 CASES = [(label, name) for label, (simulator, _) in SCENARIOS.items() for name, cls in registry().items()
-         if cls.keeps_physics() and simulator in cls.simulators]
+         if cls.keeps_physics() and registered_simulator(simulator).supports(cls)]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""Failure signatures (stress.measurement.signatures) from simulator state, on a real LIBERO scene."""
+"""Failure signatures (stress.envs.signatures) from simulator state, on a real LIBERO scene."""
 
 import numpy as np
 
 from stress.policies.expert import ExpertPolicy
-from stress.measurement.signatures import SignatureTracker
+from stress.envs.signatures import SignatureTracker
 
 IDLE = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0])
 

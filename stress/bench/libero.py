@@ -60,7 +60,7 @@ def _family_costs(env, init: int, steps: int, episode_s: float) -> dict:
         reset_s = time.perf_counter() - start
         realised = env.perturbations[0]
         if cls.layer is Layer.MODEL:
-            with env.clean_model():
+            with env.applier.clean_model():
                 apply_s = min(_timed(lambda: realised.family.apply_model(env, parameters_for(spec))) for _ in range(3))
         else:
             image = env.render("agentview")

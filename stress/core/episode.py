@@ -26,9 +26,9 @@ class EpisodeResult:
     decisions: list[dict[str, Any]] = field(default_factory=list)
     measure_s: float = 0.0  # of wall_s, the time spent on ground-truth measurements
     policy_s: float = 0.0  # of wall_s, the time spent inside policy.act (latency = policy_s / decisions)
-    failure: str | None = None  # failure signature (stress.measurement.signatures); None when the episode errored
-    progress: float | None = None  # 0-1 how far it got (stress.measurement.signatures); None when the episode errored
-    failure_step: int | None = None  # env step at which that failure began (stress.measurement.signatures onset), where it has one
+    failure: str | None = None  # failure signature (stress.envs.signatures); None when the episode errored
+    progress: float | None = None  # 0-1 how far it got (stress.envs.signatures); None when the episode errored
+    failure_step: int | None = None  # env step at which that failure began (stress.envs.signatures onset), where it has one
     frames: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # measured decisions' agentview frames (groundtruth)
     max_steps: int | None = None  # the step budget it ran under (the spec's, else the suite's); set by the runner
 

@@ -2,8 +2,9 @@
 
 Each simulator is one module defining ``SIMULATOR`` (a ``stress.envs.base.Simulator``): LIBERO
 (``stress.envs.libero``), ALOHA in simulation (``stress.envs.aloha``) and robosuite's own tasks
-(``stress.envs.robosuite_tasks``). Adding one is a module plus its
-line here; the runner, ground truth, replay and families only talk to the protocol.
+(``stress.envs.robosuite_tasks``). Adding one is a module plus its line here, or ``register_simulator``
+at run time; the runner, ground truth, replay and families only talk to the protocol, and the families a
+simulator supports follow from its capabilities (``Simulator.supports``).
 """
 
 from __future__ import annotations
@@ -20,18 +21,33 @@ _MODULES = {
     "robosuite": ("stress.envs.robosuite_tasks", ("robosuite",)),
 }
 SUITES = tuple(s for _, suites in _MODULES.values() for s in suites)
+_ADDED: dict = {}  # simulators registered at run time: name -> Simulator
+
+
+def register_simulator(sim) -> None:
+    """Add a simulator (a ``stress.envs.base.Simulator``) at run time; its suites must be new."""
+    taken = [s for s in sim.suites if s in SUITES or any(s in other.suites for other in _ADDED.values())]
+    if sim.name in _MODULES or sim.name in _ADDED or taken:
+        raise ValueError(f"simulator {sim.name!r} or its suites {taken} already registered")
+    _ADDED[sim.name] = sim
 
 
 @cache
-def simulator(name: str):
-    """The ``Simulator`` of a registry name."""
-    if name not in _MODULES:
-        raise choice_error("simulator", name, tuple(_MODULES))
+def _builtin(name: str):
     return import_module(_MODULES[name][0]).SIMULATOR
 
 
+def simulator(name: str):
+    """The ``Simulator`` of a registry name."""
+    if name in _ADDED:
+        return _ADDED[name]
+    if name not in _MODULES:
+        raise choice_error("simulator", name, simulator_names())
+    return _builtin(name)
+
+
 def simulator_names() -> tuple[str, ...]:
-    return tuple(_MODULES)
+    return (*_MODULES, *_ADDED)
 
 
 def simulator_of(suite: str):
@@ -39,7 +55,15 @@ def simulator_of(suite: str):
     for name, (_, suites) in _MODULES.items():
         if suite in suites:
             return simulator(name)
-    raise choice_error("suite", suite, SUITES)
+    for sim in _ADDED.values():
+        if suite in sim.suites:
+            return sim
+    raise choice_error("suite", suite, (*SUITES, *(s for sim in _ADDED.values() for s in sim.suites)))
+
+
+def simulators_supporting(family) -> tuple[str, ...]:
+    """The simulators a perturbation family runs on: those with every capability it needs."""
+    return tuple(name for name in simulator_names() if simulator(name).supports(family))
 
 
 def check_task(suite: str, task_id: int) -> None:

@@ -28,6 +28,7 @@ from functools import cache
 
 import numpy as np
 
+from stress.core.aloha import CHUNK, MAX_STEPS, SUBSTEPS, asset_path
 from stress.core.errors import UserError, choice_error
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering, as stress.envs.libero_setup does
@@ -37,6 +38,7 @@ import mujoco  # noqa: E402  (after the GL platform is chosen)
 
 from perturbations.base import Layer, PerturbationSpec, family, parameters_for  # noqa: E402
 from stress.envs.base import SimEnv, Simulator, named_task_index  # noqa: E402
+from stress.envs.scene import SceneQuery  # noqa: E402
 
 SUITE = "aloha"
 SUITES = (SUITE,)
@@ -49,12 +51,9 @@ INSTRUCTIONS = {
 XML = {"transfer_cube": "bimanual_viperx_transfer_cube.xml", "insertion": "bimanual_viperx_insertion.xml"}
 CAMERAS = ("top", "left_wrist", "right_wrist")
 N_INIT_STATES = 50  # init state i = gym-aloha's seeded object pose with seed i
-MAX_STEPS = 400  # insertion first succeeds around step 355; gym-aloha registers 300
 SUITE_MAX_STEPS = {SUITE: MAX_STEPS}  # as stress.envs.libero's
-CHUNK = 50  # Cosmos Policy's ALOHA action chunk, executed whole
 VALUE_DISCOUNT = 0.998  # Cosmos Policy's value discount for ALOHA
 ACTION_DIM = 14
-SUBSTEPS = 10  # one 50 Hz control step = 10 physics steps of 2 ms (gym-aloha's DT / timestep)
 MAX_REWARD = 4  # gym-aloha's is_success: reward 4 (left gripper holds the lifted cube / peg touches the pin)
 ROBOT_QPOS = 16  # two arms x (6 joints + 2 finger slides); object free joints follow
 # the bodies the task is about (object_position names), per task
@@ -106,12 +105,6 @@ def init_states(suite: str, task_id: int | str) -> np.ndarray:
     return out
 
 
-def asset_path(name: str):
-    from gym_aloha.constants import ASSETS_DIR
-
-    return ASSETS_DIR / name
-
-
 # Surfaces the texture family can edit: the stock scene has no textures, so the table gets a blank (white)
 # texture under its own grey rgba and the scene a black skybox backdrop. White x rgba and a black skybox
 # render exactly like the stock scene (tested), so the clean images stay gym-aloha's.
@@ -151,7 +144,7 @@ def build_physics(xml_name: str, scene=()):
 
 class AlohaFailureTracker:
     """How an ALOHA episode failed, from simulator state after every step (never from images), in the
-    vocabulary of ``stress.measurement.signatures``: gym-aloha's stage reward says how far the task got (2: the object(s)
+    vocabulary of ``stress.envs.signatures``: gym-aloha's stage reward says how far the task got (2: the object(s)
     lifted in hand, 3: the hand-over / the peg in the socket's mouth), contacts say what went wrong.
 
     * ``collision``: an arm link (base to wrist, not the gripper or fingers) touched the table or an object;
@@ -206,6 +199,71 @@ class AlohaFailureTracker:
         return {"collision": self.collision_step, "dropped": self.drop_step}.get(signature)
 
 
+class AlohaScene(SceneQuery):
+    """ALOHA's answers: bodies and sites by name, the two ViperX arms (joints, grasp points, reach), gym-aloha's
+    sampling box as the init range, and a probe settle as the view validity checks judge."""
+
+    def object_position(self, name: str) -> np.ndarray:
+        """World position (m) of a body ("box", "peg", "socket", "vx300s_left/gripper_link", ...) or a site."""
+        model, data = self.model, self.data
+        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+        if body >= 0:
+            return data.xpos[body].copy()
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name)
+        if site >= 0:
+            return data.site_xpos[site].copy()
+        raise KeyError(name)
+
+    def arm_joints(self) -> np.ndarray:
+        """Left arm's 6 joints, then the right arm's (waist .. wrist_rotate)."""
+        return np.array([self.model.joint(f"vx300s_{arm}/{j}").id for arm in ARMS for j in ARM_JOINTS])
+
+    def gripper_qpos_indexes(self) -> np.ndarray:
+        return np.array([6, 7, 14, 15])
+
+    def grip_points(self) -> np.ndarray:
+        """Per arm (left, right) the midpoint of its two finger pads."""
+        xpos = self.data.geom_xpos
+        return np.array([(xpos[self.model.geom(f"vx300s_{arm}/10_left_gripper_finger").id]
+                          + xpos[self.model.geom(f"vx300s_{arm}/10_right_gripper_finger").id]) / 2 for arm in ARMS])
+
+    def arm_moved(self, offsets: np.ndarray) -> None:
+        # position actuators, one per joint in qpos order: command the new posture so the arms hold it
+        qpos = self.model.jnt_qposadr[self.arm_joints()]
+        self.data.ctrl[qpos] = self.data.qpos[qpos]
+
+    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
+        arm = GRASPED_BY[name]
+        base = self.data.xpos[self.model.body(f"vx300s_{arm}").id]
+        shoulder = self.data.xanchor[self.model.joint(f"vx300s_{arm}/shoulder").id]
+        towards = base[:2] - position[:2]
+        radius = float(np.linalg.norm(towards))
+        if radius < MIN_RADIUS:
+            return f"{name} too close to the {arm} arm's base ({radius:.2f} m; min {MIN_RADIUS})"
+        wrist = np.array([*(position[:2] + WRIST_BACK * towards / radius), position[2] + WRIST_UP])
+        reach = float(np.linalg.norm(wrist - shoulder))
+        if reach > MAX_REACH:
+            return f"{name} out of the {arm} arm's reach ({reach:.2f} m from its shoulder to the wrist; max {MAX_REACH})"
+        return None
+
+    def init_range(self, name: str) -> dict:
+        lo, hi = INIT_BOX[name]
+        return {"lo": np.array(lo), "hi": np.array(hi), "yaw": (0.0, 0.0)}
+
+    @contextmanager
+    def settled_view(self):
+        """ALOHA's episodes start with the objects a few cm above the table (no settle steps): the checks judge
+        the scene after ``PROBE_STEPS`` steps with the arms holding still, on a snapshot put back afterwards."""
+        snap = self.env.snapshot()
+        hold = self.env.proprio().astype(np.float64)
+        try:
+            for _ in range(PROBE_STEPS):
+                self.env._physics_step(hold)
+            yield
+        finally:
+            self.env.restore(snap)
+
+
 class AlohaEnv(SimEnv):
     """One gym-aloha task (``suite="aloha"``), reusable across init states and non-scene perturbations.
 
@@ -223,6 +281,7 @@ class AlohaEnv(SimEnv):
     proprio_dim = ACTION_DIM  # gym-aloha's agent_pos: per arm 6 joints and the normalised gripper
     control_hz = 50
     chunk_size = CHUNK
+    scene_class = AlohaScene
     value_discount = VALUE_DISCOUNT
 
     def __init__(self, suite: str = SUITE, task_id: int | str = 0, image_size: int = 224, scene=(), shadows: bool = False):
@@ -353,72 +412,11 @@ class AlohaEnv(SimEnv):
         seg = self.physics.render(height=self.image_size, width=self.image_size, camera_id=camera, segmentation=True)
         return np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1).astype(np.int32)
 
-    # --- scene queries ----------------------------------------------------------------------------------
-    def object_position(self, name: str) -> np.ndarray:
-        """World position (m) of a body ("box", "peg", "socket", "vx300s_left/gripper_link", ...) or a site."""
-        model, data = self.model, self.data
-        body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
-        if body >= 0:
-            return data.xpos[body].copy()
-        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name)
-        if site >= 0:
-            return data.site_xpos[site].copy()
-        raise KeyError(name)
-
+    # --- scene queries (the rest: AlohaScene) --------------------------------------------------------------
     def object_pose(self, name: str) -> np.ndarray:
         """x y z qw qx qy qz of a task object's free joint ("box", "peg", "socket")."""
         adr = self._object_qpos[name]
         return self.data.qpos[adr : adr + 7].copy()
-
-    # --- what the state and event families ask (SimEnv's queries) ------------------------------------
-    def arm_joints(self) -> np.ndarray:
-        """Left arm's 6 joints, then the right arm's (waist .. wrist_rotate)."""
-        return np.array([self.model.joint(f"vx300s_{arm}/{j}").id for arm in ARMS for j in ARM_JOINTS])
-
-    def gripper_qpos_indexes(self) -> np.ndarray:
-        return np.array([6, 7, 14, 15])
-
-    def grip_points(self) -> np.ndarray:
-        """Per arm (left, right) the midpoint of its two finger pads."""
-        xpos = self.data.geom_xpos
-        return np.array([(xpos[self.model.geom(f"vx300s_{arm}/10_left_gripper_finger").id]
-                          + xpos[self.model.geom(f"vx300s_{arm}/10_right_gripper_finger").id]) / 2 for arm in ARMS])
-
-    def arm_moved(self, offsets: np.ndarray) -> None:
-        # position actuators, one per joint in qpos order: command the new posture so the arms hold it
-        qpos = self.model.jnt_qposadr[self.arm_joints()]
-        self.data.ctrl[qpos] = self.data.qpos[qpos]
-
-    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
-        arm = GRASPED_BY[name]
-        base = self.data.xpos[self.model.body(f"vx300s_{arm}").id]
-        shoulder = self.data.xanchor[self.model.joint(f"vx300s_{arm}/shoulder").id]
-        towards = base[:2] - position[:2]
-        radius = float(np.linalg.norm(towards))
-        if radius < MIN_RADIUS:
-            return f"{name} too close to the {arm} arm's base ({radius:.2f} m; min {MIN_RADIUS})"
-        wrist = np.array([*(position[:2] + WRIST_BACK * towards / radius), position[2] + WRIST_UP])
-        reach = float(np.linalg.norm(wrist - shoulder))
-        if reach > MAX_REACH:
-            return f"{name} out of the {arm} arm's reach ({reach:.2f} m from its shoulder to the wrist; max {MAX_REACH})"
-        return None
-
-    def init_range(self, name: str) -> dict:
-        lo, hi = INIT_BOX[name]
-        return {"lo": np.array(lo), "hi": np.array(hi), "yaw": (0.0, 0.0)}
-
-    @contextmanager
-    def settled_view(self):
-        """ALOHA's episodes start with the objects a few cm above the table (no settle steps): the checks judge
-        the scene after ``PROBE_STEPS`` steps with the arms holding still, on a snapshot put back afterwards."""
-        snap = self.snapshot()
-        hold = self.proprio().astype(np.float64)
-        try:
-            for _ in range(PROBE_STEPS):
-                self._physics_step(hold)
-            yield
-        finally:
-            self.restore(snap)
 
     def close(self) -> None:
         """Free the GL context and MuJoCo data (the env is unusable afterwards)."""
@@ -433,4 +431,6 @@ SIMULATOR = Simulator(
     name="aloha", env_class=AlohaEnv, suites=SUITE_MAX_STEPS, tasks=suite_tasks,
     n_init_states=lambda suite, task: N_INIT_STATES, value_discount=VALUE_DISCOUNT, default_image_size=224,
     note="gym-aloha 0.1.5 bimanual ViperX, 14-D joint positions at 50 Hz, seeded object poses (50 per task), shadows off",
+    capabilities=frozenset({"object_bodies", "lights", "textures", "camera_poses", "movable_objects", "arm_joints", "grip_points"}),
+    arm_joints=2 * len(ARM_JOINTS),
 )

@@ -1,10 +1,11 @@
 """The simulator protocol: what the runner, ground truth, replay, failure signatures and families use.
 
-``SimEnv`` is the base of every MuJoCo simulator adapter (LIBERO, ALOHA). It owns everything that does
-not depend on the simulator: the perturbation plumbing by layer (model fields restored to pristine at
-every reset, state hooks, the invalid-scene re-sampling, event hooks after each step, pixel hooks and
-their realisation check), render-on-demand observations, chunk marks, bit-exact snapshots of MuJoCo's
-integration state, projection, segmentation and texture edits. An adapter supplies the rest:
+``SimEnv`` is the base of every MuJoCo simulator adapter (LIBERO, ALOHA, robosuite's tasks), split the way
+dm_control splits Physics from Task: this class is the simulator (reset, step, observe with render-on-demand,
+chunk marks, bit-exact snapshots of MuJoCo's integration state, success, cameras, projection, segmentation);
+the perturbations of every layer are applied by its ``applier`` (``stress.envs.applier``) and the questions
+families, signatures and experts ask of the scene are answered by its ``scene`` (``stress.envs.scene``).
+An adapter supplies the rest:
 
     build           compile the scene (scene-layer perturbations included), set ``model``/``data``
     _reset_sim      put the simulator back to the start of an episode (controller state included)
@@ -13,56 +14,34 @@ integration state, projection, segmentation and texture edits. An adapter suppli
     _physics_step   one control step of an action already checked for shape and finite values
     success, proprio, _render_raw(camera) -> bottom-up RGB, _render_context(camera) -> (MjrContext, MjvScene)
     _extra_state / _set_extra_state   what a snapshot needs beyond MuJoCo's state (controllers)
+    failure_tracker how an episode fails, read from simulator state after every step
 
 Class attributes an adapter declares: ``simulator`` (registry name), ``cameras`` (ours) and ``camera_names``
-(ours -> MuJoCo's), ``action_dim``, ``proprio_dim``, ``settle_steps``, ``chunk_size``. The robot and object
-queries of the state and event families (``movable_objects``, ``arm_joints``, ``grip_points``, ``arm_moved``,
-``reach_problem``, ``init_range``, ``settled_view``) are answered by each adapter for its own robot.
+(ours -> MuJoCo's), ``action_dim``, ``proprio_dim``, ``settle_steps``, ``chunk_size``, ``scene_class`` (its
+``SceneQuery``: the robot and object queries of the families, answered for its own robot).
 """
 
 from __future__ import annotations
 
-import copy
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import mujoco
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, PerturbationSpec, Realised, family, parameters_for, realise
+from perturbations.base import PerturbationSpec, Realised
 from stress.core.errors import UserError, choice_error
 from stress.core.policy import Observation
+from stress.envs import simulator
+from stress.envs.applier import PerturbationApplier, family_layer, scene_key  # noqa: F401  (re-exported: the adapters build with them)
+from stress.envs.scene import SceneQuery
 
-MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid scene
-# MjModel fields model-layer perturbations may edit; restored from a pristine copy at every reset.
-RESTORED_MODEL_FIELDS = (
-    "light_diffuse", "light_ambient", "light_specular", "light_pos", "light_dir", "light_active",
-    "cam_pos", "cam_quat", "cam_fovy", "cam_mode", "mat_rgba", "geom_rgba", "geom_friction", "body_mass",
-    "body_inertia", "dof_damping", "dof_frictionloss",
-)
 # MuJoCo warnings that mean the physics is no longer trustworthy
 FATAL_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQACC, mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL)
 
 
 class SimulatorFault(RuntimeError):
     """The simulation became invalid (NaN state, MuJoCo instability): the episode gets an error."""
-
-
-def family_layer(spec: PerturbationSpec) -> Layer:
-    return family(spec.name).layer
-
-
-def scene_key(specs) -> tuple:
-    """What a compiled scene depends on: the scene-layer specs' scene keys (envs are cached by it)."""
-    import json
-
-    out = []
-    for spec in specs:
-        fam = family(spec.name)
-        if fam.layer is Layer.SCENE:
-            out.append((spec.name, json.dumps(fam.scene_key(parameters_for(spec)), sort_keys=True)))
-    return tuple(out)
 
 
 @dataclass
@@ -100,20 +79,16 @@ class SimEnv:
     target_object: str | None = None
     object_bodies: dict[str, int]  # the task's objects: name -> MuJoCo body id
     surface_textures: dict[str, tuple[int, ...]] = {}  # textures of a surface on no geom (ALOHA's skybox: "walls")
-    canvas_textures: frozenset[int] = frozenset()  # blank white textures whose geom's rgba gives the colour (ALOHA's table)
+    canvas_textures: frozenset[int] = frozenset()
+    scene_class: ClassVar[type[SceneQuery]] = SceneQuery  # the adapter's answers to the scene queries  # blank white textures whose geom's rgba gives the colour (ALOHA's table)
 
     def _init_protocol_state(self, scene_specs: tuple[PerturbationSpec, ...]) -> None:
         """Called by the adapter at the end of building (model and data exist)."""
-        self.scene_specs = scene_specs
-        self.scene_key = scene_key(scene_specs)
-        self._pristine = {f: getattr(self.model, f).copy() for f in RESTORED_MODEL_FIELDS}
-        self._changed_textures: dict[int, np.ndarray] = {}  # texture id -> its pristine pixels
+        self.scene = self.scene_class(self)
+        self.applier = PerturbationApplier(self, simulator(self.simulator), scene_specs)
+        self.scene_key = self.applier.scene_key
         self.chunk_start = self.step_count = 0
-        self.perturbations: list[Realised] = []
-        self._events: list[Realised] = []
-        self._pixels: list[Realised] = []
         self._observed: dict[str, np.ndarray] | None = None  # the last rendered observation's images
-        self._pixel_check_pending, self._pixel_error = False, None
 
     # --- adapter hooks ---------------------------------------------------------------------------------
     def n_init_states(self) -> int:
@@ -146,7 +121,7 @@ class SimEnv:
 
     def failure_tracker(self):
         """A fresh tracker of how an episode fails (``step(action)``, ``signature(success)``, ``progress(success)``,
-        ``onset(success)``; stress.measurement.signatures), read from simulator state after every step."""
+        ``onset(success)``; stress.envs.signatures), read from simulator state after every step."""
         raise NotImplementedError
 
     def _extra_state(self) -> dict[str, Any]:
@@ -158,68 +133,19 @@ class SimEnv:
     def close(self) -> None:
         pass
 
-    # --- episode --------------------------------------------------------------------------------------
+    # --- episode (the perturbations: self.applier) --------------------------------------------------------------------------------------
     def check_camera(self, camera: str) -> None:
         if camera not in self.cameras:
             raise choice_error(f"camera of {self.simulator}", camera, self.cameras)
 
     def reset(self, init_index: int, perturbations: tuple[PerturbationSpec, ...] = ()) -> None:
-        """Set an init state, apply model/state perturbations, settle, resolve and check them.
+        """Set an init state with its perturbations applied (``PerturbationApplier.reset``)."""
+        self.applier.reset(init_index, perturbations)
 
-        Scene-layer specs in ``perturbations`` must have this env's scene key (they may differ in what is
-        applied per reset); without any, the env's own are used. A state perturbation whose sampled
-        parameters give an invalid scene (``InvalidScene``) is re-sampled from its own generator up to
-        ``MAX_ATTEMPTS`` times (explicit parameters are never re-sampled); the number of attempts is
-        recorded. Raises ``InvalidScene`` when no valid sample was found, ``NotRealised`` when a
-        perturbation did not take effect.
-        """
-        n = self.n_init_states()
-        if not isinstance(init_index, (int, np.integer)) or not 0 <= init_index < n:
-            raise UserError(f"init state {init_index} not in {self.suite} task {self.task_id}; valid: 0-{n - 1}")
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                self._reset_once(int(init_index), perturbations, attempt)
-                break
-            except InvalidScene as exc:
-                resamplable = [p for p in self.perturbations if p.family.layer is Layer.STATE and p.spec.params is None]
-                if not resamplable or attempt == MAX_ATTEMPTS - 1:
-                    tries = f" after {attempt + 1} samples" if resamplable else ""
-                    raise InvalidScene(f"{exc}{tries}") from None
-        for p in self.perturbations:
-            if p.family.layer is Layer.STATE:
-                p.realisation["attempts"] = attempt + 1
-
-    def _reset_once(self, init_index: int, perturbations, attempt: int) -> None:
-        self._observed = None
-        self._reset_sim(init_index)
-        self._restore_pristine_model()
-        self._set_init(init_index)
-        self.step_count = self.chunk_start = 0
-        # scene-layer specs: the caller's (same compiled scene, e.g. another seed), else the env's own
-        scene = tuple(s for s in perturbations if family_layer(s) is Layer.SCENE) or self.scene_specs
-        if scene_key(scene) != self.scene_key:
-            raise ValueError(f"scene perturbations {[s.name for s in scene]} need another compiled scene than this env's")
-        specs = scene + tuple(s for s in perturbations if family_layer(s) is not Layer.SCENE)
-        self.perturbations = [realise(spec, attempt if family_layer(spec) is Layer.STATE else 0, self.cameras, self.simulator)
-                              for spec in specs]
-        by_layer = {layer: [p for p in self.perturbations if p.family.layer is layer] for layer in Layer}
-        self._events = by_layer[Layer.EVENT]  # before the state layer: its validity checks take snapshots
-        for p in by_layer[Layer.MODEL]:
-            p.family.apply_model(self, p.params)
-        for p in by_layer[Layer.STATE]:
-            p.family.apply_state(self, p.params)
-        mujoco.mj_forward(self.model, self.data)
-        self._settle()
-        self._forward()
-        self._check_physics()
-        # scene-dependent parameters (e.g. where the target is in the image) are fixed after settling
-        for p in self.perturbations:
-            p.params = p.family.resolve(p.params, self, p.cameras)
-        self._pixels = by_layer[Layer.PIXELS]
-        self._pixel_check_pending, self._pixel_error = bool(self._pixels), None
-        for p in self.perturbations:
-            if p.family.layer is not Layer.PIXELS:
-                p.realisation.update(p.family.check(self, p.params))
+    @property
+    def perturbations(self) -> list[Realised]:
+        """This episode's perturbations, realised (parameters and records)."""
+        return self.applier.perturbations
 
     def begin_chunk(self) -> None:
         """Mark a policy query: event triggers can count steps into the executed chunk."""
@@ -239,8 +165,7 @@ class SimEnv:
         self._physics_step(action)
         self._forward()
         self.step_count += 1
-        for p in self._events:
-            p.family.on_step(self, p.params, self.step_count, p.realisation)
+        self.applier.after_step()
         self._check_physics()
         return self.success()
 
@@ -257,70 +182,6 @@ class SimEnv:
         for warning in FATAL_WARNINGS:
             if data.warning[warning].number > 0:
                 raise SimulatorFault(f"MuJoCo instability warning {warning.name}")
-
-    # --- model edits ------------------------------------------------------------------------------------
-    def _restore_pristine_model(self) -> None:
-        for name, value in self._pristine.items():
-            getattr(self.model, name)[...] = value
-        self._swap_textures(self._changed_textures)
-        self._changed_textures = {}
-
-    def upload_textures(self, texture_ids) -> None:
-        """Upload textures to the live render context (edits of ``tex_data`` are invisible until then)."""
-        context = self._render_context()[0]
-        for tex_id in texture_ids:
-            mujoco.mjr_uploadTexture(self.model, context, tex_id)
-
-    def _texture_slice(self, tex_id: int) -> slice:
-        model = self.model
-        start = model.tex_adr[tex_id]
-        return slice(start, start + model.tex_width[tex_id] * model.tex_height[tex_id] * model.tex_nchannel[tex_id])
-
-    def set_texture_data(self, tex_id: int, data: np.ndarray) -> None:
-        """Replace one texture's pixels (and upload it); undone at the next reset."""
-        tex_data = self.model.tex_data
-        region = self._texture_slice(tex_id)
-        self._changed_textures.setdefault(tex_id, tex_data[region].copy())  # the pristine pixels
-        tex_data[region] = data.reshape(-1)
-        self.upload_textures([tex_id])
-
-    def _swap_textures(self, pixels: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-        """Write the given pixels into their textures, upload them; return what was there before."""
-        tex_data = self.model.tex_data
-        before = {}
-        for tex_id, data in pixels.items():
-            region = self._texture_slice(tex_id)
-            before[tex_id] = tex_data[region].copy()
-            tex_data[region] = data
-        if pixels:
-            self.upload_textures(sorted(pixels))
-        return before
-
-    @contextmanager
-    def clean_model(self):
-        """Temporarily put every model field (and changed texture) back to pristine, e.g. to render the
-        clean image of the current state for a realisation check."""
-        saved = {name: getattr(self.model, name).copy() for name in self._pristine}
-        for name, value in self._pristine.items():
-            getattr(self.model, name)[...] = value
-        perturbed_textures = self._swap_textures(self._changed_textures)
-        mujoco.mj_forward(self.model, self.data)
-        try:
-            yield
-        finally:
-            for name, value in saved.items():
-                getattr(self.model, name)[...] = value
-            self._swap_textures(perturbed_textures)
-            mujoco.mj_forward(self.model, self.data)
-
-    def image_change_vs_clean(self, cameras=None) -> dict[str, float]:
-        """Mean absolute pixel change (0-255) per camera between the current model and the pristine one,
-        on the same simulator state: the realisation check of visual model edits."""
-        cameras = cameras or self.cameras
-        perturbed = {camera: self.render(camera).astype(np.int16) for camera in cameras}
-        with self.clean_model():
-            clean = {camera: self.render(camera).astype(np.int16) for camera in cameras}
-        return {camera: float(np.abs(perturbed[camera] - clean[camera]).mean()) for camera in cameras}
 
     # --- observing ------------------------------------------------------------------------------------
     def camera_id(self, camera: str) -> int:
@@ -361,94 +222,34 @@ class SimEnv:
         ids = np.where(valid, lookup[np.clip(scene_index, 0, scene.ngeom)], -1)
         return np.ascontiguousarray(ids[::-1])
 
-    def perturb_pixels(self, image: np.ndarray, camera: str) -> np.ndarray:
-        for p in self._pixels:
-            if camera in p.cameras:
-                image = p.family.apply_pixels(image, camera, p.params)
-        return image
-
     def observe(self, render: bool = True, cameras: tuple[str, ...] | None = None) -> Observation:
         """What a policy sees; ``render`` False skips the images (privileged policies), ``cameras`` picks some."""
         images = {}
         if render:
             cameras = cameras or self.cameras
             clean = {camera: self.render(camera) for camera in cameras}
-            if self._pixel_check_pending and set(cameras) == set(self.cameras):  # the first query's clean render doubles as the realisation check
-                self._record_pixel_realisation(clean)
-            images = {camera: self.perturb_pixels(clean[camera], camera) for camera in cameras}
+            if self.applier.pixel_check_pending and set(cameras) == set(self.cameras):  # the first query's clean render doubles as the realisation check
+                self.applier.record_pixel_realisation(clean)
+            images = {camera: self.applier.perturb_pixels(clean[camera], camera) for camera in cameras}
             self._observed = images
         return Observation(images=images, proprio=self.proprio(), instruction=self.instruction, step=self.step_count, privileged=self)
+
+    def perturb_pixels(self, image: np.ndarray, camera: str) -> np.ndarray:
+        """One camera's clean image as the policy sees it (the pixel perturbations; replay, ground truth)."""
+        return self.applier.perturb_pixels(image, camera)
+
+    def check_pixel_realisation(self) -> str | None:
+        return self.applier.check_pixel_realisation()
 
     def observed_images(self) -> dict[str, np.ndarray] | None:
         """The images the last ``observe`` rendered, if nothing moved the simulator since (step, reset and
         restore forget them; else None): measurements of the current frame reuse them instead of rendering."""
         return self._observed
 
-    def check_pixel_realisation(self) -> str | None:
-        """Realisation check of the pixel perturbations (renders once unless ``observe`` already did).
-
-        Records per camera the share of pixels each perturbation changed. Returns an error string when
-        a non-identity perturbation left a targeted camera unchanged.
-        """
-        if self._pixel_check_pending:
-            self._record_pixel_realisation({camera: self.render(camera) for camera in self.cameras})
-        return self._pixel_error
-
-    def _record_pixel_realisation(self, clean: dict[str, np.ndarray]) -> None:
-        self._pixel_check_pending = False
-        for p in self._pixels:
-            changed, mean_change = {}, {}
-            for camera in self.cameras:
-                out = p.family.apply_pixels(clean[camera], camera, p.params) if camera in p.cameras else clean[camera]
-                changed[camera] = float(np.mean(np.any(out != clean[camera], axis=-1)))
-                mean_change[camera] = float(np.abs(out.astype(np.int16) - clean[camera]).mean())
-            p.realisation["changed_fraction"] = changed
-            p.realisation["mean_abs_change"] = mean_change
-            missed = [c for c in p.cameras if changed[c] == 0.0]
-            if missed and not p.family.is_identity(p.params) and self._pixel_error is None:
-                self._pixel_error = f"not_realised: {p.spec.name} left camera {missed[0]} unchanged"
-
-    # --- scene queries ---------------------------------------------------------------------------------
+    # --- scene queries (stress.envs.scene: env.scene) ------------------------------------------------------
     def object_position(self, name: str) -> np.ndarray:
-        return np.array(self.data.xpos[self.object_bodies[name]])
-
-    # What the state and event families (object_pose, robot_init, mid_chunk_push) ask of a scene; each
-    # adapter answers for its own robot, so the families need no per-simulator branches.
-    def movable_objects(self) -> list[str]:
-        """The objects on a free joint that state and event families may move."""
-        return list(self.object_bodies)
-
-    def arm_joints(self) -> np.ndarray:
-        """MuJoCo joint ids of the arm joints (grippers excluded), in the order of robot_init's offsets."""
-        raise NotImplementedError
-
-    def gripper_qpos_indexes(self) -> np.ndarray:
-        """qpos addresses of the grippers' finger joints."""
-        raise NotImplementedError
-
-    def grip_points(self) -> np.ndarray:
-        """World positions (n x 3) of each gripper's grasp point (LIBERO: one, ALOHA: two)."""
-        raise NotImplementedError
-
-    def arm_moved(self, offsets: np.ndarray) -> None:
-        """The arm joints were just set ``offsets`` (rad) away from the init state: make the controller hold
-        the new posture (undone at the next reset)."""
-        raise NotImplementedError
-
-    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
-        """Why the robot cannot grasp object ``name`` at ``position`` (outside its workspace), or None."""
-        raise NotImplementedError
-
-    def init_range(self, name: str) -> dict[str, Any] | None:
-        """Where the task's init states put object ``name``: ``lo``, ``hi`` (x, y corners, m) and ``yaw``
-        (min, max deg, relative to its current pose); None: derive it from the shipped init states."""
-        return None
-
-    @contextmanager
-    def settled_view(self):
-        """The scene as validity checks judge it. An episode that starts after settle steps (LIBERO) is
-        judged as it is; an adapter without them overrides this (ALOHA: a probe settle, undone after)."""
-        yield
+        """World position (m) of a task object (the scene query, read off the env by tools and tests)."""
+        return self.scene.object_position(name)
 
     def project(self, point: np.ndarray, camera: str) -> tuple[float, float] | None:
         """(row, col) of a world point in the upright image of ``camera``; None when behind the camera."""
@@ -467,8 +268,7 @@ class SimEnv:
         spec = mujoco.mjtState.mjSTATE_INTEGRATION
         physics = np.empty(mujoco.mj_stateSize(self.model, spec))
         mujoco.mj_getState(self.model, self.data, physics, spec)
-        return Snapshot(physics, self.step_count, self.chunk_start, tuple(copy.deepcopy(p.realisation) for p in self._events),
-                        self._extra_state())
+        return Snapshot(physics, self.step_count, self.chunk_start, self.applier.event_records(), self._extra_state())
 
     def restore(self, snap: Snapshot) -> None:
         self._observed = None
@@ -476,9 +276,7 @@ class SimEnv:
         mujoco.mj_forward(self.model, self.data)
         self.step_count, self.chunk_start = snap.step, snap.chunk_start
         self._set_extra_state(snap.extra)
-        for p, record in zip(self._events, snap.events):
-            p.realisation.clear()
-            p.realisation.update(copy.deepcopy(record))
+        self.applier.restore_event_records(snap.events)
 
 
 def named_task_index(simulator: str, task: int | str, names: tuple[str, ...]) -> int:
@@ -498,7 +296,21 @@ def named_task_index(simulator: str, task: int | str, names: tuple[str, ...]) ->
 
 @dataclass(frozen=True)
 class Simulator:
-    """A simulator as the registry knows it (``stress.envs``): its suites and what a task needs."""
+    """A simulator as the registry knows it (``stress.envs``): its suites, what a task needs, and the scene
+    capabilities it has, which decide the perturbation families it supports (a family's ``needs``):
+
+        object_bodies    its task objects are MuJoCo bodies (mass, inertia, friction can be scaled)
+        lights           MuJoCo lights the lighting family may change
+        textures         surfaces with textures the texture family may repaint
+        camera_poses     cameras the camera family may move
+        movable_objects  objects on free joints the state and event families may move (``scene.movable_objects``,
+                         ``scene.init_range``, ``scene.reach_problem``, ``scene.settled_view``)
+        arm_joints       the arm joints, their grippers and the controller's hold (``scene.arm_joints``,
+                         ``scene.gripper_qpos_indexes``, ``scene.arm_moved``)
+        grip_points      the grippers' grasp points (``scene.grip_points``)
+        scene_xml        the MJCF is edited before it compiles (scene-layer bodies)
+        bddl_scene       the task is a LIBERO BDDL file objects can be added to
+    """
 
     name: str
     env_class: type[SimEnv]
@@ -508,6 +320,16 @@ class Simulator:
     value_discount: float  # what a realised value is discounted by per step (Cosmos: LIBERO 0.99, ALOHA 0.998)
     default_image_size: int = 128  # the render size a run uses unless the policy asks for another
     note: str = ""
+    capabilities: frozenset[str] = frozenset()
+    arm_joints: int = 0  # how many arm joints robot_init's offsets have (LIBERO's Panda: 7; ALOHA: 2 x 6)
+
+    def supports(self, family) -> bool:
+        """Whether a perturbation family (class or instance) can run here: it needs nothing this simulator lacks."""
+        return family.needs <= self.capabilities
+
+    @property
+    def chunk_size(self) -> int:
+        return self.env_class.chunk_size
 
     @property
     def cameras(self) -> tuple[str, ...]:

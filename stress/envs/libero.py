@@ -23,14 +23,17 @@ import warnings
 from contextlib import redirect_stdout
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import mujoco
 import numpy as np
 
 from perturbations.base import InvalidScene, Layer, PerturbationSpec, family, parameters_for
+from perturbations.object_pose import free_joint, quat_to_mat, relative_yaw_deg
 from stress.envs.base import Simulator, SimulatorFault, family_layer, scene_key  # noqa: F401  (re-exported: SimulatorFault)
 from stress.envs.libero_setup import cache_dir, import_libero
-from stress.envs.robosuite_base import NOOP_ACTION, RobosuiteSimEnv, seeded_global_numpy  # noqa: F401  (re-exported: NOOP_ACTION)
+from stress.envs.robosuite_base import NOOP_ACTION, PandaScene, RobosuiteSimEnv, seeded_global_numpy  # noqa: F401  (re-exported: NOOP_ACTION)
+from stress.envs.signatures import SignatureTracker
 from stress.core.errors import UserError, choice_error
 
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -101,11 +104,46 @@ def _joint_layout(bddl: Path) -> tuple[tuple[str, int, int, int, int], ...]:
     return tuple(layout)
 
 
+class LiberoScene(PandaScene):
+    """A LIBERO scene's answers: its objects (and sites) by name, the movable ones, where the shipped init
+    states put them."""
+
+    def object_position(self, name: str) -> np.ndarray:
+        raw = self.env.raw
+        if name in raw.obj_body_id:
+            return np.array(self.sim.data.body_xpos[raw.obj_body_id[name]])
+        if raw.object_sites_dict.get(name) is not None:
+            return np.array(self.sim.data.site_xpos[self.sim.model.site_name2id(name)])
+        raise KeyError(name)
+
+    def movable_objects(self) -> list[str]:
+        return list(self.env.raw.objects_dict)  # obj_body_id also holds the fixtures
+
+    def init_range(self, name: str) -> dict[str, Any]:
+        """Box of the object's (x, y) over the shipped init states, and their yaw range (deg) relative to the
+        object's current (shipped) pose. An object the shipped states do not hold (a distractor added by a
+        scene edit) has the one-point range of its current pose."""
+        env, model, data = self.env, self.model, self.data
+        qadr, _ = free_joint(env, name)
+        current = data.qpos[qadr : qadr + 7].copy()
+        shipped_qadr = qadr
+        if env._state_layout is not None:  # scene-edited env: the states use the original scene's addresses
+            joint = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, model.body_jntadr[env.raw.obj_body_id[name]])
+            shipped_qadr = next((q for n, q, *_ in env._state_layout if n == joint), None)
+        if shipped_qadr is None:
+            poses = current[None]
+        else:
+            poses = init_states(env.suite, env.task_id)[:, 1 + shipped_qadr : 1 + shipped_qadr + 7]
+        yaws = [relative_yaw_deg(quat_to_mat(q[3:]), quat_to_mat(current[3:])) for q in poses]
+        return {"lo": poses[:, :2].min(axis=0), "hi": poses[:, :2].max(axis=0), "yaw": (min(yaws), max(yaws))}
+
+
 class LiberoEnv(RobosuiteSimEnv):
     """One LIBERO task, reusable across init states and non-scene perturbations."""
 
     simulator = "libero"
     settle_steps = SETTLE_STEPS
+    scene_class = LiberoScene
 
     def __init__(self, suite: str, task_id: int, image_size: int = 128, scene: tuple[PerturbationSpec, ...] = ()):
         check_task(suite, task_id)
@@ -209,46 +247,7 @@ class LiberoEnv(RobosuiteSimEnv):
         """LIBERO's goal check."""
         return bool(self.raw._check_success())
 
-    def object_position(self, name: str) -> np.ndarray:
-        sim = self.raw.sim
-        if name in self.raw.obj_body_id:
-            return np.array(sim.data.body_xpos[self.raw.obj_body_id[name]])
-        site = self.raw.object_sites_dict.get(name)
-        if site is not None:
-            return np.array(sim.data.site_xpos[sim.model.site_name2id(name)])
-        raise KeyError(name)
-
-    # --- what the state and event families ask (SimEnv's queries) ------------------------------------
-    def movable_objects(self) -> list[str]:
-        return list(self.raw.objects_dict)  # obj_body_id also holds the fixtures
-
-    def arm_joints(self) -> np.ndarray:
-        return np.array([self.model.dof_jntid[i] for i in self.raw.robots[0]._ref_joint_vel_indexes])
-
-    def gripper_qpos_indexes(self) -> np.ndarray:
-        return np.asarray(self.raw.robots[0]._ref_gripper_joint_pos_indexes)
-
-    def grip_points(self) -> np.ndarray:
-        return self.data.site_xpos[mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "gripper0_grip_site")][None].copy()
-
-    def arm_moved(self, offsets: np.ndarray) -> None:
-        # The OSC keeps a goal orientation that a zero rotation delta never updates, and a nullspace
-        # target set to the start posture when robosuite loads it (its own init noise moves both): left
-        # alone, they drive the arm back to the unperturbed posture. robosuite's own call for a new start
-        # posture sets both; the cached arm state must be re-read first (it is refreshed only after the
-        # controller has run). ``_reset_sim`` restores the controller's state at every reset.
-        controller = self.raw.robots[0].controller
-        controller.update(force=True)
-        controller.update_initial_joints(controller.initial_joint + offsets)
-
-    def reach_problem(self, name: str, position: np.ndarray) -> str | None:
-        from perturbations.object_pose import reach_problem  # the Panda's workspace
-
-        return reach_problem(self, position)
-
-    def failure_tracker(self):
-        from stress.measurement.signatures import SignatureTracker
-
+    def failure_tracker(self) -> SignatureTracker:
         return SignatureTracker(self)
 
     def close(self) -> None:
@@ -260,4 +259,7 @@ SIMULATOR = Simulator(
     name="libero", env_class=LiberoEnv, suites=SUITE_MAX_STEPS, tasks=suite_tasks,
     n_init_states=lambda suite, task: len(init_states(suite, task)), value_discount=0.99,
     note="robosuite 1.4 Panda, OSC_POSE 7-D delta actions at 20 Hz, shipped init states (50 per task)",
+    capabilities=frozenset({"object_bodies", "lights", "textures", "camera_poses", "movable_objects", "arm_joints", "grip_points",
+                            "scene_xml", "bddl_scene"}),
+    arm_joints=7,
 )

@@ -11,7 +11,7 @@ adapter shares with ``LiberoEnv`` lives in ``stress.envs.robosuite_base``.
   ran before.
 * 10 no-op settle steps (gripper open) before the first decision, as LIBERO's evaluations: the objects are
   dropped a few mm onto the table by the sampler and come to rest.
-* Success is the env's own ``_check_success()``; the failure tracker is ``stress.measurement.signatures`` (grasp, drop,
+* Success is the env's own ``_check_success()``; the failure tracker is ``stress.envs.signatures`` (grasp, drop,
   wrong place, arm collisions, from contacts), with each task's goal stated as LIBERO's are.
 * Step limit 400 for the three tasks: the privileged expert's slowest successful episode over 50 seeds
   (Stack, 250 steps, after a re-grasp; PickPlaceCan 231, Lift 39: docs/robosuite.md) with ~60 % headroom for
@@ -28,7 +28,8 @@ import numpy as np
 
 from perturbations.base import Layer, PerturbationSpec
 from stress.envs.base import Simulator, family_layer, named_task_index
-from stress.envs.robosuite_base import NOOP_ACTION, RobosuiteSimEnv, prepare_robosuite_import, seeded_global_numpy
+from stress.envs.robosuite_base import NOOP_ACTION, PandaScene, RobosuiteSimEnv, prepare_robosuite_import, seeded_global_numpy
+from stress.envs.signatures import SignatureTracker
 from stress.core.errors import UserError, choice_error
 
 SUITE = "robosuite"
@@ -87,12 +88,24 @@ def _make(name: str, image_size: int):
         )
 
 
+class RobosuiteScene(PandaScene):
+    """A robosuite task's answers: its objects by name, and PickPlaceCan's target region (``can_bin``) as a point."""
+
+    def object_position(self, name: str) -> np.ndarray:
+        regions = self.env._regions
+        if name in regions:
+            lo, hi = regions[name]
+            return np.array([*(lo[:2] + hi[:2]) / 2, lo[2]])  # the compartment's floor centre
+        return np.array(self.data.xpos[self.env.object_bodies[name]])
+
+
 class RobosuiteEnv(RobosuiteSimEnv):
     """One of robosuite 1.4's Lift (0), PickPlaceCan (1), Stack (2); reusable across init states and
     non-scene perturbations. No scene-layer family supports robosuite yet (they edit LIBERO's BDDL/XML)."""
 
     simulator = "robosuite"
     settle_steps = SETTLE_STEPS
+    scene_class = RobosuiteScene
 
     def __init__(self, suite: str = SUITE, task_id: int | str = 0, image_size: int = 128, scene: tuple[PerturbationSpec, ...] = ()):
         check_suite(suite)
@@ -167,15 +180,7 @@ class RobosuiteEnv(RobosuiteSimEnv):
         """robosuite's own success check."""
         return bool(self.raw._check_success())
 
-    def object_position(self, name: str) -> np.ndarray:
-        if name in self._regions:
-            lo, hi = self._regions[name]
-            return np.array([*(lo[:2] + hi[:2]) / 2, lo[2]])  # the compartment's floor centre
-        return np.array(self.data.xpos[self.object_bodies[name]])
-
-    def failure_tracker(self):
-        from stress.measurement.signatures import SignatureTracker
-
+    def failure_tracker(self) -> SignatureTracker:
         return SignatureTracker(self)
 
     def close(self) -> None:
@@ -193,4 +198,6 @@ SIMULATOR = Simulator(
     name="robosuite", env_class=RobosuiteEnv, suites=SUITE_MAX_STEPS, tasks=suite_tasks,
     n_init_states=n_init_states, value_discount=VALUE_DISCOUNT,
     note="robosuite 1.4 Lift, PickPlaceCan, Stack; Panda, OSC_POSE 7-D delta actions at 20 Hz, seeded placement resets (50 per task)",
+    capabilities=frozenset({"object_bodies", "lights"}),  # the state, event, texture and camera families are not validated here yet
+    arm_joints=7,
 )

@@ -37,7 +37,7 @@ from typing import ClassVar
 import mujoco
 import numpy as np
 
-from stress.envs.aloha import CHUNK, MAX_STEPS, SUBSTEPS, asset_path
+from stress.core.aloha import CHUNK, MAX_STEPS, SUBSTEPS, asset_path
 from stress.core.policy import Decision, Observation
 
 EE_XML = {"transfer_cube": "bimanual_viperx_end_effector_transfer_cube.xml",

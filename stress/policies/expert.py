@@ -4,9 +4,10 @@ robosuite's own tasks (suite ``robosuite``: Lift ``lift``, PickPlaceCan ``in`` a
 Strategy
 --------
 The expert reads the scene through ``obs.privileged`` (a robosuite-based env: ``LiberoEnv``, ``RobosuiteEnv``;
-its ``goal``, ``object_bodies`` and, where it has target regions, ``region_box``): object poses, their collision
-geometry (MuJoCo geom AABBs transformed into world / body frames), the end-effector pose and velocity,
-finger contacts. It never looks at images.
+its ``goal``, ``object_bodies`` and, where it has target regions, ``region_box``) and the scene queries the env
+provides (``env.scene``, a ``PandaScene``): object poses, their collision geometry (MuJoCo geom AABBs
+transformed into world / body frames), the end-effector pose and velocity, finger contacts. It never looks at
+images.
 
 A grasp is planned from geometry:
   * bowls are grasped by the rim: the fingers straddle the wall on the side of the bowl with the most
@@ -96,75 +97,6 @@ def _yaw_of(rot: np.ndarray) -> float:
     return float(np.arctan2(-rot[0, 0], rot[1, 0]))
 
 
-class _Scene:
-    """Geometry queries on the live simulator."""
-
-    def __init__(self, env):
-        self.env, self.sim = env, env.raw.sim
-        self.model, self.data = self.sim.model._model, self.sim.data._data
-        self.site = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, "gripper0_grip_site")
-        robot = env.raw.robots[0]
-        self.controller = robot.controller
-        pads = robot.gripper.important_geoms
-        self.fingers = [{self.sim.model.geom_name2id(g) for g in pads[side]} for side in ("left_finger", "right_finger")]
-        self._geoms: dict[str, np.ndarray] = {}
-
-    def body(self, name: str) -> int:
-        return self.env.object_bodies[name]
-
-    def geoms(self, name: str) -> np.ndarray:
-        """Collision geoms of an object (its whole body tree)."""
-        if name not in self._geoms:
-            m, root = self.model, self.model.body_rootid[self.body(name)]
-            ids = [g for g in range(m.ngeom) if m.body_rootid[m.geom_bodyid[g]] == root and (m.geom_contype[g] or m.geom_conaffinity[g])]
-            self._geoms[name] = np.array(ids, dtype=int)
-        return self._geoms[name]
-
-    def _corners(self, name: str) -> np.ndarray:
-        """World coordinates of every collision geom's AABB corners."""
-        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
-        pts = []
-        for g in self.geoms(name):
-            box = self.model.geom_aabb[g]
-            local = box[:3] + signs * box[3:]
-            pts.append(local @ self.data.geom_xmat[g].reshape(3, 3).T + self.data.geom_xpos[g])
-        return np.concatenate(pts)
-
-    def world_box(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        pts = self._corners(name)
-        return pts.min(0), pts.max(0)
-
-    def body_box(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(lo, hi) in the object's body frame, plus its world position and rotation."""
-        b = self.body(name)
-        pos, rot = self.data.xpos[b].copy(), self.data.xmat[b].reshape(3, 3).copy()
-        local = (self._corners(name) - pos) @ rot
-        return local.min(0), local.max(0), pos, rot
-
-    def position(self, name: str) -> np.ndarray:
-        return self.env.object_position(name)
-
-    def eef(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.data.site_xpos[self.site].copy(), self.data.site_xmat[self.site].reshape(3, 3).copy()
-
-    def velocity(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.array(self.controller.ee_pos_vel), np.array(self.controller.ee_ori_vel)
-
-    def yaw(self) -> float:
-        return _yaw_of(self.eef()[1])
-
-    def grasped(self, name: str) -> bool:
-        """Both fingers touch the object (pads or finger bodies: a bowl rim may sit above the pads)."""
-        obj = set(self.geoms(name).tolist())
-        touched = [False, False]
-        for c in self.data.contact[: self.data.ncon]:
-            for a, b in ((c.geom1, c.geom2), (c.geom2, c.geom1)):
-                if b in obj:
-                    for side, finger in enumerate(self.fingers):
-                        touched[side] |= a in finger
-        return all(touched)
-
-
 class ExpertPolicy:
     """Scripted privileged pick-and-place (see module docstring)."""
 
@@ -180,7 +112,6 @@ class ExpertPolicy:
     def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
         self.instruction = instruction
         self._rng = np.random.default_rng(seed)
-        self._scene: _Scene | None = None
         self._phase = "approach"
         self._count = 0
         self._grasp: dict | None = None
@@ -194,7 +125,7 @@ class ExpertPolicy:
         predicate, obj, target = (list(env.goal[0][:3]) + [""])[:3]  # "lift" has no target
         return predicate.lower(), obj, target
 
-    def _plan_grasp(self, scene: _Scene, obj: str) -> dict:
+    def _plan_grasp(self, scene, obj: str) -> dict:
         """Grasp point (grip-site position) and gripper yaw for the object's current pose."""
         lo, hi = scene.world_box(obj)
         centre = (lo + hi) / 2
@@ -213,8 +144,8 @@ class ExpertPolicy:
         direction = rot[:, axis]
         yaw = float(np.arctan2(-direction[0], direction[1]))
         if max(extent[i] for i in horizontal) - extent[axis] < 0.005:  # round: no preferred side
-            yaw = scene.yaw()
-        yaw = scene.yaw() + _wrap(2 * (yaw - scene.yaw())) / 2  # fingers are symmetric: shortest turn mod pi
+            yaw = _yaw_of(scene.eef()[1])
+        yaw = _yaw_of(scene.eef()[1]) + _wrap(2 * (yaw - _yaw_of(scene.eef()[1]))) / 2  # fingers are symmetric: shortest turn mod pi
         # as deep as the palm allows (tall items are held by the top), fingertips clear of the floor
         point[2] = max(hi[2] - PALM, lo[2] + FINGERTIP + 0.004)
         return {"point": point, "yaw": yaw, "hover": self._hover(point, hi)}
@@ -225,7 +156,7 @@ class ExpertPolicy:
         below the model's prediction in fast lateral moves)."""
         return np.array([*point[:2], max(point[2] + HOVER, hi[2] + FINGERTIP + 0.04)])
 
-    def _clearance(self, scene: _Scene, obj: str, point: np.ndarray, floor: float) -> float:
+    def _clearance(self, scene, obj: str, point: np.ndarray, floor: float) -> float:
         """Horizontal distance from a point to the nearest other object standing above ``floor``."""
         best = 1.0
         for other in scene.env.object_bodies:
@@ -238,15 +169,15 @@ class ExpertPolicy:
             best = min(best, float(np.linalg.norm(gap)))
         return best
 
-    def _place(self, scene: _Scene, predicate: str, obj: str, target: str, eef: np.ndarray) -> dict:
+    def _place(self, scene, predicate: str, obj: str, target: str, eef: np.ndarray) -> dict:
         """Carry and release grip-site positions that put the object above / on the target."""
         olo, _ = scene.world_box(obj)
-        opos = scene.position(obj)
+        opos = scene.object_position(obj)
         hand_above_bottom = eef[2] - olo[2]
         if predicate == "lift":  # straight up from where it was grasped, and hold it there
             carry = self._grasp["point"][2] + LIFT
             return {"xy": self._lift_xy.copy(), "carry": carry, "release": carry, "speed": 1.0, "hold": True}
-        goal = scene.position(target)
+        goal = scene.object_position(target)
         xy = goal[:2] - (opos[:2] - eef[:2])  # move the object, not the hand, over the target
         region = getattr(scene.env, "region_box", lambda name: None)(target)
         if region is not None:  # a target region with its own box (robosuite's bin compartment)
@@ -269,9 +200,7 @@ class ExpertPolicy:
     # --- acting -----------------------------------------------------------------------------------------
     def act(self, obs: Observation) -> Decision:
         env = obs.privileged
-        if self._scene is None or self._scene.env is not env:
-            self._scene = _Scene(env)
-        scene = self._scene
+        scene = env.scene  # the adapter's scene queries (stress.envs.robosuite_base.PandaScene)
         predicate, obj, target = self._task(env)
         pos, rot = scene.eef()
         vel, ang = scene.velocity()
@@ -284,7 +213,7 @@ class ExpertPolicy:
         # closing is only allowed in a chunk that starts measurably aligned over the grasp point: the
         # model drifts most while turning, and fingers closing off-target knock tall items over
         self._aligned = bool(
-            np.linalg.norm(pos[:2] - self._grasp["point"][:2]) < 0.012 and abs(_wrap(scene.yaw() - self._grasp["yaw"])) < 0.15
+            np.linalg.norm(pos[:2] - self._grasp["point"][:2]) < 0.012 and abs(_wrap(_yaw_of(scene.eef()[1]) - self._grasp["yaw"])) < 0.15
         )
         if self._phase in ("lift", "transport", "lower"):
             self._placing = self._place(scene, predicate, obj, target, pos)
@@ -292,7 +221,7 @@ class ExpertPolicy:
             self._placing = None
 
         # rollout on the predicted state: p position, u velocity per step, e rotation error, w spin per step
-        p, u, w = pos.copy(), vel * env.raw.control_timestep, ang * env.raw.control_timestep
+        p, u, w = pos.copy(), vel * scene.control_timestep, ang * scene.control_timestep
         actions = []
         for _ in range(CHUNK):
             goal, yaw, grip, limit = self._target(p, u, rot)
@@ -313,7 +242,7 @@ class ExpertPolicy:
             actions[:, :6] += self._rng.normal(0.0, self.action_noise, size=(len(actions), 6))
         return Decision(actions=np.clip(actions, -1.0, 1.0), info={"phase": self._phase})
 
-    def _validate(self, scene: _Scene, obj: str, env, pos: np.ndarray, proprio: np.ndarray) -> None:
+    def _validate(self, scene, obj: str, env, pos: np.ndarray, proprio: np.ndarray) -> None:
         """Correct the phase from the measured state at a decision point."""
         if self._phase in ("lift", "transport", "lower") and not scene.grasped(obj):
             self._phase, self._grasp = "approach", None  # missed or dropped: grasp again

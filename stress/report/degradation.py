@@ -110,7 +110,7 @@ def seed_sensitivity(episodes: list[dict]) -> list[dict]:
 
 
 def failure_signatures(episodes: list[dict]) -> list[dict]:
-    """Per group: how the failed episodes failed (stress.measurement.signatures), and the share of failures with the
+    """Per group: how the failed episodes failed (stress.envs.signatures), and the share of failures with the
     most common signature (mode collapse: near 1 means the policy keeps failing the same way)."""
     groups = defaultdict(list)
     for e in episodes:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, NotRealised, registry, validate
+from perturbations.base import InvalidScene, NotRealised, registry, validate
 from stress.core.episode import EpisodeResult
 from stress.core.spec import MODES, ScenarioSpec
 from stress.envs import check_init, make_env, max_steps as suite_max_steps, simulator_of
@@ -70,9 +70,9 @@ def check_spec(spec: ScenarioSpec) -> None:
         check_aggregation(spec.aggregation or "average")
     for p in spec.perturbations:
         fam = validate(p, sim.cameras)
-        if sim.name not in fam.simulators:
+        if not sim.supports(fam):
             raise UserError(f"perturbation {p.name!r} does not support simulator {sim.name} (suite {spec.suite}); "
-                            f"valid there: {', '.join(n for n, c in registry().items() if sim.name in c.simulators)}")
+                            f"valid there: {', '.join(n for n, c in registry().items() if sim.supports(c))}")
         if p.params is not None:
             fam.check_params_on(sim, p.params)
 
@@ -140,13 +140,6 @@ def _realised_values(rows: list[dict[str, Any]], chunk_ends: dict[int, int], suc
             row["realised_value"] = 0.0 if success_step is None else float(gamma ** max(0, success_step - end))
 
 
-def _wrap_policy(policy, env: SimEnv):
-    for p in env.perturbations:
-        if p.family.layer is Layer.POLICY:
-            policy = p.family.wrap_policy(policy, p.params)
-    return policy
-
-
 def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_decision: DecisionHook | None = None,
                 measurement: Measurement | None = None) -> EpisodeResult:
     """Run one episode. Never raises for simulator or policy faults: they land in ``result.error``.
@@ -165,12 +158,12 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         policy = policies.get(spec.policy, options=spec.policy_options)
         max_steps = spec.max_steps or env.max_steps
         env.reset(spec.init_index, spec.perturbations)
-        policy = _wrap_policy(policy, env)
+        policy = env.applier.wrap_policy(policy)
         policy.reset(env.instruction, spec.seed, mode=spec.mode, n_candidates=spec.n_candidates, aggregation=spec.aggregation)
         hooks = [h for h in (on_decision,) if h]
         truth = None
         if measurement and (measurement.true_futures != "none" or measurement.rollouts):
-            truth = GroundTruth(measurement, spec.key, max_steps, lambda: _wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options), env))
+            truth = GroundTruth(measurement, spec.key, max_steps, lambda: env.applier.wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options)))
             hooks.append(truth)
         chunk_ends: dict[int, int] = {}
         tracker = env.failure_tracker()

@@ -24,7 +24,7 @@ class ReplayResult:
     recorded_success: bool
     recorded_steps: int
     video: Path | None
-    failure_step: int | None = None  # where the replayed failure began (stress.measurement.signatures onset)
+    failure_step: int | None = None  # where the replayed failure began (stress.envs.signatures onset)
 
     @property
     def matches(self) -> bool:

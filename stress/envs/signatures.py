@@ -1,4 +1,6 @@
-"""Failure signature of an episode, from simulator state (never from images): how it failed.
+"""Failure signature of an episode on a robosuite-based scene (LIBERO, robosuite's tasks), from simulator
+state (never from images): how it failed. It lives with the simulators because it is read from their contacts
+after every step (``env.failure_tracker()``); ALOHA's tracker (``stress.envs.aloha``) speaks the same vocabulary.
 
 Traced at every step (contacts and positions: no render): whether both fingers hold the task's object,
 the object's distance to the goal target, the gripper command, and whether an arm link (not the
@@ -30,15 +32,13 @@ NEAR_M = 0.05  # horizontal distance (m) to the target counted as "near the goal
 
 class SignatureTracker:
     def __init__(self, env):
-        from stress.policies.expert import _Scene  # the expert's geometry queries: grasp = both fingers touch
-
-        self.env, self.scene = env, _Scene(env)
+        self.env, self.scene = env, env.scene  # a PandaScene: grasp = both fingers touch
         self.object = env.target_object
         self.target = env.goal[0][2] if env.goal and len(env.goal[0]) > 2 else None
-        model = self.scene.model
-        robot = {g for g in range(model.ngeom) if self.scene.sim.model.geom_id2name(g) and self.scene.sim.model.geom_id2name(g).startswith(("robot0_", "mount0_"))}
+        model, name = self.scene.model, self.scene.geom_name
+        robot = {g for g in range(model.ngeom) if name(g).startswith(("robot0_", "mount0_"))}
         self.fingers = set().union(*self.scene.fingers)
-        gripper = {g for g in range(model.ngeom) if (self.scene.sim.model.geom_id2name(g) or "").startswith("gripper0_")}
+        gripper = {g for g in range(model.ngeom) if name(g).startswith("gripper0_")}
         self.arm, self.robot = robot - gripper, robot | gripper
         self.ever_grasped = self.collided = False
         self.released: str | None = None  # how the last grasp ended: "dropped" or "opened"
@@ -51,7 +51,7 @@ class SignatureTracker:
         if self.target is None:
             return None
         try:
-            delta = self.env.object_position(self.object) - self.env.object_position(self.target)
+            delta = self.scene.object_position(self.object) - self.scene.object_position(self.target)
         except KeyError:
             return None
         return float(np.linalg.norm(delta[:2]))
