@@ -14,6 +14,8 @@ from functools import cache
 from importlib.util import find_spec
 from pathlib import Path
 
+from stress.envs.robosuite_base import prepare_robosuite_import
+
 
 def cache_dir() -> Path:
     """Folder for files the suite writes outside a run (LIBERO config). ``STRESS_CACHE`` overrides."""
@@ -55,8 +57,6 @@ def import_libero():
         tmp.write_text(text)
         tmp.replace(config_file)
     os.environ["LIBERO_CONFIG_PATH"] = str(config_dir)
-    from stress.envs.robosuite_base import prepare_robosuite_import
-
     prepare_robosuite_import()
     import libero.libero as libero_pkg
 

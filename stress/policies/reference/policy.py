@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import zlib
+import hashlib
 from contextlib import nullcontext
 from pathlib import Path
 from typing import ClassVar
@@ -29,7 +30,8 @@ import torch
 
 from stress.core.errors import UserError
 from stress.core.policy import Candidate, Decision, Observation
-from stress.policies.planning import best_candidate, check_aggregation
+from stress.policies.planning import AGGREGATIONS, best_candidate, check_aggregation
+from stress.policies.serve import describe
 from stress.policies.reference.model import (CAMERAS, CHECKPOINT_FORMAT, CHUNK, SLICES, Architecture, ReferenceNet, model_image, role_states, sample,
                                              text_batch, to_tensor_images)
 
@@ -111,11 +113,6 @@ class ReferencePolicy:
 
     def serving_metadata(self) -> dict:
         """Handshake metadata (docs/remote-policy.md): the version is the checkpoint's content hash."""
-        import hashlib
-
-        from stress.policies.planning import AGGREGATIONS
-        from stress.policies.serve import describe
-
         path = Path(self.checkpoint_file)
         version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
         return describe(self, version=version, chunk=CHUNK, image_size=128, cameras=CAMERAS, aggregations=AGGREGATIONS,
