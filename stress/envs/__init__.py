@@ -3,43 +3,46 @@
 Each simulator is one module defining ``SIMULATOR`` (a ``stress.envs.base.Simulator``): LIBERO
 (``stress.envs.libero``), ALOHA in simulation (``stress.envs.aloha``) and robosuite's own tasks
 (``stress.envs.robosuite_tasks``). Adding one is a module plus its
-line here; the runner, ground truth, replay and families only talk to the protocol.
+lines here (or a plug-in's ``stress.simulators`` entry point); the runner, ground truth, replay and families only talk to the protocol.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from importlib import import_module
 
 from stress.core.errors import UserError, choice_error
+from stress.core.registry import Registry
 
-# simulator -> (module, its suites); the suites are listed here so naming one never imports the others
-_MODULES = {
-    "libero": ("stress.envs.libero", ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")),
-    "aloha": ("stress.envs.aloha", ("aloha",)),
-    "robosuite": ("stress.envs.robosuite_tasks", ("robosuite",)),
+# the simulators: imported on first use, so naming one never imports the others; plug-ins add theirs through
+# the "stress.simulators" entry points (an object like the built-ins' SIMULATOR)
+SIMULATORS = Registry("simulator", "stress.simulators")
+SIMULATORS.register("libero", "stress.envs.libero:SIMULATOR")
+SIMULATORS.register("aloha", "stress.envs.aloha:SIMULATOR")
+SIMULATORS.register("robosuite", "stress.envs.robosuite_tasks:SIMULATOR")
+# the built-ins' suites, listed here so naming a suite never imports another simulator (a plug-in's come from its SIMULATOR)
+_SUITES = {
+    "libero": ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"),
+    "aloha": ("aloha",),
+    "robosuite": ("robosuite",),
 }
-SUITES = tuple(s for _, suites in _MODULES.values() for s in suites)
 
 
 @cache
 def simulator(name: str):
     """The ``Simulator`` of a registry name."""
-    if name not in _MODULES:
-        raise choice_error("simulator", name, tuple(_MODULES))
-    return import_module(_MODULES[name][0]).SIMULATOR
+    return SIMULATORS.get(name)
 
 
 def simulator_names() -> tuple[str, ...]:
-    return tuple(_MODULES)
+    return SIMULATORS.names()
 
 
 def simulator_of(suite: str):
     """The ``Simulator`` a suite belongs to; unknown suite -> UserError listing them all."""
-    for name, (_, suites) in _MODULES.items():
-        if suite in suites:
-            return simulator(name)
-    raise choice_error("suite", suite, SUITES)
+    suites = {s: name for name in simulator_names() for s in (_SUITES[name] if name in _SUITES else simulator(name).suites)}
+    if suite not in suites:
+        raise choice_error("suite", suite, tuple(suites))
+    return simulator(suites[suite])
 
 
 def check_task(suite: str, task_id: int) -> None:
