@@ -133,6 +133,7 @@ def _check_server(config: dict) -> None:
 
 def _hypothesis_database(store: RunStore):
     """Hypothesis's example database lives in the run folder (only the hypothesis shrinker uses it)."""
+    # third-party and slow to import: loaded when a search runs, not whenever the CLI imports this module
     from hypothesis.database import DirectoryBasedExampleDatabase
 
     return DirectoryBasedExampleDatabase(str(store.path / "hypothesis"))
