@@ -1,15 +1,14 @@
-"""Perturbation families, one module each; importing this package registers them all.
+"""Perturbation families, one module each, registered in ``perturbations.base.FAMILIES``.
 
-Adding a family is one module here whose class carries ``@register``: the package imports every module it
-holds, so ``stress list perturbations`` and the contract tests (tests/test_perturbation_contract.py) pick it
-up without further edits.
+Adding a family is one module here whose class carries ``@register``: the registry imports every module of
+this package on first use, so ``stress list perturbations`` and the contract tests
+(tests/test_perturbation_contract.py) pick it up without further edits. A third-party package adds its
+families through the ``stress.families`` entry points (docs/perturbations.md).
 """
-
-from importlib import import_module
-from pkgutil import iter_modules
 
 from perturbations.base import (  # noqa: F401
     CAMERAS,
+    FAMILIES,
     InvalidScene,
     Layer,
     NotRealised,
@@ -20,10 +19,7 @@ from perturbations.base import (  # noqa: F401
     parameters_for,
     parse_cli,
     realise,
+    register,
     registry,
     validate,
 )
-
-for _module in iter_modules(__path__):
-    if _module.name not in ("base", "space", "docs") and not _module.name.startswith("_"):
-        import_module(f"perturbations.{_module.name}")

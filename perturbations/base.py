@@ -18,9 +18,10 @@ Layers (DESIGN.md):
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
-from enum import Enum
+from importlib import import_module
+from pathlib import Path
+from pkgutil import iter_modules
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,11 +29,8 @@ import numpy as np
 from perturbations.space import ParamSpace
 from stress.core.cameras import CAMERAS
 from stress.core.errors import InvalidScene, NotRealised, UserError
+from stress.core.registry import Registry
 from stress.core.spec import CAMERA_TARGETS, DEFAULT_SEVERITY, SEVERITIES, Layer, PerturbationSpec
-
-
-
-
 
 
 @dataclass
@@ -180,28 +178,37 @@ def require_image_change(env, family_name: str) -> dict[str, Any]:
     return {"image_change": change}
 
 
-_REGISTRY: dict[str, type[Perturbation]] = {}
+# modules of this package that hold no family
+HELPER_MODULES = frozenset({"base", "space", "docs"})
+
+
+def _import_families() -> None:
+    """Import every family module of this package by name (each registers its family with ``@register``), so
+    adding a family is one module. By name, not by importing the package: its ``__init__`` re-exports this module."""
+    for module in iter_modules([str(Path(__file__).parent)]):
+        if module.name not in HELPER_MODULES and not module.name.startswith("_"):
+            import_module(f"{__package__}.{module.name}")
+
+
+# the perturbation families: the built-in modules here, plug-ins through the "stress.families" entry points
+FAMILIES: Registry[type[Perturbation]] = Registry("perturbation", "stress.families", builtins=_import_families, sort=True)
 
 
 def register(cls: type[Perturbation]) -> type[Perturbation]:
     """Class decorator adding a family to the registry (the contract tests iterate over it)."""
-    if cls.name in _REGISTRY:
-        raise RuntimeError(f"perturbation {cls.name!r} registered twice")
-    _REGISTRY[cls.name] = cls
-    return cls
+    return FAMILIES.register(cls.name, cls)
 
 
 def registry() -> dict[str, type[Perturbation]]:
-    import perturbations  # noqa: F401  (importing the package registers every family)
-
-    return dict(sorted(_REGISTRY.items()))
+    """Every family by name, sorted."""
+    return dict(FAMILIES.items())
 
 
 def family(name: str) -> Perturbation:
-    families = registry()
-    if name not in families:
-        raise UserError(f"unknown perturbation {name!r}; valid: {', '.join(families)}")
-    return families[name]()
+    cls = FAMILIES.get(name)
+    if cls.name != name:  # a plug-in's entry point must carry its family's name: specs and seeds use it
+        raise UserError(f"perturbation {name!r} is the family {cls.name!r} ({cls.__module__}); name its entry point {cls.name!r}")
+    return cls()
 
 
 def validate(spec: PerturbationSpec, simulator_cameras: tuple[str, ...] = CAMERAS) -> Perturbation:

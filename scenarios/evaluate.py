@@ -18,6 +18,9 @@ from stress.store import RunStore
 
 @dataclass
 class PolicySetting:
+    """The policy a search runs, in one place: built from a search's configuration (``from_config``, what the CLI
+    writes with ``config``) and stored with each finding (``record``, read back by ``from_record``)."""
+
     policy: str = "reference"
     mode: str = "direct"  # of the 'scenario' and 'clean' variants
     n_candidates: int = 8
@@ -25,6 +28,26 @@ class PolicySetting:
     max_steps: int | None = None
     options: tuple = ()  # policy_options of every spec (remote: the served model and the server's address)
     image_size: int = 128
+
+    def config(self) -> dict:
+        """The setting's fields of a search configuration (the run's manifest)."""
+        return {"policy": self.policy, "mode": self.mode, "candidates": self.n_candidates, "aggregation": self.aggregation,
+                "max_steps": self.max_steps, "policy_options": dict(self.options), "image_size": self.image_size}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "PolicySetting":
+        return cls(config["policy"], config["mode"], config["candidates"], config["aggregation"], config.get("max_steps"),
+                   tuple((config.get("policy_options") or {}).items()), config.get("image_size", 128))
+
+    def record(self, true_futures: str) -> dict:
+        """The ``policy`` of a finding file (with the ground truth the search measured)."""
+        return {"policy": self.policy, "mode": self.mode, "n_candidates": self.n_candidates, "aggregation": self.aggregation,
+                "max_steps": self.max_steps, "true_futures": true_futures, "policy_options": dict(self.options), "image_size": self.image_size}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "PolicySetting":
+        return cls(record["policy"], record["mode"], record["n_candidates"], record["aggregation"], record["max_steps"],
+                   tuple((record.get("policy_options") or {}).items()), record.get("image_size", 128))
 
     def spec(self, space: SearchSpace, point: dict, mode: str, perturbations) -> ScenarioSpec:
         ctx = space.context_values(point)

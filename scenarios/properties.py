@@ -13,25 +13,31 @@ Variants:
 
 Adding a property is one function (in your own file, loaded with ``stress search --properties FILE``)::
 
-    from scenarios.properties import Verdict, margin, register
+    from stress import Verdict, margin, register_property as register
 
     @register("fast_success", variants=("scenario",), doc="solves the task in under half its step budget")
     def fast_success(episodes):
         e = episodes["scenario"]
         score = 0.5 - e.row["steps"] / e.row["max_steps"] if e.row["success"] else margin(e.row)
         return Verdict(violated=score <= 0, score=score)
+
+A package of your own declares its properties (made with ``declare``, same arguments) in the
+``stress.properties`` entry points instead.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from stress.core.errors import UserError, choice_error
+from perturbations.base import registry
+from stress.core.errors import UserError
+from stress.core.registry import Registry
 
 VARIANTS = ("scenario", "direct", "planning", "clean")
 REQUIREMENTS = ("planning", "values", "futures", "expert", "visual_only")
@@ -65,43 +71,51 @@ class Property:
     subject: str = "scenario"  # the variant whose failure signature names the violation's mode
 
 
-_PROPERTIES: dict[str, Property] = {}
+# the properties, sorted by name; plug-ins add theirs through the "stress.properties" entry points (a Property
+# each, made with ``declare``)
+PROPERTIES = Registry("property", "stress.properties", sort=True)
 
 
-def register(name: str, variants: tuple[str, ...], doc: str, requires: tuple[str, ...] = (), subject: str | None = None):
-    """Decorator adding a property to the registry (see the module docstring)."""
+def declare(name: str, variants: tuple[str, ...], doc: str, requires: tuple[str, ...] = (), subject: str | None = None):
+    """Decorator turning a check function into a :class:`Property` (not registered: what a plug-in's entry point names)."""
     bad = [v for v in variants if v not in VARIANTS] + [r for r in requires if r not in REQUIREMENTS]
     if bad:
         raise ValueError(f"property {name!r}: unknown variant or requirement {bad[0]!r}; valid: {', '.join(VARIANTS + REQUIREMENTS)}")
+    return lambda fn: Property(name, doc, tuple(variants), tuple(requires), fn, subject or variants[-1])
 
+
+def register(name: str, variants: tuple[str, ...], doc: str, requires: tuple[str, ...] = (), subject: str | None = None):
+    """Decorator adding a property to the registry (see the module docstring); the function stays as it is."""
     def wrap(fn):
-        _PROPERTIES[name] = Property(name, doc, tuple(variants), tuple(requires), fn, subject or variants[-1])
+        PROPERTIES.register(name, declare(name, variants, doc, requires, subject)(fn))
         return fn
 
     return wrap
 
 
 def properties() -> dict[str, Property]:
-    return dict(sorted(_PROPERTIES.items()))
+    return dict(PROPERTIES.items())
 
 
 def get(name: str) -> Property:
-    if name not in _PROPERTIES:
-        raise choice_error("property", name, properties())
-    return _PROPERTIES[name]
+    return PROPERTIES.get(name)
 
 
 def load_file(path: Path) -> None:
-    """Import a user's file of ``@register`` functions."""
+    """Import a user's file of ``@register`` functions (once per process: a search checks its configuration twice)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"properties file {str(path)!r} not found")
-    spec = importlib.util.spec_from_file_location(f"stress_user_properties_{abs(hash(str(path.resolve())))}", path)
+    name = f"stress_user_properties_{abs(hash(str(path.resolve())))}"
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:
         raise UserError(f"properties file {str(path)!r} failed to load: {type(exc).__name__}: {exc}") from None
+    sys.modules[name] = module
 
 
 def check_supported(prop: Property, policy_cls, families: list) -> None:
@@ -122,8 +136,6 @@ def check_supported(prop: Property, policy_cls, families: list) -> None:
 
 
 def _visual_families() -> list[str]:
-    from perturbations.base import registry
-
     return [n for n, cls in registry().items() if cls.keeps_physics()]
 
 

@@ -6,7 +6,7 @@ paper's figures and the tolerance of the reproduction verdict (``stress.report.p
 through the normal runner and store, so ``--resume``, ``stress show`` and the gallery work on a protocol
 run unchanged. ``stress run --protocol NAME``; ``stress list protocols``; docs/protocols.md.
 
-Adding a protocol is one more ``Protocol(...)`` entry in ``PROTOCOLS``.
+Adding a protocol is one more ``Protocol(...)`` entry in ``PROTOCOLS``, or a plug-in's ``stress.protocols`` entry point.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from stress.core.spec import ScenarioSpec
 from stress.core.errors import UserError, choice_error
+from stress.core.registry import Registry
+from stress.core.spec import ScenarioSpec
+from stress.envs import simulator_of
+from stress.policies import policy_class
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ class Protocol:
                 "paper_average": self.paper_average, "tolerance": self.tolerance}
 
 
-PROTOCOLS = {p.name: p for p in (
+# the protocols; plug-ins add theirs (a Protocol each) through the "stress.protocols" entry points
+PROTOCOLS = Registry("protocol", "stress.protocols")
+for _protocol in (
     Protocol(
         name="cosmos-libero",
         summary="Cosmos Policy's LIBERO evaluation (arXiv:2601.16163): 4 suites x 10 tasks x 50 trials x seeds 195-197, direct policy",
@@ -86,28 +91,25 @@ PROTOCOLS = {p.name: p for p in (
         paper_average=98.5,
         tolerance=1.0,
     ),
-)}
+):
+    PROTOCOLS.register(_protocol.name, _protocol)
 
 
 def get_protocol(name: str) -> Protocol:
-    if name not in PROTOCOLS:
-        raise choice_error("protocol", name, PROTOCOLS)
-    return PROTOCOLS[name]
+    return PROTOCOLS.get(name)
 
 
 def check_settle_steps(protocol: Protocol) -> None:
-    """The LIBERO adapter settles a fixed number of no-op steps; a protocol asking for another count cannot run."""
-    from stress.envs.libero import SETTLE_STEPS
-
-    if protocol.settle_steps != SETTLE_STEPS:
-        raise UserError(f"protocol {protocol.name!r} needs {protocol.settle_steps} settle steps; the LIBERO adapter settles {SETTLE_STEPS}")
+    """A simulator adapter settles a fixed number of no-op steps; a protocol asking for another count cannot run."""
+    for suite in protocol.suites:
+        sim = simulator_of(suite)
+        if protocol.settle_steps != sim.env_class.settle_steps:
+            raise UserError(f"protocol {protocol.name!r} needs {protocol.settle_steps} settle steps; the {sim.name} adapter settles {sim.env_class.settle_steps}")
 
 
 def accepted_options(protocol: Protocol, policy: str, served_settings: dict | None = None) -> tuple[tuple[str, Any], ...]:
     """The protocol's policy options that backend ``policy`` takes (constructor keyword arguments) and, for a
     policy server (``served_settings``: the settings its handshake declares), that the server can change."""
-    from stress.policies import policy_class
-
     accepted = inspect.signature(policy_class(policy).__init__).parameters
     return tuple((k, v) for k, v in protocol.policy_options if k in accepted and (served_settings is None or k in served_settings))
 

@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import qmc
 
 from scenarios.searchspace import CONTEXT, SearchSpace
-from stress.core.errors import choice_error
+from stress.core.registry import Registry
 
 
 class Sampler:
@@ -39,14 +39,24 @@ class Sampler:
 
 
 class LowDiscrepancy(Sampler):
-    def __init__(self, space, seed, kind: str):
+    """A scrambled low-discrepancy sequence of ``engine`` (scipy.stats.qmc)."""
+
+    engine: type
+
+    def __init__(self, space, seed):
         super().__init__(space, seed)
-        self.name = kind
-        engine = qmc.Halton if kind == "halton" else qmc.Sobol
-        self.engine = engine(d=self.dims, scramble=True, seed=self.rng)
+        self.sequence = self.engine(d=self.dims, scramble=True, seed=self.rng)
 
     def propose(self):
-        return self.engine.random(1)[0]
+        return self.sequence.random(1)[0]
+
+
+class Halton(LowDiscrepancy):
+    name, engine = "halton", qmc.Halton
+
+
+class Sobol(LowDiscrepancy):
+    name, engine = "sobol", qmc.Sobol
 
 
 class CrossEntropy(Sampler):
@@ -140,16 +150,12 @@ class Bandit(Sampler):
             self.rewards[name] += reward
 
 
-SAMPLERS = ("random", "halton", "sobol", "ce", "bandit")
+# the samplers: a class (space, seed) -> Sampler each, listed in this order; plug-ins add theirs through the
+# "stress.samplers" entry points
+SAMPLERS = Registry("sampler", "stress.samplers")
+for _sampler in (Sampler, Halton, Sobol, CrossEntropy, Bandit):
+    SAMPLERS.register(_sampler.name, _sampler)
 
 
 def make_sampler(name: str, space: SearchSpace, seed: int) -> Sampler:
-    if name == "random":
-        return Sampler(space, seed)
-    if name in ("halton", "sobol"):
-        return LowDiscrepancy(space, seed, name)
-    if name == "ce":
-        return CrossEntropy(space, seed)
-    if name == "bandit":
-        return Bandit(space, seed)
-    raise choice_error("sampler", name, SAMPLERS)
+    return SAMPLERS.get(name)(space, seed)

@@ -30,11 +30,22 @@ from scenarios.properties import Verdict
 from scenarios.samplers import make_sampler
 from scenarios.searchspace import SearchSpace, family_label, point_key
 from scenarios.shrink import one_minimal, shrink, shrink_hypothesis
-from stress.core.errors import choice_error
+from stress.core.registry import Registry
 from stress.core.metrics import wilson_interval
 
 FINDING_FORMAT = "stress-finding/1"
-SHRINKERS = ("greedy", "hypothesis")
+
+
+def _greedy(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool], database=None) -> tuple[dict, list[dict]]:
+    """The default shrinker (it keeps no example database)."""
+    return shrink(space, point, violated)
+
+
+# the shrinkers: (space, point, violated, database) -> (1-minimal point, path) each; ``database`` is the run folder's
+# example store (Hypothesis's); plug-ins add theirs through the "stress.shrinkers" entry points
+SHRINKERS = Registry("shrinker", "stress.shrinkers")
+SHRINKERS.register("greedy", _greedy)
+SHRINKERS.register("hypothesis", shrink_hypothesis)
 
 
 @dataclass
@@ -79,8 +90,7 @@ class Search:
         self.max_findings, self.replays, self.iid, self.compare = max_findings, replays, iid, compare
         self.on_evaluation, self.on_finding = on_evaluation or (lambda *a: None), on_finding or (lambda f: None)
         self.describe_scenario = describe_scenario or (lambda p: p)
-        if shrinker not in SHRINKERS:
-            raise choice_error("shrinker", shrinker, SHRINKERS)
+        SHRINKERS.get(shrinker)  # an unknown name -> UserError listing the valid ones
         self.shrinker, self.hypothesis_database, self.batch = shrinker, hypothesis_database, max(1, batch)
         self.cache: dict[str, Evaluation] = {}
         self.log: list[dict] = []
@@ -134,10 +144,7 @@ class Search:
         return findings
 
     def _finding(self, original: Evaluation) -> dict:
-        if self.shrinker == "hypothesis":
-            shrunk, path = shrink_hypothesis(self.space, original.point, self._violated, self.hypothesis_database)
-        else:
-            shrunk, path = shrink(self.space, original.point, self._violated)
+        shrunk, path = SHRINKERS.get(self.shrinker)(self.space, original.point, self._violated, self.hypothesis_database)
         minimality = one_minimal(self.space, shrunk, lambda p, c: self._evaluate([p], "minimality")[0].violated)
         final = self._evaluate([shrunk], "shrunk")[0]
         fid = finding_id(self.property_name, shrunk)

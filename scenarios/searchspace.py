@@ -17,6 +17,7 @@ what the scenario *is*; shrinking keeps it and minimises the families and their 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -24,7 +25,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from stress.core.errors import UserError
+from perturbations.base import family
+from stress.core.errors import UserError, choice_error
+from stress.core.spec import PerturbationSpec
+from stress.envs import check_init, check_task, simulator_of
 
 CONTEXT = ("task", "init", "camera", "seed")
 
@@ -160,8 +164,6 @@ SEVERITY_AXIS = GridAxis("severity", 1, 5, "level")
 def family_axes(name: str, simulator_cameras: tuple[str, ...]) -> tuple[tuple, bool]:
     """A family's search axes on a simulator with these cameras and whether it is searched by severity (no
     declared axis)."""
-    from perturbations.base import family
-
     fam = family(name)
     space = fam.space_for(simulator_cameras) if getattr(fam, "space", None) is not None else None
     axes = tuple(space.axes()) if space is not None else ()
@@ -171,8 +173,6 @@ def family_axes(name: str, simulator_cameras: tuple[str, ...]) -> tuple[tuple, b
 def limit_axes(families: dict[str, tuple], limits: dict) -> dict[str, tuple]:
     """Narrow axes to grid-index ranges, ``{"occlusion.area_fraction": [0, 30]}`` (the rest index 0 stays
     inside: a limit that excludes it is an error, since shrinking moves toward it)."""
-    import dataclasses
-
     if not isinstance(limits, dict):
         raise UserError(f"space field 'limits' must map 'family.axis' to [low, high] grid indices, got {limits!r}")
     out = {name: list(axes) for name, axes in families.items()}
@@ -191,10 +191,6 @@ def limit_axes(families: dict[str, tuple], limits: dict) -> dict[str, tuple]:
 
 
 def suite_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds=(0,), max_families: int = 2, limits: dict | None = None) -> SearchSpace:
-    from perturbations.base import family
-    from stress.envs import check_init, check_task, simulator_of
-    from stress.core.errors import choice_error
-
     sim = simulator_of(suite)
     for task in tasks:
         check_task(suite, task)
@@ -216,9 +212,6 @@ def suite_space(suite: str, tasks, inits, family_names, cameras=("both",), seeds
 
 def perturbation_specs(space: SearchSpace, point: dict) -> tuple:
     """The point's perturbations as PerturbationSpecs: explicit parameters from the grid, or a severity."""
-    from perturbations.base import PerturbationSpec, family
-    from stress.envs import simulator_of
-
     cameras = simulator_of(space.suite).cameras
     ctx = space.context_values(point)
     out = []

@@ -3,15 +3,20 @@
 A search run is an ordinary run folder (``stress.store``) whose manifest says ``"kind": "search"`` and
 holds the search's whole configuration; its specs are added as the search proposes them. Beside the usual
 tables it has ``findings/<id>.json`` (one per shrunk violation, written as soon as it is complete),
-``search.json`` (curves, the i.i.d. estimate, every evaluation) and ``search.png``.
+``search.json`` (curves, the i.i.d. estimate, every evaluation); whoever runs it draws ``search.png`` from the report
+(``stress.report.search.save_search_plot``).
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from contextlib import nullcontext
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from perturbations.base import family
 from scenarios import properties
 from scenarios.evaluate import LiberoEvaluator, PolicySetting, replay_point, specs_json
 from scenarios.samplers import SAMPLERS
@@ -19,6 +24,12 @@ from scenarios.search import FINDING_FORMAT, SHRINKERS, Search
 from scenarios.searchspace import SearchSpace, suite_space
 from stress.core.errors import UserError, choice_error
 from stress.core.files import read_json_input
+from stress.envs import simulator_of
+from stress.measurement.groundtruth import Measurement
+from stress.policies import policy_class
+from stress.policies.planning import check_aggregation
+from stress.policies.remote import check_compatible, probe
+from stress.runners.episode import LocalRunner
 from stress.store import RunStore
 
 SPACE_FIELDS = ("suite", "tasks", "inits", "families", "max_families", "cameras", "seeds", "limits")
@@ -48,17 +59,13 @@ def load_space_file(path: Path) -> dict:
 
 def check_config(config: dict) -> tuple[SearchSpace, properties.Property]:
     """Validate a search configuration; raise UserError naming the first bad value."""
-    from perturbations.base import family
-    from stress.policies import policy_class
-
     if config.get("properties_file"):
         properties.load_file(Path(config["properties_file"]))
     prop = properties.get(config["property"])
     for key in ("sampler", "compare"):
         if config.get(key) is not None and config[key] not in SAMPLERS:
             raise choice_error("sampler" if key == "sampler" else "--compare sampler", config[key], SAMPLERS)
-    if config.get("shrinker", "greedy") not in SHRINKERS:
-        raise choice_error("shrinker", config["shrinker"], SHRINKERS)
+    SHRINKERS.get(config.get("shrinker", "greedy"))  # an unknown name -> UserError listing the valid ones
     for key, low in (("budget", 1), ("workers", 1), ("replays", 0), ("iid", 0), ("max_findings", 0), ("batch", 1)):
         if not isinstance(config[key], int) or config[key] < low:
             raise UserError(f"--{key.replace('_', '-')} {config[key]!r} invalid; valid: an integer >= {low}")
@@ -69,15 +76,11 @@ def check_config(config: dict) -> tuple[SearchSpace, properties.Property]:
     properties.check_supported(prop, policy, [family(n) for n in space.names])
     _check_server(config)
     if "planning" in policy.modes or "planning" in prop.variants:
-        from stress.policies.planning import check_aggregation
-
         check_aggregation(config["aggregation"])
     return space, prop
 
 
 def start(out: Path, config: dict) -> RunStore:
-    from datetime import datetime
-
     check_config(config)
     run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + f"-search-{config['property']}"
     return RunStore.create(out, run_id, [], {**config, "kind": "search"})
@@ -88,16 +91,12 @@ def is_search(store: RunStore) -> bool:
 
 
 def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Callable | None = None, runner=None) -> dict[str, Any]:
-    """Run (or continue) the search stored in ``store``: everything already stored is reused. ``runner``: where the
-    episodes run (``stress.runners.episode.make_runner``; kept open by the caller); default a local pool of the config's workers."""
-    from contextlib import nullcontext
-
-    from stress.measurement.groundtruth import Measurement
-    from stress.runners.episode import LocalRunner
-
+    """Run (or continue) the search stored in ``store``: everything already stored is reused; returns the report
+    (written to ``search.json``). ``runner``: where the episodes run (``stress.runners.episode.make_runner``; kept open
+    by the caller); default a local pool of the config's workers."""
     config = store.manifest["config"]
     space, prop = check_config(config)
-    setting = policy_setting(config)
+    setting = PolicySetting.from_config(config)
     true_futures = config.get("true_futures") or ("executed" if "futures" in prop.requires else "none")
     with nullcontext(runner) if runner is not None else LocalRunner(config["workers"], env_cache=2) as runner:
         evaluator = LiberoEvaluator(store, space, prop, setting, runner, Measurement(true_futures, 0), on_episode)
@@ -105,9 +104,7 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
         def on_finding(finding):
             finding["replay_command"] = f"stress replay {store.path / 'findings' / (finding['id'] + '.json')}"
             finding["run"] = str(store.path)
-            finding["policy"] = {"policy": setting.policy, "mode": setting.mode, "n_candidates": setting.n_candidates, "aggregation": setting.aggregation,
-                                 "max_steps": setting.max_steps, "true_futures": true_futures, "policy_options": dict(setting.options),
-                                 "image_size": setting.image_size}
+            finding["policy"] = setting.record(true_futures)
             finding["space"] = config["space"]
             store.write_json(f"findings/{finding['id']}.json", finding)
 
@@ -121,24 +118,13 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
                           for f in result["findings"]]
     store.write_json("search.json", report)  # atomic, like every file of the run folder
     store.consolidate()
-    from stress.report.search import save_search_plot
-
-    save_search_plot(report, store.path / "search.png")
     return report
-
-
-def policy_setting(config: dict) -> PolicySetting:
-    return PolicySetting(config["policy"], config["mode"], config["candidates"], config["aggregation"], config.get("max_steps"),
-                         tuple((config.get("policy_options") or {}).items()), config.get("image_size", 128))
 
 
 def _check_server(config: dict) -> None:
     """A remote policy's server must be reachable and fit the search before any episode runs (exit 2)."""
     if config["policy"] != "remote":
         return
-    from stress.envs import simulator_of
-    from stress.policies.remote import check_compatible, probe
-
     options = config.get("policy_options") or {}
     modes = ("direct", "planning") if "planning" in properties.get(config["property"]).variants else (config["mode"],)
     check_compatible(probe(options.get("server")), options.get("server"), simulator_of(str(config["space"].get("suite"))), modes=modes, aggregation=config["aggregation"],
@@ -147,6 +133,7 @@ def _check_server(config: dict) -> None:
 
 def _hypothesis_database(store: RunStore):
     """Hypothesis's example database lives in the run folder (only the hypothesis shrinker uses it)."""
+    # third-party and slow to import: loaded when a search runs, not whenever the CLI imports this module
     from hypothesis.database import DirectoryBasedExampleDatabase
 
     return DirectoryBasedExampleDatabase(str(store.path / "hypothesis"))
@@ -173,23 +160,17 @@ def load_finding(path: Path) -> dict:
 
 def replay_finding(path: Path, times: int, workers: int = 1) -> dict:
     """Re-run a finding's shrunk scenario ``times`` times with the policy: does the violation reproduce?"""
-    from stress.measurement.groundtruth import Measurement
-    from stress.runners.episode import LocalRunner
-
     if times < 1:
         raise UserError(f"--times {times} invalid; valid: 1 or more")
     finding = load_finding(path)
     space = space_from_config(finding["space"])
     prop = properties.get(finding["property"])
     p = finding["policy"]
-    setting = PolicySetting(p["policy"], p["mode"], p["n_candidates"], p["aggregation"], p["max_steps"], tuple((p.get("policy_options") or {}).items()),
-                            p.get("image_size", 128))
+    setting = PolicySetting.from_record(p)
     point = finding["shrunk"]["point"]
     folder = Path(path).resolve().parent.parent / "replays"
     with LocalRunner(workers) as runner:
         evaluator = LiberoEvaluator(RunStore(Path(path).resolve().parent.parent), space, prop, setting, runner, Measurement(p.get("true_futures", "none"), 0))
-        import uuid
-
         tag = f"{finding['id']}-manual-{uuid.uuid4().hex[:6]}"  # fresh episodes, never the stored ones
         verdicts = [replay_point(folder / f"{tag}-{i}", evaluator, point) for i in range(times)]
     reproduced = sum(1 for v in verdicts if v)

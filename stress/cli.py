@@ -883,6 +883,7 @@ def _replay_finding(args) -> int:
 
 
 def _search_config(args) -> dict:
+    from scenarios.evaluate import PolicySetting
     from scenarios.session import load_space_file
 
     if args.property is None and args.resume is None:
@@ -908,12 +909,12 @@ def _search_config(args) -> dict:
     from stress.envs import simulator_of
 
     options, image_size, _ = _remote_options(args)
-    policy_options, image_size = dict(options), image_size or simulator_of(str(space.get("suite"))).default_image_size
+    setting = PolicySetting(args.policy, args.mode, args.candidates, args.aggregation, args.max_steps, tuple(options),
+                            image_size or simulator_of(str(space.get("suite"))).default_image_size)
     return {"property": args.property, "properties_file": str(args.properties_file) if args.properties_file else None, "sampler": args.sampler,
             "compare": args.compare, "budget": args.budget, "seed": args.seed, "iid": iid, "max_findings": args.max_findings, "replays": args.replays,
-            "workers": args.workers, "batch": args.batch if args.batch is not None else args.workers, "shrinker": args.shrinker, "space": space, "policy": args.policy, "mode": args.mode, "candidates": args.candidates,
-            "aggregation": args.aggregation, "max_steps": args.max_steps, "true_futures": args.true_futures,
-            "policy_options": policy_options, "image_size": image_size}
+            "workers": args.workers, "batch": args.batch if args.batch is not None else args.workers, "shrinker": args.shrinker, "space": space,
+            "true_futures": args.true_futures, **setting.config()}
 
 
 def cmd_search(args) -> int:
@@ -939,6 +940,7 @@ def _search(store, runner) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from scenarios import session
+    from stress.report.search import save_search_plot
 
     config = store.manifest["config"]
     console = Console(stderr=True)
@@ -959,6 +961,7 @@ def _search(store, runner) -> None:
             progress.update(bar, status=status + (" (shrinking)" if phase in ("shrink", "minimality") else ""))
 
         report = session.run(store, on_evaluation, runner=runner)
+    save_search_plot(report, store.path / "search.png")
     _print_search(report)
     print(f"episodes run: {report['episodes_run']} (sampling, shrinking, 1-minimality checks and i.i.d. slice together)")
     print(f"results: {store.path} (search.json, search.png, findings/); the episodes' tables: stress show {store.path}; "

@@ -123,13 +123,13 @@ class Policies:
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    monkeypatch.setattr(stress.envs, "_ADDED", {})  # this test's simulator only
+def fake():
     register_simulator(Simulator(name="fake", env_class=FakeEnv, suites={"fake": 12}, tasks=lambda suite: ("push the ball",),
                                  n_init_states=lambda suite, task: 2, value_discount=0.99, capabilities=frozenset({"lights"})))
     envs = EnvCache()
     yield envs
     envs.close()
+    stress.envs.SIMULATORS.unregister("fake")  # this test's simulator only
 
 
 def test_the_families_a_simulator_supports_follow_from_its_capabilities(fake):

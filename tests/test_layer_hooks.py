@@ -43,10 +43,10 @@ class RedBlock(Perturbation):
 @pytest.fixture
 def test_families():
     for cls in (DimLights, RedBlock):
-        base._REGISTRY[cls.name] = cls
+        base.FAMILIES.register(cls.name, cls)
     yield
     for cls in (DimLights, RedBlock):
-        base._REGISTRY.pop(cls.name)
+        base.FAMILIES.unregister(cls.name)
 
 
 def test_model_edits_are_reapplied_each_reset_and_do_not_leak(spatial_env, test_families):

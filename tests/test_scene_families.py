@@ -152,9 +152,9 @@ class RecordState(Perturbation):
 
 @pytest.fixture
 def record_state():
-    base._REGISTRY[RecordState.name] = RecordState
+    base.FAMILIES.register(RecordState.name, RecordState)
     yield
-    base._REGISTRY.pop(RecordState.name)
+    base.FAMILIES.unregister(RecordState.name)
 
 
 def test_distractors_exist_are_visible_and_keep_the_shipped_state(envs, record_state):

@@ -2,63 +2,58 @@
 
 Each simulator is one module defining ``SIMULATOR`` (a ``stress.envs.base.Simulator``): LIBERO
 (``stress.envs.libero``), ALOHA in simulation (``stress.envs.aloha``) and robosuite's own tasks
-(``stress.envs.robosuite_tasks``). Adding one is a module plus its line here, or ``register_simulator``
-at run time; the runner, ground truth, replay and families only talk to the protocol, and the families a
-simulator supports follow from its capabilities (``Simulator.supports``).
+(``stress.envs.robosuite_tasks``). Adding one is a module plus its registry lines here, a plug-in's
+``stress.simulators`` entry point, or ``register_simulator`` at run time; the runner, ground truth, replay and
+families only talk to the protocol, and the families a simulator supports follow from its capabilities
+(``Simulator.supports``).
 """
 
 from __future__ import annotations
 
-from functools import cache
-from importlib import import_module
-
 from stress.core.errors import UserError, choice_error
+from stress.core.registry import Registry
 
-# simulator -> (module, its suites); the suites are listed here so naming one never imports the others
-_MODULES = {
-    "libero": ("stress.envs.libero", ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")),
-    "aloha": ("stress.envs.aloha", ("aloha",)),
-    "robosuite": ("stress.envs.robosuite_tasks", ("robosuite",)),
+# the simulators: imported on first use, so naming one never imports the others; plug-ins add theirs through
+# the "stress.simulators" entry points (an object like the built-ins' SIMULATOR)
+SIMULATORS = Registry("simulator", "stress.simulators")
+SIMULATORS.register("libero", "stress.envs.libero:SIMULATOR")
+SIMULATORS.register("aloha", "stress.envs.aloha:SIMULATOR")
+SIMULATORS.register("robosuite", "stress.envs.robosuite_tasks:SIMULATOR")
+# the built-ins' suites, listed here so naming a suite never imports another simulator (a plug-in's come from its SIMULATOR)
+_SUITES = {
+    "libero": ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90"),
+    "aloha": ("aloha",),
+    "robosuite": ("robosuite",),
 }
-SUITES = tuple(s for _, suites in _MODULES.values() for s in suites)
-_ADDED: dict = {}  # simulators registered at run time: name -> Simulator
 
 
 def register_simulator(sim) -> None:
-    """Add a simulator (a ``stress.envs.base.Simulator``) at run time; its suites must be new."""
-    taken = [s for s in sim.suites if s in SUITES or any(s in other.suites for other in _ADDED.values())]
-    if sim.name in _MODULES or sim.name in _ADDED or taken:
-        raise ValueError(f"simulator {sim.name!r} or its suites {taken} already registered")
-    _ADDED[sim.name] = sim
-
-
-@cache
-def _builtin(name: str):
-    return import_module(_MODULES[name][0]).SIMULATOR
+    """Add a simulator (a ``stress.envs.base.Simulator``) at run time; its name and suites must be new."""
+    taken = [s for s in sim.suites if s in _suite_owners()]
+    if taken:
+        raise UserError(f"simulator {sim.name!r}: suite(s) {taken} already belong to another simulator")
+    SIMULATORS.register(sim.name, sim)
 
 
 def simulator(name: str):
     """The ``Simulator`` of a registry name."""
-    if name in _ADDED:
-        return _ADDED[name]
-    if name not in _MODULES:
-        raise choice_error("simulator", name, simulator_names())
-    return _builtin(name)
+    return SIMULATORS.get(name)
 
 
 def simulator_names() -> tuple[str, ...]:
-    return (*_MODULES, *_ADDED)
+    return SIMULATORS.names()
+
+
+def _suite_owners() -> dict[str, str]:
+    return {s: name for name in simulator_names() for s in (_SUITES[name] if name in _SUITES else simulator(name).suites)}
 
 
 def simulator_of(suite: str):
     """The ``Simulator`` a suite belongs to; unknown suite -> UserError listing them all."""
-    for name, (_, suites) in _MODULES.items():
-        if suite in suites:
-            return simulator(name)
-    for sim in _ADDED.values():
-        if suite in sim.suites:
-            return sim
-    raise choice_error("suite", suite, (*SUITES, *(s for sim in _ADDED.values() for s in sim.suites)))
+    owners = _suite_owners()
+    if suite not in owners:
+        raise choice_error("suite", suite, tuple(owners))
+    return simulator(owners[suite])
 
 
 def simulators_supporting(family) -> tuple[str, ...]:

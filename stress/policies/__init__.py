@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from importlib import import_module
+from stress.core.registry import Registry
 
-from stress.core.errors import choice_error
-
-# name -> (module, class); imported lazily so listing policies does not load heavy backends
-_BACKENDS = {
-    "reference": ("stress.policies.reference.policy", "ReferencePolicy"),
-    "expert": ("stress.policies.expert", "ExpertPolicy"),
-    "aloha-expert": ("stress.policies.aloha_expert", "AlohaExpertPolicy"),  # ALOHA's privileged expert (suite aloha)
-    "remote": ("stress.policies.remote", "RemotePolicy"),
-}
+# name -> "module:class", imported on first use so listing policies does not load heavy backends; plug-ins
+# add theirs through the "stress.policies" entry points
+POLICIES = Registry("policy", "stress.policies")
+POLICIES.register("reference", "stress.policies.reference.policy:ReferencePolicy")
+POLICIES.register("expert", "stress.policies.expert:ExpertPolicy")
+POLICIES.register("aloha-expert", "stress.policies.aloha_expert:AlohaExpertPolicy")  # ALOHA's privileged expert (suite aloha)
+POLICIES.register("remote", "stress.policies.remote:RemotePolicy")
 
 
 def policy_names() -> tuple[str, ...]:
-    return tuple(_BACKENDS)
+    return POLICIES.names()
 
 
 def policy_class(name: str):
-    if name not in _BACKENDS:
-        raise choice_error("policy", name, policy_names())
-    module, cls = _BACKENDS[name]
-    return getattr(import_module(module), cls)
+    return POLICIES.get(name)
 
 
 def make_policy(name: str):

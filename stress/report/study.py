@@ -19,35 +19,63 @@ from pathlib import Path
 
 import numpy as np
 
+from stress.core.registry import Registry
 from stress.policies.planning import AGGREGATIONS
 from stress.report.degradation import degradation
 
-STUDIES = ("aggregation", "value-source", "denoising", "candidates", "temperature")
 DENOISING_STEPS = (1, 5, 10)
 CANDIDATES = (1, 2, 4, 8)
 TEMPERATURES = (1.0, 0.5, 0.25)
 
 
+def _planning(s, n_candidates: int, aggregation: str, **fields):
+    return replace(s, mode="planning", n_candidates=n_candidates, aggregation=aggregation, **fields)
+
+
+def _aggregation(s, n_candidates, aggregation):
+    return [s] + [_planning(s, n_candidates, a) for a in AGGREGATIONS]
+
+
+def _value_source(s, n_candidates, aggregation):
+    return [s] + [_planning(s, n_candidates, aggregation, policy_options=(("value_source", v),)) for v in ("future", "action")]
+
+
+def _direct_and_planning(s, n_candidates: int, aggregation: str, option: str, values) -> list:
+    """Direct and planning with each value of one policy option."""
+    out = []
+    for value in values:
+        options = ((option, value),)
+        out += [replace(s, policy_options=options), _planning(s, n_candidates, aggregation, policy_options=options)]
+    return out
+
+
+def _denoising(s, n_candidates, aggregation):
+    return _direct_and_planning(s, n_candidates, aggregation, "num_denoising_steps", DENOISING_STEPS)
+
+
+def _candidates(s, n_candidates, aggregation):
+    return [s] + [_planning(s, n, aggregation) for n in CANDIDATES]
+
+
+def _temperature(s, n_candidates, aggregation):
+    return _direct_and_planning(s, n_candidates, aggregation, "temperature", TEMPERATURES)
+
+
+# the studies: (direct spec, n_candidates, aggregation) -> its variants (the direct spec itself included) each, in
+# this order; plug-ins add theirs through the "stress.studies" entry points
+STUDIES = Registry("study", "stress.studies")
+STUDIES.register("aggregation", _aggregation)
+STUDIES.register("value-source", _value_source)
+STUDIES.register("denoising", _denoising)
+STUDIES.register("candidates", _candidates)
+STUDIES.register("temperature", _temperature)
+
+
 def study_specs(name: str, base: list, n_candidates: int, aggregation: str, checkpoints: tuple[str, ...] = ()) -> list:
     """The study's variants of each direct ``base`` spec (the direct spec itself included); with ``checkpoints``,
     all of them once per checkpoint (e.g. models trained on different amounts of data)."""
-    planning = lambda s, **kw: replace(s, mode="planning", n_candidates=kw.pop("n", n_candidates), aggregation=kw.pop("agg", aggregation), **kw)
-    out = []
-    for s in base:
-        if name == "aggregation":
-            out += [s] + [planning(s, agg=a) for a in AGGREGATIONS]
-        elif name == "value-source":
-            out += [s] + [planning(s, policy_options=(("value_source", v),)) for v in ("future", "action")]
-        elif name == "denoising":
-            for steps in DENOISING_STEPS:
-                options = (("num_denoising_steps", steps),)
-                out += [replace(s, policy_options=options), planning(s, policy_options=options)]
-        elif name == "candidates":
-            out += [s] + [planning(s, n=n) for n in CANDIDATES]
-        elif name == "temperature":
-            for temperature in TEMPERATURES:
-                options = (("temperature", temperature),)
-                out += [replace(s, policy_options=options), planning(s, policy_options=options)]
+    variants = STUDIES.get(name)
+    out = [v for s in base for v in variants(s, n_candidates, aggregation)]
     if checkpoints:
         out = [replace(s, policy_options=tuple(sorted((*s.policy_options, ("checkpoint", c))))) for c in checkpoints for s in out]
     return list({s.key: s for s in out}.values())

@@ -4,7 +4,7 @@ Episode loop (per decision): mark the chunk start, snapshot the simulator when a
 for it, observe (rendering the cameras only if the policy uses images), ask the policy, execute the
 whole action chunk open-loop, stop on success or the step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
 
-Many specs run through a backend (``make_runner``): ``LocalRunner`` here, ``runner_ray.RayRunner`` on Ray; both hand
+Many specs run through a backend (``make_runner``): ``LocalRunner`` here, ``ray_backend.RayRunner`` on Ray; both hand
 episodes out by scene (``stress.runners.schedule``) and write every result from the driver.
 """
 
@@ -29,6 +29,7 @@ from stress.core.spec import MODES, ScenarioSpec
 from stress.envs import check_init, make_env, max_steps as suite_max_steps, simulator_of
 from stress.envs.base import SimEnv, SimulatorFault, scene_key
 from stress.core.errors import UserError, choice_error
+from stress.core.registry import Registry
 from stress.policies import policy_class
 from stress.core.policy import Decision, PolicyFault
 from stress.measurement.groundtruth import GroundTruth, Measurement
@@ -244,20 +245,11 @@ def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Cal
         runner.run(specs, store, on_result, measurement)
 
 
-BACKENDS = ("local", "ray")
-
-
 def make_runner(backend: str = "local", workers: int = 1, env_cache: int = 1, ray_address: str | None = None, gpus: float = 0.0):
-    """The runner of a backend: ``local`` (this process, or a spawn process pool) or ``ray`` (actors on a local or
-    joined Ray cluster, ``stress.runners.ray_backend``). Both have the same interface: context manager,
-    ``run(specs, store, on_result, measurement)``, ``close()``."""
-    if backend == "local":
-        return LocalRunner(workers, env_cache)
-    if backend == "ray":
-        from stress.runners.ray_backend import RayRunner
-
-        return RayRunner(workers, env_cache, address=ray_address, gpus=gpus)
-    raise choice_error("--backend", backend, BACKENDS)
+    """The runner of a backend (``BACKENDS``): ``local`` (this process, or a spawn process pool) or ``ray`` (actors on
+    a local or joined Ray cluster, ``stress.runners.ray_backend``). Every runner has the same interface: context
+    manager, ``run(specs, store, on_result, measurement)``, ``close()``."""
+    return BACKENDS.get(backend)(workers, env_cache, address=ray_address, gpus=gpus)
 
 
 def pending_specs(specs: list[ScenarioSpec], store) -> list[ScenarioSpec]:
@@ -329,6 +321,18 @@ class LocalRunner:
         # the process died (e.g. a segfault in the simulator) and broke its pool: a fresh one on the next submit
         self._pools[worker].shutdown(cancel_futures=True)
         self._pools[worker] = None
+
+
+def _local_runner(workers: int, env_cache: int, address: str | None = None, gpus: float = 0.0) -> LocalRunner:
+    """The local backend (``address`` and ``gpus`` are a cluster's: Ray's)."""
+    return LocalRunner(workers, env_cache)
+
+
+# runner backends: a factory (workers, env_cache, address=None, gpus=0.0) -> runner each; Ray's module is imported
+# only when asked for (ray is an optional dependency); plug-ins add theirs through the "stress.backends" entry points
+BACKENDS = Registry("backend", "stress.backends")
+BACKENDS.register("local", _local_runner)
+BACKENDS.register("ray", "stress.runners.ray_backend:RayRunner")
 
 
 def _wait_one(futures):
