@@ -79,8 +79,8 @@ class SimEnv:
     target_object: str | None = None
     object_bodies: dict[str, int]  # the task's objects: name -> MuJoCo body id
     surface_textures: dict[str, tuple[int, ...]] = {}  # textures of a surface on no geom (ALOHA's skybox: "walls")
-    canvas_textures: frozenset[int] = frozenset()
-    scene_class: ClassVar[type[SceneQuery]] = SceneQuery  # the adapter's answers to the scene queries  # blank white textures whose geom's rgba gives the colour (ALOHA's table)
+    canvas_textures: frozenset[int] = frozenset()  # blank white textures whose geom's rgba gives the colour (ALOHA's table)
+    scene_class: ClassVar[type[SceneQuery]] = SceneQuery  # the adapter's answers to the scene queries
 
     def _init_protocol_state(self, scene_specs: tuple[PerturbationSpec, ...]) -> None:
         """Called by the adapter at the end of building (model and data exist)."""
