@@ -25,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from stress.core.errors import UserError
+from stress.core.spec import perturbation_seed
 
 CONTEXT = ("task", "init", "camera", "seed")
 
@@ -223,7 +224,7 @@ def perturbation_specs(space: SearchSpace, point: dict) -> tuple:
     ctx = space.context_values(point)
     out = []
     for name, indices in point["families"].items():
-        seed = ctx["init"]  # as `stress run` derives it at seed 0: the scene's sampled parts follow the init state
+        seed = perturbation_seed(0, ctx["init"])  # as `stress run` at seed 0: the scene's sampled parts follow the init state
         if name in space.severity_families:
             out.append(PerturbationSpec(name, int(indices["severity"]), seed, ctx["camera"]))
             continue
