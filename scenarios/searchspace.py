@@ -27,7 +27,7 @@ import numpy as np
 
 from perturbations.base import family
 from stress.core.errors import UserError, choice_error
-from stress.core.spec import PerturbationSpec
+from stress.core.spec import PerturbationSpec, perturbation_seed
 from stress.envs import check_init, check_task, simulator_of
 
 CONTEXT = ("task", "init", "camera", "seed")
@@ -216,7 +216,7 @@ def perturbation_specs(space: SearchSpace, point: dict) -> tuple:
     ctx = space.context_values(point)
     out = []
     for name, indices in point["families"].items():
-        seed = ctx["init"]  # as `stress run` derives it at seed 0: the scene's sampled parts follow the init state
+        seed = perturbation_seed(0, ctx["init"])  # as `stress run` at seed 0: the scene's sampled parts follow the init state
         if name in space.severity_families:
             out.append(PerturbationSpec(name, int(indices["severity"]), seed, ctx["camera"]))
             continue

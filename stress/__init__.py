@@ -72,7 +72,7 @@ _EXPORTS = {
     "SHRINKERS": "scenarios.search",
     "Protocol": "scenarios.protocols",
     "PROTOCOLS": "scenarios.protocols",
-    "STUDIES": "stress.report.study",
+    "STUDIES": "scenarios.studies",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -79,9 +79,10 @@ def test_ray_actors_store_the_local_pools_episodes_and_survive_crashes(tmp_path)
     crash.mkdir()
     env = {**os.environ, "STRESS_TEST_CRASH_DIR": str(crash)}
     # the keys, from a dry manifest: the specs the CLI makes for these arguments
-    from stress.cli import _specs_from_args, build_parser
+    from stress.cli import parse_args
+    from stress.cli.run import specs_from_args
 
-    keys = [s.key for s in _specs_from_args(build_parser().parse_args(RUN))[0]]
+    keys = [s.key for s in specs_from_args(parse_args(RUN))[0]]
     assert len(keys) == 4
     (crash / keys[1]).write_text("1")
     local = subprocess.run([sys.executable, "-m", "stress.cli", *RUN, "--out", str(local_out)], cwd=ROOT, env=env, capture_output=True,
@@ -140,7 +141,7 @@ def test_a_killed_local_run_resumes_on_ray(tmp_path):
     (["--backend", "ray", "--ray-gpus", "64"], ["cannot place", "64 GPU", "lower --workers or --ray-gpus"]),
 ])
 def test_bad_backend_input_exits_2(args, fragments, tmp_path):
-    # the three commands share the flags (cli._runner); search builds its runner on its own path, so one case checks it too
+    # the three commands share the flags (stress.cli.execution.runner); search builds its runner on its own path, so one case checks it too
     for command in (["run", "--policy", "expert"], ["search", "--property", "succeeds", "--policy", "expert"])[: 2 if "127.0.0.1:1" in args else 1]:
         assert_user_error(run_cli(*command, *args, "--out", str(tmp_path)), *fragments)
     assert not list(tmp_path.iterdir()), "a run folder was written"

@@ -75,7 +75,7 @@ def test_value_source_study_pairs_both_scorers_with_one_direct_run_per_checkpoin
 
     from stress.core.spec import ScenarioSpec
     from stress.report.degradation import direct_vs_planning
-    from stress.report.study import study_specs
+    from scenarios.studies import study_specs
 
     base = [ScenarioSpec(suite="libero_spatial", task_id=0, init_index=i, policy="reference") for i in (0, 1)]
     specs = study_specs("value-source", base, 4, "average", checkpoints=("a/round1/reference.pt", "b/final/reference.pt"))
@@ -98,7 +98,7 @@ def test_value_source_study_pairs_both_scorers_with_one_direct_run_per_checkpoin
 
 def test_temperature_study_pairs_each_temperature_with_its_own_direct_run():
     from stress.core.spec import ScenarioSpec
-    from stress.report.study import TEMPERATURES, study_specs
+    from scenarios.studies import TEMPERATURES, study_specs
 
     base = [ScenarioSpec(suite="libero_spatial", task_id=0, init_index=0, policy="reference")]
     specs = study_specs("temperature", base, 4, "average")

@@ -84,7 +84,7 @@ def test_the_nine_registries_keep_their_names_and_messages():
     from scenarios.search import SHRINKERS
     from stress.envs import SIMULATORS
     from stress.policies import POLICIES
-    from stress.report.study import STUDIES
+    from scenarios.studies import STUDIES
     from stress.runners.episode import BACKENDS
 
     groups = {r.group for r in (FAMILIES, POLICIES, SIMULATORS, PROPERTIES, SAMPLERS, SHRINKERS, BACKENDS, PROTOCOLS, STUDIES)}

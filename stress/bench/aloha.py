@@ -22,8 +22,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from stress.core.spec import PerturbationSpec, ScenarioSpec
 from stress.envs.aloha import CAMERAS, CHUNK, TASKS, AlohaEnv
 from stress.policies.aloha_expert import AlohaExpertPolicy, plan_episode
+from stress.runners.episode import EnvCache, PolicyCache, run_episode
 
 STOCK_IDS = {"transfer_cube": "gym_aloha/AlohaTransferCube-v0", "insertion": "gym_aloha/AlohaInsertion-v0"}
 
@@ -115,10 +117,6 @@ def family_table(n_init: int = 10, severities=(1, 3, 5), families=STATE_FAMILIES
     successes over init states 0..n_init-1 (perturbation seed = init index), the episodes refused as invalid
     scenes (after 10 samples) or errored, those whose first sample was re-sampled, the failure signatures,
     and for mid_chunk_push how many events fired."""
-    from perturbations.base import PerturbationSpec
-    from stress.core.spec import ScenarioSpec
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode
-
     envs, policies, out = EnvCache(), PolicyCache(), {}
     for task_id, task in enumerate(TASKS):
         if task not in tasks:

@@ -26,9 +26,12 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.table import Table
 
-from perturbations.base import PerturbationSpec
-from stress.core.spec import ScenarioSpec
+from perturbations.base import parameters_for, registry
+from stress.core.spec import Layer, PerturbationSpec, ScenarioSpec
+from stress.measurement.groundtruth import Measurement
 from stress.runners.episode import EnvCache, PolicyCache, run_episode
 from stress.store import RunStore
 
@@ -47,8 +50,6 @@ def _family_costs(env, init: int, steps: int, episode_s: float) -> dict:
     Model edits are applied once per reset; pixel edits once per camera image handed to the policy
     (two cameras per 16-step chunk). The realisation check (renders) is reported separately.
     """
-    from perturbations.base import Layer, parameters_for, registry
-
     decisions = -(-steps // CHUNK)
     costs = {}
     for name, cls in registry().items():
@@ -76,8 +77,6 @@ def _family_costs(env, init: int, steps: int, episode_s: float) -> dict:
 
 
 def _ground_truth_costs(suite: str, task: int, init: int, envs, policies) -> dict:
-    from stress.measurement.groundtruth import Measurement
-
     spec = ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode="planning", n_candidates=8,
                         aggregation="average", max_steps=64)
     run_episode(spec, envs, policies)  # warm-up: env build, model load
@@ -93,9 +92,6 @@ def _ground_truth_costs(suite: str, task: int, init: int, envs, policies) -> dic
 
 
 def run_bench(suite: str, task: int, init: int, repeats: int, out: Path) -> dict:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console(stderr=True)
     envs, policies = EnvCache(), PolicyCache()
     clean = ScenarioSpec(suite=suite, task_id=task, init_index=init)

@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from stress.core.policy import Candidate, Decision, Observation
+from stress.core.spec import ScenarioSpec
+from stress.measurement.groundtruth import Measurement
+from stress.policies.remote import RemotePolicy, probe, served_id
+from stress.policies.serve import PolicyServer, describe
+from stress.runners.episode import LocalRunner
+from stress.store import RunStore
 
 IMAGE_SIZE, CANDIDATES, FUTURE_SIZE, ENSEMBLE = 256, 8, 128, 15
 
@@ -61,8 +68,6 @@ def _median_ms(fn, repeats: int) -> tuple[float, float]:
 
 
 def measure(repeats: int = 200) -> dict:
-    from stress.policies.remote import RemotePolicy
-
     obs, local = _observation(), CannedPlanner()
     local.reset("", 0, mode="planning", n_candidates=CANDIDATES, aggregation="average")
     in_process = _median_ms(lambda: local.act(obs), repeats)
@@ -105,14 +110,6 @@ def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatia
     measurement) run both ways; served and in-process episodes are bit-identical, so the work is the same. A
     warm-up episode per worker (1 step) first starts the pool, builds each worker's scene (~9 s) and loads the
     model (``startup_s``); ``episodes_per_hour`` is then the timed episodes over their wall-clock time."""
-    import tempfile
-
-    from stress.core.spec import ScenarioSpec
-    from stress.measurement.groundtruth import Measurement
-    from stress.policies.remote import probe, served_id
-    from stress.runners.episode import LocalRunner
-    from stress.store import RunStore
-
     proc, url = _serve_reference()
     try:
         options = (("served", served_id(probe(url))), ("server", url))
@@ -144,8 +141,6 @@ def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatia
 
 
 def main() -> None:
-    from stress.policies.serve import PolicyServer, describe
-
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
     metadata = describe(CannedPlanner, version="bench", chunk=16, image_size=IMAGE_SIZE, aggregations=("average",),
                         predictions=("value", "future_images", "candidates", "ensemble_values"))

@@ -25,6 +25,12 @@ TRANSPORT_OPTIONS = frozenset({"server", "timeout_s"})
 OPTION_LABELS = {"num_denoising_steps": "steps", "value_source": "value", "checkpoint": "model"}  # short names in the 'setting' label
 
 
+def perturbation_seed(run_seed: int, init_index: int) -> int:
+    """The seed of a scene's perturbations: from the run's seed and the init state only, so every mode and policy
+    seed of a scene sees the same perturbed scene (and a search's scenario the one `stress run` at seed 0 makes)."""
+    return run_seed * 100_003 + init_index
+
+
 class Layer(str, Enum):
     SCENE = "scene"
     MODEL = "model"

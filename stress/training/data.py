@@ -37,6 +37,14 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from stress.core.errors import InvalidScene, NotRealised
+from stress.core.spec import PerturbationSpec
+from stress.envs.libero import LiberoEnv
+from stress.policies.expert import ExpertPolicy
+from stress.policies.reference.model import model_image
+from stress.policies.reference.policy import ReferencePolicy
 
 CHUNK = 16
 GAMMA = 0.99
@@ -87,8 +95,6 @@ SCENE_SEEDS = 5  # perturbation seeds tried per family before the next family (a
 def scene_perturbation(job: Job, attempt: int = 0):
     """The ``perturbed`` variant's perturbation: family and severity 1-5 drawn from the job's seed. ``attempt``
     k > 0 (the drawn scene was invalid or did not take effect) tries another seed, and after ``SCENE_SEEDS`` the next family."""
-    from perturbations.base import PerturbationSpec
-
     rng = np.random.default_rng([job.seed, 7])
     first = int(rng.integers(len(PERTURBED_FAMILIES)))
     name = PERTURBED_FAMILIES[(first + attempt // SCENE_SEEDS) % len(PERTURBED_FAMILIES)]
@@ -108,8 +114,6 @@ _envs: dict = {}
 
 
 def _env(suite: str, task_id: int):
-    from stress.envs.libero import LiberoEnv
-
     key = (suite, task_id)
     if key not in _envs:
         _close_envs()
@@ -131,9 +135,6 @@ def _close_envs() -> None:
 
 def generate_episode(job: Job) -> dict:
     """Roll the expert out under the job's variant; return the shard's arrays."""
-    from stress.policies.expert import ExpertPolicy
-    from stress.policies.reference.model import model_image
-
     env = _env(job.suite, job.task_id)
     rng = np.random.default_rng(job.seed)
     perturbation = _reset(env, job)
@@ -141,8 +142,6 @@ def generate_episode(job: Job) -> dict:
     expert.reset(env.instruction, job.seed)
     driver = None
     if job.variant in DRIVEN:
-        from stress.policies.reference.policy import ReferencePolicy
-
         # at the learned distribution (temperature 1): the shipped checkpoint's own rollouts were drawn so, and the
         # shard's name holds the driver's digest only
         driver = ReferencePolicy(checkpoint=job.driver, temperature=1.0)
@@ -209,8 +208,6 @@ def generate_episode(job: Job) -> dict:
 def _reset(env, job: Job) -> dict:
     """Reset to the job's init state, on its perturbed scene for the ``perturbed`` variant; returns the
     realised perturbation's record ({} for a clean scene)."""
-    from perturbations.base import InvalidScene, NotRealised
-
     if job.variant != PERTURBED:
         env.reset(job.init_index)
         return {}
@@ -234,8 +231,6 @@ def _write(job: Job, root: Path) -> tuple[Job, bool]:
 
 
 def _one_thread() -> None:
-    import torch
-
     torch.set_num_threads(1)  # one worker per core already: threads inside the driving model would oversubscribe
 
 

@@ -28,7 +28,9 @@ from stress.core.metrics import auroc, psnr, ssim, wilson_interval
 from stress.training.build import TRAIN_INITS
 from stress.training.data import text_seed
 from stress.policies.reference.model import CAMERAS, model_image
-from stress.policies.reference.policy import DEFAULT_TEMPERATURE
+from stress.envs.libero import LiberoEnv
+from stress.policies.reference.policy import DEFAULT_TEMPERATURE, ReferencePolicy
+from stress.runners.episode import EnvCache, PolicyCache, run_episode, run_specs
 
 SHIPPED_INITS = tuple(range(50))
 
@@ -78,8 +80,6 @@ def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, s
 def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits=SHIPPED_INITS, n_candidates: int = 8,
              aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None) -> dict:
     """Run the evaluation episodes into ``store`` (resumable) and return the figures."""
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode, run_specs
-
     os.environ["STRESS_REFERENCE_CHECKPOINT"] = str(Path(checkpoint).resolve())  # worker processes load it
     direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed)
     planning = evaluation_specs(tasks, planning_inits, ("planning",), n_candidates, aggregation, seed)
@@ -164,9 +164,6 @@ def summarise(store, tasks, future_rows: list[dict]) -> dict:
 
 def measure_latency(checkpoint: Path, task, n_candidates: int, aggregation: str, repeats: int = 20) -> dict:
     """Median wall time of one decision on a real observation (this process, torch's default threads)."""
-    from stress.envs.libero import LiberoEnv
-    from stress.policies.reference.policy import ReferencePolicy
-
     env = LiberoEnv(*task)
     try:
         env.reset(0)

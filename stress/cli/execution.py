@@ -1,0 +1,71 @@
+"""Running episodes from the command line, shared by ``run``, ``study`` and ``search``: the runner of ``--backend``,
+a remote policy's options, a new run or a resumed one, and its episodes with a progress bar."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from rich.console import Console
+
+from scenarios.grid import check_servers
+from stress.cli.common import episode_progress
+from stress.core.errors import UserError, choice_error
+from stress.measurement.groundtruth import Measurement
+from stress.policies.remote import check_url, probe, served_id
+from stress.runners.episode import BACKENDS, make_runner
+from stress.store import RunStore
+
+
+def runner(args, workers: int | None = None, env_cache: int = 1):
+    """The runner of ``--backend`` (a context manager); a Ray cluster is started or joined now, so a bad address or a
+    worker count it cannot place exits 2 before any run folder is written."""
+    workers = args.workers if workers is None else workers
+    if args.backend not in BACKENDS:
+        raise choice_error("--backend", args.backend, BACKENDS)
+    if args.backend != "ray" and (args.ray_address or args.ray_gpus):
+        raise UserError(f"--ray-address and --ray-gpus are for --backend ray; got --backend {args.backend}")
+    chosen = make_runner(args.backend, workers, env_cache, args.ray_address, args.ray_gpus)
+    if args.backend == "ray":
+        chosen.start()
+    return chosen
+
+
+def remote_options(args) -> tuple[tuple, int | None, dict | None]:
+    """(policy options, image size, handshake metadata) of ``--policy remote``: the served policy's identity and
+    the server's address as options, and the image size the server expects (Cosmos: 256); ((), None, None) otherwise."""
+    if args.policy != "remote":
+        if args.policy_server:
+            raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+        return (), None, None
+    if not args.policy_server:
+        raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
+    server = probe(args.policy_server)
+    # the key holds what it serves, not where
+    return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
+
+
+def start_or_resume(args, make_specs, label):
+    """(store, specs, measurement) of a new run, or of ``--resume RUN`` as it began."""
+    if args.resume is not None:
+        store = RunStore.open(args.resume)
+        config = store.manifest.get("config", {})
+        specs = store.specs()
+        if getattr(args, "policy_server", None):  # the run's server moved: same episodes (the URL is not in the key)
+            check_url(args.policy_server)
+            specs = [replace(s, policy_options=tuple(sorted({**dict(s.policy_options), "server": args.policy_server}.items())))
+                     if s.policy == "remote" else s for s in specs]
+        check_servers(specs)
+        return store, specs, Measurement(config.get("true_futures", "executed"), config.get("counterfactual_rollouts", 0))
+    specs, config = make_specs(args)
+    run_id = datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + label(specs)
+    return RunStore.create(args.out, run_id, specs, config), specs, Measurement(args.true_futures, args.counterfactual_rollouts)
+
+
+def execute(store, specs, measurement, chosen_runner) -> None:
+    """The specs not stored yet, run into the store with a progress bar; then the store consolidated."""
+    done = store.done_keys()
+    todo = [s for s in specs if s.key not in done]
+    Console(stderr=True).print(f"run {store.path}: {len(specs)} episodes, {len(specs) - len(todo)} already stored")
+    episode_progress(store, todo, chosen_runner, measurement)
+    store.consolidate()
