@@ -93,7 +93,7 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
     from contextlib import nullcontext
 
     from stress.measurement.groundtruth import Measurement
-    from stress.runners.episode import LocalRunner
+    from stress.runners.local import LocalRunner
 
     config = store.manifest["config"]
     space, prop = check_config(config)
@@ -174,7 +174,7 @@ def load_finding(path: Path) -> dict:
 def replay_finding(path: Path, times: int, workers: int = 1) -> dict:
     """Re-run a finding's shrunk scenario ``times`` times with the policy: does the violation reproduce?"""
     from stress.measurement.groundtruth import Measurement
-    from stress.runners.episode import LocalRunner
+    from stress.runners.local import LocalRunner
 
     if times < 1:
         raise UserError(f"--times {times} invalid; valid: 1 or more")

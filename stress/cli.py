@@ -95,7 +95,7 @@ def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 def _runner(args, workers: int | None = None, env_cache: int = 1):
     """The runner of ``--backend`` (a context manager); a Ray cluster is started or joined now, so a bad address or a
     worker count it cannot place exits 2 before any run folder is written."""
-    from stress.runners.episode import BACKENDS, make_runner
+    from stress.runners import BACKENDS, make_runner
 
     workers = args.workers if workers is None else workers
     if args.backend not in BACKENDS:

@@ -9,7 +9,9 @@ from stress.measurement.groundtruth import GroundTruth, Measurement, execute
 from stress.core.metrics import selection
 from stress.core.policy import Candidate, Decision
 from stress.policies.expert import ExpertPolicy
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 PLANNING = ScenarioSpec(suite="libero_spatial", task_id=0, init_index=1, policy="reference", mode="planning", seed=3,
                         max_steps=48, n_candidates=3, aggregation="average")

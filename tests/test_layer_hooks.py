@@ -8,7 +8,7 @@ from perturbations import base
 from perturbations.base import Layer, Perturbation, PerturbationSpec
 from perturbations.space import ParamSpace, Real
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache
+from stress.envs.cache import EnvCache
 
 
 class DimLights(Perturbation):

@@ -8,7 +8,7 @@ import pytest
 
 from perturbations.base import CAMERAS, Layer, PerturbationSpec, parameters_for, registry, validate
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache
+from stress.envs.cache import EnvCache
 from stress.core.errors import UserError
 
 FAMILIES = sorted(registry())

@@ -8,7 +8,9 @@ import pytest
 
 from perturbations.base import PerturbationSpec, registry
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 INITS = (0, 7)  # a couple of init states; `stress run --policy expert --perturb NAME --episodes 50` sweeps all
 ALOHA_SIZE = 128  # the ALOHA expert renders nothing: the size only matters to the visual families' realisation checks

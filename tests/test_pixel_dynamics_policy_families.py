@@ -7,7 +7,9 @@ from perturbations.base import CAMERAS, PerturbationSpec, family, parameters_for
 from stress.core.spec import ScenarioSpec
 from stress.envs.libero import NOOP_ACTION
 from stress.policies.expert import CHUNK, ExpertPolicy
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 PIXEL_FAMILIES = ["image_lighting", "sensor_noise"]
 MOVE = np.array([0.6, 0.3, 0.0, 0.0, 0.0, 0.0, -1.0])

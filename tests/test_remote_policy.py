@@ -19,7 +19,9 @@ import pytest
 from conftest import ROOT, run_cli
 from stress.core.spec import ScenarioSpec
 from stress.policies.serve import PolicyServer, describe, pack, unpack
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 from test_cli_errors import assert_user_error
 
 

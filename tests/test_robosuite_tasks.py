@@ -185,7 +185,9 @@ def test_a_served_libero_policy_drives_robosuite():
 
     from conftest import ROOT
     from stress.core.spec import ScenarioSpec
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode
+    from stress.envs.cache import EnvCache
+    from stress.policies.cache import PolicyCache
+    from stress.runners.episode import run_episode
 
     proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0"], cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)

@@ -15,7 +15,9 @@ from perturbations.occluder import FRACTION_BY_SEVERITY, TOLERANCE
 from perturbations.space import Free, ParamSpace
 from stress.core.spec import ScenarioSpec
 from stress.core.errors import UserError
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 from conftest import run_cli
 
 TASK = dict(suite="libero_spatial", task_id=0)

@@ -13,7 +13,9 @@ from perturbations.base import InvalidScene, PerturbationSpec, parameters_for, v
 from stress.core.spec import ScenarioSpec
 from stress.envs.libero import NOOP_ACTION, init_states
 from stress.core.errors import UserError
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 BOWL = "akita_black_bowl_1"  # libero_spatial task 0's target; the plate is 12 cm away along +x
 SOUP = "alphabet_soup_1"  # libero_object task 0's target

@@ -117,7 +117,9 @@ def family_table(n_init: int = 10, severities=(1, 3, 5), families=STATE_FAMILIES
     and for mid_chunk_push how many events fired."""
     from perturbations.base import PerturbationSpec
     from stress.core.spec import ScenarioSpec
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode
+    from stress.envs.cache import EnvCache
+    from stress.policies.cache import PolicyCache
+    from stress.runners.episode import run_episode
 
     envs, policies, out = EnvCache(), PolicyCache(), {}
     for task_id, task in enumerate(TASKS):

@@ -29,7 +29,9 @@ import numpy as np
 
 from perturbations.base import PerturbationSpec
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 from stress.store import RunStore
 
 CHUNK = 16  # actions per policy query, as Cosmos Policy executes on LIBERO

@@ -110,7 +110,7 @@ def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatia
     from stress.core.spec import ScenarioSpec
     from stress.measurement.groundtruth import Measurement
     from stress.policies.remote import probe, served_id
-    from stress.runners.episode import LocalRunner
+    from stress.runners.local import LocalRunner
     from stress.store import RunStore
 
     proc, url = _serve_reference()

@@ -333,7 +333,7 @@ _render_state: dict[str, Any] = {}
 def _render_job(run: str, key: str, video: str) -> dict:
     """Worker: replay one episode into ``video``; returns its sidecar record (or the error)."""
     from stress.runners.replay import render_episode
-    from stress.runners.episode import EnvCache
+    from stress.envs.cache import EnvCache
 
     if "envs" not in _render_state:
         _render_state["envs"] = EnvCache()

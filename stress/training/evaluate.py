@@ -78,7 +78,10 @@ def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, s
 def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits=SHIPPED_INITS, n_candidates: int = 8,
              aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None) -> dict:
     """Run the evaluation episodes into ``store`` (resumable) and return the figures."""
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode, run_specs
+    from stress.envs.cache import EnvCache
+    from stress.policies.cache import PolicyCache
+    from stress.runners import run_specs
+    from stress.runners.episode import run_episode
 
     os.environ["STRESS_REFERENCE_CHECKPOINT"] = str(Path(checkpoint).resolve())  # worker processes load it
     direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed)
