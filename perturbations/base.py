@@ -28,9 +28,9 @@ import numpy as np
 
 from perturbations.space import ParamSpace
 from stress.core.cameras import CAMERAS
-from stress.core.errors import InvalidScene, NotRealised, UserError
+from stress.core.errors import NotRealised, UserError
 from stress.core.registry import Registry
-from stress.core.spec import CAMERA_TARGETS, DEFAULT_SEVERITY, SEVERITIES, Layer, PerturbationSpec
+from stress.core.spec import DEFAULT_SEVERITY, SEVERITIES, Layer, PerturbationSpec
 
 
 @dataclass

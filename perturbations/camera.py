@@ -42,7 +42,10 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.cameras import CAMERAS
+from stress.core.errors import InvalidScene, NotRealised
+from stress.core.spec import Layer
 from perturbations.space import Group, ParamSpace, Real, Vector
 from stress.core.errors import UserError
 

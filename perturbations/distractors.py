@@ -35,7 +35,9 @@ from typing import Any
 
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.errors import InvalidScene, NotRealised
+from stress.core.spec import Layer
 from perturbations.space import Choice, Free, Group, ListOf, ParamSpace, Real, Vector
 from stress.core.errors import UserError
 

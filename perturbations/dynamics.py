@@ -45,7 +45,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, NotRealised, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.errors import NotRealised
+from stress.core.spec import Layer
 from perturbations.space import ParamSpace, Real
 
 FACTOR = {1: 1.25, 2: 1.6, 3: 2.5, 4: 4.0, 5: 6.0}

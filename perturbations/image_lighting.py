@@ -36,7 +36,8 @@ import albucore
 import numpy as np
 from albumentations.augmentations.pixel.functional import add_shadow, add_sun_flare_physics_based, gamma_transform
 
-from perturbations.base import Layer, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.spec import Layer
 from perturbations.space import Group, ListOf, ParamSpace, Real, Vector
 from stress.core.errors import UserError
 

@@ -39,7 +39,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, Perturbation, register, require_image_change
+from perturbations.base import Perturbation, register, require_image_change
+from stress.core.errors import InvalidScene
+from stress.core.spec import Layer
 from perturbations.space import Choice, ParamSpace, Real, Vector
 
 NEUTRAL_K = 6500.0

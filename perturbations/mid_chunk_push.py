@@ -45,7 +45,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, NotRealised, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.errors import NotRealised
+from stress.core.spec import Layer
 from perturbations.object_pose import free_joint, object_name, object_name_check
 from perturbations.space import Choice, Free, ParamSpace, Real
 from stress.core.errors import UserError

@@ -29,7 +29,10 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import CAMERAS, Layer, NotRealised, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.cameras import CAMERAS
+from stress.core.errors import NotRealised
+from stress.core.spec import Layer
 from perturbations.space import Choice, Free, ListOf, ParamSpace, Real, Vector
 from stress.core.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES
 

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from albumentations.augmentations.dropout.functional import cutout
 
-from perturbations.base import Layer, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.spec import Layer
 from perturbations.space import Choice, Free, ParamSpace, Real, Vector
 
 AREA_BY_SEVERITY = {1: 0.03, 2: 0.06, 3: 0.12, 4: 0.20, 5: 0.35}

@@ -49,7 +49,9 @@ from typing import Any
 
 import numpy as np
 
-from perturbations.base import Layer, NotRealised, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.errors import NotRealised
+from stress.core.spec import Layer
 from perturbations.space import Choice, ParamSpace, Real
 from stress.core.policy import Decision
 

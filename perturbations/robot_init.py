@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, NotRealised, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.errors import InvalidScene, NotRealised
+from stress.core.spec import Layer
 from perturbations.object_pose import body_root_name, movable_objects, pose, settled_reference
 from perturbations.space import ParamSpace, Vector
 from stress.core.errors import UserError

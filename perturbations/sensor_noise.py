@@ -42,7 +42,9 @@ import numpy as np
 from albumentations.augmentations.blur.functional import create_motion_kernel
 from albumentations.augmentations.pixel.functional import add_noise, convolve, image_compression, iso_noise
 
-from perturbations.base import CAMERAS, Layer, Perturbation, register
+from perturbations.base import Perturbation, register
+from stress.core.cameras import CAMERAS
+from stress.core.spec import Layer
 from perturbations.space import ParamSpace, Real
 
 BLUR = {1: 0.02, 2: 0.03, 3: 0.045, 4: 0.06, 5: 0.08}

@@ -49,7 +49,8 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, Perturbation, register, require_image_change
+from perturbations.base import Perturbation, register, require_image_change
+from stress.core.spec import Layer
 from perturbations.space import Choice, Group, ListOf, ParamSpace, Real, Vector
 from stress.core.errors import UserError
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-import numpy as np
 
 from scenarios.properties import Verdict
 from scenarios.search import Evaluation, Search

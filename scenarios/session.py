@@ -29,7 +29,7 @@ from stress.measurement.groundtruth import Measurement
 from stress.policies import policy_class
 from stress.policies.planning import check_aggregation
 from stress.policies.remote import check_compatible, probe
-from stress.runners.episode import LocalRunner
+from stress.runners.local import LocalRunner
 from stress.store import RunStore
 
 SPACE_FIELDS = ("suite", "tasks", "inits", "families", "max_families", "cameras", "seeds", "limits")

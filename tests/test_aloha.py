@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from perturbations.base import PerturbationSpec
+from stress.core.spec import PerturbationSpec
 from stress.envs.aloha import ACTION_DIM, CAMERAS, CHUNK, MAX_STEPS, N_INIT_STATES, AlohaEnv, init_states
 from stress.envs.base import SimulatorFault
 from conftest import privileged_episode

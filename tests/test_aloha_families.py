@@ -13,7 +13,9 @@ import sys
 import numpy as np
 import pytest
 
-from perturbations.base import InvalidScene, PerturbationSpec, parameters_for
+from perturbations.base import parameters_for
+from stress.core.errors import InvalidScene
+from stress.core.spec import PerturbationSpec
 from stress.envs.aloha import CAMERAS, CHUNK, INIT_BOX, SIMULATOR, AlohaEnv, init_states
 from stress.core.errors import UserError
 from stress.policies.aloha_expert import AlohaExpertPolicy

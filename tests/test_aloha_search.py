@@ -5,9 +5,11 @@ import json
 import pyarrow.parquet as pq
 
 from conftest import run_cli
-from perturbations.base import PerturbationSpec
+from stress.core.spec import PerturbationSpec
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 
 def test_dynamics_on_aloha_scales_what_the_scene_has_and_says_what_it_has_not():

@@ -4,7 +4,7 @@ stock scene, every texture level changes the image and nothing leaks into the ne
 import numpy as np
 import pytest
 
-from perturbations.base import PerturbationSpec
+from stress.core.spec import PerturbationSpec
 from stress.envs.aloha import CAMERAS, XML, AlohaEnv, asset_path, init_states
 
 SIZE = 64

@@ -14,7 +14,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from stress.core.spec import ScenarioSpec
-from stress.runners.schedule import SceneScheduler, scene_of
+from stress.envs.cache import scene_of
+from stress.runners.schedule import SceneScheduler
 from test_cli_errors import assert_user_error
 
 RUN = ["run", "--policy", "expert", "--tasks", "0,1", "--episodes", "2", "--max-steps", "24", "--workers", "2"]

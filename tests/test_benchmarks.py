@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from perturbations.base import PerturbationSpec
+from stress.core.spec import PerturbationSpec
 
 
 def test_bench_snapshot_restore(benchmark, spatial_env):

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
-from perturbations.base import PerturbationSpec
+from stress.core.spec import PerturbationSpec
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import stress.envs  # noqa: E402
-from perturbations.base import PerturbationSpec, registry  # noqa: E402
+from perturbations.base import registry  # noqa: E402
+from stress.core.spec import PerturbationSpec
 from stress.core.policy import Decision  # noqa: E402
 from stress.core.spec import ScenarioSpec  # noqa: E402
 from stress.envs import register_simulator, simulators_supporting  # noqa: E402
 from stress.envs.base import SimEnv, Simulator  # noqa: E402
-from stress.runners.episode import EnvCache, run_episode  # noqa: E402
+from stress.envs.cache import EnvCache  # noqa: E402
+from stress.runners.episode import run_episode
 
 XML = """
 <mujoco>

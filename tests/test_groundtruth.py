@@ -9,7 +9,9 @@ from stress.measurement.groundtruth import GroundTruth, Measurement, execute
 from stress.core.metrics import selection
 from stress.core.policy import Candidate, Decision
 from stress.policies.expert import ExpertPolicy
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 PLANNING = ScenarioSpec(suite="libero_spatial", task_id=0, init_index=1, policy="reference", mode="planning", seed=3,
                         max_steps=48, n_candidates=3, aggregation="average")
@@ -93,7 +95,7 @@ def test_known_best_candidate_gives_expected_regret_and_rank(spatial_env):
 
 
 def test_the_current_frame_is_reused_only_while_the_simulator_has_not_moved(spatial_env):
-    from perturbations.base import PerturbationSpec
+    from stress.core.spec import PerturbationSpec
 
     env = spatial_env
     env.reset(0, (PerturbationSpec("occlusion", 3),))

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from perturbations import base
-from perturbations.base import Layer, Perturbation, PerturbationSpec
+from perturbations.base import Perturbation
+from stress.core.spec import Layer, PerturbationSpec
 from perturbations.space import ParamSpace, Real
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache
+from stress.envs.cache import EnvCache
 
 
 class DimLights(Perturbation):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import run_cli
-from perturbations.base import PerturbationSpec, family, parameters_for, registry, validate
+from perturbations.base import family, parameters_for, registry, validate
+from stress.core.spec import PerturbationSpec
 from perturbations.docs import docs_with_tables, markdown_table
 from stress.core.errors import UserError
 

@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from perturbations.base import CAMERAS, Layer, PerturbationSpec, parameters_for, registry, validate
+from perturbations.base import parameters_for, registry, validate
+from stress.core.cameras import CAMERAS
+from stress.core.spec import Layer, PerturbationSpec
 from stress.core.spec import ScenarioSpec
-from stress.runners.episode import EnvCache
+from stress.envs.cache import EnvCache
 from stress.core.errors import UserError
 
 FAMILIES = sorted(registry())

@@ -6,10 +6,13 @@ every simulator a family runs on: LIBERO (the expert) and ALOHA (aloha-expert)."
 import numpy as np
 import pytest
 
-from perturbations.base import PerturbationSpec, registry
+from perturbations.base import registry
+from stress.core.spec import PerturbationSpec
 from stress.core.spec import ScenarioSpec
 from stress.envs import simulator as registered_simulator
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 INITS = (0, 7)  # a couple of init states; `stress run --policy expert --perturb NAME --episodes 50` sweeps all
 ALOHA_SIZE = 128  # the ALOHA expert renders nothing: the size only matters to the visual families' realisation checks

@@ -3,11 +3,15 @@
 import numpy as np
 import pytest
 
-from perturbations.base import CAMERAS, PerturbationSpec, family, parameters_for
+from perturbations.base import family, parameters_for
+from stress.core.cameras import CAMERAS
+from stress.core.spec import PerturbationSpec
 from stress.core.spec import ScenarioSpec
 from stress.envs.libero import NOOP_ACTION
 from stress.policies.expert import CHUNK, ExpertPolicy
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 PIXEL_FAMILIES = ["image_lighting", "sensor_noise"]
 MOVE = np.array([0.6, 0.3, 0.0, 0.0, 0.0, 0.0, -1.0])

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import run_cli
-from scenarios.protocols import PROTOCOLS, get_protocol, protocol_specs
+from scenarios.protocols import get_protocol, protocol_specs
 from stress.core.errors import UserError
 from stress.report.protocol import DOES_NOT, NOT_APPLICABLE, REPRODUCES, protocol_report, verdict
 
@@ -216,7 +216,7 @@ def test_protocol_through_the_library_with_the_expert(tmp_path):
     220-step limit, 3 seeds; run by the library's runner into a store, then the report and eval_info.json."""
     from stress.measurement.groundtruth import Measurement
     from stress.report.protocol import write_protocol_report
-    from stress.runners.episode import run_specs
+    from stress.runners import run_specs
     from stress.store import RunStore
 
     specs = protocol_specs(COSMOS, "expert", suites=["libero_spatial"], tasks=[0], trials=1)

@@ -102,8 +102,10 @@ def test_denoising_steps_knob(policy, observation, steps):
 
 def test_policy_noise_reaches_the_models_knobs():
     """The policy_noise family changes the real denoising steps and precision, and puts them back."""
-    from perturbations.base import PerturbationSpec
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode
+    from stress.core.spec import PerturbationSpec
+    from stress.envs.cache import EnvCache
+    from stress.policies.cache import PolicyCache
+    from stress.runners.episode import run_episode
 
     noise = PerturbationSpec("policy_noise", 1, params={"denoising_steps_scale": 0.5, "precision": "bfloat16"})
     envs, policies = EnvCache(), PolicyCache()
@@ -176,7 +178,9 @@ def test_shipped_checkpoint_is_small_and_weights_only():
 
 
 def test_shipped_checkpoint_solves_a_known_init_state():
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode
+    from stress.envs.cache import EnvCache
+    from stress.policies.cache import PolicyCache
+    from stress.runners.episode import run_episode
 
     envs = EnvCache()
     try:

@@ -85,7 +85,7 @@ def test_the_nine_registries_keep_their_names_and_messages():
     from stress.envs import SIMULATORS
     from stress.policies import POLICIES
     from scenarios.studies import STUDIES
-    from stress.runners.episode import BACKENDS
+    from stress.runners import BACKENDS
 
     groups = {r.group for r in (FAMILIES, POLICIES, SIMULATORS, PROPERTIES, SAMPLERS, SHRINKERS, BACKENDS, PROTOCOLS, STUDIES)}
     assert groups == {f"stress.{g}" for g in ("families", "policies", "simulators", "properties", "samplers", "shrinkers", "backends", "protocols", "studies")}

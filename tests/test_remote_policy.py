@@ -5,7 +5,6 @@ it), malformed replies (episode error naming the field)."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -19,7 +18,9 @@ import pytest
 from conftest import ROOT, run_cli
 from stress.core.spec import ScenarioSpec
 from stress.policies.serve import PolicyServer, describe, pack, unpack
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 from test_cli_errors import assert_user_error
 
 

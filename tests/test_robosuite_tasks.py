@@ -4,7 +4,7 @@ on the real scenes (64 px renders unless a test needs the default)."""
 import numpy as np
 import pytest
 
-from perturbations.base import PerturbationSpec
+from stress.core.spec import PerturbationSpec
 from stress.envs import simulator_of
 from stress.envs.base import SimulatorFault
 from stress.envs.robosuite_tasks import INSTRUCTIONS, MAX_STEPS, N_INIT_STATES, TASKS, RobosuiteEnv
@@ -185,7 +185,9 @@ def test_a_served_libero_policy_drives_robosuite():
 
     from conftest import ROOT
     from stress.core.spec import ScenarioSpec
-    from stress.runners.episode import EnvCache, PolicyCache, run_episode
+    from stress.envs.cache import EnvCache
+    from stress.policies.cache import PolicyCache
+    from stress.runners.episode import run_episode
 
     proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0"], cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)

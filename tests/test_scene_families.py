@@ -10,12 +10,15 @@ import pyarrow.parquet as pq
 import pytest
 
 from perturbations import base
-from perturbations.base import Layer, Perturbation, PerturbationSpec, family, parameters_for, validate
+from perturbations.base import Perturbation, family, parameters_for, validate
+from stress.core.spec import Layer, PerturbationSpec
 from perturbations.occluder import FRACTION_BY_SEVERITY, TOLERANCE
 from perturbations.space import Free, ParamSpace
 from stress.core.spec import ScenarioSpec
 from stress.core.errors import UserError
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 from conftest import run_cli
 
 TASK = dict(suite="libero_spatial", task_id=0)

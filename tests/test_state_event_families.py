@@ -9,11 +9,15 @@ requested step and the expert still runs the episode through.
 import numpy as np
 import pytest
 
-from perturbations.base import InvalidScene, PerturbationSpec, parameters_for, validate
+from perturbations.base import parameters_for, validate
+from stress.core.errors import InvalidScene
+from stress.core.spec import PerturbationSpec
 from stress.core.spec import ScenarioSpec
 from stress.envs.libero import NOOP_ACTION, init_states
 from stress.core.errors import UserError
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 BOWL = "akita_black_bowl_1"  # libero_spatial task 0's target; the plate is 12 cm away along +x
 SOUP = "alphabet_soup_1"  # libero_object task 0's target

@@ -9,7 +9,8 @@ import pytest
 
 import perturbations.texture as texture_module
 from conftest import run_cli
-from perturbations.base import CAMERAS, PerturbationSpec
+from stress.core.cameras import CAMERAS
+from stress.core.spec import PerturbationSpec
 from test_cli_errors import assert_user_error
 
 FAMILIES = ("lighting", "camera", "texture")

@@ -25,7 +25,9 @@ import numpy as np
 from stress.core.spec import PerturbationSpec, ScenarioSpec
 from stress.envs.aloha import CAMERAS, CHUNK, TASKS, AlohaEnv
 from stress.policies.aloha_expert import AlohaExpertPolicy, plan_episode
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 STOCK_IDS = {"transfer_cube": "gym_aloha/AlohaTransferCube-v0", "insertion": "gym_aloha/AlohaInsertion-v0"}
 

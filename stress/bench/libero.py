@@ -32,7 +32,9 @@ from rich.table import Table
 from perturbations.base import parameters_for, registry
 from stress.core.spec import Layer, PerturbationSpec, ScenarioSpec
 from stress.measurement.groundtruth import Measurement
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 from stress.store import RunStore
 
 CHUNK = 16  # actions per policy query, as Cosmos Policy executes on LIBERO

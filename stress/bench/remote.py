@@ -26,7 +26,7 @@ from stress.core.spec import ScenarioSpec
 from stress.measurement.groundtruth import Measurement
 from stress.policies.remote import RemotePolicy, probe, served_id
 from stress.policies.serve import PolicyServer, describe
-from stress.runners.episode import LocalRunner
+from stress.runners.local import LocalRunner
 from stress.store import RunStore
 
 IMAGE_SIZE, CANDIDATES, FUTURE_SIZE, ENSEMBLE = 256, 8, 128, 15

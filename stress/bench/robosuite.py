@@ -11,7 +11,9 @@ import numpy as np
 
 from stress.core.spec import ScenarioSpec
 from stress.envs.robosuite_tasks import TASKS, RobosuiteEnv
-from stress.runners.episode import EnvCache, PolicyCache, run_episode
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 
 def expert_table(n_init: int = 50, tasks=range(len(TASKS)), max_steps: int = 600) -> dict:

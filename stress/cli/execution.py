@@ -13,7 +13,7 @@ from stress.cli.common import episode_progress
 from stress.core.errors import UserError, choice_error
 from stress.measurement.groundtruth import Measurement
 from stress.policies.remote import check_url, probe, served_id
-from stress.runners.episode import BACKENDS, make_runner
+from stress.runners import BACKENDS, make_runner
 from stress.store import RunStore
 
 

@@ -36,7 +36,8 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 import mujoco  # noqa: E402  (after the GL platform is chosen)
 
-from perturbations.base import Layer, PerturbationSpec, family, parameters_for  # noqa: E402
+from perturbations.base import family, parameters_for  # noqa: E402
+from stress.core.spec import Layer
 from stress.envs.base import SimEnv, Simulator, named_task_index  # noqa: E402
 from stress.envs.scene import SceneQuery  # noqa: E402
 

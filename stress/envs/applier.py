@@ -22,7 +22,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, PerturbationSpec, Realised, family, parameters_for, realise
+from perturbations.base import Realised, family, parameters_for, realise
+from stress.core.errors import InvalidScene
+from stress.core.spec import Layer, PerturbationSpec
 from stress.core.errors import UserError
 
 MAX_ATTEMPTS = 10  # re-samples of a state perturbation that gave an invalid scene

@@ -29,7 +29,8 @@ from typing import Any, ClassVar
 import mujoco
 import numpy as np
 
-from perturbations.base import PerturbationSpec, Realised
+from perturbations.base import Realised
+from stress.core.spec import PerturbationSpec
 from stress.core.errors import UserError, choice_error
 from stress.core.policy import Observation
 from stress.envs import simulator

@@ -28,7 +28,9 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from perturbations.base import InvalidScene, Layer, PerturbationSpec, family, parameters_for
+from perturbations.base import family, parameters_for
+from stress.core.errors import InvalidScene
+from stress.core.spec import Layer, PerturbationSpec
 from perturbations.object_pose import free_joint, quat_to_mat, relative_yaw_deg
 from stress.envs.base import Simulator, SimulatorFault, family_layer, scene_key  # noqa: F401  (re-exported: SimulatorFault)
 from stress.envs.libero_setup import cache_dir, import_libero

@@ -26,7 +26,7 @@ import warnings
 import mujoco
 import numpy as np
 
-from perturbations.base import Layer, PerturbationSpec
+from stress.core.spec import Layer, PerturbationSpec
 from stress.envs.base import Simulator, family_layer, named_task_index
 from stress.envs.robosuite_base import NOOP_ACTION, PandaScene, RobosuiteSimEnv, prepare_robosuite_import, seeded_global_numpy
 from stress.envs.signatures import SignatureTracker

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from perturbations.base import CAMERAS
+from stress.core.cameras import CAMERAS
 from stress.core.metrics import (amplification, auroc, breakage_rate, brier, calibration, flip_rate, mcnemar, overestimation, paired_bootstrap,
                             relative_robustness, selection, spearman)
 from stress.store import RunStore

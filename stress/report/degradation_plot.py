@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -16,7 +17,8 @@ def _scene_order(scene: tuple[str, int]) -> tuple:
     return scene[0] != "clean", scene[0], scene[1]
 
 
-def save_degradation_plot(episodes: list[dict], decisions: list[dict], tables: dict[str, list[dict]], path: Path) -> None:
+def save_degradation_plot(episodes: list[dict], decisions: list[dict], tables: dict[str, list[dict]], path: Path | BinaryIO) -> None:
+    """The picture as a PNG into ``path`` (a file, or a binary file object: the gallery compares the bytes first)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +121,7 @@ def save_degradation_plot(episodes: list[dict], decisions: list[dict], tables: d
         _no_data(failure_ax, "no failed episodes")
 
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 

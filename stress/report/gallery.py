@@ -14,16 +14,15 @@ The folder doubles as a LeRobot eval output: ``eval_info.json`` and ``videos/<su
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
 import shlex
-import shutil
 import tempfile
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +30,16 @@ import numpy as np
 
 from stress.core.errors import UserError
 from stress.core.files import atomic_write
+from stress.core.metrics import psnr
+from stress.core.spec import ScenarioSpec
+from stress.envs import simulator_of
+from stress.envs.cache import EnvCache
+from stress.report.degradation import degradation, load
+from stress.report.degradation_plot import save_degradation_plot
+from stress.report.eval_info import eval_info
+from stress.report.summary import summarise
+from stress.runners.pool import InProcessPool, ProcessPool, run_each
+from stress.runners.replay import render_episode
 from stress.store import RunStore
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -111,8 +120,6 @@ def _load(store: RunStore) -> tuple[list[dict], list[dict], dict[str, int]]:
     """All stored episodes (errored ones too), the decision rows, and each episode's place in the manifest."""
     episodes = store.query("SELECT * FROM episodes ORDER BY episode_key")  # fixed order: the picture and tables must not depend on the scan
     decisions = store.query("SELECT * FROM decisions ORDER BY episode_key, step, candidate") if (store.path / "decisions").is_dir() and any((store.path / "decisions").glob("*.parquet")) else []
-    from stress.core.spec import ScenarioSpec
-
     order = {}
     for i, spec in enumerate(store.manifest.get("specs", [])):
         try:
@@ -189,8 +196,6 @@ def _spec_label(spec: dict) -> str:
 
 def _slug(text: str) -> str:
     safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "-" for c in text)[:40]
-    import hashlib
-
     return f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
@@ -261,8 +266,6 @@ def _frame_strip(images: list[np.ndarray]) -> np.ndarray:
 
 
 def _png_bytes(image: np.ndarray) -> bytes:
-    import io
-
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -273,8 +276,6 @@ def _png_bytes(image: np.ndarray) -> bytes:
 def _future_frames(store: RunStore, out: Path, card: dict, rows: list[dict]) -> None:
     """Predicted vs true future at the worst-PSNR decisions and at the last decision before the failure
     (PNG: observed | predicted | true, agentview), and a flip-book of the frames the policy saw."""
-    from stress.core.metrics import psnr
-
     frames = store.frames(card["key"])
     if frames is None or not len(frames.get("steps", [])):
         card["frames_note"] = ("the run stored no predicted frames for this episode (a run from before frame storage, "
@@ -327,66 +328,57 @@ def _candidates(rows: list[dict]) -> list[dict]:
 
 
 # --- rendering ---------------------------------------------------------------------------------------
-_render_state: dict[str, Any] = {}
+class _Renderer:
+    """A render worker (``stress.runners.pool``): replays stored episodes into videos, keeping its env between them."""
 
+    def __init__(self):
+        self.envs = EnvCache()
 
-def _render_job(run: str, key: str, video: str) -> dict:
-    """Worker: replay one episode into ``video``; returns its sidecar record (or the error)."""
-    from stress.runners.replay import render_episode
-    from stress.runners.episode import EnvCache
+    def render(self, run: str, key: str, video: str) -> dict:
+        """Replay one episode into ``video``; returns its sidecar record (or the error)."""
+        store = RunStore(Path(run))
+        target = Path(video)
+        # not atomic_write: one replay makes two files, and ffmpeg picks the container from the name's extension
+        tmp, poster = target.with_name(f".{target.stem}.rendering.mp4"), target.with_name(f".{target.stem}.poster.png")
+        try:
+            result = render_episode(store, key, tmp, self.envs, poster=poster)
+        except Exception as exc:  # one bad episode must not lose the gallery: its card says why
+            self.envs.close()  # the env may be in an unknown state
+            self.envs = EnvCache()
+            tmp.unlink(missing_ok=True)
+            poster.unlink(missing_ok=True)
+            return {"episode_key": key, "error": f"{type(exc).__name__}: {exc}"[:300]}
+        target.with_suffix(".json").unlink(missing_ok=True)  # a stale sidecar must never vouch for the new video
+        os.replace(poster, target.with_suffix(".png"))
+        os.replace(tmp, target)
+        record = {"episode_key": key, "success": result.success, "steps": result.steps, "recorded_success": result.recorded_success,
+                  "recorded_steps": result.recorded_steps, "matches": result.matches, "failure_step": result.failure_step}
+        _write_text(target.with_suffix(".json"), _json_text(record))  # written last: its presence means the video is done
+        return record
 
-    if "envs" not in _render_state:
-        _render_state["envs"] = EnvCache()
-    store = RunStore(Path(run))
-    target = Path(video)
-    tmp, poster = target.with_name(f".{target.stem}.rendering.mp4"), target.with_name(f".{target.stem}.poster.png")
-    try:
-        result = render_episode(store, key, tmp, _render_state["envs"], poster=poster)
-    except Exception as exc:  # one bad episode must not lose the gallery: its card says why
-        _render_state.pop("envs").close()  # the env may be in an unknown state
-        tmp.unlink(missing_ok=True)
-        poster.unlink(missing_ok=True)
-        return {"episode_key": key, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    target.with_suffix(".json").unlink(missing_ok=True)  # a stale sidecar must never vouch for the new video
-    os.replace(poster, target.with_suffix(".png"))
-    os.replace(tmp, target)
-    record = {"episode_key": key, "success": result.success, "steps": result.steps, "recorded_success": result.recorded_success,
-              "recorded_steps": result.recorded_steps, "matches": result.matches, "failure_step": result.failure_step}
-    _write_text(target.with_suffix(".json"), _json_text(record))  # written last: its presence means the video is done
-    return record
+    def close(self) -> None:
+        self.envs.close()
 
 
 def _render_all(store: RunStore, jobs: list[tuple[str, Path]], workers: int, progress: Callable[[int, int], None] | None) -> dict[str, dict]:
+    """Render the jobs (episode key, video) in ``workers`` processes (one job or one worker: in this process)."""
     results: dict[str, dict] = {}
     total = len(jobs)
     if progress:
         progress(0, total)
     if not jobs:
         return results
-    if workers <= 1 or total == 1:
-        try:
-            for i, (key, video) in enumerate(jobs):
-                results[key] = _render_job(str(store.path), key, str(video))
-                if progress:
-                    progress(i + 1, total)
-        finally:
-            envs = _render_state.pop("envs", None)
-            if envs:
-                envs.close()
-        return results
-    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(_render_job, str(store.path), key, str(video)): key for key, video in jobs}
-        remaining = set(futures)
-        while remaining:
-            done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
-            for future in done:
-                key = futures[future]
-                try:
-                    results[key] = future.result()
-                except Exception as exc:  # a worker that died (simulator segfault)
-                    results[key] = {"episode_key": key, "error": f"{type(exc).__name__}: {exc}"[:300]}
-                if progress:
-                    progress(len(results), total)
+
+    def done(index: int, record) -> None:
+        key = jobs[index][0]
+        if isinstance(record, Exception):  # a worker that died (simulator segfault)
+            record = {"episode_key": key, "error": f"{type(record).__name__}: {record}"[:300]}
+        results[key] = record
+        if progress:
+            progress(len(results), total)
+
+    with InProcessPool(_Renderer) if workers <= 1 or total == 1 else ProcessPool(min(workers, total), _Renderer) as pool:
+        run_each(pool, "render", [(str(store.path), key, str(video)) for key, video in jobs], done)
     return results
 
 
@@ -437,10 +429,6 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
     """Write the gallery of run folder ``run`` into ``out`` (default ``RUN/gallery``)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-    from stress.report.degradation import degradation, load
-    from stress.report.degradation_plot import save_degradation_plot
-    from stress.report.summary import summarise
-
     store = RunStore.open(run)
     if max_cards is not None and max_cards < 0:
         raise UserError(f"--max-cards {max_cards} invalid; valid: 0 or more")
@@ -464,11 +452,9 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
 
     # degradation picture (the same function as `stress show`), inside the gallery so the folder stands alone
     if valid:
-        tmp = out / "assets" / ".degradation.tmp.png"
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        save_degradation_plot(valid, joined, tables, tmp)
-        _write_bytes(out / "assets" / "degradation.png", tmp.read_bytes())
-        tmp.unlink()
+        picture = io.BytesIO()
+        save_degradation_plot(valid, joined, tables, picture)
+        _write_bytes(out / "assets" / "degradation.png", picture.getvalue())
 
     # cards: one per failed episode, worst first
     by_key = _index(episodes)
@@ -628,8 +614,6 @@ def _run_info(store: RunStore, manifest: dict, episodes: list[dict]) -> dict:
     tasks = sorted({(e["suite"], e["task_id"]) for e in episodes})
     instructions = {}
     try:
-        from stress.envs import simulator_of
-
         for suite, task in tasks:
             instructions[(suite, task)] = simulator_of(suite).tasks(suite)[task]
     except Exception:  # the instruction is a courtesy: a run of an unknown suite still gets its gallery
@@ -642,38 +626,6 @@ def _run_info(store: RunStore, manifest: dict, episodes: list[dict]) -> dict:
         "config": [(k, _compact(v)) for k, v in sorted(config.items()) if v not in (None, [], False)],
         "machine": _compact(manifest.get("machine", "")),
     }
-
-
-def eval_info(episodes: list[dict], order: dict[str, int], videos: dict[str, str]) -> dict:
-    """LeRobot's ``eval_info.json`` shape: ``per_episode`` rows, ``per_task`` (with ``pc_success``),
-    ``per_group`` (suite) and ``overall``; pc_success in percent over the valid episodes (all settings
-    and perturbations of the run together; ours breaks them down)."""
-    valid = sorted((e for e in episodes if e["error"] is None), key=lambda e: (e["suite"], e["task_id"], order.get(e["episode_key"], len(order)), e["episode_key"]))
-    per_episode, per_task = [], defaultdict(list)
-    for e in valid:
-        per_task[(e["suite"], e["task_id"])].append(e)
-    pc = lambda rows: 100.0 * sum(bool(e["success"]) for e in rows) / len(rows) if rows else float("nan")
-    for ix, e in enumerate(valid):
-        per_episode.append({"episode_ix": ix, "task_group": e["suite"], "task_id": e["task_id"], "sum_reward": float(bool(e["success"])),
-                            "max_reward": float(bool(e["success"])), "success": bool(e["success"]), "seed": e["seed"], "episode_key": e["episode_key"],
-                            "init_index": e["init_index"], "perturbation": e["perturbation"], "setting": e["setting"], "policy": e["policy"],
-                            "failure": e.get("failure"), "steps": e["steps"], "video_path": videos.get(e["episode_key"])})
-    tasks = []
-    for (suite, task), rows in sorted(per_task.items()):
-        paths = [videos[e["episode_key"]] for e in rows if e["episode_key"] in videos]
-        tasks.append({"task_group": suite, "task_id": task, "metrics": {
-            "sum_rewards": [float(bool(e["success"])) for e in rows], "max_rewards": [float(bool(e["success"])) for e in rows],
-            "successes": [bool(e["success"]) for e in rows], "pc_success": pc(rows), "n_episodes": len(rows), "video_paths": sorted(paths)}})
-    groups = {}
-    for suite in sorted({e["suite"] for e in valid}):
-        rows = [e for e in valid if e["suite"] == suite]
-        groups[suite] = {"avg_sum_reward": pc(rows) / 100, "avg_max_reward": pc(rows) / 100, "pc_success": pc(rows), "n_episodes": len(rows),
-                         "video_paths": sorted(videos[e["episode_key"]] for e in rows if e["episode_key"] in videos)}
-    eval_s = float(sum(e["wall_s"] or 0.0 for e in valid))
-    overall = {"avg_sum_reward": pc(valid) / 100 if valid else None, "avg_max_reward": pc(valid) / 100 if valid else None,
-               "pc_success": pc(valid) if valid else None, "n_episodes": len(valid), "eval_s": round(eval_s, 3),
-               "eval_ep_s": round(eval_s / len(valid), 3) if valid else None, "video_paths": sorted(videos.values())}
-    return {"per_episode": per_episode, "per_task": tasks, "per_group": groups, "overall": overall}
 
 
 # --- template filters --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 
 from scenarios.protocols import Protocol
 from stress.core.metrics import wilson_interval
+from stress.report.eval_info import eval_info
 
 REPRODUCES, DOES_NOT, NOT_APPLICABLE = "reproduces", "does not reproduce", "not applicable"
 
@@ -157,10 +158,8 @@ def protocol_tables(report: dict[str, Any]) -> tuple[dict[str, list[dict]], dict
 
 def write_protocol_report(store, protocol: Protocol, suites=None, not_applied: dict | None = None) -> dict[str, Any]:
     """Compute the report of a protocol run and write ``RUN/eval_info.json``: LeRobot's shape (``per_episode``,
-    ``per_task``, ``per_group``, ``overall``; stress.report.gallery.eval_info) over the clean episodes, plus a
+    ``per_task``, ``per_group``, ``overall``; stress.report.eval_info) over the clean episodes, plus a
     ``protocol`` entry with this report."""
-    from stress.report.gallery import eval_info
-
     episodes = store.query("SELECT * FROM episodes")
     report = protocol_report(protocol, episodes, suites, not_applied)
     order = {}

@@ -1,41 +1,37 @@
-"""The runner: ScenarioSpec -> one episode -> EpisodeResult, and a run of many specs into the store.
+"""One episode: ScenarioSpec -> EpisodeResult (a run of many specs: ``stress.runners``).
 
 Episode loop (per decision): mark the chunk start, snapshot the simulator when a measurement hook asks
 for it, observe (rendering the cameras only if the policy uses images), ask the policy, execute the
 whole action chunk open-loop, stop on success or the step budget. A simulator fault or an exception marks the episode with an ``error`` and the run goes on.
 
-Many specs run through a backend (``make_runner``): ``LocalRunner`` here, ``ray_backend.RayRunner`` on Ray; both hand
-episodes out by scene (``stress.runners.schedule``) and write every result from the driver.
+``EpisodeWorker`` is what a worker of a runner's pool (``stress.runners.pool``) holds: its env and policy caches, and
+the episode run from a spec's JSON.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
+import os
 import time
 import traceback
-from collections import OrderedDict
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
-from multiprocessing import get_context
 from typing import Any, Callable
 
 import numpy as np
 
-from perturbations.base import InvalidScene, NotRealised, registry, validate
+from perturbations.base import registry, validate
+from stress.core.errors import InvalidScene, NotRealised
 from stress.core.episode import EpisodeResult
 from stress.core.spec import MODES, ScenarioSpec
-from stress.envs import check_init, make_env, max_steps as suite_max_steps, simulator_of
-from stress.envs.base import SimEnv, SimulatorFault, scene_key
+from stress.envs import check_init, max_steps as suite_max_steps, simulator_of
+from stress.envs.base import SimEnv, SimulatorFault
+from stress.envs.cache import EnvCache
 from stress.core.errors import UserError, choice_error
-from stress.core.registry import Registry
 from stress.policies import policy_class
+from stress.policies.cache import PolicyCache
 from stress.core.policy import Decision, PolicyFault
 from stress.measurement.groundtruth import GroundTruth, Measurement
 from stress.core.metrics import action_spread
 from stress.policies.planning import check_aggregation
-from stress.runners.schedule import SceneScheduler, WorkerCrashed, crash_hook, dispatch
 
 DecisionHook = Callable[[SimEnv, Any, Decision], None]
 
@@ -78,46 +74,6 @@ def check_spec(spec: ScenarioSpec) -> None:
             fam.check_params_on(sim, p.params)
 
 
-class EnvCache:
-    """Keeps the most recent env(s) of a worker: building one costs seconds, resetting it milliseconds."""
-
-    def __init__(self, size: int = 1):
-        self.size, self._envs = size, OrderedDict()
-
-    def get(self, spec: ScenarioSpec) -> SimEnv:
-        key = (spec.suite, spec.task_id, spec.image_size, scene_key(spec.perturbations))
-        if key in self._envs:
-            self._envs.move_to_end(key)
-            return self._envs[key]
-        while len(self._envs) >= self.size:
-            self._envs.popitem(last=False)[1].close()
-        env = make_env(spec.suite, spec.task_id, spec.image_size, spec.perturbations)
-        self._envs[key] = env
-        return env
-
-    def close(self) -> None:
-        # free the render contexts before the interpreter tears EGL down (avoids noisy __del__ errors)
-        while self._envs:
-            self._envs.popitem()[1].close()
-
-    def drop(self, spec: ScenarioSpec) -> None:
-        for key in [k for k in self._envs if k[:2] == (spec.suite, spec.task_id)]:
-            self._envs.pop(key).close()
-
-
-class PolicyCache:
-    def __init__(self):
-        self._policies = {}
-
-    def get(self, name: str, slot: str = "episode", options: tuple = ()):
-        """One instance per backend, slot and constructor options: the ground truth's continuations get
-        their own slot ("continuation"), so they never touch the episode's policy state."""
-        key = (name, slot, options)
-        if key not in self._policies:
-            self._policies[key] = policy_class(name)(**dict(options))
-        return self._policies[key]
-
-
 def _decision_rows(key: str, step: int, decision: Decision, measured: dict[int, dict[str, float]]) -> list[dict[str, Any]]:
     """Rows for decisions.parquet (one per executed decision, -1, and per candidate); none for backends
     that predict nothing (the expert): their prediction metrics are absent, not zero."""
@@ -141,6 +97,16 @@ def _realised_values(rows: list[dict[str, Any]], chunk_ends: dict[int, int], suc
             row["realised_value"] = 0.0 if success_step is None else float(gamma ** max(0, success_step - end))
 
 
+def step_limit(spec: ScenarioSpec) -> int:
+    """The step budget an episode runs under: the spec's, else its suite's."""
+    return spec.max_steps or suite_max_steps(spec.suite)
+
+
+def crashed_result(spec: ScenarioSpec) -> EpisodeResult:
+    """What is stored for an episode whose worker died on it twice (``stress.runners.schedule.dispatch``)."""
+    return EpisodeResult(spec=spec, error="worker_crashed", max_steps=step_limit(spec))
+
+
 def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_decision: DecisionHook | None = None,
                 measurement: Measurement | None = None) -> EpisodeResult:
     """Run one episode. Never raises for simulator or policy faults: they land in ``result.error``.
@@ -150,7 +116,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
     snapshot taken just before it (counterfactual measurements restore it; they must restore the
     env to that snapshot plus nothing else before returning).
     """
-    result = EpisodeResult(spec=spec, max_steps=spec.max_steps or suite_max_steps(spec.suite))
+    result = EpisodeResult(spec=spec, max_steps=step_limit(spec))
     start = time.perf_counter()
     actions: list[np.ndarray] = []
     env = None
@@ -217,130 +183,46 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
     return result
 
 
-# --- running many specs ------------------------------------------------------------------------------
-_worker_state: dict[str, Any] = {}
+class EpisodeWorker:
+    """A runner's worker (``stress.runners.pool``): its env and policy caches, kept between episodes.
 
+    ``own_process``: the worker is a process of its own (a pool process, a Ray actor): torch is limited to one
+    thread, the pool already running one worker per core, and the test crash hook is armed (``crash_hook``)."""
 
-def _worker_init(env_cache: int = 1) -> None:
-    import torch
+    def __init__(self, env_cache: int = 1, own_process: bool = False):
+        if own_process:
+            import torch  # heavy, and only the processes of a pool set its threads
 
-    torch.set_num_threads(1)  # the pool already runs one worker per core: threads inside would oversubscribe
-    _worker_state.update(envs=EnvCache(env_cache), policies=PolicyCache())
+            torch.set_num_threads(1)
+        self.own_process = own_process
+        self.envs, self.policies = EnvCache(env_cache), PolicyCache()
 
-
-def _worker_run(spec_json: str, measurement: Measurement | None) -> EpisodeResult:
-    """One episode in a worker process (a local pool process or a Ray actor), on the worker's cached env and policy."""
-    if not _worker_state:
-        _worker_init()
-    spec = ScenarioSpec.from_json(spec_json)
-    crash_hook(spec.key)
-    return run_episode(spec, _worker_state["envs"], _worker_state["policies"], measurement=measurement)
-
-
-def run_specs(specs: list[ScenarioSpec], store, workers: int = 1, on_result: Callable[[EpisodeResult], None] | None = None,
-              measurement: Measurement | None = Measurement(), backend: str = "local", ray_address: str | None = None) -> None:
-    """Run specs not yet in ``store`` and write each finished episode at once (so a crash loses nothing).
-    ``measurement``: the ground truth measured at each decision (default: true futures, no rollouts)."""
-    with make_runner(backend, workers, ray_address=ray_address) as runner:
-        runner.run(specs, store, on_result, measurement)
-
-
-def make_runner(backend: str = "local", workers: int = 1, env_cache: int = 1, ray_address: str | None = None, gpus: float = 0.0):
-    """The runner of a backend (``BACKENDS``): ``local`` (this process, or a spawn process pool) or ``ray`` (actors on
-    a local or joined Ray cluster, ``stress.runners.ray_backend``). Every runner has the same interface: context
-    manager, ``run(specs, store, on_result, measurement)``, ``close()``."""
-    return BACKENDS.get(backend)(workers, env_cache, address=ray_address, gpus=gpus)
-
-
-def pending_specs(specs: list[ScenarioSpec], store) -> list[ScenarioSpec]:
-    """The specs not yet stored, each key once."""
-    done = store.done_keys()
-    return list({s.key: s for s in specs if s.key not in done}.values())
-
-
-def store_result(store, on_result: Callable[[EpisodeResult], None] | None):
-    """The driver's write of a finished episode (the only writer of the store), then the caller's callback."""
-    def finish(result: EpisodeResult) -> None:
-        store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps, frames=result.frames)
-        if on_result:
-            on_result(result)
-
-    return finish
-
-
-class LocalRunner:
-    """Runs specs in this process (``workers`` 1) or in ``workers`` spawn processes, keeping simulators, policies and
-    worker processes alive between calls: a search runs many small batches, and rebuilding a scene costs ~9 s.
-    ``env_cache`` envs are kept per process (a search alternates between a few scenes). Episodes are handed out
-    scene by scene (``stress.runners.schedule``): a process stays on the scenes it has built."""
-
-    def __init__(self, workers: int = 1, env_cache: int = 1):
-        self.workers, self.env_cache = workers, env_cache
-        self._envs = self._policies = None
-        self._pools: list[ProcessPoolExecutor | None] = [None] * workers
-        self.scheduler = SceneScheduler(max(1, workers), env_cache)
-
-    def __enter__(self) -> "LocalRunner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def run(self, spec_json: str, measurement: Measurement | None) -> EpisodeResult:
+        spec = ScenarioSpec.from_json(spec_json)
+        if self.own_process:
+            crash_hook(spec.key)
+        return run_episode(spec, self.envs, self.policies, measurement=measurement)
 
     def close(self) -> None:
-        if self._envs is not None:
-            self._envs.close()
-            self._envs = None
-        for i, pool in enumerate(self._pools):
-            if pool is not None:
-                pool.shutdown(cancel_futures=True)
-                self._pools[i] = None
-
-    def run(self, specs: list[ScenarioSpec], store, on_result: Callable[[EpisodeResult], None] | None = None,
-            measurement: Measurement | None = Measurement()) -> None:
-        self.scheduler.add(pending_specs(specs, store))
-        finish = store_result(store, on_result)
-        if self.workers <= 1:
-            if self._envs is None:
-                self._envs, self._policies = EnvCache(self.env_cache), PolicyCache()
-            while (spec := self.scheduler.take(0, force=True)) is not None:
-                result = run_episode(spec, self._envs, self._policies, measurement=measurement)
-                self.scheduler.finished(0, spec, result.wall_s)
-                finish(result)
-            return
-        dispatch(self.scheduler, lambda w, spec: self._pool(w).submit(_worker_run, spec.to_json(), measurement), _wait_one,
-                 _collect, self._restart, finish, lambda spec: EpisodeResult(spec=spec, error="worker_crashed"))
-
-    def _pool(self, worker: int) -> ProcessPoolExecutor:
-        """Worker ``worker``'s process: a one-process pool each, so an episode goes to the process holding its scene."""
-        if self._pools[worker] is None:
-            self._pools[worker] = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), initializer=_worker_init,
-                                                      initargs=(self.env_cache,))
-        return self._pools[worker]
-
-    def _restart(self, worker: int) -> None:
-        # the process died (e.g. a segfault in the simulator) and broke its pool: a fresh one on the next submit
-        self._pools[worker].shutdown(cancel_futures=True)
-        self._pools[worker] = None
+        self.envs.close()
 
 
-def _local_runner(workers: int, env_cache: int, address: str | None = None, gpus: float = 0.0) -> LocalRunner:
-    """The local backend (``address`` and ``gpus`` are a cluster's: Ray's)."""
-    return LocalRunner(workers, env_cache)
+CRASH_ENV = "STRESS_TEST_CRASH_DIR"  # tests: a file <dir>/<episode key> holding n > 0 makes the worker exit n times on it
 
 
-# runner backends: a factory (workers, env_cache, address=None, gpus=0.0) -> runner each; Ray's module is imported
-# only when asked for (ray is an optional dependency); plug-ins add theirs through the "stress.backends" entry points
-BACKENDS = Registry("backend", "stress.backends")
-BACKENDS.register("local", _local_runner)
-BACKENDS.register("ray", "stress.runners.ray_backend:RayRunner")
-
-
-def _wait_one(futures):
-    return next(iter(wait(futures, return_when=FIRST_COMPLETED)[0]))
-
-
-def _collect(future) -> EpisodeResult:
+def crash_hook(key: str) -> None:
+    """Tests only: exit this worker process abruptly (as a simulator segfault would) when ``$STRESS_TEST_CRASH_DIR/<key>``
+    holds a count > 0, counting it down. Unset (always, outside tests), it costs one environment lookup."""
+    folder = os.environ.get(CRASH_ENV)
+    if not folder:
+        return
+    path = os.path.join(folder, key)
     try:
-        return future.result()
-    except BrokenProcessPool:
-        raise WorkerCrashed() from None
+        with open(path) as f:
+            left = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if left > 0:
+        with open(path, "w") as f:
+            f.write(str(left - 1))
+        os._exit(1)

@@ -1,8 +1,8 @@
-"""The Ray backend: the same runner interface as ``runner.LocalRunner`` (context manager, ``run(specs, store,
-on_result, measurement)``, ``close()``), episodes run by Ray actors.
+"""The Ray backend: the same runner as ``stress.runners.local.LocalRunner`` (``stress.runners.schedule.Runner``: context
+manager, ``run(specs, store, on_result, measurement)``, ``close()``), its pool's workers Ray actors (``RayPool``).
 
-Each actor is one worker process holding a simulator cache and a policy cache (``runner._worker_run``, ~2 GB);
-the driver hands out episodes scene by scene (``stress.runners.schedule``, on ``ray.wait``) and alone writes the store,
+Each actor is one worker process holding a simulator cache and a policy cache (``stress.runners.episode.EpisodeWorker``,
+~2 GB); the driver hands out episodes scene by scene (``stress.runners.schedule``, on ``ray.wait``) and alone writes the store,
 so the run folder, its keys and ``--resume`` are the same as the local pool's. An actor that dies is restarted by
 Ray (``max_restarts=-1``); its episode is not retried by Ray (``max_task_retries=0``: a retried crash would burn
 the restarts) but once by the driver, then stored as ``worker_crashed``.
@@ -19,14 +19,14 @@ import shutil
 import socket
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from stress.core.spec import ScenarioSpec
 from stress.core.errors import UserError
-from stress.measurement.groundtruth import Measurement
-from stress.runners.episode import EpisodeResult, pending_specs, store_result
-from stress.runners.schedule import SceneScheduler, WorkerCrashed, dispatch
+from stress.runners.episode import EpisodeWorker
+from stress.runners.pool import Pool, WorkerCrashed
+from stress.runners.schedule import Runner
 
 ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding stress/, scenarios/, perturbations/
 PASSED_ENV = ("PYTHONPATH", "MUJOCO_GL", "PYOPENGL_PLATFORM", "NO_ALBUMENTATIONS_UPDATE")  # plus every STRESS_* variable
@@ -65,17 +65,13 @@ def actor_env() -> dict[str, str]:
 
 
 class _Actor:
-    """One Ray actor: a worker process with its own env and policy caches (``ray.remote`` is applied at start)."""
+    """One Ray actor: a pool worker in a process of its own (``ray.remote`` is applied at start)."""
 
-    def __init__(self, env_cache: int):
-        from stress.runners.episode import _worker_init
+    def __init__(self, factory: Callable[[], Any]):
+        self._worker = factory()
 
-        _worker_init(env_cache)
-
-    def run(self, spec_json: str, measurement: Measurement | None) -> EpisodeResult:
-        from stress.runners.episode import _worker_run
-
-        return _worker_run(spec_json, measurement)
+    def call(self, method: str, *args) -> Any:
+        return getattr(self._worker, method)(*args)
 
     def info(self) -> dict:
         import resource
@@ -83,29 +79,23 @@ class _Actor:
         return {"pid": os.getpid(), "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-class RayRunner:
-    """Runs specs on ``workers`` Ray actors (each asking for 1 CPU and ``gpus`` GPUs), kept alive between calls."""
+class RayPool(Pool):
+    """``workers`` Ray actors (each asking for 1 CPU and ``gpus`` GPUs), each holding one ``factory()`` worker; the
+    cluster is started (or joined) on the first submit, or by ``start()``."""
 
-    def __init__(self, workers: int = 1, env_cache: int = 1, address: str | None = None, gpus: float = 0.0):
+    def __init__(self, workers: int, factory: Callable[[], Any], address: str | None = None, gpus: float = 0.0):
         if workers < 1:
             raise UserError(f"--workers {workers} invalid; valid: 1 or more")
         if gpus < 0:
             raise UserError(f"--ray-gpus {gpus} invalid; valid: 0 or more GPUs per actor (e.g. 0.5, 1)")
-        self.workers, self.env_cache, self.address, self.gpus = workers, env_cache, address, gpus
-        self.scheduler = SceneScheduler(workers, env_cache)
+        self.workers, self.factory, self.address, self.gpus = workers, factory, address, gpus
         self._ray = self._temp = None
         self._actors: list = []
+        self._owner: dict = {}  # object ref -> the worker running it
         self._owned_env: dict[str, str | None] = {}
 
-    def __enter__(self) -> "RayRunner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def start(self) -> None:
-        """Start (or join) the cluster and create the actors; the CLI calls it before any episode, so a cluster that
-        cannot place the workers exits 2 at once."""
+        """Start (or join) the cluster and create the actors."""
         if self._ray is not None:
             return
         ray = import_ray()
@@ -144,9 +134,33 @@ class RayRunner:
     def _new_actor(self):
         ray = self._ray
         cls = ray.remote(_Actor).options(num_cpus=1, num_gpus=self.gpus, max_restarts=-1, max_task_retries=0)
-        return cls.remote(self.env_cache)
+        return cls.remote(self.factory)
 
-    def _await_restart(self, worker: int) -> None:
+    def info(self) -> list[dict]:
+        """Each actor's pid and peak memory."""
+        self.start()
+        return self._ray.get([a.info.remote() for a in self._actors])
+
+    def submit(self, worker: int, method: str, *args):
+        self.start()
+        ref = self._actors[worker].call.options(max_task_retries=0).remote(method, *args)
+        self._owner[ref] = worker
+        return ref
+
+    def wait_one(self, handles: list):
+        return self._ray.wait(handles, num_returns=1)[0][0]
+
+    def result(self, handle) -> Any:
+        ray, worker = self._ray, self._owner.pop(handle)
+        try:
+            return ray.get(handle)
+        except ray.exceptions.ActorDiedError:
+            self._actors[worker] = self._new_actor()  # gone for good (its node died): a new actor
+            raise WorkerCrashed() from None
+        except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+            raise WorkerCrashed() from None  # Ray restarts the actor (max_restarts=-1)
+
+    def restart(self, worker: int) -> None:
         """Wait until Ray has restarted the worker's actor (a call sent while it restarts fails as unavailable)."""
         ray = self._ray
         deadline = time.monotonic() + RESTART_S
@@ -161,42 +175,12 @@ class RayRunner:
                     raise RuntimeError(f"Ray actor {worker} did not come back within {RESTART_S:.0f} s of a crash") from None
                 time.sleep(0.2)
 
-    def info(self) -> list[dict]:
-        """Each actor's pid and peak memory."""
-        self.start()
-        return self._ray.get([a.info.remote() for a in self._actors])
-
-    def run(self, specs: list[ScenarioSpec], store, on_result: Callable[[EpisodeResult], None] | None = None,
-            measurement: Measurement | None = Measurement()) -> None:
-        self.scheduler.add(pending_specs(specs, store))
-        if not len(self.scheduler):
-            return
-        self.start()
-        ray, owner = self._ray, {}
-
-        def submit(worker: int, spec: ScenarioSpec):
-            ref = self._actors[worker].run.options(max_task_retries=0).remote(spec.to_json(), measurement)
-            owner[ref] = worker
-            return ref
-
-        def collect(ref) -> EpisodeResult:
-            worker = owner.pop(ref)
-            try:
-                return ray.get(ref)
-            except ray.exceptions.ActorDiedError:
-                self._actors[worker] = self._new_actor()  # gone for good (its node died): a new actor
-                raise WorkerCrashed() from None
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
-                raise WorkerCrashed() from None  # Ray restarts the actor (max_restarts=-1)
-
-        dispatch(self.scheduler, submit, lambda refs: ray.wait(refs, num_returns=1)[0][0], collect, self._await_restart,
-                 store_result(store, on_result), lambda spec: EpisodeResult(spec=spec, error="worker_crashed"))
-
     def close(self) -> None:
         if self._ray is not None:
             for actor in self._actors:
                 self._ray.kill(actor, no_restart=True)
             self._actors = []
+            self._owner = {}
             self._ray.shutdown()
             self._ray = None
         if self._temp:
@@ -205,3 +189,18 @@ class RayRunner:
         for name in self._owned_env:
             os.environ.pop(name, None)
         self._owned_env = {}
+
+
+class RayRunner(Runner):
+    """Runs specs on ``workers`` Ray actors (each asking for 1 CPU and ``gpus`` GPUs), kept alive between calls."""
+
+    def __init__(self, workers: int = 1, env_cache: int = 1, address: str | None = None, gpus: float = 0.0):
+        super().__init__(RayPool(workers, partial(EpisodeWorker, env_cache, own_process=True), address, gpus), env_cache)
+
+    def start(self) -> None:
+        """Start (or join) the cluster and create the actors; the CLI calls it before any episode, so a cluster that
+        cannot place the workers exits 2 at once."""
+        self.pool.start()
+
+    def info(self) -> list[dict]:
+        return self.pool.info()

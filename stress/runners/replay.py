@@ -10,7 +10,7 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from stress.runners.episode import EnvCache
+from stress.envs.cache import EnvCache
 from stress.store import RunStore
 
 UPSCALE = 2  # 128 px frames are small to look at

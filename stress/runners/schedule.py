@@ -1,5 +1,6 @@
-"""Scene-affine dispatch, shared by every runner backend (``stress.runners.episode`` local processes, ``stress.runners.ray_backend``
-actors): which pending episode a free worker runs next, and the loop that hands episodes out and collects them.
+"""Scene-affine dispatch, shared by every runner backend (``stress.runners.local``: this process or spawn processes,
+``stress.runners.ray_backend``: Ray actors): which pending episode a free worker runs next, the loop that hands
+episodes out to a pool's workers (``stress.runners.pool``) and collects them, and ``Runner``, what both backends are.
 
 Building a scene costs ~9 s, resetting it milliseconds, so a worker is kept on the scenes it holds: a free
 worker gets (1) more of a scene it holds, else (2) the largest scene nobody holds, else (3) a share of a scene
@@ -11,21 +12,18 @@ episode and build times are learnt from the results (a worker's first episode on
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Callable, Hashable
 
+from stress.core.episode import EpisodeResult
 from stress.core.spec import ScenarioSpec
-from stress.envs.base import scene_key
+from stress.envs.cache import scene_of
+from stress.measurement.groundtruth import Measurement
+from stress.runners.episode import crashed_result
+from stress.runners.pool import Pool, WorkerCrashed, drive
 
 BUILD_S, EPISODE_S = 9.0, 5.0  # priors until measured: a LIBERO scene build, a short episode
-CRASH_ENV = "STRESS_TEST_CRASH_DIR"  # tests: a file <dir>/<episode key> holding n > 0 makes the worker exit n times on it
-
-
-def scene_of(spec: ScenarioSpec) -> tuple:
-    """What a worker's env cache is keyed on (``runner.EnvCache``): one build serves every spec with this key."""
-    return (spec.suite, spec.task_id, spec.image_size, scene_key(spec.perturbations))
 
 
 @dataclass
@@ -117,64 +115,74 @@ class SceneScheduler:
         return [i for i, w in enumerate(self.workers) if not w.busy]
 
 
-class WorkerCrashed(Exception):
-    """A worker process (or actor) died while running an episode."""
-
-
-def dispatch(scheduler: SceneScheduler, submit: Callable[[int, ScenarioSpec], Any], wait_one: Callable[[list], Any],
-             collect: Callable[[Any], Any], restart: Callable[[int], None], finish: Callable[[Any], None],
-             crashed: Callable[[ScenarioSpec], Any]) -> None:
-    """Run everything pending in ``scheduler`` on the backend's workers: ``submit(worker, spec)`` starts an episode
-    and returns a handle, ``wait_one(handles)`` returns a finished one, ``collect(handle)`` its EpisodeResult (or
-    raises WorkerCrashed), ``restart(worker)`` replaces a dead worker. An episode whose worker dies is run once
-    more; dying again it is stored as ``crashed(spec)`` (``worker_crashed``). ``finish`` (the store write) runs
-    here, in the driver, once per episode."""
-    inflight: dict[Any, tuple[int, ScenarioSpec]] = {}
+def dispatch(scheduler: SceneScheduler, pool: Pool, measurement: Measurement | None, finish: Callable[[EpisodeResult], None]) -> None:
+    """Run everything pending in ``scheduler`` on the pool's workers (``EpisodeWorker.run``), one episode in flight per
+    worker. An episode whose worker dies is run once more; dying again it is stored as ``worker_crashed``.
+    ``finish`` (the store write) runs here, in the driver, once per episode."""
     crashes: dict[str, int] = {}
 
-    def fill() -> None:
-        for worker in scheduler.idle():
-            spec = scheduler.take(worker)
-            if spec is not None:
-                inflight[submit(worker, spec)] = (worker, spec)
-        if not inflight and len(scheduler) and scheduler.idle():  # never stall: nothing runs, so someone must
-            worker = scheduler.idle()[0]
-            spec = scheduler.take(worker, force=True)
-            inflight[submit(worker, spec)] = (worker, spec)
+    def take(idle: list[int], running: bool) -> list[tuple[int, ScenarioSpec, tuple]]:
+        starts = [(worker, spec) for worker in idle if (spec := scheduler.take(worker)) is not None]
+        if not starts and not running and len(scheduler) and idle:  # never stall: nothing runs, so someone must
+            starts = [(idle[0], scheduler.take(idle[0], force=True))]
+        return [(worker, spec, (spec.to_json(), measurement)) for worker, spec in starts]
 
-    fill()
-    while inflight:
-        handle = wait_one(list(inflight))
-        worker, spec = inflight.pop(handle)
-        try:
-            result = collect(handle)
-        except WorkerCrashed:
-            restart(worker)
+    def done(worker: int, spec: ScenarioSpec, value) -> None:
+        if isinstance(value, WorkerCrashed):
             scheduler.lost(worker)
             crashes[spec.key] = crashes.get(spec.key, 0) + 1
             if crashes[spec.key] > 1:
-                finish(crashed(spec))
+                finish(crashed_result(spec))
             else:
                 scheduler.retry(spec)
+        elif isinstance(value, Exception):
+            raise value  # run_episode records every fault of an episode: this is a bug, and stops the run
         else:
-            scheduler.finished(worker, spec, result.wall_s)
-            finish(result)
-        fill()
+            scheduler.finished(worker, spec, value.wall_s)
+            finish(value)
+
+    drive(pool, "run", take, done)
 
 
-def crash_hook(key: str) -> None:
-    """Tests only: exit this worker process abruptly (as a simulator segfault would) when ``$STRESS_TEST_CRASH_DIR/<key>``
-    holds a count > 0, counting it down. Unset (always, outside tests), it costs one environment lookup."""
-    folder = os.environ.get(CRASH_ENV)
-    if not folder:
-        return
-    path = os.path.join(folder, key)
-    try:
-        with open(path) as f:
-            left = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return
-    if left > 0:
-        with open(path, "w") as f:
-            f.write(str(left - 1))
-        os._exit(1)
+def pending_specs(specs: list[ScenarioSpec], store) -> list[ScenarioSpec]:
+    """The specs not yet stored, each key once."""
+    done = store.done_keys()
+    return list({s.key: s for s in specs if s.key not in done}.values())
+
+
+def store_result(store, on_result: Callable[[EpisodeResult], None] | None):
+    """The driver's write of a finished episode (the only writer of the store), then the caller's callback."""
+    def finish(result: EpisodeResult) -> None:
+        store.write_episode(result.row(), result.actions, result.decisions, result.decision_steps, frames=result.frames)
+        if on_result:
+            on_result(result)
+
+    return finish
+
+
+class Runner:
+    """Runs specs on a pool of ``EpisodeWorker``s, keeping the workers (and the simulators and policies in them) alive
+    between calls: a search runs many small batches, and rebuilding a scene costs ~9 s. Episodes are handed out scene
+    by scene, and every result is written by the driver, so a run's folder, keys and ``--resume`` are the same on every
+    backend. A context manager; ``run(specs, store, on_result, measurement)``, ``close()``."""
+
+    def __init__(self, pool: Pool, env_cache: int = 1):
+        self.pool = pool
+        self.scheduler = SceneScheduler(pool.workers, env_cache)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run(self, specs: list[ScenarioSpec], store, on_result: Callable[[EpisodeResult], None] | None = None,
+            measurement: Measurement | None = Measurement()) -> None:
+        """Run the specs not yet in ``store``, writing each finished episode at once (so a crash loses nothing).
+        ``measurement``: the ground truth measured at each decision (default: true futures, no rollouts)."""
+        self.scheduler.add(pending_specs(specs, store))
+        if len(self.scheduler):
+            dispatch(self.scheduler, self.pool, measurement, store_result(store, on_result))
+
+    def close(self) -> None:
+        self.pool.close()

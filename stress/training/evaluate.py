@@ -30,7 +30,10 @@ from stress.training.data import text_seed
 from stress.policies.reference.model import CAMERAS, model_image
 from stress.envs.libero import LiberoEnv
 from stress.policies.reference.policy import DEFAULT_TEMPERATURE, ReferencePolicy
-from stress.runners.episode import EnvCache, PolicyCache, run_episode, run_specs
+from stress.envs.cache import EnvCache
+from stress.policies.cache import PolicyCache
+from stress.runners import run_specs
+from stress.runners.episode import run_episode
 
 SHIPPED_INITS = tuple(range(50))
 

@@ -23,7 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from stress.training.data import value_targets
-from stress.policies.reference.model import CHECKPOINT_FORMAT, text_batch, to_tensor_images, CAMERAS, PARTS, SLICES, Architecture, ReferenceNet, GENERATED, instruction_tokens, role_states, state_mask
+from stress.policies.reference.model import CHECKPOINT_FORMAT, text_batch, to_tensor_images, CAMERAS, PARTS, SLICES, Architecture, ReferenceNet, GENERATED, role_states, state_mask
 
 ROLE_SHARES = {"policy": 0.4, "world": 0.25, "value_future": 0.2, "value_action": 0.15}
 PART_WEIGHTS = {"actions": 1.0, "proprio": 0.5, "future": 1.0, "value": 1.0}
