@@ -119,6 +119,8 @@ def figures(root: Path) -> dict:
     rooms = sorted(room_edges)
     tangled = max((len(g) for g in strongly_connected(room_edges)), default=0)
     cli = root / "stress" / "cli.py"
+    simulator_class = next(node for node in ast.walk(ast.parse((root / "stress" / "envs" / "base.py").read_text()))
+                           if isinstance(node, ast.ClassDef) and node.name == "SimEnv")
     return {
         "modules": len(graph.modules),
         "lines": sum(len(p.read_text().splitlines()) for package in PACKAGES for p in (root / package).rglob("*.py")),
@@ -128,6 +130,8 @@ def figures(root: Path) -> dict:
         "upward_imports": upward,
         "sideways_imports": sideways,
         "function_imports": function_imports(root),
+        "simulator_protocol_methods": sum(isinstance(n, ast.FunctionDef) for n in simulator_class.body),
+        "simulator_protocol_lines": simulator_class.end_lineno - simulator_class.lineno + 1,
         "largest_cli_module_lines": max(len(p.read_text().splitlines()) for p in ([cli] if cli.is_file() else (root / "stress" / "cli").glob("*.py"))),
     }
 
