@@ -207,7 +207,7 @@ class Camera(Perturbation):
         data, model = env.data, env.model
         ids = {camera: env.camera_id(camera) for camera in cameras}
         perturbed = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
-        with env.clean_model():
+        with env.applier.clean_model():
             clean = {c: (data.cam_xpos[i].copy(), data.cam_xmat[i].reshape(3, 3).copy(), float(model.cam_fovy[i])) for c, i in ids.items()}
         change = env.applier.image_change_vs_clean(cameras)
         record = {"image_change": change, "pose_change": {}}

@@ -4,7 +4,7 @@ tinted warm or cool, or one of them switched off.
 Only the per-light model fields are edited (``light_diffuse``, ``light_ambient``, ``light_specular``,
 ``light_pos``, ``light_dir``, ``light_active``), which the env restores from a pristine copy at every
 reset, so nothing leaks into the next episode. The headlight (``model.vis.headlight``) is left alone on
-purpose: the env does not restore ``vis`` at reset (nor inside ``clean_model``), so a headlight edit
+purpose: the env does not restore ``vis`` at reset (nor inside ``env.applier.clean_model``), so a headlight edit
 would leak into the following unperturbed episodes and be invisible to the realisation check; a
 headlight knob becomes safe once the env restores ``vis.headlight`` like the other model fields.
 ``ambient`` adds ambient colour to the scene lights instead; being spot lights, their ambient term is

@@ -19,7 +19,7 @@ surface, of its material/geom colour):
     pattern  a random two-colour block pattern (a 64 px patch tiled over the texture)
     solid    one flat colour
 
-Texture pixels go through ``env.set_texture_data``, which uploads them to the live render context and is
+Texture pixels go through ``env.applier.set_texture_data``, which uploads them to the live render context and is
 undone at the next reset. The new pixels are computed once per (texture content, treatment) and kept in
 a module-level LRU cache, so repeated episodes only copy them. Objects are tinted through
 ``mat_rgba``/``geom_rgba`` (restored by the env at every reset): ``new = (1 - strength) * old +
