@@ -26,7 +26,7 @@ from stress.envs import check_init, max_steps as suite_max_steps, simulator_of
 from stress.envs.base import SimEnv, SimulatorFault
 from stress.envs.cache import EnvCache
 from stress.core.errors import UserError, choice_error
-from stress.policies import policy_class
+from stress.policies import policy_class, policy_names
 from stress.policies.cache import PolicyCache
 from stress.core.policy import Decision, PolicyFault
 from stress.measurement.groundtruth import GroundTruth, Measurement
@@ -46,7 +46,8 @@ def check_spec(spec: ScenarioSpec) -> None:
     sim = simulator_of(spec.suite)
     cls = policy_class(spec.policy)
     if sim.name not in cls.simulators:
-        raise UserError(f"policy {spec.policy!r} does not drive {sim.name} (suite {spec.suite}); it drives: {', '.join(cls.simulators)}")
+        drivers = [name for name in policy_names() if sim.name in policy_class(name).simulators]
+        raise UserError(f"policy {spec.policy!r} does not drive {sim.name} (suite {spec.suite}); valid there: {', '.join(drivers)}")
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     for option, _ in spec.policy_options:
         if option not in accepted:
