@@ -9,7 +9,6 @@ tables it has ``findings/<id>.json`` (one per shrunk violation, written as soon 
 
 from __future__ import annotations
 
-import json
 import uuid
 from contextlib import nullcontext
 from datetime import datetime
@@ -142,12 +141,7 @@ def _hypothesis_database(store: RunStore):
 # --- findings -----------------------------------------------------------------------------------------
 def load_finding(path: Path) -> dict:
     path = Path(path)
-    try:
-        finding = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"finding file {str(path)!r} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"finding file {str(path)!r} is not valid JSON ({exc})") from None
+    finding = read_json_input(path, "finding file")
     if not isinstance(finding, dict) or "format" not in finding:
         raise UserError(f"{str(path)!r} is not a finding (no 'format'); findings live in RUN/findings/<id>.json")
     if finding["format"] != FINDING_FORMAT:

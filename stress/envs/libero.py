@@ -35,7 +35,6 @@ from perturbations.object_pose import free_joint, quat_to_mat, relative_yaw_deg
 from stress.envs.base import Simulator, SimulatorFault, family_layer, scene_key  # noqa: F401  (re-exported: SimulatorFault)
 from stress.envs.libero_setup import cache_dir, import_libero
 from stress.envs.robosuite_base import NOOP_ACTION, PandaScene, RobosuiteSimEnv, seeded_global_numpy  # noqa: F401  (re-exported: NOOP_ACTION)
-from stress.envs.signatures import SignatureTracker
 from stress.core.errors import UserError, choice_error
 
 SUITE_MAX_STEPS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
@@ -245,15 +244,7 @@ class LiberoEnv(RobosuiteSimEnv):
         with seeded_global_numpy(init_index):
             self._control.reset()
 
-    def success(self) -> bool:
-        """LIBERO's goal check."""
-        return bool(self.raw._check_success())
-
-    def failure_tracker(self) -> SignatureTracker:
-        return SignatureTracker(self)
-
-    def close(self) -> None:
-        self._free_gl()
+    def _close_env(self) -> None:
         self._control.close()
 
 

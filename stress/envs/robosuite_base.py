@@ -19,6 +19,7 @@ import mujoco
 from stress.core.cameras import CAMERA_GEOM_GROUP, CAMERA_NAMES, CAMERAS
 from stress.envs.base import SimEnv
 from stress.envs.scene import SceneQuery
+from stress.envs.signatures import SignatureTracker
 
 NOOP_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # hold still, gripper open
 # Panda reach (datasheet: 855 mm from the shoulder, 333 mm above the base). A top-down grasp puts the
@@ -164,6 +165,21 @@ class RobosuiteSimEnv(SimEnv):
     scene_class = PandaScene
 
     raw: Any  # the robosuite environment (privileged access: the expert and the failure tracker read it)
+
+    def success(self) -> bool:
+        """The task's own success check (LIBERO's goal predicates, robosuite's ``_check_success``)."""
+        return bool(self.raw._check_success())
+
+    def failure_tracker(self) -> SignatureTracker:
+        return SignatureTracker(self)
+
+    def close(self) -> None:
+        self._free_gl()
+        self._close_env()
+
+    def _close_env(self) -> None:
+        """Close what owns the robosuite environment (LIBERO's wrapper, or the environment itself)."""
+        self.raw.close()
 
     def _physics_step(self, action: np.ndarray) -> None:
         """One control step (20 Hz)."""

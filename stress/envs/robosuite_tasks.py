@@ -29,7 +29,6 @@ import numpy as np
 from stress.core.spec import Layer, PerturbationSpec
 from stress.envs.base import Simulator, family_layer, named_task_index
 from stress.envs.robosuite_base import NOOP_ACTION, PandaScene, RobosuiteSimEnv, prepare_robosuite_import, seeded_global_numpy
-from stress.envs.signatures import SignatureTracker
 from stress.core.errors import UserError, choice_error
 
 SUITE = "robosuite"
@@ -176,16 +175,6 @@ class RobosuiteEnv(RobosuiteSimEnv):
         for _ in range(SETTLE_STEPS):
             self.raw.step(NOOP_ACTION)
 
-    def success(self) -> bool:
-        """robosuite's own success check."""
-        return bool(self.raw._check_success())
-
-    def failure_tracker(self) -> SignatureTracker:
-        return SignatureTracker(self)
-
-    def close(self) -> None:
-        self._free_gl()
-        self.raw.close()
 
 
 def n_init_states(suite: str, task: int) -> int:
