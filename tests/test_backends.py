@@ -171,3 +171,37 @@ def test_a_killed_local_search_resumes_on_ray(tmp_path):
     assert report["runs"]["search"]["evaluations"] == 3
     assert report["episodes_run"] == _parts(tmp_path) - before  # the resumed search ran exactly what was missing
     assert {k for row in report["log"] for k in row["episode_keys"]} == {p.stem for p in (run / "parts").glob("*.parquet")}
+
+
+def test_a_dead_ray_node_ends_the_run_in_one_line_and_resume_finishes_it(tmp_path):
+    """The run's private Ray node killed mid-run (its raylet and the actors' processes): the driver says so in one line, keeps what finished,
+    exits non-zero, and a local --resume completes the run (docs/ray.md)."""
+    import psutil
+
+    out = tmp_path / "results"
+    args = [sys.executable, "-m", "stress.cli", *RUN, "--workers", "1", "--backend", "ray", "--out", str(out)]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while time.time() < deadline and proc.poll() is None and not list(out.glob("*/parts/*.parquet")):
+            time.sleep(0.2)
+        raylets = [p for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "raylet"]
+        assert raylets, "no raylet under the driver"
+        for raylet in raylets:  # the node dies: its raylet and the actors' worker processes under it
+            doomed = [raylet, *raylet.children(recursive=True)]
+            for process in doomed:
+                process.kill()
+        _, stderr = proc.communicate(timeout=300)  # never waits forever on the dead node
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode not in (0, None), stderr[-2000:]
+    assert "Ray" in stderr and "--resume" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    run = _only_run(out)
+    stored = len(list((run / "parts").glob("*.parquet")))
+    assert 1 <= stored < 4
+    resumed = run_cli("run", "--resume", str(run), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"{stored} already stored" in resumed.stderr
+    keys = [k for (k,) in duckdb.sql(f"SELECT episode_key FROM read_parquet('{run}/episodes.parquet')").fetchall()]
+    assert len(keys) == len(set(keys)) == 4

@@ -30,7 +30,11 @@ from stress.runners.schedule import Runner
 
 ROOT = str(Path(__file__).resolve().parent.parent)  # the folder holding stress/, scenarios/, perturbations/
 PASSED_ENV = ("PYTHONPATH", "MUJOCO_GL", "PYOPENGL_PLATFORM", "NO_ALBUMENTATIONS_UPDATE")  # plus every STRESS_* variable
-PROBE_S = 5.0
+PROBE_S = 5.0  # how often a wait for results looks at the cluster's health
+# no result for this long means the cluster stalled: the longest episode seen so far times STALL_FACTOR, at least
+# STALL_MIN_S, or FIRST_RESULT_S before any result (a first episode builds its scene and loads its policy);
+# STRESS_RAY_STALL_S overrides all three (tests)
+STALL_FACTOR, STALL_MIN_S, FIRST_RESULT_S = 10.0, 600.0, 1800.0
 RESTART_S = 300.0  # an actor restart re-imports the simulator stack: seconds, minutes on a loaded node
 
 
@@ -64,6 +68,15 @@ def actor_env() -> dict[str, str]:
     return env
 
 
+class ClusterLost(RuntimeError):
+    """The Ray cluster can no longer run the actors (its node died, or it stopped answering): the run stops, what
+    finished is stored, and ``--resume`` on either backend finishes it."""
+
+    def __init__(self, why: str):
+        super().__init__(f"{why}; the finished episodes are stored: finish the run with `stress run --resume RUN` "
+                         "(--backend local works too)")
+
+
 class _Actor:
     """One Ray actor: a pool worker in a process of its own (``ray.remote`` is applied at start)."""
 
@@ -92,6 +105,9 @@ class RayPool(Pool):
         self._ray = self._temp = None
         self._actors: list = []
         self._owner: dict = {}  # object ref -> the worker running it
+        self._started: dict = {}  # object ref -> when it was submitted (monotonic s)
+        self._longest_s = 0.0  # the longest job so far: the stall bound follows it
+        self._last_result = time.monotonic()
         self._owned_env: dict[str, str | None] = {}
 
     def start(self) -> None:
@@ -143,15 +159,44 @@ class RayPool(Pool):
 
     def submit(self, worker: int, method: str, *args):
         self.start()
+        if not self._owner:  # idle until now (a search between batches): the stall clock starts here
+            self._last_result = time.monotonic()
         ref = self._actors[worker].call.options(max_task_retries=0).remote(method, *args)
         self._owner[ref] = worker
+        self._started[ref] = time.monotonic()
         return ref
 
     def wait_one(self, handles: list):
-        return self._ray.wait(handles, num_returns=1)[0][0]
+        """The first finished handle; raises ClusterLost instead of waiting on a cluster that is gone or stalled."""
+        while True:
+            ready, _ = self._ray.wait(handles, num_returns=1, timeout=PROBE_S)
+            if ready:
+                return ready[0]
+            self._check_alive()
+
+    def _stall_bound(self) -> float:
+        if os.environ.get("STRESS_RAY_STALL_S"):
+            return float(os.environ["STRESS_RAY_STALL_S"])
+        return max(STALL_MIN_S, STALL_FACTOR * self._longest_s) if self._longest_s else FIRST_RESULT_S
+
+    def _check_alive(self) -> None:
+        try:
+            nodes = self._ray.nodes()
+        except Exception as exc:  # the cluster's control store does not answer
+            raise ClusterLost(f"the Ray cluster does not answer ({type(exc).__name__})") from None
+        dead = [n.get("NodeManagerAddress", "?") for n in nodes if not n.get("Alive")]
+        if not any(n.get("Alive") for n in nodes) or (self.address is None and dead):
+            raise ClusterLost(f"the Ray node running the actors died ({', '.join(dead) or 'no node alive'}: its raylet "
+                              "stopped or missed its heartbeats)")
+        waited = time.monotonic() - self._last_result
+        if waited > self._stall_bound():
+            raise ClusterLost(f"no episode finished on the Ray actors for {waited:.0f} s (the bound: "
+                              f"{self._stall_bound():.0f} s, from the longest episode so far)")
 
     def result(self, handle) -> Any:
         ray, worker = self._ray, self._owner.pop(handle)
+        self._last_result = time.monotonic()
+        self._longest_s = max(self._longest_s, self._last_result - self._started.pop(handle, self._last_result))
         try:
             return ray.get(handle)
         except ray.exceptions.ActorDiedError:
@@ -166,11 +211,12 @@ class RayPool(Pool):
         deadline = time.monotonic() + RESTART_S
         while True:
             try:
-                ray.get(self._actors[worker].info.remote(), timeout=RESTART_S)
+                ray.get(self._actors[worker].info.remote(), timeout=PROBE_S)
                 return
             except ray.exceptions.ActorDiedError:
                 self._actors[worker] = self._new_actor()
             except (ray.exceptions.ActorUnavailableError, ray.exceptions.GetTimeoutError):
+                self._check_alive()  # an actor whose node is gone never comes back: say so instead of waiting
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"Ray actor {worker} did not come back within {RESTART_S:.0f} s of a crash") from None
                 time.sleep(0.2)
@@ -178,9 +224,12 @@ class RayPool(Pool):
     def close(self) -> None:
         if self._ray is not None:
             for actor in self._actors:
-                self._ray.kill(actor, no_restart=True)
+                try:
+                    self._ray.kill(actor, no_restart=True)
+                except Exception:  # its node is gone (ClusterLost): nothing left to kill
+                    pass
             self._actors = []
-            self._owner = {}
+            self._owner, self._started = {}, {}
             self._ray.shutdown()
             self._ray = None
         if self._temp:
