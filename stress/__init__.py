@@ -54,10 +54,11 @@ _EXPORTS = {
     "make_policy": "stress.policies",
     "policy_class": "stress.policies",
     "SIMULATORS": "stress.envs",
+    "register_simulator": "stress.envs",
     # running and storing
-    "run_specs": "stress.runners.episode",
-    "make_runner": "stress.runners.episode",
-    "BACKENDS": "stress.runners.episode",
+    "run_specs": "stress.runners",
+    "make_runner": "stress.runners",
+    "BACKENDS": "stress.runners",
     "RunStore": "stress.store",
     # the search
     "Property": "scenarios.properties",
