@@ -1,32 +1,45 @@
-"""The planted-failure benchmark: the search's own code on a synthetic episode function whose failure
-regions, thresholds and modes are known, so search quality is measured in seconds without a simulator.
+"""The planted-failure benchmark: the search's own code on synthetic episode functions whose failure
+regions are known, so search quality is measured in seconds without a simulator.
 
 The space mimics a real one (two tasks, 50 init states, four policy seeds; five families with grids like
-their declarations). Three planted modes, each monotone toward the severe end of its axes, as
-perturbation failures are:
+their declarations). A *landscape* is drawn from a seed (:func:`landscape`): four failure regions, each
+of a different kind, on families and axes drawn at random, so that no prior about where failures lie
+("more severe is worse") can pass for learning:
 
-=================  =========================================================  ================
-mode               region                                                     signature
-=================  =========================================================  ================
-occlusion          ``area_fraction`` index >= 30 and ``anchor`` index >= 1    never_grasped
-dynamics           ``friction_scale`` index <= -14                            dropped
-mid_chunk_push     ``speed_mps`` index >= 28 and ``step`` index >= 10         collision
-=================  =========================================================  ================
+===============  ==========================================================================  ==============
+kind             region (on an axis of span M, one side of a two-sided axis)                  under uniform
+===============  ==========================================================================  ==============
+``severe``       one or two axes at or beyond a threshold at 55-80 % of M (monotone)           ~ 3-9 %
+``pocket``       an interior interval of 20-30 % of M centred at 30-70 %                       ~ 6-9 %
+``mild``         an interval from 3-15 % of M, 25 % wide: fails near the identity, not at it   ~ 7 %
+``band``         a narrow interval of 8-12 % of M anywhere in 20-90 %                          ~ 2-4 %
+``rare``         two axes of one family each in an interval of 20 % of M                       ~ 1 %
+``interaction``  two families, one axis each beyond 40-60 % of M: either alone holds          ~ 1-2 %
+===============  ==========================================================================  ==============
 
-The other axes and the families ``lighting`` and ``sensor_noise`` change nothing. The graded score is the
-normalised distance to the nearest region (1 when no planted family is perturbed), negative inside.
-Under uniform sampling about 14 % of scenarios violate.
+(Under uniform: the chance a uniform point of the space lands in the region, at ``max_families`` 2.)
+Every region has its own failure signature. The verdict is exact (inside a region or not); the graded
+score is the normalised distance to the nearest region (1 from a region none of whose families is
+perturbed; a family not perturbed counts as at rest; inside: minus the depth) plus Gaussian noise of standard deviation ``NOISE``, deterministic per (landscape,
+scenario) so that a scenario asked twice answers the same, as the store makes a real search do. The noise
+is a stand-in (0.1 on a score in [-1, 1]); the reference model's score noise is not measured yet.
+
+:func:`benchmark` scores samplers on landscapes drawn from seeds given by the caller: tune on one range,
+report on another (``stress bench --planted --tune-seeds 0-19 --report-seeds 100-119``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import statistics
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 
 from scenarios.properties import Verdict
 from scenarios.search import Evaluation, Search
-from scenarios.searchspace import GridAxis, SearchSpace
+from scenarios.searchspace import GridAxis, SearchSpace, axis_rest, point_key
 
 A = GridAxis
 FAMILIES = {
@@ -36,108 +49,197 @@ FAMILIES = {
     "lighting": (A("diffuse_scale", -20, 20), A("ambient", 0, 20), A("tilt_deg", 0, 18)),
     "sensor_noise": (A("gaussian_std", 0, 50), A("jpeg_quality", 0, 99)),
 }
-# mode -> (family, {axis: threshold index}, signature); a region is every axis at or beyond its threshold
-MODES = {
-    "occlusion": ("occlusion", {"area_fraction": 30, "anchor": 1}, "never_grasped"),
-    "dynamics": ("dynamics", {"friction_scale": -14}, "dropped"),
-    "push": ("mid_chunk_push", {"speed_mps": 28, "step": 10}, "collision"),
-}
+KINDS = ("severe", "pocket", "mild", "band", "rare", "interaction")
+SIGNATURES = ("collision", "never_grasped", "dropped", "wrong_place", "timeout_near_goal", "timeout")
+MODES_PER_LANDSCAPE = 4
+NOISE = 0.1  # standard deviation of the graded score's noise (a stand-in: see the module docstring)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A planted failure region: every listed (family, axis) inside its closed index interval [lo, hi]."""
+
+    name: str  # "kind:index"
+    kind: str
+    signature: str
+    bounds: tuple[tuple[str, str, int, int], ...]  # (family, axis, lo, hi) grid indices
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return tuple(sorted({f for f, _, _, _ in self.bounds}))
+
+    def corner(self) -> dict:
+        """The region's point nearest the identity: its families alone, each bounded axis at the bound
+        nearest rest, every other axis at rest (what exact shrinking must return)."""
+        out = {f: {a.name: axis_rest(a) for a in FAMILIES[f]} for f in self.families}
+        for f, axis, lo, hi in self.bounds:
+            out[f][axis] = lo if lo > 0 else hi
+        return out
+
+    def distance(self, families: dict) -> float:
+        """Normalised distance of a point's families to the region, <= 0 inside (minus the depth); 1 when
+        the point perturbs none of its families, else a family not perturbed counts as at rest."""
+        if not set(self.families) & set(families):
+            return 1.0
+        gaps = []
+        for f, axis, lo, hi in self.bounds:
+            a = next(x for x in FAMILIES[f] if x.name == axis)
+            i = families.get(f, {}).get(axis, axis_rest(a))
+            gap = max(lo - i, i - hi) - 0.5  # > 0 outside; half a step inside at the boundary
+            gaps.append(gap / (a.high - a.low))
+        return max(gaps)
+
+
+def _interval(rng: np.random.Generator, axis: GridAxis, start: float, width: float) -> tuple[int, int]:
+    """[lo, hi] at fractions (start, start + width) of the magnitude on one side of the axis (drawn when
+    the axis is two-sided), never containing rest, at least two indices wide."""
+    negative = axis.low < 0 and (axis.high <= 0 or rng.random() < 0.5)
+    span = -axis.low if negative else axis.high
+    lo = max(1, int(round(start * span)))
+    hi = min(span, max(lo + 1, int(round((start + width) * span))))
+    lo = min(lo, hi - 1) if hi > 1 else lo
+    return (-hi, -lo) if negative else (lo, hi)
+
+
+def _wide_axes(family: str) -> list[GridAxis]:
+    return [a for a in FAMILIES[family] if max(a.high, -a.low) >= 10]
+
+
+def landscape(seed: int) -> tuple[Region, ...]:
+    """``MODES_PER_LANDSCAPE`` regions of distinct kinds on families and axes drawn from ``seed``."""
+    rng = np.random.default_rng([seed, 0x1A4D])
+    kinds = [KINDS[i] for i in rng.permutation(len(KINDS))[:MODES_PER_LANDSCAPE]]
+    signatures = [SIGNATURES[i] for i in rng.permutation(len(SIGNATURES))]
+    names = sorted(FAMILIES)
+    regions = []
+    for n, kind in enumerate(kinds):
+        if kind == "interaction":
+            pair = sorted(str(f) for f in rng.choice(names, 2, replace=False))
+            bounds = []
+            for f in pair:
+                axis = _wide_axes(f)[int(rng.integers(len(_wide_axes(f))))]
+                start = rng.uniform(0.4, 0.6)
+                bounds.append((f, axis.name, *_interval(rng, axis, start, 1.0)))
+        else:
+            f = str(rng.choice(names))
+            axes = _wide_axes(f)
+            count = 2 if kind == "rare" or (kind == "severe" and rng.random() < 0.5) else 1
+            chosen = [axes[i] for i in rng.choice(len(axes), min(count, len(axes)), replace=False)]
+            bounds = []
+            for axis in chosen:
+                if kind == "severe":
+                    start, width = rng.uniform(0.55, 0.8), 1.0
+                elif kind == "pocket":
+                    width = rng.uniform(0.2, 0.3)
+                    start = rng.uniform(0.3, 0.7) - width / 2
+                elif kind == "mild":
+                    start, width = rng.uniform(0.03, 0.15), 0.25
+                elif kind == "band":
+                    start, width = rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.12)
+                else:  # rare
+                    start, width = rng.uniform(0.2, 0.8), 0.2
+                bounds.append((f, axis.name, *_interval(rng, axis, start, width)))
+        regions.append(Region(f"{kind}:{n}", kind, signatures[n], tuple(bounds)))
+    return tuple(regions)
 
 
 def planted_space() -> SearchSpace:
     return SearchSpace("planted", (0, 1), tuple(range(50)), FAMILIES, ("both",), (0, 1, 2, 3), max_families=2)
 
 
-def _spans(family: str) -> dict[str, int]:
-    return {a.name: a.high - a.low for a in FAMILIES[family]}
+def region_of(regions, point: dict) -> Region | None:
+    """The region a point violates in (the deepest when several), or None."""
+    inside = [(r.distance(point["families"]), r.name, r) for r in regions if r.distance(point["families"]) <= 0]
+    return min(inside)[2] if inside else None
 
 
-def verdict(point: dict) -> tuple[Verdict, str | None]:
-    """The planted property: violated inside any region; score = distance to the nearest region."""
-    best, signature = 1.0, None
-    for family, thresholds, sig in MODES.values():
-        indices = point["families"].get(family)
-        if indices is None:
-            continue
-        spans = _spans(family)
-        # per axis: how far short of its threshold in units of the axis span; at the threshold half a step inside
-        gaps = [((t - indices[a]) if t > 0 else (indices[a] - t)) - 0.5 for a, t in thresholds.items()]
-        distance = max(g / spans[a] for g, a in zip(gaps, thresholds))
-        if distance <= 0 and (signature is None or distance < best):
-            signature = sig
-        best = min(best, distance)
-    return Verdict(best <= 0, float(best)), signature
+def verdict(regions, point: dict, seed: int = 0) -> tuple[Verdict, str | None]:
+    """The planted property: violated inside any region; score = distance to the nearest region plus noise
+    that never crosses zero (the verdict is the ground truth)."""
+    distance = min(r.distance(point["families"]) for r in regions)
+    noise_seed = int.from_bytes(hashlib.sha256(f"{seed}:{point_key(point)}".encode()).digest()[:8], "little")
+    noisy = distance + NOISE * float(np.random.default_rng(noise_seed).standard_normal())
+    region = region_of(regions, point)
+    score = min(noisy, -1e-3) if region else max(noisy, 1e-3)
+    return Verdict(region is not None, float(score)), region.signature if region else None
 
 
 class PlantedEvaluator:
-    """Evaluates points with :func:`verdict`; each scenario counts as one episode."""
+    """Evaluates points on the landscape of ``seed``; each scenario counts as one episode."""
 
-    def __init__(self):
+    def __init__(self, seed: int = 0, regions=None):
+        self.seed = seed
+        self.regions = tuple(regions) if regions is not None else landscape(seed)
         self.episodes = 0
 
     def evaluate(self, points: list[dict]) -> list[Evaluation]:
         out = []
         for point in points:
             self.episodes += 1
-            v, signature = verdict(point)
+            v, signature = verdict(self.regions, point, self.seed)
             out.append(Evaluation(point, v, signature if v.violated else "success", [], 1))
         return out
 
     def replay(self, point: dict, times: int, tag: str) -> list[bool]:
-        return [verdict(point)[0].violated for _ in range(times)]
+        return [verdict(self.regions, point, self.seed)[0].violated for _ in range(times)]
 
 
-def planted_thresholds_recovered(finding: dict) -> bool:
-    """Whether a shrunk finding is exactly its planted region's corner: that family alone, each threshold
-    axis exactly at its threshold, every other axis at rest."""
+def corner_recovered(regions, finding: dict) -> bool:
+    """Whether a shrunk finding is exactly a region's corner nearest the identity."""
     families = finding["shrunk"]["point"]["families"]
-    for family, thresholds, _ in MODES.values():
-        if list(families) == [family]:
-            expected = {a.name: thresholds.get(a.name, 0) for a in FAMILIES[family]}
-            return families[family] == expected
-    return False
+    return any(families == r.corner() for r in regions)
 
 
-def benchmark(samplers=("random", "halton", "ce", "bandit"), seeds: int = 20, budget: int = 100, shrinker: str = "greedy", first_seed: int = 0) -> dict[str, Any]:
-    """Every sampler over ``seeds`` seeds on the planted space: violations per 100, evaluations to the
-    first violation, planted modes found, thresholds recovered after shrinking, shrink cost, 1-minimality."""
-    out = {}
-    for name in samplers:
-        per_seed = []
-        for seed in range(first_seed, first_seed + seeds):
-            search = Search(planted_space(), "planted", PlantedEvaluator(), sampler=name, budget=budget, seed=seed, max_findings=len(MODES), shrinker=shrinker)
-            result = search.run()
-            curve = result["report"]["runs"]["search"]
-            findings = result["findings"]
-            per_seed.append({
-                "violations_per_100": curve["violations_per_100"],
-                "first_violation": curve["first_violation"] or budget + 1,
-                "modes_found": len({m.split(" x ")[0] for m in curve["modes"]}),
-                "recovered": sum(planted_thresholds_recovered(f) for f in findings), "findings": len(findings),
-                "one_minimal": sum(f["one_minimal"] for f in findings),
-                "shrink_evaluations": [f["shrink_evaluations"] for f in findings],
-                "original_fields": [f["fields"]["original"] for f in findings],
-            })
-        shrink_costs = [c for s in per_seed for c in s["shrink_evaluations"]]
-        six = [c for s in per_seed for c, n in zip(s["shrink_evaluations"], s["original_fields"]) if n >= 6]
-        out[name] = {
-            "seeds": seeds, "budget": budget,
-            "violations_per_100": statistics.mean(s["violations_per_100"] for s in per_seed),
-            "median_first_violation": statistics.median(s["first_violation"] for s in per_seed),
-            "all_modes_found": sum(s["modes_found"] == len(MODES) for s in per_seed),
-            "mean_modes_found": statistics.mean(s["modes_found"] for s in per_seed),
-            "findings": sum(s["findings"] for s in per_seed),
-            "thresholds_recovered": sum(s["recovered"] for s in per_seed),
-            "one_minimal": sum(s["one_minimal"] for s in per_seed),
-            "median_shrink_evaluations": statistics.median(shrink_costs) if shrink_costs else None,
-            "max_shrink_evaluations": max(shrink_costs) if shrink_costs else None,
-            "median_shrink_evaluations_6_fields": statistics.median(six) if six else None,
-            "max_shrink_evaluations_6_fields": max(six) if six else None,
-        }
-    return out
+def _first(curve: list[int], budget: int) -> int:
+    return next((i + 1 for i, c in enumerate(curve) if c), budget + 1)
+
+
+def run_one(sampler: str, seed: int, budget: int = 100, shrinker: str = "greedy") -> dict:
+    """One search on the landscape of ``seed`` (the search's seed too): what a table row averages."""
+    evaluator = PlantedEvaluator(seed)
+    search = Search(planted_space(), "planted", evaluator, sampler=sampler, budget=budget, seed=seed, max_findings=MODES_PER_LANDSCAPE, shrinker=shrinker)
+    findings = search.run()["findings"]
+    rows = [r for r in search.log if r["run"] == "search" and r["phase"] == "sample"]
+    hits = [region_of(evaluator.regions, r["point"]) for r in rows]
+    found_at = {}
+    for i, region in enumerate(hits):
+        if region is not None:
+            found_at.setdefault(region.name, i + 1)
+    return {
+        "hits": [h.name if h else None for h in hits], "found_at": found_at, "kinds": {r.name: r.kind for r in evaluator.regions},
+        "violations_per_100": 100.0 * sum(h is not None for h in hits) / max(1, len(hits)),
+        "first_violation": _first([h is not None for h in hits], budget),
+        "findings": len(findings), "exact": sum(corner_recovered(evaluator.regions, f) for f in findings),
+        "one_minimal": sum(f["one_minimal"] for f in findings),
+        "shrink_evaluations": [f["shrink_evaluations"] for f in findings],
+    }
+
+
+def summarise(runs: list[dict], budgets=(25, 50, 100)) -> dict[str, Any]:
+    """A table row over one sampler's runs: distinct planted modes found by each budget (mean share of the
+    landscape's modes), violations per 100, median evaluations to the first violation, exact corners."""
+    shrink_costs = [c for r in runs for c in r["shrink_evaluations"]]
+    row = {f"modes_{b}": statistics.mean(sum(at <= b for at in r["found_at"].values()) / MODES_PER_LANDSCAPE for r in runs) for b in budgets}
+    row.update({
+        "seeds": len(runs),
+        "violations_per_100": statistics.mean(r["violations_per_100"] for r in runs),
+        "median_first_violation": statistics.median(r["first_violation"] for r in runs),
+        "findings": sum(r["findings"] for r in runs), "exact": sum(r["exact"] for r in runs), "one_minimal": sum(r["one_minimal"] for r in runs),
+        "median_shrink_evaluations": statistics.median(shrink_costs) if shrink_costs else None,
+        "max_shrink_evaluations": max(shrink_costs) if shrink_costs else None,
+    })
+    for kind in KINDS:
+        planted = [(name, r) for r in runs for name, k in r["kinds"].items() if k == kind]
+        row[f"found_{kind}"] = sum(name in r["found_at"] for name, r in planted) / len(planted) if planted else None
+    return row
+
+
+def benchmark(samplers, seeds, budget: int = 100, shrinker: str = "greedy") -> dict[str, dict]:
+    """Every sampler on the landscapes of ``seeds`` (each seed: its landscape and the search's seed)."""
+    return {name: summarise([run_one(name, s, budget, shrinker) for s in seeds], tuple(b for b in (25, 50, 100) if b <= budget)) for name in samplers}
 
 
 if __name__ == "__main__":
     import json
 
-    print(json.dumps(benchmark(), indent=2))
+    print(json.dumps(benchmark(("random", "ce"), range(100, 120)), indent=2))

@@ -4,7 +4,8 @@ a scenario) and learn from the graded score of what they proposed.
 ``random`` (uniform, the baseline), ``halton`` / ``sobol`` (scrambled low-discrepancy sequences from
 ``scipy.stats.qmc``), ``ce`` (cross-entropy: per-dimension bucket distributions refitted to the lowest
 scores, after VerifAI's sampler), ``bandit`` (UCB over families: which family to perturb is the arm, its
-parameters uniform). Every sampler draws only from its own seeded generator, so the same seed and the same
+parameters uniform), ``blind-ce`` (``ce`` fed noise instead of verdicts: the score-blind baseline with
+``ce``'s prior, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
 verdicts give the same proposals (a resumed search replays its history from the store).
 """
 
@@ -151,10 +152,33 @@ class Bandit(Sampler):
             self.rewards[name] += reward
 
 
+def blind(cls: type[Sampler]) -> type[Sampler]:
+    """``cls`` made score-blind: the same proposals machinery and prior, but every verdict it learns from is
+    replaced by a uniform score from its own generator, never a violation and never a finding. A guided
+    sampler must beat its blind twin, or its advantage is its prior, not learning."""
+
+    class Blind(cls):
+        name = f"blind-{cls.name}"
+        __doc__ = f"``{cls.name}`` fed uniform noise instead of verdicts (the score-blind baseline with its prior)."
+
+        def __init__(self, space, seed):
+            super().__init__(space, seed)
+            self.noise = np.random.default_rng([seed, 0xB11D])
+
+        def update(self, u, score, violated, mode):
+            super().update(u, None if score is None else float(self.noise.random()), False, None)
+
+        def explained(self, families):
+            pass
+
+    Blind.__name__ = Blind.__qualname__ = f"Blind{cls.__name__}"
+    return Blind
+
+
 # the samplers: a class (space, seed) -> Sampler each, listed in this order; plug-ins add theirs through the
 # "stress.samplers" entry points
 SAMPLERS = Registry("sampler", "stress.samplers")
-for _sampler in (Sampler, Halton, Sobol, CrossEntropy, Bandit):
+for _sampler in (Sampler, Halton, Sobol, CrossEntropy, Bandit, blind(CrossEntropy)):
     SAMPLERS.register(_sampler.name, _sampler)
 
 

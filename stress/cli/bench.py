@@ -7,13 +7,13 @@ import json
 from datetime import date
 from pathlib import Path
 
-from scenarios.planted import benchmark
+from scenarios.planted import KINDS, MODES_PER_LANDSCAPE, benchmark
 from scenarios.samplers import SAMPLERS
 from stress.bench.aloha import measure as measure_aloha
 from stress.bench.libero import run_bench
 from stress.bench.remote import measure as measure_remote
 from stress.bench.remote import throughput
-from stress.cli.args import DEFAULT_SUITE, positive_int
+from stress.cli.args import DEFAULT_SUITE, int_list_in, positive_int
 from stress.cli.common import print_tables
 from stress.core.errors import UserError
 
@@ -24,8 +24,12 @@ def add_arguments(bench) -> None:
     bench.add_argument("--init", type=int, default=0)
     bench.add_argument("--repeats", type=int, default=2)
     bench.add_argument("--out", type=Path, default=Path("results") / "bench")
-    bench.add_argument("--planted", action="store_true", help="instead: the search's planted-failure benchmark (no simulator; every sampler, 20 seeds, budget 100)")
-    bench.add_argument("--seeds", type=positive_int, default=20, help="--planted: search seeds per sampler (default 20)")
+    bench.add_argument("--planted", action="store_true",
+                       help="instead: the search's planted-failure benchmark (no simulator; every sampler on the landscapes of --tune-seeds and of --report-seeds)")
+    bench.add_argument("--tune-seeds", type=int_list_in(0, 10**6), default=list(range(0, 20)), help="--planted: the landscapes the samplers' constants were tuned on (default 0-19)")
+    bench.add_argument("--report-seeds", type=int_list_in(0, 10**6), default=list(range(100, 120)), help="--planted: held-out landscapes, the figure to report (default 100-119)")
+    bench.add_argument("--budget", type=positive_int, default=100, help="--planted: scenarios per search (default 100; modes are also counted at 25 and 50)")
+    bench.add_argument("--shrinker", default="greedy", help="--planted: greedy or hypothesis (default greedy)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
     bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
     bench.add_argument("--remote-throughput", action="store_true",
@@ -56,14 +60,31 @@ def run(args) -> int:
 
 
 def _planted(args) -> int:
-    results = {shrinker: benchmark(SAMPLERS, args.seeds, 100, shrinker) for shrinker in ("greedy", "hypothesis")}
+    overlap = sorted(set(args.tune_seeds) & set(args.report_seeds))
+    if overlap:
+        raise UserError(f"--report-seeds {overlap[0]} invalid; valid: seeds not in --tune-seeds (held-out landscapes)")
+    results = {}
+    for split, seeds in (("tune", args.tune_seeds), ("report", args.report_seeds)):
+        results[split] = benchmark(SAMPLERS, seeds, args.budget, args.shrinker)
+        base = results[split]["random"]["violations_per_100"]
+        for row in results[split].values():
+            row["vs_random"] = row["violations_per_100"] / base if base else None
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"planted-{date.today().isoformat()}.json"
-    path.write_text(json.dumps(results, indent=2, sort_keys=True))
-    rows = [{"shrinker": shrinker, "sampler": name, **r} for shrinker, by_sampler in results.items() for name, r in by_sampler.items()]
-    print_tables({"planted": rows}, {"planted": (f"planted-failure benchmark: {args.seeds} seeds x budget 100 (3 planted modes)", [
-        ("shrinker", "shrinker", "s"), ("sampler", "sampler", "s"), ("violations/100", "violations_per_100", ".1f"), ("median first", "median_first_violation", ".1f"),
-        ("all modes (seeds)", "all_modes_found", "d"), ("findings", "findings", "d"), ("thresholds exact", "thresholds_recovered", "d"),
-        ("1-minimal", "one_minimal", "d"), ("shrink median", "median_shrink_evaluations", ".1f"), ("shrink max", "max_shrink_evaluations", "d")])})
+    path.write_text(json.dumps({"tune_seeds": args.tune_seeds, "report_seeds": args.report_seeds, "budget": args.budget, "shrinker": args.shrinker, **results}, indent=2, sort_keys=True))
+    rows = {split: [{"sampler": name, **r} for name, r in by_sampler.items()] for split, by_sampler in results.items()}
+    modes = [(f"modes @{b}", f"modes_{b}", ".0%") for b in (25, 50, 100) if b <= args.budget]
+    kinds = [(kind, f"found_{kind}", ".0%") for kind in KINDS]
+    columns = [("sampler", "sampler", "s"), *modes, ("violations/100", "violations_per_100", ".1f"), ("x random", "vs_random", ".2f"),
+               ("median first", "median_first_violation", ".1f"), ("findings", "findings", "d"), ("exact corner", "exact", "d"), ("1-minimal", "one_minimal", "d"),
+               ("shrink median", "median_shrink_evaluations", ".1f"), ("shrink max", "max_shrink_evaluations", "d")]
+    layout = {split: (f"planted landscapes, {name} seeds {_span(seeds)}: {len(seeds)} landscapes x {MODES_PER_LANDSCAPE} modes, budget {args.budget}, shrinker {args.shrinker}", columns)
+              for split, name, seeds in (("tune", "tuning", args.tune_seeds), ("report", "held-out", args.report_seeds))}
+    layout["kinds"] = (f"held-out seeds {_span(args.report_seeds)}: share of planted modes of each kind found by budget {args.budget}", [("sampler", "sampler", "s"), *kinds])
+    print_tables({**rows, "kinds": rows["report"]}, layout)
     print(f"results: {path}")
     return 0
+
+
+def _span(seeds: list[int]) -> str:
+    return f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else ",".join(map(str, seeds))
