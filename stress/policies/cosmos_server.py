@@ -526,7 +526,11 @@ def make_server(args, log=None) -> PolicyServer:
     if not args.cosmos_checkout:
         raise UserError("--policy cosmos needs --cosmos-checkout PATH (the root of a cosmos-policy checkout)")
     runtime = CosmosRuntime(args, log=log)
-    return PolicyServer(lambda: CosmosPolicy(runtime), runtime.metadata(), host=args.host, port=args.port, user_errors=(UserError,), log=log)
+    try:  # wire, key and frame bound: `stress serve`'s flags (this module's own main keeps the defaults)
+        return PolicyServer(lambda: CosmosPolicy(runtime), runtime.metadata(), host=args.host, port=args.port, user_errors=(UserError,), log=log,
+                            wire=getattr(args, "wire", "stress"), api_key=getattr(args, "api_key", None), max_frame=getattr(args, "max_frame", None))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def main(argv=None) -> int:

@@ -17,14 +17,15 @@ reconnection mid-episode could not continue it exactly.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from stress.core.errors import UserError
 from stress.core.policy import Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
+from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url
 from stress.policies.serve import PROTOCOL, pack, unpack
 
 DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU (notes §5)
@@ -32,33 +33,7 @@ CONNECT_TIMEOUT_S = 10.0
 CONNECT_RETRIES = (0.5, 1.0, 2.0)  # waits between connection attempts at reset (a server restarting)
 DOWN_MEMORY_S = 30.0  # after failed retries, later resets within this time fail at once: a run with its server gone ends quickly
 
-
-class MalformedResponse(PolicyFault):
-    kind = "malformed_response"
-
-
-class ServerError(PolicyFault):
-    kind = "policy_server_error"
-
-
 _down_since: dict[str, float] = {}  # url -> when retries last failed (per process)
-
-
-def check_url(url) -> str:
-    """A ws:// or wss:// URL with a host (and a port in range), or UserError."""
-    valid = "valid: ws://HOST:PORT or wss://HOST:PORT"
-    if not isinstance(url, str) or not url:
-        raise UserError(f"policy server URL {url!r} missing; {valid}")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise UserError(f"malformed policy server URL {url!r}; {valid}") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise UserError(f"malformed policy server URL {url!r}; {valid}")
-    if port is None and parts.netloc.endswith(":"):
-        raise UserError(f"malformed policy server URL {url!r}; {valid}")
-    return url
 
 
 def served_id(metadata: dict) -> str:
@@ -71,7 +46,8 @@ def _connect(url: str, timeout: float):
     from websockets.sync.client import connect
 
     # entered by hand: the connection outlives this call (one per episode sequence); close() ends it
-    ws = connect(url, open_timeout=timeout, close_timeout=1, compression=None, max_size=None).__enter__()
+    headers = auth_headers(os.environ.get(API_KEY_ENV))  # a server started with --api-key refuses a connection without it
+    ws = connect(url, open_timeout=timeout, close_timeout=1, compression=None, max_size=None, additional_headers=headers).__enter__()
     try:
         metadata = unpack(ws.recv(timeout=timeout))
         check_metadata(metadata)
@@ -84,9 +60,10 @@ def _connect(url: str, timeout: float):
 def check_metadata(metadata) -> None:
     """The handshake's own consistency (not yet against a task): ValueError naming the field."""
     if not isinstance(metadata, dict) or metadata.get("type") != "metadata":
-        raise ValueError("the server's first message is not its metadata")
+        raise ValueError(f"the server's first message is not {PROTOCOL} metadata (an openpi server? use --policy openpi)")
     if metadata.get("protocol") != PROTOCOL:
-        raise ValueError(f"server speaks protocol {metadata.get('protocol')!r}; this suite speaks {PROTOCOL!r}")
+        hint = " (use --policy openpi)" if metadata.get("protocol") == "openpi" else ""
+        raise ValueError(f"server speaks protocol {metadata.get('protocol')!r}; this suite speaks {PROTOCOL!r}{hint}")
     for name in ("action_dim", "chunk", "proprio_dim", "image_size"):
         value = metadata.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
