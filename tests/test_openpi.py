@@ -125,7 +125,7 @@ class ReplyPolicy:
         self.calls += 1
         if self.error:
             raise self.error
-        return SimpleNamespace(actions=self.actions)
+        return SimpleNamespace(actions=self.actions, predicted_value=None, predicted_future=None)
 
 
 def serve_thread(policy, wire="openpi", **kw) -> tuple[PolicyServer, str]:
@@ -183,3 +183,101 @@ def test_wrong_protocol_exits_2_naming_it(served_openpi):
                       "protocol 'openpi'", "--policy openpi")
     assert_user_error(run_cli("run", "--policy", "reference", "--replan-steps", "3", timeout=120), "--replan-steps is for --policy openpi")
     assert_user_error(run_cli("run", "--policy", "openpi", timeout=120), "needs --policy-server")
+
+
+# --- security of `stress serve`: exposure needs a key, the key in constant time, frames bounded -------------------
+def test_binding_beyond_loopback_needs_a_key():
+    assert_user_error(run_cli("serve", "--host", "0.0.0.0", "--port", "0", timeout=120), "binding 0.0.0.0", "--api-key")
+
+
+@pytest.mark.parametrize("wire", ["openpi", "stress"])
+def test_a_request_without_the_key_never_reaches_the_policy(wire, monkeypatch):
+    from websockets.exceptions import InvalidStatus
+
+    from stress.policies.remote import RemotePolicy
+
+    policy = ReplyPolicy(np.zeros((8, 7)))
+    server, url = serve_thread(policy, wire=wire, api_key="s3cret")
+    host, port = url.removeprefix("ws://").split(":")
+    try:
+        for key in (None, "wrong", "s3cre"):
+            with pytest.raises(InvalidStatus, match="401"):
+                WebsocketClientPolicy(host, int(port), api_key=key)
+        assert policy.calls == 0
+        if wire == "openpi":
+            assert WebsocketClientPolicy(host, int(port), api_key="s3cret").infer(openpi_observation())["actions"].shape == (8, 7)
+        else:
+            monkeypatch.setenv("STRESS_POLICY_API_KEY", "s3cret")
+            client = RemotePolicy(server=url)
+            client.reset(PROMPT, 0)
+            assert client.act(libero_obs()).actions.shape == (8, 7)
+            client.close()
+        assert policy.calls == 1
+    finally:
+        server.shutdown()
+
+
+def test_an_oversized_frame_is_refused_from_its_header():
+    """A client announces a 600 MB frame and sends 1 KB of it: the server closes with 1009 at once, without
+    waiting for (or buffering) the rest."""
+    import base64
+    import os
+    import socket
+    import struct
+
+    policy = ReplyPolicy(np.zeros((8, 7)))
+    server, url = serve_thread(policy, wire="stress")
+    try:
+        assert server.max_frame < 2 * 2**20  # 2 cameras x 224 px x 3 bytes, twice, plus 1 MiB
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 101")
+        length = 600 * 2**20
+        sock.sendall(bytes([0x82, 0x80 | 127]) + struct.pack("!Q", length) + b"mask" + b"\0" * 1024)  # binary, masked, 600 MB announced
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        sock.close()
+        close = data.rfind(b"\x88")  # the close frame after the metadata: code 1009 (message too big)
+        assert close >= 0 and struct.unpack("!H", data[close + 2:close + 4])[0] == 1009, data[-40:]
+        assert policy.calls == 0
+    finally:
+        server.shutdown()
+
+
+def test_an_undecodable_request_is_a_bad_request_naming_it():
+    from websockets.sync.client import connect
+
+    from stress.policies.serve import unpack
+
+    server, url = serve_thread(ReplyPolicy(np.zeros((8, 7))), wire="stress")
+    try:
+        with connect(url) as ws:
+            ws.recv()
+            for frame, fragment in (("hello", "text frame"), (b"\xc1", "undecodable request")):
+                ws.send(frame)
+                reply = unpack(ws.recv(timeout=10))
+                assert reply["kind"] == "bad_request" and fragment in reply["message"], reply
+    finally:
+        server.shutdown()
+
+
+def test_the_client_refuses_an_oversized_reply_unread():
+    from stress.policies.remote import HANDSHAKE_BYTES, RemotePolicy
+
+    server, url = serve_thread(ReplyPolicy(np.zeros((HANDSHAKE_BYTES // 56 + 1000, 7))), wire="stress")  # > 16 MiB of actions
+    try:
+        client = RemotePolicy(server=url)
+        client.reset(PROMPT, 0)
+        with pytest.raises(MalformedResponse, match="reply larger than"):
+            client.act(libero_obs())
+    finally:
+        server.shutdown()

@@ -33,6 +33,9 @@ CONNECT_TIMEOUT_S = 10.0
 CONNECT_RETRIES = (0.5, 1.0, 2.0)  # waits between connection attempts at reset (a server restarting)
 DOWN_MEMORY_S = 30.0  # after failed retries, later resets within this time fail at once: a run with its server gone ends quickly
 
+HANDSHAKE_BYTES = 16 * 2**20  # the largest metadata frame read (a Cosmos T5 cache's instruction list is far below)
+REPLY_MARGIN = 2.0  # a reply may be this many times what the handshake announces (float futures, info fields)
+
 _down_since: dict[str, float] = {}  # url -> when retries last failed (per process)
 
 
@@ -47,7 +50,7 @@ def _connect(url: str, timeout: float):
 
     # entered by hand: the connection outlives this call (one per episode sequence); close() ends it
     headers = auth_headers(os.environ.get(API_KEY_ENV))  # a server started with --api-key refuses a connection without it
-    ws = connect(url, open_timeout=timeout, close_timeout=1, compression=None, max_size=None, additional_headers=headers).__enter__()
+    ws = connect(url, open_timeout=timeout, close_timeout=1, compression=None, max_size=HANDSHAKE_BYTES, additional_headers=headers).__enter__()
     try:
         metadata = unpack(ws.recv(timeout=timeout))
         check_metadata(metadata)
@@ -55,6 +58,16 @@ def _connect(url: str, timeout: float):
         ws.close()
         raise
     return ws, metadata
+
+
+def reply_limit(metadata: dict, n_candidates: int) -> int:
+    """The largest reply a decision may send: the executed chunk and each candidate's, each with a future image per
+    camera (at the larger of the served size and 256 px), times REPLY_MARGIN; never below HANDSHAKE_BYTES. A larger
+    frame is refused from its header (websockets), the connection closed with 1009: a server cannot exhaust the
+    client's memory."""
+    size = max(int(metadata["image_size"]), 256)
+    one = len(metadata["cameras"]) * size * size * 3 + metadata["chunk"] * metadata["action_dim"] * 8
+    return max(HANDSHAKE_BYTES, int((1 + n_candidates) * one * REPLY_MARGIN))
 
 
 def check_metadata(metadata) -> None:
@@ -134,6 +147,7 @@ class RemotePolicy:
         self.metadata: dict | None = None
         self._episode: dict[str, Any] | None = None
         self._step_timing: dict[str, float] = {}
+        self._limit = HANDSHAKE_BYTES
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -221,6 +235,8 @@ class RemotePolicy:
             raise PolicyUnavailable(f"policy server {self.server} gave no reply within {self.timeout_s:g} s") from None
         except (ConnectionClosed, OSError) as exc:
             self.close()
+            if getattr(getattr(exc, "sent", None), "code", None) == 1009:  # we refused it: a reply over reply_limit
+                raise MalformedResponse(f"reply larger than {self._limit} bytes (the handshake's images x candidates, twice); refused unread") from None
             raise PolicyUnavailable(f"policy server {self.server} closed the connection ({type(exc).__name__})") from None
         except (ValueError, TypeError) as exc:  # undecodable frame
             raise MalformedResponse(f"undecodable reply ({exc})") from None
@@ -237,6 +253,8 @@ class RemotePolicy:
         self._ensure_connected()
         self._episode = {"instruction": instruction, "seed": int(seed), "mode": mode,
                          "n_candidates": int(n_candidates) if mode == "planning" else 1, "aggregation": aggregation if mode == "planning" else None}
+        self._limit = reply_limit(self.metadata, self._episode["n_candidates"])
+        self._ws.protocol.max_message_size = self._limit  # read by websockets at every frame's header
         reply = self._request({"type": "reset", **self._episode, "settings": dict(self._settings)})
         if reply.get("type") != "ready":
             raise MalformedResponse(f"reset reply type {reply.get('type')!r}; expected 'ready'")
