@@ -104,6 +104,7 @@ def test_run_with_policy_openpi_and_resume(served_openpi, tmp_path):
     assert proc.returncode == 0, proc.stderr
     run = next(tmp_path.iterdir())
     rows = RunStore.open(run).query("SELECT error, steps, decisions FROM episodes")
+    assert "not provided by this policy (actions only): planning vs direct; value over-estimation; world model vs copy-frame; selection regret" in proc.stdout, proc.stdout
     assert len(rows) == 1 and rows[0]["error"] is None and rows[0]["steps"] == 12 and rows[0]["decisions"] == 3, rows  # 4 actions of each chunk
     again = run_cli("run", "--resume", str(run), timeout=600)
     assert again.returncode == 0 and "1 already stored" in again.stderr, again.stderr
@@ -228,7 +229,7 @@ def test_an_oversized_frame_is_refused_from_its_header():
     policy = ReplyPolicy(np.zeros((8, 7)))
     server, url = serve_thread(policy, wire="stress")
     try:
-        assert server.max_frame < 2 * 2**20  # 2 cameras x 224 px x 3 bytes, twice, plus 1 MiB
+        assert server.max_frame == 1_650_688  # 2 cameras x 224 px x 224 px x 3 bytes, twice, plus 1 MiB (docs/remote-policy.md)
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         key = base64.b64encode(os.urandom(16)).decode()
         sock.sendall(f"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"

@@ -146,6 +146,7 @@ class OpenpiPolicy:
     modes: ClassVar[tuple[str, ...]] = ("direct",)  # openpi's protocol carries one chunk per request: no candidates
     simulators: ClassVar[tuple[str, ...]] = tuple(MAPPINGS)
     uses_images: ClassVar[bool] = True
+    actions_only: ClassVar[bool] = True  # no value, no predicted future: the report says "not provided by this policy"
 
     def __init__(self, server: str | None = None, served: str | None = None, replan_steps: int = DEFAULT_REPLAN_STEPS,
                  timeout_s: float = DEFAULT_TIMEOUT_S):
