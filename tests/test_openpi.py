@@ -282,3 +282,84 @@ def test_the_client_refuses_an_oversized_reply_unread():
             client.act(libero_obs())
     finally:
         server.shutdown()
+
+
+def test_bench_wires_reports_each_wire():
+    from stress.bench.remote import wires
+
+    result = wires(repeats=20)  # figures are docs/benchmarks.md's, never asserted
+    assert {"stress-policy/1 (remote backend)", "openpi (openpi-client's infer)", "openpi (openpi backend, 256 px renders resized to 224)"} <= set(result)
+
+
+# --- parity: the suite's episode is the episode openpi's own client loop produces on the same LIBERO scene ----------
+class ImageDrivenPolicy:
+    """Served over --wire openpi: records what reaches it and answers a 10 x 7 chunk that depends on every pixel
+    (a different byte anywhere changes the trajectory). Its actions ignore the state: the state's float32
+    rounding (docs/remote-policy.md, a deliberate difference) is compared on its own."""
+
+    name, modes, uses_images = "image-driven", ("direct",), True
+
+    def __init__(self):
+        self.seen = []
+
+    def reset(self, *args, **kwargs):
+        pass
+
+    def act(self, obs):
+        import hashlib
+
+        digest = hashlib.sha256(obs.images["agentview"].tobytes() + obs.images["wrist"].tobytes()).hexdigest()
+        self.seen.append((digest, np.array(obs.proprio)))
+        code = np.resize(np.frombuffer(bytes.fromhex(digest), dtype=np.uint8), 70).astype(np.float64).reshape(10, 7)
+        actions = (code / 255 - 0.5) * 0.6
+        actions[:, 6] = -1.0
+        return SimpleNamespace(actions=actions, predicted_value=None, predicted_future=None)
+
+
+def test_parity_with_openpis_own_client_loop():
+    from stress.core.spec import ScenarioSpec
+    from stress.envs.cache import EnvCache
+    from stress.envs.libero import LiberoEnv
+    from stress.policies.cache import PolicyCache
+    from stress.runners.episode import run_episode
+
+    recorder = ImageDrivenPolicy()
+    server = PolicyServer(lambda: recorder, describe(recorder, version="1", chunk=10, image_size=128), port=0, wire="openpi")
+    ready = threading.Event()
+    threading.Thread(target=server.serve_forever, kwargs={"ready": lambda port: ready.set()}, daemon=True).start()
+    assert ready.wait(10)
+    url, steps = f"ws://127.0.0.1:{server.port}", 20
+    envs = EnvCache()
+    try:
+        # the suite's episode
+        spec = ScenarioSpec(suite="libero_spatial", task_id=0, init_index=0, policy="openpi", mode="direct", seed=0, max_steps=steps,
+                            image_size=256, policy_options=(("replan_steps", 5), ("server", url)))
+        result = run_episode(spec, envs, PolicyCache())
+        assert result.error is None and result.steps == steps, result.error
+        ours, recorder.seen = recorder.seen, []
+        # openpi's examples/libero/main.py loop, on the suite's LIBERO adapter (its reset runs the 10 settle steps)
+        env = LiberoEnv("libero_spatial", 0, image_size=256)
+        env.reset(0)
+        client = WebsocketClientPolicy("127.0.0.1", server.port)
+        plan = []
+        for _ in range(steps):
+            if not plan:
+                raw = env.raw._get_observations()
+                img = np.ascontiguousarray(env._render_raw("agentview")[::-1, ::-1])  # LIBERO's obs["agentview_image"], rotated
+                wrist = np.ascontiguousarray(env._render_raw("wrist")[::-1, ::-1])
+                chunk = client.infer({
+                    "observation/image": image_tools.convert_to_uint8(image_tools.resize_with_pad(img, 224, 224)),
+                    "observation/wrist_image": image_tools.convert_to_uint8(image_tools.resize_with_pad(wrist, 224, 224)),
+                    "observation/state": np.concatenate((raw["robot0_eef_pos"], quat2axisangle(raw["robot0_eef_quat"]), raw["robot0_gripper_qpos"])),
+                    "prompt": env.instruction})["actions"]
+                plan.extend(chunk[:5])
+            env.step(plan.pop(0))
+        env.close()
+        theirs = recorder.seen
+    finally:
+        envs.close()
+        server.shutdown()
+    assert len(ours) == len(theirs) == steps // 5
+    assert [d for d, _ in ours] == [d for d, _ in theirs]  # the same image bytes at every decision: the same episode
+    for (_, a), (_, b) in zip(ours, theirs):  # the state: equal up to the suite's float32 proprio (documented)
+        assert np.allclose(a, b, atol=1e-6)
