@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) torch==2.13.0
 	$(PIP) -e '.[test,ray]'
 	$(PIP) --no-deps hf-libero==0.1.4
+	$(PIP) --no-deps openpi-client==0.1.2
 	$(BIN)/python -m stress.envs.libero_setup
 	touch $(STAMP)
 

@@ -13,6 +13,7 @@ from stress.core.files import read_json_input
 from stress.core.spec import PerturbationSpec, ScenarioSpec, perturbation_seed
 from stress.envs import check_task, simulator_of
 from stress.policies import policy_class
+from stress.policies import openpi
 from stress.policies.remote import check_compatible, probe
 from stress.runners.episode import check_spec
 
@@ -79,6 +80,14 @@ def check_servers(specs: list[ScenarioSpec]) -> dict | None:
     """Reach every policy server the specs name and check it fits them (UserError otherwise, before any episode
     runs). Returns the handshake metadata (recorded in the manifest), or None without remote specs."""
     metadata, seen = None, {}
+    for spec in (s for s in specs if s.policy == "openpi"):  # openpi's metadata is free-form: reachable, and the same server
+        options = dict(spec.policy_options)
+        url = options.get("server")
+        if url not in seen:
+            seen[url] = openpi.probe(url)
+        metadata = seen[url]
+        if options.get("served") is not None and openpi.served_id(metadata) != options["served"]:
+            raise UserError(f"policy server {url} serves {openpi.served_id(metadata)!r}; the run was started with {options['served']!r}")
     for spec in (s for s in specs if s.policy == "remote"):
         options = dict(spec.policy_options)
         url = options.get("server")

@@ -27,6 +27,7 @@ from stress.envs import simulator_of
 from stress.measurement.groundtruth import Measurement
 from stress.policies import policy_class
 from stress.policies.planning import check_aggregation
+from stress.policies import openpi
 from stress.policies.remote import check_compatible, probe
 from stress.runners.local import LocalRunner
 from stress.store import RunStore
@@ -122,6 +123,9 @@ def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Call
 
 def _check_server(config: dict) -> None:
     """A remote policy's server must be reachable and fit the search before any episode runs (exit 2)."""
+    if config["policy"] == "openpi":
+        openpi.probe((config.get("policy_options") or {}).get("server"))
+        return
     if config["policy"] != "remote":
         return
     options = config.get("policy_options") or {}

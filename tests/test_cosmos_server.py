@@ -313,6 +313,20 @@ def test_planning_schedule_members_and_aggregation(cu, cosmos_files):
     assert schedule == {"seed": base + 1, "future_seeds": [base + 1, base + 2], "future_steps": [1, 3], "value_seeds": [base + 1, base + 2, base + 3], "value_steps": [1, 3, 5]}
 
 
+def test_one_value_per_future_uses_num_denoising_steps_value(cu, cosmos_files):
+    """M > 1 futures, L = 1 value: Cosmos's value-ensemble flag is off, so its value call takes
+    num_denoising_steps_value (not linspace(1, steps, 1) = one step)."""
+    url = serve_in_thread(cosmos_files, "--cosmos-set", "num_denoising_steps_value=5")
+    client = RemotePolicy(server=url, n_futures=2, n_values=1)
+    client.reset(TASK0, seed=2, mode="planning", n_candidates=1, aggregation="average")
+    cu.LOG.clear()
+    decision = client.act(observation())
+    client.close()
+    generate = [c for c in cu.LOG if c["call"] == "generate"]
+    assert len(generate) == 1 + 2 + 2 and [c["num_steps"] for c in generate[3:]] == [5, 5]
+    assert decision.info["schedules"][0]["value_steps"] == [5]
+
+
 def test_planning_matches_cosmos_own_ensemble_call(cu, cosmos_files):
     """A candidate's score equals what Cosmos's own get_value_prediction ensemble computes for it."""
     from stress.policies.cosmos_server import LIBERO_CFG

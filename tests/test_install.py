@@ -20,7 +20,7 @@ def pinned() -> dict[str, str]:
 
 def test_installed_versions_match_constraints():
     pins = pinned()
-    for name in ("torch", "mujoco", "robosuite", "hf-libero", "albumentations", "opencv-python-headless", "numpy"):
+    for name in ("torch", "mujoco", "robosuite", "hf-libero", "albumentations", "opencv-python-headless", "numpy", "openpi-client"):
         assert name in pins, name
     mismatched = {name: (want, version(name)) for name, want in pins.items() if version(name).split("+")[0] != want}
     assert not mismatched

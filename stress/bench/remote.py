@@ -20,16 +20,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 from stress.core.policy import Candidate, Decision, Observation
 from stress.core.spec import ScenarioSpec
 from stress.measurement.groundtruth import Measurement
+from stress.policies.openpi import OpenpiPolicy
 from stress.policies.remote import RemotePolicy, probe, served_id
 from stress.policies.serve import PolicyServer, describe
 from stress.runners.local import LocalRunner
 from stress.store import RunStore
 
 IMAGE_SIZE, CANDIDATES, FUTURE_SIZE, ENSEMBLE = 256, 8, 128, 15
+WIRE_IMAGE_SIZE, WIRE_CHUNK = 224, 10  # --wires: the issue's request (two 224 px images, an 8-D state) and reply (a 10 x 7 chunk)
 
 
 class CannedPlanner:
@@ -140,8 +143,77 @@ def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatia
             "load_average": os.getloadavg()[0], **results}
 
 
+class CannedChunk:
+    """Always the same 10 x 7 chunk, direct mode: what an actions-only policy sends on either wire."""
+
+    name, modes, uses_images = "canned-chunk", ("direct",), True
+
+    def __init__(self):
+        self.actions = np.random.default_rng(0).uniform(-1, 1, (WIRE_CHUNK, 7))
+
+    def reset(self, instruction, seed, mode="direct", n_candidates=1, aggregation=None):
+        pass
+
+    def act(self, obs) -> Decision:
+        return Decision(actions=self.actions)
+
+
+def _serve_wire(wire: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "stress.bench.remote", "0", wire], stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    return proc, re.search(r"ws://[\d.]+:\d+", proc.stderr.readline()).group(0)
+
+
+def wires(repeats: int = 200) -> dict:
+    """Round trip per decision on 127.0.0.1 for each wire, a canned 10 x 7 chunk served in its own process
+    (``stress bench --wires``): stress-policy/1 through the ``remote`` backend (two 224 px images, the 9-D
+    proprio); openpi's protocol through openpi-client's own ``WebsocketClientPolicy.infer`` (two 224 px images,
+    the 8-D state) and through the ``openpi`` backend (two 256 px renders resized to 224 as openpi's LIBERO
+    client does, then the same request)."""
+    rng = np.random.default_rng(1)
+    obs224 = Observation(images={c: rng.integers(0, 256, (WIRE_IMAGE_SIZE, WIRE_IMAGE_SIZE, 3), dtype=np.uint8) for c in ("agentview", "wrist")},
+                         proprio=rng.normal(size=9), instruction="pick up the black bowl", step=0)
+    obs256 = Observation(images={c: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for c in ("agentview", "wrist")},
+                         proprio=rng.normal(size=9), instruction="pick up the black bowl", step=0)
+    openpi_obs = {"observation/image": obs224.images["agentview"], "observation/wrist_image": obs224.images["wrist"],
+                  "observation/state": rng.normal(size=8), "prompt": "pick up the black bowl"}
+    results = {"repeats": repeats, "cpus": os.cpu_count(), "load_average": os.getloadavg()[0]}
+
+    def timed(key, fn):
+        for _ in range(10):  # warm-up
+            fn()
+        median, p95 = _median_ms(fn, repeats)
+        results[key] = {"median_ms": median, "p95_ms": p95}
+
+    for wire in ("stress", "openpi"):
+        proc, url = _serve_wire(wire)
+        try:
+            if wire == "stress":
+                client = RemotePolicy(server=url)
+                client.reset("pick up the black bowl", 0)
+                timed("stress-policy/1 (remote backend)", lambda: client.act(obs224))
+                client.close()
+            else:
+                host, port = url.removeprefix("ws://").split(":")
+                theirs = WebsocketClientPolicy(host, int(port))
+                timed("openpi (openpi-client's infer)", lambda: theirs.infer(openpi_obs))
+                ours = OpenpiPolicy(server=url)
+                ours.reset("pick up the black bowl", 0)
+                timed("openpi (openpi backend, 256 px renders resized to 224)", lambda: ours.act(obs256))
+                ours.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return results
+
+
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if len(sys.argv) > 2:  # a wire: the canned 10 x 7 chunk of `stress bench --wires`
+        metadata = describe(CannedChunk, version="bench", chunk=WIRE_CHUNK, image_size=WIRE_IMAGE_SIZE)
+        server = PolicyServer(CannedChunk, metadata, port=port, observation_type=Observation, wire=sys.argv[2])
+        server.serve_forever(ready=lambda p: print(f"bench server on ws://127.0.0.1:{p}", file=sys.stderr, flush=True))
+        return
     metadata = describe(CannedPlanner, version="bench", chunk=16, image_size=IMAGE_SIZE, aggregations=("average",),
                         predictions=("value", "future_images", "candidates", "ensemble_values"))
     server = PolicyServer(CannedPlanner, metadata, port=port, observation_type=Observation)

@@ -108,6 +108,12 @@ def none_or(parse):
 
 
 # --- argument groups -----------------------------------------------------------------------------------------------
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """A policy server's client options, shared by ``run``, ``study`` and ``search`` (docs/remote-policy.md)."""
+    parser.add_argument("--replan-steps", type=positive_int, metavar="N", help="with --policy openpi: actions executed from each returned chunk before the next query (default 5, as openpi's LIBERO client)")
+    parser.add_argument("--api-key", metavar="KEY", help="with a policy server that needs one: sent as 'Authorization: Api-Key KEY' (default: $STRESS_POLICY_API_KEY); never stored in the run")
+
+
 def add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     """The scenario, policy and measurement arguments shared by ``run`` and ``study``."""
     # suite, tasks and episodes default to None: a --protocol run defaults them to the protocol's own
@@ -120,7 +126,8 @@ def add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--camera", default="both", help="camera targeted by per-camera perturbations: agentview, wrist, both")
     run.add_argument("--scenario", type=Path, help="JSON file with a list of ScenarioSpecs (explicit parameters) to run")
     run.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy backend (default {DEFAULT_POLICY})")
-    run.add_argument("--policy-server", metavar="URL", help="with --policy remote: the policy server, ws://HOST:PORT (stress serve); with --resume: a new address for the run's server")
+    run.add_argument("--policy-server", metavar="URL", help="with --policy remote or openpi: the policy server, ws://HOST:PORT (stress serve; openpi's serve_policy.py); with --resume: a new address for the run's server")
+    add_server_arguments(run)
     run.add_argument("--mode", default="auto", help="direct, planning, both, or auto (every mode the policy has)")
     run.add_argument("--candidates", type=positive_int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates in planning mode (default {DEFAULT_CANDIDATES})")
     run.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"planning value aggregation: average, lcb, success_vote, majority_mean (default {DEFAULT_AGGREGATION})")

@@ -12,7 +12,7 @@ from scenarios.samplers import SAMPLERS
 from stress.bench.aloha import measure as measure_aloha
 from stress.bench.libero import run_bench
 from stress.bench.remote import measure as measure_remote
-from stress.bench.remote import throughput
+from stress.bench.remote import throughput, wires
 from stress.cli.args import DEFAULT_SUITE, int_list_in, positive_int
 from stress.cli.common import print_tables
 from stress.core.errors import UserError
@@ -32,6 +32,7 @@ def add_arguments(bench) -> None:
     bench.add_argument("--shrinker", default="greedy", help="--planted: greedy or hypothesis (default greedy)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
     bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
+    bench.add_argument("--wires", action="store_true", help="instead: round trip per decision on 127.0.0.1 for each wire (stress-policy/1, openpi's), two 224 px images, a 10 x 7 chunk")
     bench.add_argument("--remote-throughput", action="store_true",
                        help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
     bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1; --aloha: init states per task in the expert table (default 10)")
@@ -44,6 +45,9 @@ def run(args) -> int:
         return _planted(args)
     if args.remote:
         print(json.dumps(measure_remote(max(20, args.repeats)), indent=1))
+        return 0
+    if args.wires:
+        print(json.dumps(wires(max(20, args.repeats)), indent=1))
         return 0
     if args.aloha:
         if not 0 <= args.episodes <= 50:

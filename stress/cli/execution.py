@@ -3,6 +3,7 @@ a remote policy's options, a new run or a resumed one, and its episodes with a p
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import datetime
 
@@ -12,6 +13,8 @@ from scenarios.grid import check_servers
 from stress.cli.common import episode_progress
 from stress.core.errors import UserError, choice_error
 from stress.measurement.groundtruth import Measurement
+from stress.policies import openpi
+from stress.policies.client import API_KEY_ENV
 from stress.policies.remote import check_url, probe, served_id
 from stress.runners import BACKENDS, make_runner
 from stress.store import RunStore
@@ -21,6 +24,8 @@ def runner(args, workers: int | None = None, env_cache: int = 1):
     """The runner of ``--backend`` (a context manager); a Ray cluster is started or joined now, so a bad address or a
     worker count it cannot place exits 2 before any run folder is written."""
     workers = args.workers if workers is None else workers
+    if getattr(args, "api_key", None):  # before any worker starts: they inherit it; never written into the run
+        os.environ[API_KEY_ENV] = args.api_key
     if args.backend not in BACKENDS:
         raise choice_error("--backend", args.backend, BACKENDS)
     if args.backend != "ray" and (args.ray_address or args.ray_gpus):
@@ -31,15 +36,28 @@ def runner(args, workers: int | None = None, env_cache: int = 1):
     return chosen
 
 
+CLIENTS = ("remote", "openpi")  # the backends that talk to a policy server (--policy-server)
+
+
 def remote_options(args) -> tuple[tuple, int | None, dict | None]:
-    """(policy options, image size, handshake metadata) of ``--policy remote``: the served policy's identity and
-    the server's address as options, and the image size the server expects (Cosmos: 256); ((), None, None) otherwise."""
-    if args.policy != "remote":
+    """(policy options, image size, handshake metadata) of a policy server's client: the served policy's identity
+    and the server's address as options (openpi: its ``replan_steps`` too), and the image size the server expects
+    (Cosmos: 256; openpi: 256, resized to 224 as openpi's LIBERO client does); ((), None, None) otherwise. The
+    metadata is stress-policy/1's (None for openpi, whose metadata is free-form)."""
+    replan = getattr(args, "replan_steps", None)
+    if args.policy != "openpi" and replan is not None:
+        raise UserError(f"--replan-steps is for --policy openpi; got --policy {args.policy!r}")
+    if args.policy not in CLIENTS:
         if args.policy_server:
-            raise UserError(f"--policy-server is for --policy remote; got --policy {args.policy!r}")
+            raise UserError(f"--policy-server is for --policy remote or openpi; got --policy {args.policy!r}")
         return (), None, None
     if not args.policy_server:
-        raise UserError("policy 'remote' needs --policy-server ws://HOST:PORT (a running `stress serve`)")
+        what = "a running `stress serve`" if args.policy == "remote" else "openpi's serve_policy.py, or `stress serve --wire openpi`"
+        raise UserError(f"policy {args.policy!r} needs --policy-server ws://HOST:PORT ({what})")
+    if args.policy == "openpi":
+        replan = openpi.check_replan_steps(openpi.DEFAULT_REPLAN_STEPS if replan is None else replan)
+        metadata = openpi.probe(args.policy_server)
+        return (("replan_steps", replan), ("served", openpi.served_id(metadata)), ("server", args.policy_server)), openpi.RENDER_SIZE, None
     server = probe(args.policy_server)
     # the key holds what it serves, not where
     return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
@@ -54,7 +72,7 @@ def start_or_resume(args, make_specs, label):
         if getattr(args, "policy_server", None):  # the run's server moved: same episodes (the URL is not in the key)
             check_url(args.policy_server)
             specs = [replace(s, policy_options=tuple(sorted({**dict(s.policy_options), "server": args.policy_server}.items())))
-                     if s.policy == "remote" else s for s in specs]
+                     if s.policy in CLIENTS else s for s in specs]
         check_servers(specs)
         return store, specs, Measurement(config.get("true_futures", "executed"), config.get("counterfactual_rollouts", 0))
     specs, config = make_specs(args)

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from scenarios import session
 from scenarios.evaluate import PolicySetting
 from scenarios.properties import properties
-from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, DEFAULT_SUITE, add_backend_arguments, int_list, positive_int
+from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, DEFAULT_SUITE, add_backend_arguments, add_server_arguments, int_list, positive_int
 from stress.cli.execution import remote_options, runner
 from stress.cli.reports import print_search
 from stress.core.errors import UserError, choice_error
@@ -35,7 +35,8 @@ def add_arguments(search) -> None:
     search.add_argument("--cameras", default="both", help="camera targets of per-camera families: agentview, wrist, both (default both)")
     search.add_argument("--policy-seeds", type=int_list, default="0", help="policy seeds searched, e.g. 0-3 (default 0)")
     search.add_argument("--policy", default="reference", help="policy backend (default reference)")
-    search.add_argument("--policy-server", metavar="URL", help="with --policy remote: the policy server, ws://HOST:PORT (stress serve)")
+    search.add_argument("--policy-server", metavar="URL", help="with --policy remote or openpi: the policy server, ws://HOST:PORT (stress serve; openpi's serve_policy.py)")
+    add_server_arguments(search)
     search.add_argument("--mode", default="direct", help="mode of the property's own episodes: direct or planning (default direct)")
     search.add_argument("--candidates", type=positive_int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates (default {DEFAULT_CANDIDATES})")
     search.add_argument("--aggregation", default=DEFAULT_AGGREGATION, help=f"best-of-N aggregation (default {DEFAULT_AGGREGATION})")

@@ -11,6 +11,7 @@ POLICIES.register("reference", "stress.policies.reference.policy:ReferencePolicy
 POLICIES.register("expert", "stress.policies.expert:ExpertPolicy")
 POLICIES.register("aloha-expert", "stress.policies.aloha_expert:AlohaExpertPolicy")  # ALOHA's privileged expert (suite aloha)
 POLICIES.register("remote", "stress.policies.remote:RemotePolicy")
+POLICIES.register("openpi", "stress.policies.openpi:OpenpiPolicy")  # a server speaking openpi's protocol (pi0, pi0.5, harnesses on openpi-client)
 
 
 def policy_names() -> tuple[str, ...]:

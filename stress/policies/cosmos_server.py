@@ -427,8 +427,10 @@ class CosmosPolicy:
         autoregressive = settings["ar_future_prediction"]  # check_settings: both AR flags equal
         world = rt.planning_model if rt.planning_model is not None else rt.model  # LIBERO: the base model (no planning checkpoint)
         m, l = settings["n_futures"], settings["n_values"]
-        # Cosmos's ensemble schedule: member k uses seed + k and linspace(1, steps, size)[k] denoising steps
-        value_steps = np.linspace(1, settings["num_denoising_steps_value"], l).astype(int).tolist() if m * l > 1 else [settings["num_denoising_steps_value"]]
+        # Cosmos's ensemble schedule: member k uses seed + k and linspace(1, steps, size)[k] denoising steps; with one
+        # value per future (L = 1) Cosmos's value ensemble flag is off and its call uses num_denoising_steps_value,
+        # whatever M is (not linspace(1, steps, 1) = one step)
+        value_steps = np.linspace(1, settings["num_denoising_steps_value"], l).astype(int).tolist() if l > 1 else [settings["num_denoising_steps_value"]]
         candidates, scores, schedules = [], [], []
         timing = {"action": 0.0, "future": 0.0, "value": 0.0}
         for i in range(episode["n_candidates"]):
@@ -526,7 +528,11 @@ def make_server(args, log=None) -> PolicyServer:
     if not args.cosmos_checkout:
         raise UserError("--policy cosmos needs --cosmos-checkout PATH (the root of a cosmos-policy checkout)")
     runtime = CosmosRuntime(args, log=log)
-    return PolicyServer(lambda: CosmosPolicy(runtime), runtime.metadata(), host=args.host, port=args.port, user_errors=(UserError,), log=log)
+    try:  # wire, key and frame bound: `stress serve`'s flags (this module's own main keeps the defaults)
+        return PolicyServer(lambda: CosmosPolicy(runtime), runtime.metadata(), host=args.host, port=args.port, user_errors=(UserError,), log=log,
+                            wire=getattr(args, "wire", "stress"), api_key=getattr(args, "api_key", None), max_frame=getattr(args, "max_frame", None))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
 
 
 def main(argv=None) -> int:

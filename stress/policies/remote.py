@@ -17,14 +17,15 @@ reconnection mid-episode could not continue it exactly.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any, ClassVar
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from stress.core.errors import UserError
 from stress.core.policy import Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
+from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url
 from stress.policies.serve import PROTOCOL, pack, unpack
 
 DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU (notes §5)
@@ -32,33 +33,10 @@ CONNECT_TIMEOUT_S = 10.0
 CONNECT_RETRIES = (0.5, 1.0, 2.0)  # waits between connection attempts at reset (a server restarting)
 DOWN_MEMORY_S = 30.0  # after failed retries, later resets within this time fail at once: a run with its server gone ends quickly
 
-
-class MalformedResponse(PolicyFault):
-    kind = "malformed_response"
-
-
-class ServerError(PolicyFault):
-    kind = "policy_server_error"
-
+HANDSHAKE_BYTES = 16 * 2**20  # the largest metadata frame read (a Cosmos T5 cache's instruction list is far below)
+REPLY_MARGIN = 2.0  # a reply may be this many times what the handshake announces (float futures, info fields)
 
 _down_since: dict[str, float] = {}  # url -> when retries last failed (per process)
-
-
-def check_url(url) -> str:
-    """A ws:// or wss:// URL with a host (and a port in range), or UserError."""
-    valid = "valid: ws://HOST:PORT or wss://HOST:PORT"
-    if not isinstance(url, str) or not url:
-        raise UserError(f"policy server URL {url!r} missing; {valid}")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise UserError(f"malformed policy server URL {url!r}; {valid}") from None
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise UserError(f"malformed policy server URL {url!r}; {valid}")
-    if port is None and parts.netloc.endswith(":"):
-        raise UserError(f"malformed policy server URL {url!r}; {valid}")
-    return url
 
 
 def served_id(metadata: dict) -> str:
@@ -71,7 +49,8 @@ def _connect(url: str, timeout: float):
     from websockets.sync.client import connect
 
     # entered by hand: the connection outlives this call (one per episode sequence); close() ends it
-    ws = connect(url, open_timeout=timeout, close_timeout=1, compression=None, max_size=None).__enter__()
+    headers = auth_headers(os.environ.get(API_KEY_ENV))  # a server started with --api-key refuses a connection without it
+    ws = connect(url, open_timeout=timeout, close_timeout=1, compression=None, max_size=HANDSHAKE_BYTES, additional_headers=headers).__enter__()
     try:
         metadata = unpack(ws.recv(timeout=timeout))
         check_metadata(metadata)
@@ -81,12 +60,23 @@ def _connect(url: str, timeout: float):
     return ws, metadata
 
 
+def reply_limit(metadata: dict, n_candidates: int) -> int:
+    """The largest reply a decision may send: the executed chunk and each candidate's, each with a future image per
+    camera (at the larger of the served size and 256 px), times REPLY_MARGIN; never below HANDSHAKE_BYTES. A larger
+    frame is refused from its header (websockets), the connection closed with 1009: a server cannot exhaust the
+    client's memory."""
+    size = max(int(metadata["image_size"]), 256)
+    one = len(metadata["cameras"]) * size * size * 3 + metadata["chunk"] * metadata["action_dim"] * 8
+    return max(HANDSHAKE_BYTES, int((1 + n_candidates) * one * REPLY_MARGIN))
+
+
 def check_metadata(metadata) -> None:
     """The handshake's own consistency (not yet against a task): ValueError naming the field."""
     if not isinstance(metadata, dict) or metadata.get("type") != "metadata":
-        raise ValueError("the server's first message is not its metadata")
+        raise ValueError(f"the server's first message is not {PROTOCOL} metadata (an openpi server? use --policy openpi)")
     if metadata.get("protocol") != PROTOCOL:
-        raise ValueError(f"server speaks protocol {metadata.get('protocol')!r}; this suite speaks {PROTOCOL!r}")
+        hint = " (use --policy openpi)" if metadata.get("protocol") == "openpi" else ""
+        raise ValueError(f"server speaks protocol {metadata.get('protocol')!r}; this suite speaks {PROTOCOL!r}{hint}")
     for name in ("action_dim", "chunk", "proprio_dim", "image_size"):
         value = metadata.get(name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -157,6 +147,7 @@ class RemotePolicy:
         self.metadata: dict | None = None
         self._episode: dict[str, Any] | None = None
         self._step_timing: dict[str, float] = {}
+        self._limit = HANDSHAKE_BYTES
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -244,6 +235,8 @@ class RemotePolicy:
             raise PolicyUnavailable(f"policy server {self.server} gave no reply within {self.timeout_s:g} s") from None
         except (ConnectionClosed, OSError) as exc:
             self.close()
+            if getattr(getattr(exc, "sent", None), "code", None) == 1009:  # we refused it: a reply over reply_limit
+                raise MalformedResponse(f"reply larger than {self._limit} bytes (the handshake's images x candidates, twice); refused unread") from None
             raise PolicyUnavailable(f"policy server {self.server} closed the connection ({type(exc).__name__})") from None
         except (ValueError, TypeError) as exc:  # undecodable frame
             raise MalformedResponse(f"undecodable reply ({exc})") from None
@@ -260,6 +253,8 @@ class RemotePolicy:
         self._ensure_connected()
         self._episode = {"instruction": instruction, "seed": int(seed), "mode": mode,
                          "n_candidates": int(n_candidates) if mode == "planning" else 1, "aggregation": aggregation if mode == "planning" else None}
+        self._limit = reply_limit(self.metadata, self._episode["n_candidates"])
+        self._ws.protocol.max_message_size = self._limit  # read by websockets at every frame's header
         reply = self._request({"type": "reset", **self._episode, "settings": dict(self._settings)})
         if reply.get("type") != "ready":
             raise MalformedResponse(f"reset reply type {reply.get('type')!r}; expected 'ready'")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shlex
 from collections import defaultdict
 
+from stress.core.errors import UserError
+from stress.policies import policy_class
 from stress.report.summary import SummaryRow
 
 MAX_LINES = 15
@@ -18,6 +20,14 @@ MISSING = {  # table -> (what it is, how to get it)
     "world_model": ("world model vs copy-frame", "--true-futures executed and a policy with a world model"),
     "selection": ("selection regret", "--counterfactual-rollouts 1"),
 }
+
+
+def _actions_only(policies: set[str]) -> bool:
+    """Every policy of the run declares it returns actions only (``actions_only``, e.g. ``--policy openpi``)."""
+    try:
+        return bool(policies) and all(getattr(policy_class(p), "actions_only", False) for p in policies)
+    except UserError:  # a plug-in policy no longer installed: say nothing about it
+        return False
 
 
 def _pooled(rows: list[SummaryRow]) -> tuple[int, int]:
@@ -84,8 +94,11 @@ def headline(run_path, summary: list[SummaryRow], tables: dict[str, list[dict]])
             lines.append("  " + "; ".join(second))
     if len(settings) > MAX_SETTINGS:
         lines.append(f"... and {len(settings) - MAX_SETTINGS} more settings: see stress show")
-    absent = [f"{what} ({how})" for name, (what, how) in MISSING.items()
-              if not [r for r in tables.get(name, []) if name != "selection" or r.get("measured")]]
+    missing = [name for name in MISSING if not [r for r in tables.get(name, []) if name != "selection" or r.get("measured")]]
+    if _actions_only({p for p, _ in settings}) and missing:  # no planning, value or future on its wire: no flag would add them
+        lines.append("not provided by this policy (actions only): " + "; ".join(MISSING[name][0] for name in missing))
+        missing = []
+    absent = [f"{MISSING[name][0]} ({MISSING[name][1]})" for name in missing]
     if absent:
         lines.append("not in this run: " + "; ".join(absent))
     run = shlex.quote(str(run_path))
