@@ -103,6 +103,10 @@ class Boundary:
         expected = (marg[:, 0, :] * entropy).sum(axis=0)
         return int(np.argmin(np.round(expected, 12)))  # rounded: ties go to the mildest level, on every machine
 
+    def fitted(self) -> list[float]:
+        """The posterior-mean success probability at each level 0..high (the picture's line)."""
+        return [float(x) for x in (self.posterior()[:, :, None] * self._p).sum(axis=(0, 1))]
+
     def curve(self) -> list[dict]:
         """Each visited level's observed rate with its 95 % Wilson interval, mildest first."""
         return [{"level": lv, "successes": s, "episodes": n, "rate": s / n, "ci95": list(wilson_interval(s, n))}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from scenarios.boundary import Boundary, Curve, benchmark, curve_sampler, estimate, grid_levels, random_curve
@@ -43,3 +46,15 @@ def test_benchmark_adaptive_beats_the_grid_and_covers():
     result = benchmark(range(20), widths=(0.2,), budget=300)["by_width"]["0.2"]
     assert result["adaptive"]["reached"] == 20 and result["adaptive"]["coverage"] >= 0.85
     assert result["paired"]["adaptive_episodes"] < result["paired"]["grid_episodes"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "stress.cli", *args], capture_output=True, text=True)
+
+
+def test_bench_maps_command(tmp_path):
+    r = _cli("bench", "--maps", "--map-seeds", "0-2", "--widths", "0.3", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "5-level grid" in r.stdout and list(tmp_path.glob("maps-*.json"))
+    bad = _cli("bench", "--maps", "--widths", "wide", "--out", str(tmp_path))
+    assert bad.returncode == 2 and "--widths 'wide' invalid; valid:" in bad.stderr and "Traceback" not in bad.stderr

@@ -7,6 +7,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+from scenarios.boundary import benchmark as map_benchmark
 from scenarios.planted import KINDS, MODES_PER_LANDSCAPE, benchmark
 from scenarios.samplers import SAMPLERS
 from stress.bench.aloha import measure as measure_aloha
@@ -30,6 +31,11 @@ def add_arguments(bench) -> None:
     bench.add_argument("--report-seeds", type=int_list_in(0, 10**6), default=list(range(100, 120)), help="--planted: held-out landscapes, the figure to report (default 100-119)")
     bench.add_argument("--budget", type=positive_int, default=100, help="--planted: scenarios per search (default 100; modes are also counted at 25 and 50)")
     bench.add_argument("--shrinker", default="greedy", help="--planted: greedy or hypothesis (default greedy)")
+    bench.add_argument("--maps", action="store_true",
+                       help="instead: the failure-boundary maps' benchmark (no simulator): adaptive threshold estimation vs a 5-level grid on synthetic curves with a known threshold")
+    bench.add_argument("--map-seeds", type=int_list_in(0, 10**6), default=list(range(100, 200)), help="--maps: the synthetic curves (default 100-199)")
+    bench.add_argument("--map-budget", type=positive_int, default=300, help="--maps: most episodes per curve and design (default 300)")
+    bench.add_argument("--widths", default="0.2,0.1", help="--maps: target widths of the threshold's 95%% interval, shares of the axis (default 0.2,0.1)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
     bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
     bench.add_argument("--wires", action="store_true", help="instead: round trip per decision on 127.0.0.1 for each wire (stress-policy/1, openpi's), two 224 px images, a 10 x 7 chunk")
@@ -43,6 +49,8 @@ def add_arguments(bench) -> None:
 def run(args) -> int:
     if args.planted:
         return _planted(args)
+    if args.maps:
+        return _maps(args)
     if args.remote:
         print(json.dumps(measure_remote(max(20, args.repeats)), indent=1))
         return 0
@@ -86,6 +94,41 @@ def _planted(args) -> int:
               for split, name, seeds in (("tune", "tuning", args.tune_seeds), ("report", "held-out", args.report_seeds))}
     layout["kinds"] = (f"held-out seeds {_span(args.report_seeds)}: share of planted modes of each kind found by budget {args.budget}", [("sampler", "sampler", "s"), *kinds])
     print_tables({**rows, "kinds": rows["report"]}, layout)
+    print(f"results: {path}")
+    return 0
+
+
+def _widths(text: str) -> tuple[float, ...]:
+    try:
+        widths = tuple(float(w) for w in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or not all(0 < w < 1.4 for w in widths):
+        raise UserError(f"--widths {text!r} invalid; valid: comma-separated shares of the axis in (0, 1.4), e.g. 0.2,0.1")
+    return widths
+
+
+def _maps(args) -> int:
+    widths = _widths(args.widths)
+    budget = args.map_budget
+    result = map_benchmark(args.map_seeds, widths, budget)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"maps-{date.today().isoformat()}.json"
+    path.write_text(json.dumps(result, indent=2, sort_keys=True))
+    rows = []
+    for width, by in result["by_width"].items():
+        for design in ("adaptive", "grid"):
+            r = by[design]
+            rows.append({"width": width, "design": design if design == "adaptive" else "5-level grid", **r,
+                         "reached_text": f"{r['reached']}/{len(args.map_seeds)}"})
+        p = by["paired"]
+        rows.append({"width": width, "design": f"paired ({p['n']} curves both reached)", "mean_episodes": None, "median_episodes": None,
+                     "reached_text": f"{p['adaptive_episodes']} vs {p['grid_episodes']}", "saved": p["median_saved"]})
+    columns = [("target width", "width", "s"), ("design", "design", "s"), ("median episodes", "median_episodes", ".0f"), ("mean episodes", "mean_episodes", ".1f"),
+               ("reached", "reached_text", "s"), ("coverage", "coverage", ".0%"), ("median |error|", "median_error", ".3f"), ("levels", "median_levels", ".0f"),
+               ("median saved", "saved", ".0%")]
+    title = f"threshold of {len(args.map_seeds)} synthetic curves (seeds {_span(args.map_seeds)}), axis of {result['high']} steps, cap {budget} episodes, batch {result['batch']}"
+    print_tables({"maps": rows}, {"maps": (title, columns)})
     print(f"results: {path}")
     return 0
 
