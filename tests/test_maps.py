@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -58,3 +59,31 @@ def test_bench_maps_command(tmp_path):
     assert "5-level grid" in r.stdout and list(tmp_path.glob("maps-*.json"))
     bad = _cli("bench", "--maps", "--widths", "wide", "--out", str(tmp_path))
     assert bad.returncode == 2 and "--widths 'wide' invalid; valid:" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_map_command_on_real_episodes_show_and_resume(tmp_path):
+    """The expert on one LIBERO task, one axis, 4 tiny episodes: map.json, map.png, `stress show`, and a resume
+    that runs nothing again."""
+    r = _cli("map", "--policy", "expert", "--families", "dynamics", "--axes", "dynamics.mass_scale", "--inits", "0-1", "--max-steps", "5",
+             "--budget", "4", "--batch", "2", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    run = next(tmp_path.glob("*-map"))
+    report = json.loads((run / "map.json").read_text())
+    (curve,) = report["curves"]
+    assert curve["family"] == "dynamics" and curve["axis"] == "mass_scale" and curve["episodes"] + curve["invalid"] == 4
+    assert (run / "map.png").stat().st_size > 0 and report["episodes_run"] == 4
+    assert sum(row["episodes"] for row in curve["levels"]) == curve["episodes"]
+    shown = _cli("show", str(run))
+    assert shown.returncode == 0 and "failure boundaries" in shown.stdout and "dynamics.mass_scale" in shown.stdout
+    again = _cli("map", "--resume", str(run))
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run / "map.json").read_text())["episodes_run"] == 0
+    assert json.loads((run / "map.json").read_text())["curves"] == report["curves"]
+
+
+def test_map_bad_input_exits_2(tmp_path):
+    for args, message in ((("--axes", "dynamics.bogus", "--families", "dynamics"), "--axes 'dynamics.bogus' names no axis"),
+                          (("--policy", "expert", "--modes", "direct,planning"), "has no 'planning' mode"),
+                          (("--width", "2"), "--width 2.0 invalid; valid:")):
+        r = _cli("map", *args, "--out", str(tmp_path))
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr

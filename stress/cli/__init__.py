@@ -31,6 +31,7 @@ COMMANDS = {  # name -> (its module in stress/cli/, one-line help), in the order
     "gallery": ("gallery", "static failure gallery of a run (RUN/gallery/index.html): videos, failure modes, predictions"),
     "replay": ("replay", "re-execute an episode's recorded actions and write an mp4; or re-run a search finding with the policy"),
     "search": ("search", "search the scenario space for the smallest scenarios that break a property; shrink and replay them"),
+    "map": ("map", "failure-boundary maps: success along each axis of given families and its 50 % threshold, found adaptively"),
     "train-reference": ("train_reference", "generate expert data and train the built-in reference model (CPU)"),
     "evaluate-reference": ("evaluate_reference", "success, value AUROC, world-model error and latency of a reference checkpoint"),
     "serve": ("serve", "serve a policy over a websocket (docs/remote-policy.md) for `stress run --policy remote`"),

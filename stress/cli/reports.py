@@ -15,6 +15,7 @@ from stress.report.degradation import degradation, load
 from stress.report.degradation_plot import save_degradation_plot
 from stress.report.gallery import build_gallery as write_gallery
 from stress.report.protocol import protocol_tables, verdict_line, write_protocol_report
+from stress.report.maps import MAP_LAYOUT, map_tables
 from stress.report.search import search_tables
 from stress.report.summary import error_counts, summarise
 
@@ -90,6 +91,10 @@ def print_protocol(store) -> None:
     print_tables(*protocol_tables(report))
     print(verdict_line(report))
     print(f"LeRobot eval_info.json (clean episodes + the protocol report): {store.path / 'eval_info.json'}")
+
+
+def print_map(report: dict) -> None:
+    print_tables(map_tables(report), MAP_LAYOUT)
 
 
 def print_search(report: dict) -> None:

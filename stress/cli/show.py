@@ -1,4 +1,4 @@
-"""``stress show RUN``: a stored run's tables: summary, degradation, and its search or protocol report if any."""
+"""``stress show RUN``: a stored run's tables: summary, degradation, and its search, map or protocol report if any."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 from rich.table import Table
 
 from stress.cli.common import console
-from stress.cli.reports import print_degradation, print_protocol, print_search, print_summary
+from stress.cli.reports import print_degradation, print_map, print_protocol, print_search, print_summary
+from stress.report.maps import load_map
 from stress.report.search import load_report
 from stress.store import RunStore
 
@@ -23,6 +24,9 @@ def run(args) -> int:
     search = load_report(store.path)
     if search is not None:
         print_search(search)
+    boundaries = load_map(store.path)
+    if boundaries is not None:
+        print_map(boundaries)
     print_summary(store)
     print_degradation(store)
     print_protocol(store)
