@@ -189,7 +189,7 @@ def check_pair(calibration: list[dict], test: list[dict], cal_path: Path, test_p
     for what in ("policy", "suite"):
         have, want = sorted({e[what] for e in calibration}), sorted({e[what] for e in test})
         if not set(want) <= set(have):
-            raise UserError(f"calibration run {cal_path.name} has {what} {', '.join(have) or 'none'}, test run {test_path.name} has "
+            raise UserError(f"calibration run {cal_path.name} has {what} {', '.join(have) or 'none'}, test run {test_path.name} has {what} "
                             f"{', '.join(want)}; calibrate on a run of the same {what}")
 
 
