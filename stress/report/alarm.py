@@ -299,7 +299,9 @@ def plot(report: dict, path: Path) -> None:
             steps = [s for s, _ in t["scores"] if t["success"] or s <= t["onset"]]
             vals = [v for s, v in t["scores"] if t["success"] or s <= t["onset"]]
             ax.plot(steps, vals, color="tab:blue" if t["success"] else "tab:red", alpha=0.5, lw=1, marker=".")
-        ax.step([p["step"] for p in sig["threshold"]], [p["threshold"] for p in sig["threshold"]], where="post", color="k", ls="--", label="threshold")
+        last = max([sig["threshold"][-1]["step"]] + [s for t in sig["traces"].values() for s, _ in t["scores"]])  # the last threshold holds on
+        points = sig["threshold"] + [{"step": last, "threshold": sig["threshold"][-1]["threshold"]}]
+        ax.step([p["step"] for p in points], [p["threshold"] for p in points], where="post", color="k", ls="--", label="threshold")
         ax.set_title(f"{name} ({entry['setting']})", fontsize=9)
         ax.set_xlabel("env step")
         ax.plot([], [], color="tab:red", label="failed (to onset)")
