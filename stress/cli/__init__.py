@@ -28,6 +28,7 @@ COMMANDS = {  # name -> (its module in stress/cli/, one-line help), in the order
     "list": ("listing", "list perturbations, policies or suites"),
     "show": ("show", "summary of a run: success per perturbation and severity vs clean"),
     "compare": ("compare", "two runs on their common scenarios: paired success, prediction and selection figures"),
+    "alarm": ("alarm", "the policy's value and world model as a failure alarm: conformal calibration on clean runs, TPR/FPR/lead time per perturbation"),
     "gallery": ("gallery", "static failure gallery of a run (RUN/gallery/index.html): videos, failure modes, predictions"),
     "replay": ("replay", "re-execute an episode's recorded actions and write an mp4; or re-run a search finding with the policy"),
     "search": ("search", "search the scenario space for the smallest scenarios that break a property; shrink and replay them"),

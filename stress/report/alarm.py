@@ -1,0 +1,339 @@
+"""The policy's own value and world model as a runtime failure alarm (docs/alarm.md): alarm signals computed from
+a stored run, calibrated by split conformal prediction on clean successful episodes (``stress.core.conformal``)
+and evaluated per perturbation and severity: true-positive rate before the failure onset, false-positive rate
+and its gap to alpha, lead time, AUROC at matched steps, each with an interval. Writes ``alarm.json`` and
+``alarm.png``.
+
+Every signal is a score per decision, higher = more alarming:
+
+- ``value``: 1 - the executed decision's predicted value;
+- ``surprise``: minus the PSNR of the frame the world model predicted one chunk earlier against the frame
+  seen now (the previous decision's ``future_psnr``: its true future is the frame this decision sees);
+- ``value_spread``: the standard deviation of the best-of-N candidates' predicted values (planning);
+- ``action_spread``: the mean pairwise distance of the best-of-N candidates' action chunks (planning). It needs
+  neither a value nor a world model: the policy-agnostic baseline by samples (STAC / FIPER's idea);
+- ``seed_spread``: the mean pairwise distance of the chunks executed at the same step by the episodes of one
+  scenario run under different policy seeds (``stress run --policy-seeds N``): the policy-agnostic baseline by
+  seeds, for any policy, the expert included. One value per scenario and step, shared by its seed episodes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from stress.core.conformal import Thresholds, calibrate, first_alarm, matched_auroc, needed_calibration
+from stress.core.errors import UserError, choice_error
+from stress.core.metrics import action_spread, wilson_interval
+from stress.envs import simulator_of
+from stress.store import RunStore
+
+SIGNALS = {  # name -> (what it is, what it needs)
+    "value": ("1 - the predicted value of the executed decision", "value predictions"),
+    "surprise": ("- PSNR of the world model's prediction one chunk earlier against the frame seen now", "measured true futures (--true-futures executed)"),
+    "value_spread": ("std of the best-of-N candidates' predicted values", "planning mode (best-of-N)"),
+    "action_spread": ("mean pairwise distance of the best-of-N candidates' chunks (policy-agnostic, samples)", "planning mode (best-of-N)"),
+    "seed_spread": ("mean pairwise distance of the chunks the scenario's policy-seed episodes executed at this step (policy-agnostic, seeds)",
+                    "--policy-seeds 2 or more"),
+}
+BASELINES = ("action_spread", "seed_spread")  # the signals that need no value and no world model
+N_BOOT = 1000
+
+
+# --- signals -------------------------------------------------------------------------------------------
+def _load(store: RunStore) -> tuple[list[dict], dict[str, list[dict]]]:
+    episodes = store.query("SELECT * FROM episodes WHERE error IS NULL ORDER BY episode_key")
+    rows: dict[str, list[dict]] = defaultdict(list)
+    if (store.path / "decisions").is_dir():
+        for r in store.query("SELECT episode_key, step, candidate, pred_value, future_psnr, action_spread FROM decisions "
+                             "ORDER BY episode_key, step, candidate"):
+            rows[r["episode_key"]].append(r)
+    return episodes, rows
+
+
+def _finite(x) -> bool:
+    return x is not None and bool(np.isfinite(x))
+
+
+def _value(rows):
+    return {r["step"]: 1.0 - r["pred_value"] for r in rows if r["candidate"] == -1 and _finite(r["pred_value"])}
+
+
+def _surprise(rows):
+    executed = [r for r in rows if r["candidate"] == -1]
+    return {now["step"]: -before["future_psnr"] for before, now in zip(executed, executed[1:]) if _finite(before["future_psnr"])}
+
+
+def _value_spread(rows):
+    by_step = defaultdict(list)
+    for r in rows:
+        if r["candidate"] >= 0 and _finite(r["pred_value"]):
+            by_step[r["step"]].append(r["pred_value"])
+    return {s: float(np.std(v)) for s, v in by_step.items() if len(v) >= 2}
+
+
+def _action_spread(rows):
+    return {r["step"]: r["action_spread"] for r in rows if r["candidate"] == -1 and _finite(r["action_spread"])}
+
+
+def _seed_spreads(store: RunStore, episodes: list[dict]) -> dict[str, dict[int, float]]:
+    """Per episode, the seed spread at each of its decisions (empty for a scenario with one seed)."""
+    scenarios = defaultdict(list)
+    for e in episodes:
+        spec = json.loads(e["spec"])
+        spec.pop("seed", None)
+        scenarios[json.dumps(spec, sort_keys=True)].append(e["episode_key"])
+    out = {e["episode_key"]: {} for e in episodes}
+    for keys in scenarios.values():
+        if len(keys) < 2:
+            continue
+        chunks = defaultdict(list)  # step -> the chunks executed from it
+        for key in keys:
+            actions, steps = store.actions(key)
+            ends = list(steps[1:]) + [len(actions)]
+            for s, end in zip(steps, ends):
+                chunks[int(s)].append((key, actions[int(s):int(end)]))
+        for step, found in chunks.items():
+            length = min(len(c) for _, c in found)
+            spread = action_spread([c[:length] for _, c in found]) if length and len(found) >= 2 else None
+            if spread is not None:
+                for key, _ in found:
+                    out[key][step] = spread
+    return out
+
+
+def traces(store: RunStore, episodes: list[dict], rows: dict[str, list[dict]], signals) -> dict[str, dict[str, dict[int, float]]]:
+    """signal -> episode key -> {decision step: score}."""
+    per_rows = {"value": _value, "surprise": _surprise, "value_spread": _value_spread, "action_spread": _action_spread}
+    out = {}
+    for name in signals:
+        if name == "seed_spread":
+            out[name] = _seed_spreads(store, episodes)
+        else:
+            out[name] = {e["episode_key"]: per_rows[name](rows.get(e["episode_key"], [])) for e in episodes}
+    return out
+
+
+# --- calibration and evaluation ------------------------------------------------------------------------
+def onset(episode: dict) -> int:
+    """The failure onset: the signature's onset step, or for a failure without one (a timeout, never grasped)
+    the end of the episode: an alarm anywhere in such an episode came before it ended."""
+    return episode["failure_step"] if episode["failure_step"] is not None else episode["steps"]
+
+
+def _interval(values, stat, seed: int = 0) -> list[float] | None:
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(values), size=(N_BOOT, len(values)))
+    stats = np.array([stat(values[i]) for i in idx])
+    return [float(np.percentile(stats, 2.5)), float(np.percentile(stats, 97.5))]
+
+
+def _auroc_interval(failed, succeeded, seed: int = 0) -> list[float] | None:
+    if not failed or not succeeded:
+        return None
+    rng, found = np.random.default_rng(seed), []
+    for _ in range(N_BOOT // 5):
+        f = [failed[i] for i in rng.integers(0, len(failed), len(failed))]
+        s = [succeeded[i] for i in rng.integers(0, len(succeeded), len(succeeded))]
+        value = matched_auroc(f, s)["auroc"]
+        if value is not None:
+            found.append(value)
+    return [float(np.percentile(found, 2.5)), float(np.percentile(found, 97.5))] if found else None
+
+
+def evaluate(episodes: list[dict], trace: dict[str, dict[int, float]], thresholds: Thresholds, hz: float, alpha: float) -> dict:
+    """One signal on one group of test episodes."""
+    failed = [e for e in episodes if not e["success"] and trace.get(e["episode_key"])]
+    succeeded = [e for e in episodes if e["success"] and trace.get(e["episode_key"])]
+    fired_ok = [first_alarm(trace[e["episode_key"]], thresholds) for e in succeeded]
+    leads, late = [], 0
+    for e in failed:
+        step = first_alarm({s: v for s, v in trace[e["episode_key"]].items() if s <= onset(e)}, thresholds)
+        if step is not None:
+            leads.append(onset(e) - step)
+        elif first_alarm(trace[e["episode_key"]], thresholds) is not None:
+            late += 1
+    fp = sum(s is not None for s in fired_ok)
+    fpr = fp / len(succeeded) if succeeded else None
+    fpr_ci = list(wilson_interval(fp, len(succeeded))) if succeeded else None
+    before = lambda e: {s: v for s, v in trace[e["episode_key"]].items() if s <= onset(e)}
+    f_traces, s_traces = [before(e) for e in failed], [trace[e["episode_key"]] for e in succeeded]
+    matched = matched_auroc(f_traces, s_traces)
+    return {
+        "failed": len(failed), "succeeded": len(succeeded),
+        "tpr": len(leads) / len(failed) if failed else None, "tpr_ci": list(wilson_interval(len(leads), len(failed))) if failed else None,
+        "fired_after_onset": late,
+        "fpr": fpr, "fpr_ci": fpr_ci,
+        "coverage_gap": None if fpr is None else fpr - alpha, "coverage_gap_ci": None if fpr_ci is None else [fpr_ci[0] - alpha, fpr_ci[1] - alpha],
+        "lead_steps_median": float(np.median(leads)) if leads else None, "lead_steps_ci": _interval(leads, np.median),
+        "lead_s_median": float(np.median(leads)) / hz if leads else None,
+        "auroc_matched": matched["auroc"], "auroc_matched_ci": _auroc_interval(f_traces, s_traces), "auroc_pairs": matched["pairs"],
+    }
+
+
+def _setting(e: dict) -> tuple[str, str]:
+    return e["policy"], e["setting"]
+
+
+def _split(items: list, parity: int) -> list:
+    return [x for i, x in enumerate(items) if i % 2 == parity]
+
+
+def check_pair(calibration: list[dict], test: list[dict], cal_path: Path, test_path: Path) -> None:
+    """A calibration run must be of the test run's policy and suite (one line naming both)."""
+    for what in ("policy", "suite"):
+        have, want = sorted({e[what] for e in calibration}), sorted({e[what] for e in test})
+        if not set(want) <= set(have):
+            raise UserError(f"calibration run {cal_path.name} has {what} {', '.join(have) or 'none'}, test run {test_path.name} has {what} "
+                            f"{', '.join(want)}; calibrate on a run of the same {what}")
+
+
+def alarm_report(run: Path, calibration: Path | None = None, alpha: float = 0.05, signals=tuple(SIGNALS)) -> dict:
+    """The alarm's calibration and evaluation on ``run`` (calibrated on ``calibration``'s clean successful
+    episodes, or, without one, on every other clean episode of ``run``, the rest held out)."""
+    if not 0 < alpha < 1:
+        raise UserError(f"--alpha {alpha} invalid; valid: a false-positive rate strictly between 0 and 1, e.g. 0.05")
+    for name in signals:
+        if name not in SIGNALS:
+            raise choice_error("signal", name, tuple(SIGNALS))
+    test_store = RunStore.open(run)
+    test_episodes, test_rows = _load(test_store)
+    if not test_episodes:
+        raise UserError(f"run {run.name} has no finished episodes without error")
+    if calibration is None:
+        clean = [e for e in test_episodes if e["perturbation"] == "clean"]
+        cal_store, cal_episodes, cal_rows = test_store, _split(clean, 0), test_rows
+        held = {e["episode_key"] for e in _split(clean, 1)}
+        test_episodes = [e for e in test_episodes if e["perturbation"] != "clean" or e["episode_key"] in held]
+    else:
+        cal_store = RunStore.open(calibration)
+        cal_episodes, cal_rows = _load(cal_store)
+        check_pair(cal_episodes, test_episodes, cal_store.path, test_store.path)
+        cal_episodes = [e for e in cal_episodes if e["perturbation"] == "clean"]
+    cal_traces = traces(cal_store, cal_episodes, cal_rows, signals)
+    test_traces = traces(test_store, test_episodes, test_rows, signals)
+    need = needed_calibration(alpha)
+    out = {"run": str(test_store.path), "calibration_run": str(cal_store.path), "held_out_split": calibration is None, "alpha": alpha,
+           "conformal_needed": need, "signals": {}, "settings": []}
+    for name in signals:
+        have_any = any(test_traces[name].values())
+        out["signals"][name] = {"meaning": SIGNALS[name][0], "needs": SIGNALS[name][1],
+                                "present": have_any, "note": None if have_any else f"absent: the run has no {SIGNALS[name][1]}"}
+    for setting in sorted({_setting(e) for e in test_episodes}):
+        policy, label = setting
+        cal_ok = [e for e in cal_episodes if _setting(e) == setting and e["success"]]
+        group_test = [e for e in test_episodes if _setting(e) == setting]
+        hz = float(simulator_of(group_test[0]["suite"]).env_class.control_hz)
+        entry = {"policy": policy, "setting": label, "control_hz": hz, "calibration_successes": len(cal_ok), "signals": {}}
+        for name in signals:
+            with_trace = [e for e in cal_ok if cal_traces[name].get(e["episode_key"])]
+            if not any(test_traces[name].get(e["episode_key"]) for e in group_test):
+                continue
+            fit, conf = _split(with_trace, 0), _split(with_trace, 1)
+            if len(conf) < need or not fit:
+                where = "half of the run's clean episodes (the other half is held out)" if calibration is None else f"calibration run {cal_store.path.name}"
+                raise UserError(f"too few clean successful episodes to calibrate signal {name!r} of {policy} {label} at alpha {alpha}: {len(with_trace)} in the "
+                                f"{where}; needed {2 * need} (half fit the per-step scale, half, at least ceil((1-alpha)(n+1)) <= n = {need}, set the "
+                                f"conformal quantile); run more clean episodes (with a step budget they can succeed in) or raise --alpha")
+            th = calibrate([cal_traces[name][e["episode_key"]] for e in fit], [cal_traces[name][e["episode_key"]] for e in conf], alpha)
+            groups = defaultdict(list)
+            for e in group_test:
+                groups[(e["perturbation"], e["severity"])].append(e)
+            evals = [{"perturbation": p, "severity": s, **evaluate(groups[(p, s)], test_traces[name], th, hz, alpha)}
+                     for p, s in sorted(groups, key=lambda k: (k[0] != "clean", k))]
+            entry["signals"][name] = {"q": th.q, "n_fit": th.n_fit, "n_conformal": th.n_conformal,
+                                      "threshold": [{"step": s, "threshold": th.at(s)} for s in th.steps], "groups": evals,
+                                      "traces": {e["episode_key"]: {"success": bool(e["success"]), "onset": onset(e) if not e["success"] else None,
+                                                                    "perturbation": e["perturbation"],
+                                                                    "fired": first_alarm(test_traces[name][e["episode_key"]], th),
+                                                                    "scores": [[s, v] for s, v in sorted(test_traces[name][e["episode_key"]].items())]}
+                                                 for e in group_test if test_traces[name].get(e["episode_key"])}}
+        out["settings"].append(entry)
+    return out
+
+
+def summary_lines(report: dict) -> list[str]:
+    lines = [f"alarm at alpha {report['alpha']}: calibrated on {Path(report['calibration_run']).name}"
+             + (" (every other clean episode; the rest held out)" if report["held_out_split"] else "")]
+    for name, sig in report["signals"].items():
+        if not sig["present"]:
+            lines.append(f"  {name}: {sig['note']}")
+    fmt = lambda x, p=2: "-" if x is None else f"{x:.{p}f}"
+    for entry in report["settings"]:
+        lines.append(f"{entry['policy']} {entry['setting']} ({entry['calibration_successes']} clean successes to calibrate)")
+        lines.append(f"  {'signal':<14}{'perturbation':<16}{'fail':>5}{'TPR':>6}{'ok':>5}{'FPR':>6}{'lead':>6}{'AUROC@t':>9}")
+        for name, sig in entry["signals"].items():
+            for g in sig["groups"]:
+                lines.append(f"  {name:<14}{g['perturbation']:<16}{g['failed']:>5}{fmt(g['tpr']):>6}{g['succeeded']:>5}{fmt(g['fpr']):>6}"
+                             f"{fmt(g['lead_steps_median'], 0):>6}{fmt(g['auroc_matched']):>9}")
+    return lines
+
+
+def write_alarm(report: dict, folder: Path) -> tuple[Path, Path]:
+    """``alarm.json`` and ``alarm.png`` in ``folder``."""
+    folder = Path(folder)
+    RunStore(folder).write_json("alarm.json", report)
+    png = folder / "alarm.png"
+    plot(report, png)
+    return folder / "alarm.json", png
+
+
+def plot(report: dict, path: Path) -> None:
+    """Top: each signal's traces (failed red up to the onset, successful blue) with the threshold; bottom: TPR,
+    FPR (alpha dashed) and median lead time per perturbation, one bar per signal."""
+    import matplotlib  # heavy third-party: only when a picture is written
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(e, n, s) for e in report["settings"] for n, s in e["signals"].items()]
+    cols = max(3, len(panels))
+    fig, axes = plt.subplots(2, cols, figsize=(4 * cols, 7.5), squeeze=False)
+    for ax, (entry, name, sig) in zip(axes[0], panels):
+        for t in sig["traces"].values():
+            steps = [s for s, _ in t["scores"] if t["success"] or s <= t["onset"]]
+            vals = [v for s, v in t["scores"] if t["success"] or s <= t["onset"]]
+            ax.plot(steps, vals, color="tab:blue" if t["success"] else "tab:red", alpha=0.5, lw=1, marker=".")
+        last = max([sig["threshold"][-1]["step"]] + [s for t in sig["traces"].values() for s, _ in t["scores"]])  # the last threshold holds on
+        points = sig["threshold"] + [{"step": last, "threshold": sig["threshold"][-1]["threshold"]}]
+        ax.step([p["step"] for p in points], [p["threshold"] for p in points], where="post", color="k", ls="--", label="threshold")
+        ax.set_title(f"{name} ({entry['setting']})", fontsize=9)
+        ax.set_xlabel("env step")
+        ax.plot([], [], color="tab:red", label="failed (to onset)")
+        ax.plot([], [], color="tab:blue", label="succeeded")
+        ax.legend(fontsize=7)
+    for ax in axes[0][len(panels):]:
+        ax.axis("off")
+    rows = [(f"{e['setting'][:10]} {g['perturbation']}", n, g) for e in report["settings"] for n, s in e["signals"].items() for g in s["groups"]]
+    labels = sorted({r[0] for r in rows}, key=lambda x: (" clean" not in x, x))
+    names = list(dict.fromkeys(r[1] for r in rows))
+    width = 0.8 / max(1, len(names))
+    for ax, (metric, ci, title) in zip(axes[1], (("tpr", "tpr_ci", "TPR before onset"), ("fpr", "fpr_ci", "FPR on successes"),
+                                                  ("lead_steps_median", "lead_steps_ci", "median lead (steps)"))):
+        for j, name in enumerate(names):
+            xs, ys, err = [], [], [[], []]
+            for r in rows:
+                if r[1] == name and r[2][metric] is not None:
+                    x = labels.index(r[0]) + j * width
+                    xs.append(x)
+                    ys.append(r[2][metric])
+                    lo, hi = r[2][ci] or (r[2][metric], r[2][metric])
+                    err[0].append(r[2][metric] - lo)
+                    err[1].append(hi - r[2][metric])
+            ax.bar(xs, ys, width, yerr=err, label=name, capsize=2)
+        if metric == "fpr":
+            ax.axhline(report["alpha"], color="k", ls="--", lw=1, label="alpha")
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right", fontsize=7)
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=7)
+    for ax in axes[1][3:]:
+        ax.axis("off")
+    fig.suptitle(f"alarm at alpha {report['alpha']} ({Path(report['run']).name})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,142 @@
+"""The runtime failure alarm (docs/alarm.md): the conformal calibration against closed forms and a simulation of its
+guarantee; the command on one tiny real run of the reference model: its signals, alarm.json / alarm.png and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stress.core.conformal import calibrate, conformal_quantile, conformal_rank, first_alarm, matched_auroc, needed_calibration
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_conformal_rank_and_needed():
+    assert conformal_rank(0.05, 19) == 19 and conformal_rank(0.05, 18) == 19
+    assert needed_calibration(0.05) == 19 and needed_calibration(0.1) == 9 and needed_calibration(0.5) == 1
+    assert conformal_quantile(list(range(1, 20)), 0.05) == 19
+    assert conformal_quantile(list(range(1, 40)), 0.05) == math.ceil(0.95 * 40)
+    with pytest.raises(ValueError, match="needs at least 19"):
+        conformal_quantile(list(range(18)), 0.05)
+
+
+def test_calibration_guarantee_holds_for_exchangeable_episodes():
+    """Traces drawn alike with a drift over time: the share of fresh episodes the calibrated alarm fires on is
+    about alpha (split conformal: exactly 1 - 19/20 = 0.05 in expectation with 19 conformal episodes)."""
+    rng = np.random.default_rng(0)
+    draw = lambda: {s: float(rng.normal(s / 16, 1 + s / 64)) for s in range(0, 160, 16) if rng.random() > 0.1}
+    fired = []
+    for _ in range(400):
+        th = calibrate([draw() for _ in range(19)], [draw() for _ in range(19)], 0.05)
+        fired += [first_alarm(draw(), th) is not None for _ in range(5)]
+    assert 0.03 < np.mean(fired) < 0.07
+
+
+def test_thresholds_vary_with_time_and_first_alarm():
+    fit = [{0: 0.0 + e, 16: 10.0 + e} for e in (-1, 0, 1)]
+    th = calibrate(fit, [{0: 0.5, 16: 10.5}], 0.5)
+    assert th.at(0) < th.at(16) and th.at(20) == th.at(16) and th.at(-5) == th.at(0)
+    assert first_alarm({0: 5.0, 16: 5.0}, th) == 0 and first_alarm({0: -5.0, 16: 20.0}, th) == 16 and first_alarm({0: -5.0}, th) is None
+
+
+def test_matched_auroc_compares_at_the_same_step():
+    # failed episodes score high only because scores grow with time and they last longer: matched at a step, no signal
+    failed = [{0: 1.0, 16: 2.0, 32: 3.0}, {0: 0.0, 16: 1.0, 32: 2.0}]
+    succeeded = [{0: 1.0, 16: 1.0}, {0: 0.0, 16: 2.0}]
+    out = matched_auroc(failed, succeeded)
+    assert out["auroc"] == 0.5 and out["pairs"] == 8 and out["per_step"][2]["auroc"] is None
+    assert matched_auroc([{0: 2.0}], [{0: 1.0}])["auroc"] == 1.0 and matched_auroc([{0: 1.0}], [])["auroc"] is None
+
+
+# --- on one tiny real run ----------------------------------------------------------------------------------
+from conftest import run_cli  # noqa: E402
+
+from stress.core.conformal import Thresholds  # noqa: E402
+from stress.report import alarm as report  # noqa: E402
+from stress.store import RunStore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The reference model best-of-2, clean and occlusion:3, two policy seeds, 32 steps (none can succeed, so
+    nothing can be calibrated: the evaluation is checked with thresholds fitted on clean episodes by hand);
+    and one clean episode of the expert (no value, no world model)."""
+    out = tmp_path_factory.mktemp("alarm")
+    proc = run_cli("run", "--perturb", "occlusion:3", "--episodes", "1", "--max-steps", "32", "--mode", "planning", "--candidates", "2",
+                   "--policy-seeds", "2", "--out", str(out / "ref"))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("run", "--policy", "expert", "--episodes", "1", "--max-steps", "16", "--out", str(out / "expert"))
+    assert proc.returncode == 0, proc.stderr
+    (ref,) = (out / "ref").iterdir()
+    (expert,) = (out / "expert").iterdir()
+    return ref, expert
+
+
+def test_signals_from_a_stored_run(runs):
+    ref, _ = runs
+    store = RunStore.open(ref)
+    episodes, rows = report._load(store)
+    traces = report.traces(store, episodes, rows, list(report.SIGNALS))
+    assert len(episodes) == 4
+    for e in episodes:
+        key = e["episode_key"]
+        assert sorted(traces["value"][key]) == [0, 16]  # a score at each decision
+        assert sorted(traces["surprise"][key]) == [16]  # the first decision has no earlier prediction to check
+        value = [r["pred_value"] for r in rows[key] if r["candidate"] == -1]
+        assert traces["value"][key][0] == pytest.approx(1 - value[0])
+        for name in ("value_spread", "action_spread", "seed_spread"):
+            assert sorted(traces[name][key]) == [0, 16] and all(v >= 0 for v in traces[name][key].values())
+    # the seed spread is one figure per scenario and step, shared by its two seed episodes
+    by_label = {}
+    for e in episodes:
+        by_label.setdefault(e["perturbation"], []).append(traces["seed_spread"][e["episode_key"]])
+    assert all(a == b for a, b in by_label.values())
+
+
+def test_evaluation_and_picture_on_real_traces(runs, tmp_path):
+    ref, _ = runs
+    store = RunStore.open(ref)
+    episodes, rows = report._load(store)
+    traces = report.traces(store, episodes, rows, ["value"])["value"]
+    clean = [traces[e["episode_key"]] for e in episodes if e["perturbation"] == "clean"]
+    th = report.calibrate(clean[:1] * 3, clean[1:], 0.5)
+    assert isinstance(th, Thresholds) and th.n_conformal == 1
+    row = report.evaluate(episodes, traces, th, 20.0, 0.5)
+    assert row["failed"] == 4 and row["succeeded"] == 0 and row["fpr"] is None and row["auroc_matched"] is None
+    assert 0 <= row["tpr"] <= 1 and row["tpr_ci"][0] <= row["tpr"] <= row["tpr_ci"][1]
+    if row["lead_steps_median"] is not None:  # timeouts: the onset is the episode's end, 32
+        assert row["lead_s_median"] == pytest.approx(row["lead_steps_median"] / 20.0)
+
+
+def test_too_few_clean_successes_exits_2_naming_the_number(runs):
+    ref, _ = runs
+    proc = run_cli("alarm", str(ref), "--signals", "value")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "needed 38" in proc.stderr and "ceil((1-alpha)(n+1))" in proc.stderr
+    proc = run_cli("alarm", str(ref), "--signals", "value", "--alpha", "0.2", "--calibration", str(ref))
+    assert proc.returncode == 2 and "needed 8" in proc.stderr and f"calibration run {ref.name}" in proc.stderr
+
+
+@pytest.mark.parametrize("flags, says", [(["--alpha", "1.5"], "--alpha 1.5 invalid; valid: a false-positive rate strictly between 0 and 1"),
+                                         (["--alpha", "nan"], "--alpha nan invalid"),
+                                         (["--signals", "value,psnr"], "unknown signal 'psnr'; valid: value, surprise")])
+def test_bad_flags_exit_2(runs, flags, says):
+    ref, _ = runs
+    proc = run_cli("alarm", str(ref), *flags)
+    assert proc.returncode == 2 and says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_calibration_of_another_policy_and_a_run_without_values(runs):
+    ref, expert = runs
+    proc = run_cli("alarm", str(ref), "--calibration", str(expert))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "has policy expert" in proc.stderr and "has policy reference" in proc.stderr
+    proc = run_cli("alarm", str(expert))  # no value, no world model, one seed: every signal says it is absent, nothing to calibrate
+    assert proc.returncode == 0, proc.stderr
+    assert "value: absent: the run has no value predictions" in proc.stdout
+    data = json.loads((expert / "alarm.json").read_text())
+    assert data["signals"]["surprise"]["present"] is False and (expert / "alarm.png").is_file()
