@@ -219,7 +219,10 @@ def _records(episode: dict) -> list[dict]:
         params = r.get("params") if isinstance(r.get("params"), dict) else {}
         realisation = r.get("realisation") if isinstance(r.get("realisation"), dict) else {}
         rest = {k: v for k, v in r.items() if k not in ("name", "severity", "params", "realisation")}
-        out.append({"name": str(r.get("name", "?")), "severity": r.get("severity"),
+        told = realisation.get("instruction")  # the language family: the instruction the policy was told
+        instruction = None if not isinstance(told, str) else {
+            "told": told, "original": str(realisation.get("original", "")), "grounding": bool(realisation.get("grounding"))}
+        out.append({"name": str(r.get("name", "?")), "severity": r.get("severity"), "instruction": instruction,
                     "params": [(k, _compact(v)) for k, v in sorted(params.items())],
                     "realisation": [(k, _compact(v)) for k, v in sorted(realisation.items())],
                     "other": [(k, _compact(v)) for k, v in sorted(rest.items())]})
