@@ -18,6 +18,7 @@ from stress.envs.libero_setup import import_libero
 from stress.envs.cache import EnvCache
 from stress.policies.cache import PolicyCache
 from stress.report.gallery import _records
+from stress.report.language import language_sensitivity
 from stress.runners.episode import run_episode
 
 SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
@@ -142,3 +143,23 @@ def test_episode_stores_the_instruction_and_the_gallery_card_shows_it():
     assert record["realisation"]["grounding"] and record["realisation"]["instruction"] in suite_tasks("libero_spatial")[1:]
     card = _records({"perturbations": json.dumps(result.perturbations)})[0]
     assert card["instruction"] == {"told": record["realisation"]["instruction"], "original": suite_tasks("libero_spatial")[0], "grounding": True}
+
+
+def test_language_sensitivity_pairs_each_level_with_the_clean_episode_at_the_same_state():
+    def episode(key, init, label, success, record=None):
+        perturbations = [] if record is None else [{"name": "language", "severity": 4, "realisation": record}]
+        return {"episode_key": key, "suite": "libero_spatial", "task_id": 0, "init_index": init, "seed": 0, "policy": "reference",
+                "setting": "direct", "perturbation": label, "severity": 0 if record is None else 4, "success": success,
+                "perturbations": json.dumps(perturbations)}
+
+    swap = {"kind": "grounding", "instruction": "pick up the black bowl next to the ramekin and place it on the plate",
+            "normalised_edit_distance": 0.3, "word_distance": 0.2}
+    episodes = [episode("c0", 0, "clean", True), episode("c1", 1, "clean", True), episode("c2", 2, "clean", False),
+                episode("l0", 0, "language:4", False, swap), episode("l1", 1, "language:4", True, swap), episode("l2", 2, "language:4", False, swap)]
+    decisions = [{"episode_key": k, "step": s, "candidate": -1, "pred_value": v}
+                 for k, s, v in (("c0", 0, 0.8), ("l0", 0, 0.5), ("c1", 0, 0.6), ("l1", 0, 0.7), ("l1", 16, 0.1))]
+    (row,) = language_sensitivity(episodes, decisions)
+    assert (row["kind"], row["episodes"], row["pairs"], row["clean_ok_pairs"]) == ("grounding", 3, 3, 2)
+    assert row["breaks"] == 0.5 and row["success"] == pytest.approx(1 / 3) and row["clean_success"] == pytest.approx(2 / 3)
+    assert row["value_shift"] == pytest.approx(0.2) and row["value_pairs"] == 2  # |0.5-0.8| and |0.7-0.6|, at step 0 only
+    assert row["example"].startswith('"pick up the black bowl next to')

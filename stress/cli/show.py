@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from stress.cli.common import console
-from stress.cli.reports import print_degradation, print_protocol, print_search, print_summary
+from stress.cli.reports import print_degradation, print_language, print_protocol, print_search, print_summary
 from stress.report.search import load_report
 from stress.store import RunStore
 
@@ -25,6 +25,7 @@ def run(args) -> int:
         print_search(search)
     print_summary(store)
     print_degradation(store)
+    print_language(store)
     print_protocol(store)
     if args.episodes:
         table = Table(title="episodes")
