@@ -163,3 +163,21 @@ def test_language_sensitivity_pairs_each_level_with_the_clean_episode_at_the_sam
     assert row["breaks"] == 0.5 and row["success"] == pytest.approx(1 / 3) and row["clean_success"] == pytest.approx(2 / 3)
     assert row["value_shift"] == pytest.approx(0.2) and row["value_pairs"] == 2  # |0.5-0.8| and |0.7-0.6|, at step 0 only
     assert row["example"].startswith('"pick up the black bowl next to')
+
+
+def test_stress_show_and_the_gallery_show_the_language_levels(tmp_path):
+    """A short expert run with a swap level: `stress show` prints the language-sensitivity table, the gallery has it
+    and its card shows the instruction told next to the task's."""
+    from tests.conftest import run_cli
+
+    proc = run_cli("run", "--policy", "expert", "--perturb", "language:4", "--episodes", "1", "--max-steps", "8", "--workers", "1",
+                   "--out", str(tmp_path / "runs"), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    run = next((tmp_path / "runs").iterdir())
+    show = run_cli("show", str(run), timeout=300)
+    assert show.returncode == 0 and "language sensitivity" in show.stdout and "grounding" in show.stdout, show.stdout
+    gallery = run_cli("gallery", str(run), "--max-cards", "1", "--out", str(tmp_path / "gallery"), timeout=600)
+    assert gallery.returncode == 0, gallery.stderr
+    html = (tmp_path / "gallery" / "index.html").read_text()
+    assert "Language sensitivity" in html and '<th>told</th><td class="instruction"><q>pick up the black bowl' in html
+    assert "grounding: the outcome should change" in html
