@@ -158,10 +158,18 @@ def test_language_sensitivity_pairs_each_level_with_the_clean_episode_at_the_sam
                 episode("l0", 0, "language:4", False, swap), episode("l1", 1, "language:4", True, swap), episode("l2", 2, "language:4", False, swap)]
     decisions = [{"episode_key": k, "step": s, "candidate": -1, "pred_value": v}
                  for k, s, v in (("c0", 0, 0.8), ("l0", 0, 0.5), ("c1", 0, 0.6), ("l1", 0, 0.7), ("l1", 16, 0.1))]
-    (row,) = language_sensitivity(episodes, decisions)
+    stored = {"c0": 10, "l0": 14, "c1": 10}  # first predicted future: a flat image of this grey level
+
+    def frames(key):
+        if key not in stored:
+            return None
+        return {"steps": np.array([0, 16]), "predicted": np.full((2, 4, 4, 3), stored[key], np.uint8)}
+
+    (row,) = language_sensitivity(episodes, decisions, frames)
     assert (row["kind"], row["episodes"], row["pairs"], row["clean_ok_pairs"]) == ("grounding", 3, 3, 2)
     assert row["breaks"] == 0.5 and row["success"] == pytest.approx(1 / 3) and row["clean_success"] == pytest.approx(2 / 3)
     assert row["value_shift"] == pytest.approx(0.2) and row["value_pairs"] == 2  # |0.5-0.8| and |0.7-0.6|, at step 0 only
+    assert row["future_shift"] == 4.0 and row["future_pairs"] == 1  # l1 stored no frames
     assert row["example"].startswith('"pick up the black bowl next to')
 
 

@@ -54,14 +54,14 @@ def write_degradation(store) -> dict:
 
 def print_language(store) -> None:
     """The language-sensitivity table (stress.report.language); nothing for a run without the language family."""
-    print_tables({"language": language_sensitivity(*load(store))}, LANGUAGE_TABLE)
+    print_tables({"language": language_sensitivity(*load(store), frames=store.frames)}, LANGUAGE_TABLE)
 
 
 LANGUAGE_TABLE = {"language": (
     "language sensitivity vs clean on the same inits (robustness: breaks should stay 0; grounding: breaks near 100 % = listening)", [
         ("kind", "kind", "s"), ("n", "episodes", "d"), ("success", "success", ".0%"), ("pairs", "pairs", "d"), ("clean", "clean_success", ".0%"),
         ("breaks (clean ok)", "breaks", ".0%"), ("edit dist", "edit_distance", ".2f"), ("word dist", "word_distance", ".2f"),
-        ("|value shift| step 0", "value_shift", ".3f")])}
+        ("|value shift| step 0", "value_shift", ".3f"), ("future shift step 0 (0-255)", "future_shift", ".2f")])}
 
 
 DEGRADATION_HINTS = {  # how to get a table a run has no data for

@@ -541,7 +541,7 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
     groups = _groups(cards)
     context = {
         "run": _run_info(store, manifest, episodes), "summary": [r.__dict__ for r in summary], "tables": tables,
-        "language": language_sensitivity(valid, joined),
+        "language": language_sensitivity(valid, joined, frames=store.frames),
         "hints": {name: CHUNK_HINT.get(name) for name in tables if not tables[name]},
         "has_picture": bool(valid), "cards": cards, "groups": groups, "findings": findings,
         "failures": len(cards), "errors": len(episodes) - len(valid), "episodes": len(episodes), "max_cards": max_cards,

@@ -11,13 +11,19 @@ episode on the same (task, init state, seed, policy, setting):
 * **value shift**: the mean absolute difference between the value the policy predicted at its first decision and
   the clean episode's. A policy-layer rewrite leaves the scene alone, so the first decision of both episodes is
   made at the same simulator state: the shift is how much the value head moves with the words alone (absent for
-  policies that predict no value).
+  policies that predict no value);
+* **future shift**: for a world-model policy whose run stored the predicted frames (``--true-futures``, the
+  default), the mean absolute difference (0-255) between the agentview future it predicted at the first decision
+  and the clean episode's, at that same state: how much the predicted future moves with the words alone.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from typing import Callable
+
+import numpy as np
 
 PAIR_KEY = ("suite", "task_id", "init_index", "seed", "policy", "setting")
 
@@ -37,9 +43,18 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def language_sensitivity(episodes: list[dict], decisions: list[dict]) -> list[dict]:
+def _first_future(frames: Callable[[str], dict | None] | None, key: str) -> np.ndarray | None:
+    """The agentview future predicted at an episode's first decision (step 0), if the run stored it."""
+    stored = frames(key) if frames else None
+    if not stored or not len(stored.get("steps", ())) or int(stored["steps"][0]) != 0:
+        return None
+    return stored["predicted"][0].astype(np.int16)
+
+
+def language_sensitivity(episodes: list[dict], decisions: list[dict], frames: Callable[[str], dict | None] | None = None) -> list[dict]:
     """One row per (policy, setting, severity) of the language family (see the module docstring); ``episodes``
-    are the run's valid ones, ``decisions`` its decision rows (``stress.report.degradation.load``)."""
+    are the run's valid ones, ``decisions`` its decision rows (``stress.report.degradation.load``), ``frames`` the
+    run's stored frames of an episode key (``RunStore.frames``; None: no future shift)."""
     first_value = {d["episode_key"]: d["pred_value"] for d in decisions if d["step"] == 0 and d["candidate"] == -1 and d["pred_value"] is not None}
     clean = {tuple(e[k] for k in PAIR_KEY): e for e in episodes if e["perturbation"] == "clean"}
     groups: dict[tuple, list[tuple[dict, dict]]] = defaultdict(list)
@@ -53,6 +68,8 @@ def language_sensitivity(episodes: list[dict], decisions: list[dict]) -> list[di
         clean_ok = [(e, c) for e, c in pairs if c["success"]]
         shifts = [abs(first_value[e["episode_key"]] - first_value[c["episode_key"]]) for e, c in pairs
                   if e["episode_key"] in first_value and c["episode_key"] in first_value]
+        futures = [(_first_future(frames, e["episode_key"]), _first_future(frames, c["episode_key"])) for e, c in pairs]
+        future_shifts = [float(np.abs(a - b).mean()) for a, b in futures if a is not None and b is not None and a.shape == b.shape]
         kinds = sorted({r.get("kind", "?") for _, r in members})
         rows.append({
             "policy": policy, "setting": setting, "severity": severity, "kind": "/".join(kinds),
@@ -62,6 +79,7 @@ def language_sensitivity(episodes: list[dict], decisions: list[dict]) -> list[di
             "edit_distance": _mean([float(r.get("normalised_edit_distance", 0.0)) for _, r in members]),
             "word_distance": _mean([float(r.get("word_distance", 0.0)) for _, r in members]),
             "value_shift": _mean(shifts), "value_pairs": len(shifts),
+            "future_shift": _mean(future_shifts), "future_pairs": len(future_shifts),
             "example": next((json.dumps(r["instruction"])[:70] for _, r in members if isinstance(r.get("instruction"), str)), None),
         })
     return rows
