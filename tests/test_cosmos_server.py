@@ -473,3 +473,18 @@ def test_real_cosmos_utils_on_cpu_with_a_fake_network(tmp_path):
     # per candidate i: the action sample, 2 futures (seed + k), 2 values per future (seed + j), each role with its conditioning
     expected = [call for i in range(2) for call in [(4000 + i, 5, 4), (4000 + i, 1, 5), (4001 + i, 1, 5)] + [(4000 + i + j, 1, 8) for _ in range(2) for j in range(2)]]
     assert [(c["seed"], c["num_steps"], c["ncf"]) for c in plan["calls"]] == expected
+
+
+def test_a_language_rewrite_outside_the_t5_cache_is_a_clear_episode_error(served_cosmos, tmp_path):
+    """The language family tells the served Cosmos another instruction: without its cached T5 embedding the server
+    refuses it at reset (no T5-11B load), and the run stores that refusal as the episode's error."""
+    from stress.store import RunStore
+
+    proc = run_cli("run", "--policy", "remote", "--policy-server", served_cosmos, "--mode", "direct", "--episodes", "1",
+                   "--max-steps", "16", "--no-baseline", "--perturb", "language:1", "--out", str(tmp_path), timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    store = RunStore.open(next(tmp_path.iterdir()))
+    (row,) = store.query("SELECT error, success, perturbations FROM episodes")
+    told = json.loads(row["perturbations"])[0]["realisation"]["instruction"]
+    assert told != TASK0 and not row["success"]
+    assert row["error"].startswith(f"policy_server_error: bad_request: UserError: instruction {told!r} (at reset) is not in the T5 embeddings cache"), row

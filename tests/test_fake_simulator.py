@@ -136,7 +136,7 @@ def fake():
 
 def test_the_families_a_simulator_supports_follow_from_its_capabilities(fake):
     supported = {name for name, cls in registry().items() if "fake" in simulators_supporting(cls)}
-    assert supported == {"lighting", "image_lighting", "occlusion", "sensor_noise", "policy_noise"}
+    assert supported == {"lighting", "image_lighting", "occlusion", "sensor_noise", "policy_noise", "language"}
     assert not stress.envs.simulator("fake").supports(registry()["texture"])  # it declares no textures
 
 

@@ -22,6 +22,9 @@ SCENARIOS = {  # label -> (simulator, the scenario of an init state and perturba
                                                                          policy="aloha-expert", image_size=ALOHA_SIZE))
        for task, name in enumerate(("transfer_cube", "insertion"))},
 }
+# (label, family, severity) that cannot apply there and must say so: ALOHA's tasks share no scene, so the language
+# family's swap to another task of the scene (level 4) is a not_realised row
+NOT_REALISED = {("aloha-transfer_cube", "language", 4): "no other task of this scene", ("aloha-insertion", "language", 4): "no other task of this scene"}
 CASES = [(label, name) for label, (simulator, _) in SCENARIOS.items() for name, cls in registry().items()
          if cls.keeps_physics() and registered_simulator(simulator).supports(cls)]
 
@@ -54,6 +57,9 @@ def test_expert_outcome_unchanged_at_every_severity(label, name, clean_runs):
         for init in INITS:
             result = run_episode(SCENARIOS[label][1](init, (PerturbationSpec(name, severity, seed=init),)), *caches)
             clean = clean_episodes[init]
+            if (label, name, severity) in NOT_REALISED:
+                assert result.error.startswith("not_realised") and NOT_REALISED[label, name, severity] in result.error, result.error
+                continue
             assert result.error is None, (severity, init, result.error)
             assert result.success == clean.success, (severity, init)
             assert np.array_equal(result.actions, clean.actions), (severity, init)

@@ -10,6 +10,7 @@ import torch
 from stress.core.spec import ScenarioSpec
 from stress.core.errors import UserError
 from stress.policies import policy_class, policy_names
+from stress.policies.reference.policy import UNSEEN_WARNING
 from stress.core.policy import Observation
 from stress.training.data import PERTURBED_FAMILIES
 from tests.conftest import run_cli
@@ -134,12 +135,17 @@ def test_bad_images_are_clear_errors(policy, observation):
         policy.act(missing)
 
 
-def test_unknown_instruction_warns_and_still_runs(observation, capsys):
+def test_unknown_instruction_warns_once_per_process_and_still_runs(observation, capsys, monkeypatch):
+    monkeypatch.setitem(UNSEEN_WARNING, "given", False)
     policy = policy_class("reference")()
     policy.reset("stack the red cube on the green cube", 0)
     assert "not trained on the instruction 'stack the red cube on the green cube'" in capsys.readouterr().err
     d = policy.act(Observation(observation.images, observation.proprio, "stack the red cube on the green cube", 0))
     assert d.actions.shape == (16, 7)
+    # a language perturbation tells each episode another instruction, to other policy objects too: one line in all
+    policy.reset("grab the black dish", 1)
+    policy_class("reference")().reset("stack the red cube on the green cube", 1)
+    assert "not trained" not in capsys.readouterr().err
 
 
 def test_bad_checkpoints_fail_with_one_line(tmp_path):

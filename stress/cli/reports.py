@@ -14,6 +14,7 @@ from stress.cli.common import console, print_tables
 from stress.report.degradation import degradation, load
 from stress.report.degradation_plot import save_degradation_plot
 from stress.report.gallery import build_gallery as write_gallery
+from stress.report.language import language_sensitivity
 from stress.report.protocol import protocol_tables, verdict_line, write_protocol_report
 from stress.report.maps import MAP_LAYOUT, map_tables
 from stress.report.search import search_tables
@@ -50,6 +51,18 @@ def write_degradation(store) -> dict:
     if episodes:
         save_degradation_plot(episodes, decisions, tables, store.path / "degradation.png")
     return tables
+
+
+def print_language(store) -> None:
+    """The language-sensitivity table (stress.report.language); nothing for a run without the language family."""
+    print_tables({"language": language_sensitivity(*load(store), frames=store.frames)}, LANGUAGE_TABLE)
+
+
+LANGUAGE_TABLE = {"language": (
+    "language sensitivity vs clean on the same inits (robustness: breaks should stay 0; grounding: breaks near 100 % = listening)", [
+        ("kind", "kind", "s"), ("n", "episodes", "d"), ("success", "success", ".0%"), ("pairs", "pairs", "d"), ("clean", "clean_success", ".0%"),
+        ("breaks (clean ok)", "breaks", ".0%"), ("edit dist", "edit_distance", ".2f"), ("word dist", "word_distance", ".2f"),
+        ("|value shift| step 0", "value_shift", ".3f"), ("future shift step 0 (0-255)", "future_shift", ".2f")])}
 
 
 DEGRADATION_HINTS = {  # how to get a table a run has no data for

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from stress.cli.common import console
-from stress.cli.reports import print_degradation, print_map, print_protocol, print_search, print_summary
+from stress.cli.reports import print_degradation, print_language, print_map, print_protocol, print_search, print_summary
 from stress.report.maps import load_map
 from stress.report.search import load_report
 from stress.store import RunStore
@@ -29,6 +29,7 @@ def run(args) -> int:
         print_map(boundaries)
     print_summary(store)
     print_degradation(store)
+    print_language(store)
     print_protocol(store)
     if args.episodes:
         table = Table(title="episodes")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import warnings
 from contextlib import redirect_stdout
 from functools import cache
@@ -59,6 +60,24 @@ def suite_tasks(suite: str) -> tuple[str, ...]:
         raise choice_error("suite", suite, SUITES)
     bench = _benchmark(suite)
     return tuple(bench.get_task(i).language for i in range(bench.n_tasks))
+
+
+SCENE_PREFIX = re.compile(r"^([A-Z]+(?:_[A-Z]+)*_SCENE\d+)_")  # libero_10 / libero_90: KITCHEN_SCENE3_turn_on_the_stove...
+
+
+def scene_name(suite: str, task_id: int) -> str:
+    """The scene a task is set in: its BDDL file's scene prefix (libero_10, libero_90), else the suite (libero_spatial,
+    libero_object and libero_goal share one scene per suite: one layout, one fixture set)."""
+    match = SCENE_PREFIX.match(_benchmark(suite).get_task(task_id).bddl_file)
+    return match.group(1) if match else suite
+
+
+@cache
+def same_scene_tasks(suite: str, task_id: int) -> tuple[tuple[int, str], ...]:
+    """(task id, instruction) of the suite's other tasks set in the same scene (``scene_name``)."""
+    check_task(suite, task_id)
+    here = scene_name(suite, task_id)
+    return tuple((i, text) for i, text in enumerate(suite_tasks(suite)) if i != task_id and scene_name(suite, i) == here)
 
 
 def check_task(suite: str, task_id: int) -> None:
@@ -119,6 +138,9 @@ class LiberoScene(PandaScene):
 
     def movable_objects(self) -> list[str]:
         return list(self.env.raw.objects_dict)  # obj_body_id also holds the fixtures
+
+    def other_tasks(self) -> tuple[tuple[int, str], ...]:
+        return same_scene_tasks(self.env.suite, self.env.task_id)
 
     def init_range(self, name: str) -> dict[str, Any]:
         """Box of the object's (x, y) over the shipped init states, and their yaw range (deg) relative to the

@@ -46,6 +46,11 @@ class SceneQuery:
         (min, max deg, relative to its current pose); None: the init states give no range (one point)."""
         return None
 
+    def other_tasks(self) -> tuple[tuple[int, str], ...]:
+        """(task id, instruction) of the other tasks of this task's scene (the language family's swap);
+        none by default: a simulator whose tasks share no scene (ALOHA's, robosuite's)."""
+        return ()
+
     # --- the robot ----------------------------------------------------------------------------------------
     def arm_joints(self) -> np.ndarray:
         """MuJoCo joint ids of the arm joints (grippers excluded), in the order of robot_init's offsets."""

@@ -36,6 +36,7 @@ from stress.envs import simulator_of
 from stress.envs.cache import EnvCache
 from stress.report.degradation import degradation, load
 from stress.report.degradation_plot import save_degradation_plot
+from stress.report.language import language_sensitivity
 from stress.report.eval_info import eval_info
 from stress.report.summary import summarise
 from stress.runners.pool import InProcessPool, ProcessPool, run_each
@@ -219,7 +220,10 @@ def _records(episode: dict) -> list[dict]:
         params = r.get("params") if isinstance(r.get("params"), dict) else {}
         realisation = r.get("realisation") if isinstance(r.get("realisation"), dict) else {}
         rest = {k: v for k, v in r.items() if k not in ("name", "severity", "params", "realisation")}
-        out.append({"name": str(r.get("name", "?")), "severity": r.get("severity"),
+        told = realisation.get("instruction")  # the language family: the instruction the policy was told
+        instruction = None if not isinstance(told, str) else {
+            "told": told, "original": str(realisation.get("original", "")), "grounding": bool(realisation.get("grounding"))}
+        out.append({"name": str(r.get("name", "?")), "severity": r.get("severity"), "instruction": instruction,
                     "params": [(k, _compact(v)) for k, v in sorted(params.items())],
                     "realisation": [(k, _compact(v)) for k, v in sorted(realisation.items())],
                     "other": [(k, _compact(v)) for k, v in sorted(rest.items())]})
@@ -537,6 +541,7 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
     groups = _groups(cards)
     context = {
         "run": _run_info(store, manifest, episodes), "summary": [r.__dict__ for r in summary], "tables": tables,
+        "language": language_sensitivity(valid, joined, frames=store.frames),
         "hints": {name: CHUNK_HINT.get(name) for name in tables if not tables[name]},
         "has_picture": bool(valid), "cards": cards, "groups": groups, "findings": findings,
         "failures": len(cards), "errors": len(episodes) - len(valid), "episodes": len(episodes), "max_cards": max_cards,

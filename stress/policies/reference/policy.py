@@ -44,6 +44,10 @@ VALUE_SOURCES = ("future", "action")
 DEFAULT_TEMPERATURE = 0.5
 
 
+# the unseen-instruction warning is given once per process: a language perturbation tells every episode another
+# instruction, and a run would otherwise print one line per episode
+UNSEEN_WARNING = {"given": False}
+
 class CheckpointError(UserError):
     """A missing, corrupt or mismatching checkpoint."""
 
@@ -105,7 +109,6 @@ class ReferencePolicy:
         self._delta_std = np.array(norm["delta_std"], np.float32)
         self.num_denoising_steps, self.precision, self.value_source = num_denoising_steps, precision, value_source
         self.n_futures, self.n_values, self.temperature = n_futures, n_values, temperature
-        self._warned: set[str] = set()
         self.reset("", 0)
 
     # --- serving (``stress serve``) -------------------------------------------------------------------------
@@ -130,9 +133,10 @@ class ReferencePolicy:
             check_aggregation(aggregation)
             if not isinstance(n_candidates, int) or n_candidates < 1:
                 raise UserError(f"n_candidates {n_candidates!r} invalid; valid: an integer >= 1")
-        if instruction and instruction not in self.meta["instructions"] and instruction not in self._warned:
-            self._warned.add(instruction)
-            print(f"warning: the reference model was not trained on the instruction {instruction!r}; it runs, but expect little", file=sys.stderr)
+        if instruction and instruction not in self.meta["instructions"] and not UNSEEN_WARNING["given"]:
+            UNSEEN_WARNING["given"] = True  # one line per process (a run's worker), not one per episode or rewrite
+            print(f"warning: the reference model was not trained on the instruction {instruction!r}; it runs, but expect little "
+                  "(further unseen instructions are not reported)", file=sys.stderr)
         self.instruction, self.seed, self.mode = instruction, int(seed), mode
         self.n_candidates, self.aggregation = n_candidates, aggregation
         self._decision = 0
