@@ -92,7 +92,7 @@ def is_search(store: RunStore) -> bool:
 
 def run(store: RunStore, on_evaluation: Callable | None = None, on_episode: Callable | None = None, runner=None) -> dict[str, Any]:
     """Run (or continue) the search stored in ``store``: everything already stored is reused; returns the report
-    (written to ``search.json``). ``runner``: where the episodes run (``stress.runners.episode.make_runner``; kept open
+    (written to ``search.json``). ``runner``: where the episodes run (``stress.runners.make_runner``; kept open
     by the caller); default a local pool of the config's workers."""
     config = store.manifest["config"]
     space, prop = check_config(config)
