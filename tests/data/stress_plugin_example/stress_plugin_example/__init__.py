@@ -15,7 +15,6 @@ class Tint(Perturbation):
 
     name = "tint"
     layer = Layer.PIXELS
-    simulators = ("libero", "aloha", "robosuite")
     summary = "red tint on the camera images"
     severity_meaning = "strength 0.1 * level"
     space = ParamSpace(Real("strength", 0.0, 1.0, "", "share of the gap to full red added to the red channel", identity=0.0, step=0.1))
