@@ -29,6 +29,7 @@ from stress.core.conformal import Thresholds, calibrate, first_alarm, matched_au
 from stress.core.errors import UserError, choice_error
 from stress.core.metrics import action_spread, wilson_interval
 from stress.envs import simulator_of
+from stress.report.figures import pyplot
 from stress.store import RunStore
 
 SIGNALS = {  # name -> (what it is, what it needs)
@@ -286,10 +287,7 @@ def write_alarm(report: dict, folder: Path) -> tuple[Path, Path]:
 def plot(report: dict, path: Path) -> None:
     """Top: each signal's traces (failed red up to the onset, successful blue) with the threshold; bottom: TPR,
     FPR (alpha dashed) and median lead time per perturbation, one bar per signal."""
-    import matplotlib  # heavy third-party: only when a picture is written
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [(e, n, s) for e in report["settings"] for n, s in e["signals"].items()]
     cols = max(3, len(panels))

@@ -11,6 +11,7 @@ from typing import BinaryIO
 import numpy as np
 
 from stress.core.metrics import calibration, wilson_interval
+from stress.report.figures import pyplot
 
 
 def _scene_order(scene: tuple[str, int]) -> tuple:
@@ -19,10 +20,7 @@ def _scene_order(scene: tuple[str, int]) -> tuple:
 
 def save_degradation_plot(episodes: list[dict], decisions: list[dict], tables: dict[str, list[dict]], path: Path | BinaryIO) -> None:
     """The picture as a PNG into ``path`` (a file, or a binary file object: the gallery compares the bytes first)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     settings = sorted({(e["policy"], e["setting"]) for e in episodes}, key=lambda s: (s[0], s[1] != "direct", s[1]))
     scenes = sorted({(e["perturbation"], e["severity"]) for e in episodes}, key=_scene_order)

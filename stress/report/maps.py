@@ -8,13 +8,11 @@ import json
 import math
 from pathlib import Path
 
+from stress.report.figures import pyplot
+
 
 def save_map_plot(report: dict, path: Path) -> None:
-    # third-party and slow to import: loaded when a picture is drawn
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     axes_keys = list(dict.fromkeys((c["family"], c["axis"]) for c in report["curves"]))
     cols = min(3, len(axes_keys))

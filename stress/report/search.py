@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from stress.report.figures import pyplot
+
 
 def save_search_plot(report: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (violations_ax, modes_ax) = plt.subplots(1, 2, figsize=(11, 4))
     from matplotlib.ticker import MaxNLocator

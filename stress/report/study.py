@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from stress.report.degradation import degradation
+from stress.report.figures import pyplot
 
 
 def study_table(episodes: list[dict], decisions: list[dict]) -> list[dict]:
@@ -43,10 +44,7 @@ def _setting_order(setting: str) -> tuple:
 
 def save_study_plot(name: str, rows: list[dict], path: Path) -> None:
     """Success, latency, future PSNR and regret against the study's settings, a line per perturbation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     settings = sorted({r["setting"] for r in rows}, key=lambda s: (s.split()[0] != "direct", _setting_order(s)))
     scenes = sorted({(r["perturbation"], r["severity"]) for r in rows}, key=lambda p: (p[0] != "clean", p))
