@@ -41,6 +41,20 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else 'no detail'}"
 
 
+def probe_server(url: str, connect, timeout: float) -> dict:
+    """Connect once with the client's ``connect(url, timeout) -> (socket, metadata)`` (a ValueError: the server
+    speaks another protocol), read the metadata, disconnect: the metadata, or UserError (checks before a run)."""
+    check_url(url)
+    try:
+        ws, metadata = connect(url, timeout)
+    except ValueError as exc:
+        raise UserError(f"policy server {url} is incompatible: {exc}") from None
+    except Exception as exc:
+        raise UserError(f"policy server {url} unreachable ({first_line(exc)})") from None
+    ws.close()
+    return metadata
+
+
 API_KEY_ENV = "STRESS_POLICY_API_KEY"  # the key a client sends (Authorization: Api-Key KEY); never stored in a run
 
 

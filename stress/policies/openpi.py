@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 
 from stress.core.errors import UserError
 from stress.core.policy import Decision, Observation, PolicyFault, PolicyUnavailable
-from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, first_line
+from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, first_line, probe_server
 
 DEFAULT_REPLAN_STEPS = 5  # openpi's examples/libero/main.py: replan_steps
 RESIZE = 224  # openpi's examples: resize_size (both LIBERO and ALOHA)
@@ -121,15 +121,7 @@ def served_id(metadata: dict) -> str:
 
 def probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> dict:
     """Connect once, read the metadata, disconnect: the metadata, or UserError (checks before a run)."""
-    check_url(url)
-    try:
-        ws, metadata = _connect(url, timeout)
-    except ValueError as exc:
-        raise UserError(f"policy server {url} is incompatible: {exc}") from None
-    except Exception as exc:
-        raise UserError(f"policy server {url} unreachable ({first_line(exc)})") from None
-    ws.close()
-    return metadata
+    return probe_server(url, _connect, timeout)
 
 
 def check_replan_steps(value) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 
 from stress.core.errors import UserError
 from stress.core.policy import Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
-from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url
+from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, probe_server
 from stress.policies.serve import PROTOCOL, pack, unpack
 
 DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU (notes §5)
@@ -90,15 +90,7 @@ def check_metadata(metadata) -> None:
 
 def probe(url: str, timeout: float = CONNECT_TIMEOUT_S) -> dict:
     """Connect once, read the handshake, disconnect: the metadata, or UserError (for checks before a run)."""
-    check_url(url)
-    try:
-        ws, metadata = _connect(url, timeout)
-    except ValueError as exc:
-        raise UserError(f"policy server {url} is incompatible: {exc}") from None
-    except Exception as exc:
-        raise UserError(f"policy server {url} unreachable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})") from None
-    ws.close()
-    return metadata
+    return probe_server(url, _connect, timeout)
 
 
 def check_compatible(metadata: dict, url: str, simulator, modes=(), aggregation: str | None = None, image_size: int | None = None,
