@@ -102,7 +102,7 @@ def test_every_video_and_image_resolves(page, gallery):
         v.addEventListener('error', () => done([v.getAttribute('src'), -1]), {once: true});
         v.preload = 'metadata'; v.load(); })))""")
     assert len(durations) >= 5  # 4 cards (3 with a clean twin beside them) + the finding's shrunk episode
-    assert all(d > 1.0 for _, d in durations), durations  # 33 frames at 20 fps
+    assert all(d > 1.0 for _, d in durations), durations  # 32 steps: 17 frames (every other step) at 10 fps
     info = json.loads((folder / "eval_info.json").read_text())
     assert info["overall"]["n_episodes"] == 4 and info["overall"]["pc_success"] == 0.0
     assert info["per_task"][0]["task_group"] == "libero_spatial" and info["per_task"][0]["metrics"]["pc_success"] == 0.0
@@ -112,7 +112,7 @@ def test_every_video_and_image_resolves(page, gallery):
     import imageio_ffmpeg
 
     probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(folder / videos[0])], capture_output=True, text=True).stderr
-    assert "h264" in probe and "yuv420p" in probe and "20 fps" in probe and "512x256" in probe
+    assert "h264" in probe and "yuv420p" in probe and "10 fps" in probe and "256x128" in probe  # two 128 px cameras
 
 
 def test_filters_change_what_is_shown(page):
@@ -205,11 +205,37 @@ def test_bad_input_exits_2_with_one_line(run, tmp_path):
         (["gallery", str(path), "--out", "/proc/stress-gallery"], "cannot write the gallery"),
         (["gallery", str(path), "--max-cards", "-1"], "--max-cards"),
         (["gallery", str(path), "--workers", "0"], "--workers"),
+        (["gallery", str(path), "--videos", "-1"], "--videos -1 invalid; valid: 0 or more, or all"),
+        (["gallery", str(path), "--videos", "some"], "--videos some invalid"),
     ]
     for args, needle in cases:
         proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert needle in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_videos_renders_the_worst_cards_and_reuses_cached_ones(gallery, run, tmp_path):
+    """--videos N replays the N worst cards (and their clean twins) only; the others say how to render theirs, and
+    eval_info lists them without a video; a build with fewer videos still shows every video an earlier one left."""
+    folder, _ = gallery
+    path, _, _ = run
+    proc = run_cli("gallery", str(path), "--videos", "1", "--out", str(tmp_path / "one"))
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "one" / "index.html").read_text()
+    info = json.loads((tmp_path / "one" / "eval_info.json").read_text())
+    with_video = [e for e in info["per_episode"] if e["video_path"]]
+    rendered = int(re.search(r"videos: (\d+) rendered, 0 cached", proc.stdout).group(1))
+    # the worst card (occlusion) and its clean twin, and the finding's shrunk episode unless it is the worst card's
+    assert rendered in (2, 3) and len(with_video) == rendered == len(info["overall"]["video_paths"])
+    assert len(info["per_episode"]) == 4 and set(re.findall(r'<video [^>]*src="([^"]+)"', html)) == {e["video_path"] for e in with_video}
+    assert "no video rendered: this build renders the videos of the 1 worst cards only (--videos 1)" in html
+    assert "--videos all --out" in html and "stress replay" in html
+    copy = tmp_path / "copy"
+    shutil.copytree(path, copy)  # the gallery of all four cards comes along: its videos are the cache
+    again = run_cli("gallery", str(copy), "--videos", "0")
+    assert again.returncode == 0, again.stderr
+    assert "0 rendered, 4 cached" in again.stdout
+    assert "no video rendered" not in (copy / "gallery" / "index.html").read_text()
 
 
 def test_missing_actions_give_a_card_without_video(run, tmp_path):

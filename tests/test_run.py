@@ -110,8 +110,8 @@ def test_replay_reproduces_the_recorded_outcome(short_run):
     assert "matches" in proc.stdout
     video = run / "media" / f"{key}.mp4"
     frames = iio.imread(video)
-    assert frames.shape[0] == steps + 1
-    assert frames.shape[1:] == (256, 512, 3)  # agentview | wrist, upscaled 2x
+    assert frames.shape[0] == (steps + 1) // 2 + 1  # the reset scene, every other step at 10 fps, and always the final state
+    assert frames.shape[1:] == (128, 256, 3)  # agentview | wrist at the policy's 128 px
 
 
 def test_list_commands():

@@ -13,7 +13,7 @@ from scenarios.protocols import get_protocol
 from stress.cli.common import console, print_tables
 from stress.report.degradation import degradation, load
 from stress.report.degradation_plot import save_degradation_plot
-from stress.report.gallery import build_gallery as write_gallery
+from stress.report.gallery import DEFAULT_VIDEOS, build_gallery as write_gallery
 from stress.report.language import language_sensitivity
 from stress.report.protocol import protocol_tables, verdict_line, write_protocol_report
 from stress.report.maps import MAP_LAYOUT, map_tables
@@ -129,14 +129,14 @@ def print_search(report: dict) -> None:
         print("no violation found within the budget")
 
 
-def build_gallery(run, out, workers, max_cards):
+def build_gallery(run, out, workers, max_cards, videos=DEFAULT_VIDEOS):
     """Build a gallery with a progress bar for the videos; print where it is and what it cost."""
     err = Console(stderr=True)
     started = time.perf_counter()
     with Progress(TextColumn("[bold]gallery videos"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=err, disable=not err.is_terminal) as bars:
         task = bars.add_task("videos", total=None)
-        result = write_gallery(run, out, workers=workers, max_cards=max_cards, progress=lambda done, total: bars.update(task, completed=done, total=total))
+        result = write_gallery(run, out, workers=workers, max_cards=max_cards, videos=videos, progress=lambda done, total: bars.update(task, completed=done, total=total))
     for line in result.missing:
         err.print(f"warning: {line}", markup=False, highlight=False)
     print(f"gallery: {result.failures} failed episodes, {result.cards} full cards; videos: {result.rendered} rendered, {result.cached} cached "

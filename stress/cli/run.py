@@ -24,7 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--protocol", metavar="NAME", help="a published evaluation protocol (stress list protocols; docs/protocols.md): its suites, trials, seeds, "
                         "image size, step limits and policy options; prints its figures beside the paper's and the reproduction verdict")
     parser.add_argument("--gallery", nargs="?", type=int, const=0, metavar="WORKERS",
-                        help="afterwards, build the run's failure gallery (stress gallery RUN), with WORKERS render processes (default: --workers)")
+                        help="afterwards, build the run's failure gallery (stress gallery RUN: videos of the worst 4 cards), with WORKERS render processes (default: --workers)")
 
 
 def run(args) -> int:

@@ -7,8 +7,9 @@ predicted vs true future frames, best-of-N candidates) and one per search findin
 
 The site is plain files: jinja2 with autoescaping, relative links, no network request of any kind, so
 it opens from ``file://``; no time of generation is written and everything is sorted, so regenerating
-it gives the same bytes. Videos are replays of the recorded actions (the policy is never called),
-rendered in worker processes and cached by episode key: a second build renders nothing already there.
+it gives the same bytes. Videos are replays of the recorded actions (the policy is never called), rendered
+for the ``videos`` worst cards only (default 4; every card shows the stored frames at once), in worker
+processes, and cached by episode key: a second build renders nothing already there and shows every cached video.
 The folder doubles as a LeRobot eval output: ``eval_info.json`` and ``videos/<suite>_<task>/eval_episode_<n>.mp4``.
 """
 
@@ -45,6 +46,7 @@ from stress.store import RunStore
 
 TEMPLATES = Path(__file__).with_name("templates")
 ASSETS = ("gallery.css", "gallery.js")
+DEFAULT_VIDEOS = 4  # cards whose videos a build renders unless told (--videos): a replay costs minutes, the rest is seconds
 FRAME_SCALE = 2  # 64 px predicted frames are shown at 128 px
 WORST_PSNR_FRAMES = 2  # decisions shown where the world model was furthest off (plus the last before the failure)
 CHUNK_HINT = {"selection": "--counterfactual-rollouts 1", "world_model": "--true-futures executed (the default) and a policy with a world model",
@@ -429,13 +431,16 @@ def _cached(out: Path, names: dict[str, str]) -> dict[str, dict]:
 
 # --- the build ---------------------------------------------------------------------------------------
 def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_cards: int | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> GalleryResult:
-    """Write the gallery of run folder ``run`` into ``out`` (default ``RUN/gallery``)."""
+                  progress: Callable[[int, int], None] | None = None, videos: int | None = DEFAULT_VIDEOS) -> GalleryResult:
+    """Write the gallery of run folder ``run`` into ``out`` (default ``RUN/gallery``). ``videos``: render the videos of
+    that many worst full cards (and their clean twins); None: of every full card. Cached videos are shown whatever it is."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     store = RunStore.open(run)
     if max_cards is not None and max_cards < 0:
         raise UserError(f"--max-cards {max_cards} invalid; valid: 0 or more")
+    if videos is not None and videos < 0:
+        raise UserError(f"--videos {videos} invalid; valid: 0 or more, or all")
     if workers < 1:
         raise UserError(f"--workers {workers} invalid; valid: 1 or more")
     if not store.done_keys():
@@ -492,39 +497,50 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
         card["rank"] = rank
         card["full"] = max_cards is None or rank < max_cards
 
-    # videos: the full cards' episodes, their clean twins and the findings' shrunk episodes
+    # videos: rendered for the `videos` worst full cards, their clean twins (one video however many cards show it) and the
+    # findings' shrunk episodes; the other full cards show a video an earlier build left, else say how to render theirs
     names = _video_names(episodes, order)
-    wanted = []
+    wanted, shown = [], []
     for card in cards:
         if card["full"]:
-            wanted.append(card["key"])
-            if card["twin"]:
-                wanted.append(card["twin"]["key"])
+            pair = [card["key"]] + ([card["twin"]["key"]] if card["twin"] else [])
+            shown += pair
+            if videos is None or card["rank"] < videos:
+                wanted += pair
     for f in findings:
         wanted += [k for k in f["shrunk"]["episode_keys"] if k in valid_keys]
-    wanted = sorted(set(wanted), key=lambda k: (by_key[k]["suite"], by_key[k]["task_id"], by_key[k]["init_index"], k))
-    has_actions = {k: (store.path / "actions" / f"{k}.npz").is_file() for k in wanted}
+    by_place = lambda k: (by_key[k]["suite"], by_key[k]["task_id"], by_key[k]["init_index"], k)
+    wanted = sorted(set(wanted), key=by_place)  # an init state's episodes (an episode and its twin) next to each other: one worker's env serves them
     cached = _cached(out, names)
+    shown = sorted(set(wanted) | {k for k in shown if k in cached}, key=by_place)
+    has_actions = {k: (store.path / "actions" / f"{k}.npz").is_file() for k in shown}
     jobs = [(k, out / names[k]) for k in wanted if has_actions[k] and k not in cached]
     rendered = _render_all(store, jobs, workers, progress)
-    videos: dict[str, dict] = {}
+    media: dict[str, dict] = {}
     missing = []
-    for k in wanted:
+    all_command = f"stress gallery {shlex.quote(run_text)} --videos all" + (f" --out {shlex.quote(str(out))}" if out != store.path / "gallery" else "")
+    for card in cards:
+        for k in [card["key"]] + ([card["twin"]["key"]] if card["twin"] else []):
+            if card["full"] and k not in shown:
+                media[k] = {"src": None, "why": f"no video rendered: this build renders the videos of the {videos} worst cards only (--videos {videos}); "
+                                                f"render every card's with `{all_command}`, or this episode's alone with "
+                                                f"`stress replay {shlex.quote(run_text)} {k}`"}
+    for k in shown:
         record = cached.get(k) or rendered.get(k)
         if not has_actions[k]:
-            videos[k] = {"src": None, "why": f"no video: the recorded actions of this episode are missing (actions/{k}.npz)"}
+            media[k] = {"src": None, "why": f"no video: the recorded actions of this episode are missing (actions/{k}.npz)"}
         elif record is None or "error" in record:
             why = f"no video: the replay failed ({record['error'] if record else 'not rendered'})"
-            videos[k] = {"src": None, "why": why}
+            media[k] = {"src": None, "why": why}
             missing.append(f"{k}: {why}")
         else:
             poster = names[k][:-len(".mp4")] + ".png"
-            videos[k] = {"src": names[k], "poster": poster if (out / poster).is_file() else None, "why": None, "matches": record.get("matches", True), "replay_steps": record.get("steps"),
+            media[k] = {"src": names[k], "poster": poster if (out / poster).is_file() else None, "why": None, "matches": record.get("matches", True), "replay_steps": record.get("steps"),
                          "replay_success": record.get("success"), "failure_step": record.get("failure_step")}
     for card in cards:
-        card["video"] = videos.get(card["key"])
+        card["video"] = media.get(card["key"])
         if card["twin"]:
-            card["twin"]["video"] = videos.get(card["twin"]["key"])
+            card["twin"]["video"] = media.get(card["twin"]["key"])
         if card["onset"] is None and card["video"] and card["video"].get("failure_step") is not None:
             card["onset"] = card["video"]["failure_step"]  # runs from before the onset was stored: the replay's
         if card["full"]:
@@ -535,7 +551,7 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
             if frames is not None and len(frames.get("steps", [])):
                 _flipbook(out, card, frames)
     for f in findings:
-        f["video"] = next((videos[k] | {"key": k} for k in f["shrunk"]["episode_keys"] if k in videos), None)
+        f["video"] = next((media[k] | {"key": k} for k in f["shrunk"]["episode_keys"] if k in media), None)
         f["cards"] = [k for k in f["shrunk"]["episode_keys"] if any(c["key"] == k for c in cards)]
 
     groups = _groups(cards)
@@ -548,7 +564,7 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
         "filters": {name: sorted({str(c[field]) for c in cards}, key=_natural) for name, field in
                     (("family", "family"), ("severity", "severity"), ("signature", "signature"), ("mode", "mode"), ("policy", "policy"),
                      ("property", "property")) if any(c[field] is not None for c in cards)},
-        "fps": 20,
+        "step_rate": _step_rate(episodes), "videos": videos, "videos_command": all_command,
     }
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
@@ -556,10 +572,24 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
     html = env.get_template("gallery.html.j2").render(**context)
     for asset in ASSETS:
         _write_bytes(out / "assets" / asset, (TEMPLATES / asset).read_bytes())
-    _write_text(out / "eval_info.json", _json_text(eval_info(episodes, order, {k: v["src"] for k, v in videos.items() if v.get("src")})))
+    _write_text(out / "eval_info.json", _json_text(eval_info(episodes, order, {k: v["src"] for k, v in media.items() if v.get("src")})))
     _write_text(out / "index.html", html)
     return GalleryResult(out / "index.html", len(cards), sum(c["full"] for c in cards),
-                         sum(1 for r in rendered.values() if "error" not in r), len([k for k in wanted if k in cached]), missing)
+                         sum(1 for r in rendered.values() if "error" not in r), len([k for k in shown if k in cached]), missing)
+
+
+def _control_hz(episodes: list[dict]) -> int:
+    """The run's control rate (steps per second of simulated time; 20 when the suite is unknown or the run mixes rates)."""
+    try:
+        rates = {simulator_of(suite).env_class.control_hz for suite in {e["suite"] for e in episodes}}
+    except Exception:  # a courtesy like the instructions: a run of an unknown suite still gets its gallery
+        return 20
+    return rates.pop() if len(rates) == 1 else 20
+
+
+def _step_rate(episodes: list[dict]) -> int:
+    """Steps per second of video (the timeline seeks by it): videos play in real time, at the control rate."""
+    return _control_hz(episodes)
 
 
 def _index(episodes: list[dict]) -> dict[str, dict]:

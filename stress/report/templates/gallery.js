@@ -53,7 +53,7 @@
   function timelines() {
     document.querySelectorAll(".card .timeline").forEach(function (line) {
       var card = line.closest(".card"), video = card.querySelector(".videos video");
-      var steps = Number(line.dataset.steps) || 1, fps = Number(line.dataset.fps) || 20;
+      var steps = Number(line.dataset.steps) || 1, fps = Number(line.dataset.rate) || 20;  // steps per second of video (it plays in real time)
       var cursor = line.querySelector(".cursor");
       if (!video) { return; }
       line.addEventListener("click", function (event) {
