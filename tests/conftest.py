@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,16 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 900) -> subpro
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen, str]:
+    """``stress serve --port 0 ARGS`` in a subprocess: the process and the ws:// address it announced."""
+    proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0", *args], cwd=ROOT,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    line = proc.stderr.readline()
+    match = re.search(r"ws://[\d.]+:\d+", line)
+    assert match, line + proc.stderr.read()
+    return proc, match.group(0)
 
 
 def lit_run_show_replay(tmp_path: Path, suite: str, policy: str) -> list[dict]:

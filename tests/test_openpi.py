@@ -6,8 +6,6 @@ an episode error during one)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import threading
 from types import SimpleNamespace
 
@@ -16,7 +14,7 @@ import pytest
 from openpi_client import image_tools, msgpack_numpy
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
-from conftest import ROOT, run_cli
+from conftest import run_cli, start_server
 from stress.core.policy import Observation
 from stress.policies.client import MalformedResponse, ServerError
 from stress.policies.openpi import OpenpiPolicy, libero_request, quat2axisangle
@@ -65,15 +63,6 @@ def test_libero_request_is_openpis_example_client():
 
 
 # --- `stress serve --wire openpi` of the built-in model, driven by openpi's own client ----------------------------
-def start_server(*args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0", *args], cwd=ROOT,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    line = proc.stderr.readline()
-    match = re.search(r"ws://[\d.]+:\d+", line)
-    assert match, line + proc.stderr.read()
-    return proc, match.group(0)
-
-
 @pytest.fixture(scope="module")
 def served_openpi():
     proc, url = start_server("--wire", "openpi")

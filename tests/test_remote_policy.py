@@ -5,9 +5,6 @@ it), malformed replies (episode error naming the field)."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -15,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import run_cli, start_server
 from stress.core.spec import ScenarioSpec
 from stress.policies.serve import PolicyServer, describe, pack, unpack
 from stress.envs.cache import EnvCache
@@ -40,15 +37,6 @@ def test_codec_round_trips_raw_arrays_and_refuses_objects():
 
 
 # --- a real `stress serve` of the built-in model -----------------------------------------------------------
-def start_server(*args: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--port", "0", *args], cwd=ROOT,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    line = proc.stderr.readline()
-    match = re.search(r"ws://[\d.]+:\d+", line)
-    assert match, line + proc.stderr.read()
-    return proc, match.group(0)
-
-
 @pytest.fixture(scope="module")
 def served_reference():
     proc, url = start_server()

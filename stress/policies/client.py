@@ -41,6 +41,15 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else 'no detail'}"
 
 
+def close_quietly(ws) -> None:
+    """Close a client's websocket, whatever state it is in (a broken connection raises on close)."""
+    if ws is not None:
+        try:
+            ws.close()
+        except Exception:
+            pass
+
+
 def probe_server(url: str, connect, timeout: float) -> dict:
     """Connect once with the client's ``connect(url, timeout) -> (socket, metadata)`` (a ValueError: the server
     speaks another protocol), read the metadata, disconnect: the metadata, or UserError (checks before a run)."""

@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 
 from stress.core.errors import UserError
 from stress.core.policy import Decision, Observation, PolicyFault, PolicyUnavailable
-from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, first_line, probe_server
+from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, close_quietly, first_line, probe_server
 
 DEFAULT_REPLAN_STEPS = 5  # openpi's examples/libero/main.py: replan_steps
 RESIZE = 224  # openpi's examples: resize_size (both LIBERO and ALOHA)
@@ -180,11 +180,7 @@ class OpenpiPolicy:
         self.metadata = metadata
 
     def close(self) -> None:
-        if self._ws is not None:
-            try:
-                self._ws.close()
-            except Exception:
-                pass
+        close_quietly(self._ws)
         self._ws = None
 
     def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 
 from stress.core.errors import UserError
 from stress.core.policy import Candidate, Decision, Observation, PolicyFault, PolicyUnavailable
-from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, probe_server
+from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, close_quietly, first_line, probe_server
 from stress.policies.serve import PROTOCOL, pack, unpack
 
 DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU (notes §5)
@@ -193,7 +193,7 @@ class RemotePolicy:
                     time.sleep(wait)
         else:
             _down_since[url] = time.monotonic()
-            raise PolicyUnavailable(f"policy server {url} unreachable ({type(last).__name__}: {str(last).splitlines()[0] if str(last) else 'no detail'})")
+            raise PolicyUnavailable(f"policy server {url} unreachable ({first_line(last)})")
         _down_since.pop(url, None)
         if self.served is not None and served_id(metadata) != self.served:
             self.close()
@@ -205,11 +205,7 @@ class RemotePolicy:
             raise PolicyUnavailable(f"policy server {url} has no setting(s) {unknown}; valid: {', '.join(metadata.get('settings', {})) or 'none'}")
 
     def close(self) -> None:
-        if self._ws is not None:
-            try:
-                self._ws.close()
-            except Exception:
-                pass
+        close_quietly(self._ws)
         self._ws = None
 
     def _request(self, message: dict) -> dict:
