@@ -27,7 +27,9 @@ from types import SimpleNamespace
 
 from cosmos_cpu_probe import import_cosmos_utils
 
-from stress.envs.aloha import INSTRUCTIONS  # the T5 cache holds the suite's ALOHA instructions (a miss would load T5-11B)
+from stress.envs.aloha import (
+    INSTRUCTIONS,  # the T5 cache holds the suite's ALOHA instructions (a miss would load T5-11B)
+)
 
 LATENT_FRAMES = 11  # ALOHA: blank, proprio, left wrist, right wrist, primary, action, their futures (4), value
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import json_numpy
@@ -218,8 +221,6 @@ def test_real_deploy_py_on_cpu_with_a_fake_network(tmp_path):
     """Cosmos Policy's own deploy.py (its FastAPI app, json_numpy, the real cosmos_utils), unmodified, with a fake
     network on the CPU (tests/cosmos_deploy_probe.py), driven by ``stress run --policy cosmos-deploy``: the bytes
     deploy.py receives are those of the suite's first observation, and the actions executed are those it returned."""
-    import os
-
     checkout, python = os.environ.get("COSMOS_POLICY_CHECKOUT"), os.environ.get("COSMOS_POLICY_PYTHON")
     if not checkout or not python:
         pytest.skip("set COSMOS_POLICY_CHECKOUT to a cosmos-policy checkout and COSMOS_POLICY_PYTHON to a Python that imports it "
@@ -231,17 +232,18 @@ def test_real_deploy_py_on_cpu_with_a_fake_network(tmp_path):
     proc = subprocess.Popen([python, str(ROOT / "tests" / "cosmos_deploy_probe.py"), checkout, str(tmp_path / "work"), str(log), "--queries", "2", "aloha"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=checkout)
     try:
-        line = proc.stderr.readline().strip()
-        if proc.poll() == 77 or not line.startswith("http://"):
+        lines = []
+        for line in proc.stderr:  # its imports warn first; the address comes once deploy.py's server is built
+            lines.append(line)
+            if line.startswith("http://"):
+                break
+        else:
             proc.wait(timeout=30)
             if proc.returncode == 77:
                 pytest.skip("the checkout's deploy.py is not importable by COSMOS_POLICY_PYTHON")
-            raise AssertionError(line + proc.stderr.read()[-3000:])
+            raise AssertionError("".join(lines)[-3000:])
         threading.Thread(target=proc.stderr.read, daemon=True).start()
-        url = line
-        import socket
-        import time
-
+        url = lines[-1].strip()
         deadline = time.monotonic() + 120  # uvicorn listens moments after the line
         while True:
             try:

@@ -17,9 +17,8 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
-
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import json_numpy
 import numpy as np
