@@ -12,10 +12,10 @@ from stress.core.errors import UserError
 from stress.core.files import read_json_input
 from stress.core.spec import PerturbationSpec, ScenarioSpec, perturbation_seed
 from stress.envs import check_task, simulator_of
-from stress.policies import policy_class
-from stress.policies import openpi
+from stress.policies import cosmos_deploy, openpi, policy_class
 from stress.policies.remote import check_compatible, probe
 from stress.runners.episode import check_spec
+from stress.runners.preflight import check_first, first_observation
 
 RUN_MODES = ("direct", "planning", "both", "auto")  # --mode: one mode, both, or every mode the policy has
 
@@ -77,9 +77,18 @@ def file_specs(path: Path) -> list[ScenarioSpec]:
 
 
 def check_servers(specs: list[ScenarioSpec]) -> dict | None:
-    """Reach every policy server the specs name and check it fits them (UserError otherwise, before any episode
-    runs). Returns the handshake metadata (recorded in the manifest), or None without remote specs."""
+    """Reach every policy server the specs name and check it fits them, then send each one real observation of
+    the first scenario (``stress.runners.preflight``): UserError otherwise, before any episode runs. Returns the
+    handshake metadata (recorded in the manifest; deploy.py's: what its probe reply showed), or None without
+    remote specs."""
     metadata, seen = None, {}
+    for spec in (s for s in specs if s.policy == "cosmos-deploy"):  # no handshake: one real request says what is served
+        options = dict(spec.policy_options)
+        url = cosmos_deploy.check_server_url(options.get("server"))
+        if url not in seen:
+            seen[url] = cosmos_deploy.probe(url, first_observation(spec)[0])
+        metadata = seen[url]
+        cosmos_deploy.check_served(metadata, url, spec.mode, spec.n_candidates, options.get("served"))
     for spec in (s for s in specs if s.policy == "openpi"):  # openpi's metadata is free-form: reachable, and the same server
         options = dict(spec.policy_options)
         url = options.get("server")
@@ -97,4 +106,5 @@ def check_servers(specs: list[ScenarioSpec]) -> dict | None:
         sim = simulator_of(spec.suite)
         check_compatible(metadata, url, sim, modes=(spec.mode,), aggregation=spec.aggregation, image_size=spec.image_size, served=options.get("served"),
                          instruction=sim.tasks(spec.suite)[spec.task_id] if "instructions" in metadata else None)
+    check_first(specs)
     return metadata

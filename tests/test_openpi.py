@@ -277,7 +277,8 @@ def test_bench_wires_reports_each_wire():
     from stress.bench.remote import wires
 
     result = wires(repeats=20)  # figures are docs/benchmarks.md's, never asserted
-    assert {"stress-policy/1 (remote backend)", "openpi (openpi-client's infer)", "openpi (openpi backend, 256 px renders resized to 224)"} <= set(result)
+    assert {"stress-policy/1 (remote backend)", "openpi (openpi-client's infer)", "openpi (openpi backend, 256 px renders resized to 224)",
+            "deploy.py (cosmos-deploy backend, three 256 px renders resized to 224)"} <= set(result)
 
 
 # --- parity: the suite's episode is the episode openpi's own client loop produces on the same LIBERO scene ----------

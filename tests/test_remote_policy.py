@@ -134,6 +134,30 @@ class DroppingServer(PolicyServer):
             ws.send(pack({"type": "ready"}))
 
 
+class DropsAfterTheCheck(DroppingServer):
+    """Serves its first decision in full (``stress run``'s pre-run inference check), then behaves as DroppingServer."""
+
+    answered = False
+
+    def _handler(self, ws):
+        if self.answered:
+            return super()._handler(ws)
+        server = self
+
+        class Marking:  # the connection, noting when a decision went out
+            def __iter__(self):
+                return iter(ws)
+
+            def send(self, data):
+                ws.send(data)
+                server.answered = server.answered or unpack(data).get("type") == "decision"
+
+            def close(self, *args):
+                ws.close(*args)
+
+        return PolicyServer._handler(self, Marking())
+
+
 @pytest.mark.parametrize("reply, field", [
     ({"actions": np.zeros((16, 6))}, "'actions' has shape (16, 6)"),
     ({"actions": np.zeros((8, 7))}, "'actions' has shape (8, 7)"),
@@ -173,7 +197,7 @@ def test_server_errors_arrive_with_their_message(fake_server, shared_envs):
 # --- the command line ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, fragments", [
     (["run", "--policy", "remote"], ["needs --policy-server"]),
-    (["run", "--policy", "remote", "--policy-server", "http://127.0.0.1:1"], ["malformed", "'http://127.0.0.1:1'", "ws://HOST:PORT"]),
+    (["run", "--policy", "remote", "--policy-server", "http://127.0.0.1:1"], ["'http://127.0.0.1:1'", "--policy cosmos-deploy", "ws://HOST:PORT"]),
     (["run", "--policy", "remote", "--policy-server", "ws://127.0.0.1:port"], ["malformed", "ws://HOST:PORT"]),
     (["run", "--policy", "remote", "--policy-server", "ws://127.0.0.1:1"], ["ws://127.0.0.1:1 unreachable"]),
     (["run", "--policy", "reference", "--policy-server", "ws://127.0.0.1:1"], ["--policy-server is for --policy remote"]),
@@ -199,8 +223,8 @@ def test_run_against_a_vanishing_server_ends_cleanly_and_resume_finishes_it(serv
     from stress.policies.remote import probe
     from stress.store import RunStore
 
-    # the same identity as the real server, but it drops every episode at its first decision
-    gone = fake_server(metadata=probe(served_reference), server_class=DroppingServer)
+    # the same identity as the real server; it answers the pre-run check, then drops every episode at its first decision
+    gone = fake_server(metadata=probe(served_reference), server_class=DropsAfterTheCheck)
     proc = run_cli("run", "--policy", "remote", "--policy-server", gone, "--mode", "direct", "--episodes", "2", "--max-steps", "16", "--out", str(tmp_path), timeout=300)
     assert proc.returncode == 0, proc.stderr
     run = next(tmp_path.iterdir())

@@ -17,14 +17,18 @@ import sys
 import tempfile
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import json_numpy
 import numpy as np
 from openpi_client.websocket_client_policy import WebsocketClientPolicy
 
 from stress.core.policy import Candidate, Decision, Observation
 from stress.core.spec import ScenarioSpec
 from stress.measurement.groundtruth import Measurement
+from stress.policies import cosmos_deploy
+from stress.policies.cosmos_deploy import CosmosDeployPolicy
 from stress.policies.openpi import OpenpiPolicy
 from stress.policies.remote import RemotePolicy, probe, served_id
 from stress.policies.serve import PolicyServer, describe
@@ -158,10 +162,35 @@ class CannedChunk:
         return Decision(actions=self.actions)
 
 
+class CannedDeploy(BaseHTTPRequestHandler):
+    """deploy.py's wire with a canned direct reply (``stress bench --wires``): the request decoded with json_numpy as
+    deploy.py's FastAPI app does, the reply its direct configuration's: a 50 x 14 chunk as a list of rows, a value
+    and three 224 px future images."""
+
+    reply = b""  # set once the server starts (``main``): encoded once, sent to every request
+
+    @staticmethod
+    def encoded_reply() -> bytes:
+        rng = np.random.default_rng(2)
+        return json_numpy.dumps({"actions": list(rng.uniform(-1, 1, (50, cosmos_deploy.ACTION_DIM)).astype(np.float32)), "value_prediction": 0.5,
+                                 "future_image_predictions": {k: rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for k in cosmos_deploy.FUTURES}}).encode()
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        json_numpy.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.reply)))
+        self.end_headers()
+        self.wfile.write(self.reply)
+
+
 def _serve_wire(wire: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "stress.bench.remote", "0", wire], stderr=subprocess.PIPE, text=True,
                             cwd=Path(__file__).resolve().parents[1])
-    return proc, re.search(r"ws://[\d.]+:\d+", proc.stderr.readline()).group(0)
+    return proc, re.search(r"(ws|http)://[\d.]+:\d+", proc.stderr.readline()).group(0)
 
 
 def wires(repeats: int = 200) -> dict:
@@ -169,7 +198,8 @@ def wires(repeats: int = 200) -> dict:
     (``stress bench --wires``): stress-policy/1 through the ``remote`` backend (two 224 px images, the 9-D
     proprio); openpi's protocol through openpi-client's own ``WebsocketClientPolicy.infer`` (two 224 px images,
     the 8-D state) and through the ``openpi`` backend (two 256 px renders resized to 224 as openpi's LIBERO
-    client does, then the same request)."""
+    client does, then the same request); deploy.py's HTTP + json_numpy wire through the ``cosmos-deploy`` backend
+    (ALOHA: three 256 px renders resized to 224, the 14-D proprio; deploy.py's direct reply, ``CannedDeploy``)."""
     rng = np.random.default_rng(1)
     obs224 = Observation(images={c: rng.integers(0, 256, (WIRE_IMAGE_SIZE, WIRE_IMAGE_SIZE, 3), dtype=np.uint8) for c in ("agentview", "wrist")},
                          proprio=rng.normal(size=9), instruction="pick up the black bowl", step=0)
@@ -185,10 +215,16 @@ def wires(repeats: int = 200) -> dict:
         median, p95 = _median_ms(fn, repeats)
         results[key] = {"median_ms": median, "p95_ms": p95}
 
-    for wire in ("stress", "openpi"):
+    aloha256 = Observation(images={c: rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for c in cosmos_deploy.CAMERAS},
+                           proprio=rng.normal(size=14), instruction="insert the peg into the socket", step=0)
+    for wire in ("stress", "openpi", "deploy"):
         proc, url = _serve_wire(wire)
         try:
-            if wire == "stress":
+            if wire == "deploy":
+                deploy = CosmosDeployPolicy(server=url)
+                deploy.reset("insert the peg into the socket", 0)
+                timed("deploy.py (cosmos-deploy backend, three 256 px renders resized to 224)", lambda: deploy.act(aloha256))
+            elif wire == "stress":
                 client = RemotePolicy(server=url)
                 client.reset("pick up the black bowl", 0)
                 timed("stress-policy/1 (remote backend)", lambda: client.act(obs224))
@@ -209,6 +245,12 @@ def wires(repeats: int = 200) -> dict:
 
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    if len(sys.argv) > 2 and sys.argv[2] == "deploy":  # deploy.py's wire: its canned direct reply
+        CannedDeploy.reply = CannedDeploy.encoded_reply()
+        server = ThreadingHTTPServer(("127.0.0.1", port), CannedDeploy)
+        print(f"bench server on http://127.0.0.1:{server.server_address[1]}", file=sys.stderr, flush=True)
+        server.serve_forever()
+        return
     if len(sys.argv) > 2:  # a wire: the canned 10 x 7 chunk of `stress bench --wires`
         metadata = describe(CannedChunk, version="bench", chunk=WIRE_CHUNK, image_size=WIRE_IMAGE_SIZE)
         server = PolicyServer(CannedChunk, metadata, port=port, observation_type=Observation, wire=sys.argv[2])

@@ -126,7 +126,8 @@ def add_scenario_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--camera", default="both", help="camera targeted by per-camera perturbations: agentview, wrist, both")
     run.add_argument("--scenario", type=Path, help="JSON file with a list of ScenarioSpecs (explicit parameters) to run")
     run.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy backend (default {DEFAULT_POLICY})")
-    run.add_argument("--policy-server", metavar="URL", help="with --policy remote or openpi: the policy server, ws://HOST:PORT (stress serve; openpi's serve_policy.py); with --resume: a new address for the run's server")
+    run.add_argument("--policy-server", metavar="URL", help="with --policy remote or openpi: the policy server, ws://HOST:PORT (stress serve; openpi's serve_policy.py); with --policy cosmos-deploy: "
+                     "http://HOST:PORT (Cosmos Policy's ALOHA deploy.py); with --resume: a new address for the run's server")
     add_server_arguments(run)
     run.add_argument("--mode", default="auto", help="direct, planning, both, or auto (every mode the policy has)")
     run.add_argument("--candidates", type=positive_int, default=DEFAULT_CANDIDATES, help=f"best-of-N candidates in planning mode (default {DEFAULT_CANDIDATES})")

@@ -38,7 +38,8 @@ def add_arguments(bench) -> None:
     bench.add_argument("--widths", default="0.2,0.1", help="--maps: target widths of the threshold's 95%% interval, shares of the axis (default 0.2,0.1)")
     bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
     bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
-    bench.add_argument("--wires", action="store_true", help="instead: round trip per decision on 127.0.0.1 for each wire (stress-policy/1, openpi's), two 224 px images, a 10 x 7 chunk")
+    bench.add_argument("--wires", action="store_true", help="instead: round trip per decision on 127.0.0.1 for each wire (stress-policy/1, openpi's: two 224 px images, a 10 x 7 chunk; "
+                       "Cosmos Policy's deploy.py: three 224 px images, deploy.py's direct reply)")
     bench.add_argument("--remote-throughput", action="store_true",
                        help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
     bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1; --aloha: init states per task in the expert table (default 10)")

@@ -12,11 +12,14 @@ from rich.console import Console
 from scenarios.grid import check_servers
 from stress.cli.common import episode_progress
 from stress.core.errors import UserError, choice_error
+from stress.core.spec import ScenarioSpec
+from stress.envs import simulator_of
 from stress.measurement.groundtruth import Measurement
-from stress.policies import openpi
-from stress.policies.client import API_KEY_ENV
+from stress.policies import cosmos_deploy, openpi
+from stress.policies.client import API_KEY_ENV, HTTP, WEBSOCKET
 from stress.policies.remote import check_url, probe, served_id
 from stress.runners import BACKENDS, make_runner
+from stress.runners.preflight import first_observation
 from stress.store import RunStore
 
 
@@ -36,7 +39,7 @@ def runner(args, workers: int | None = None, env_cache: int = 1):
     return chosen
 
 
-CLIENTS = ("remote", "openpi")  # the backends that talk to a policy server (--policy-server)
+CLIENTS = ("remote", "openpi", "cosmos-deploy")  # the backends that talk to a policy server (--policy-server)
 
 
 def remote_options(args) -> tuple[tuple, int | None, dict | None]:
@@ -49,11 +52,16 @@ def remote_options(args) -> tuple[tuple, int | None, dict | None]:
         raise UserError(f"--replan-steps is for --policy openpi; got --policy {args.policy!r}")
     if args.policy not in CLIENTS:
         if args.policy_server:
-            raise UserError(f"--policy-server is for --policy remote or openpi; got --policy {args.policy!r}")
+            raise UserError(f"--policy-server is for --policy remote, openpi or cosmos-deploy; got --policy {args.policy!r}")
         return (), None, None
     if not args.policy_server:
-        what = "a running `stress serve`" if args.policy == "remote" else "openpi's serve_policy.py, or `stress serve --wire openpi`"
-        raise UserError(f"policy {args.policy!r} needs --policy-server ws://HOST:PORT ({what})")
+        what = {"remote": "ws://HOST:PORT (a running `stress serve`)", "openpi": "ws://HOST:PORT (openpi's serve_policy.py, or `stress serve --wire openpi`)",
+                "cosmos-deploy": "http://HOST:PORT (Cosmos Policy's deploy.py)"}[args.policy]
+        raise UserError(f"policy {args.policy!r} needs --policy-server {what}")
+    if args.policy == "cosmos-deploy":  # no handshake: one real request with the first scenario's observation says what is served
+        url = cosmos_deploy.check_server_url(args.policy_server)
+        server = cosmos_deploy.probe(url, first_observation(_first_scene(args))[0])
+        return (("served", server["served"]), ("server", url)), cosmos_deploy.RENDER_SIZE, server
     if args.policy == "openpi":
         replan = openpi.check_replan_steps(openpi.DEFAULT_REPLAN_STEPS if replan is None else replan)
         metadata = openpi.probe(args.policy_server)
@@ -63,6 +71,18 @@ def remote_options(args) -> tuple[tuple, int | None, dict | None]:
     return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
 
 
+def _first_scene(args) -> ScenarioSpec:
+    """The clean first scene of run's, search's or map's flags (its suite, first task, init 0), for deploy.py's probe."""
+    suite = getattr(args, "suite", None) or "aloha"
+    if simulator_of(suite).name not in cosmos_deploy.CosmosDeployPolicy.simulators:
+        raise UserError(f"--policy cosmos-deploy drives --suite aloha (deploy.py is Cosmos Policy's ALOHA server); got --suite {suite}")
+    tasks = getattr(args, "tasks", None) or [getattr(args, "task", None) or 0]
+    first = str(tasks).replace("-", ",").split(",")[0].strip("[] '\"") if isinstance(tasks, str) else tasks[0]
+    task = int(first) if str(first).isdigit() else first
+    return ScenarioSpec(suite=suite, task_id=task, init_index=0, policy="cosmos-deploy", seed=getattr(args, "seed", 0) or 0,
+                        image_size=cosmos_deploy.RENDER_SIZE, policy_options=(("server", args.policy_server),))
+
+
 def start_or_resume(args, make_specs, label):
     """(store, specs, measurement) of a new run, or of ``--resume RUN`` as it began."""
     if args.resume is not None:
@@ -70,7 +90,7 @@ def start_or_resume(args, make_specs, label):
         config = store.manifest.get("config", {})
         specs = store.specs()
         if getattr(args, "policy_server", None):  # the run's server moved: same episodes (the URL is not in the key)
-            check_url(args.policy_server)
+            check_url(args.policy_server, HTTP if any(s.policy == "cosmos-deploy" for s in specs) else WEBSOCKET)
             specs = [replace(s, policy_options=tuple(sorted({**dict(s.policy_options), "server": args.policy_server}.items())))
                      if s.policy in CLIENTS else s for s in specs]
         check_servers(specs)

@@ -114,7 +114,7 @@ def print_headline(store) -> None:
     """The end of ``stress run``: at most 15 lines (stress.report.headline); the full tables are ``stress show``'s."""
     tables = write_degradation(store)
     print(f"results: {store.path}")
-    for line in headline(store.path, summarise(store), tables):
+    for line in headline(store.path, summarise(store), tables, {(s.policy, s.policy_options) for s in store.specs()}):
         print(line)
     for e in error_counts(store):
         print(f"errors: {e['n']} x {e['kind']} (e.g. {e['example'][:160]})")

@@ -95,9 +95,14 @@ def cosmos_view(image: np.ndarray, jpeg: bool = True) -> np.ndarray:
     return np.asarray(pil.crop((left, left, left + side, left + side)).resize((MODEL_SIZE, MODEL_SIZE), Image.BILINEAR))
 
 
+def cosmos_view_no_jpeg(image: np.ndarray, jpeg: bool = False) -> np.ndarray:
+    """Cosmos Policy's view without the JPEG step: its ALOHA setting (``use_jpeg_compression`` False)."""
+    return cosmos_view(image, jpeg=False)
+
+
 # backends whose predicted futures are in their model's own view name it in ``Decision.info["future_view"]``;
 # the true (and current) frames then go through the same transform before PSNR/SSIM
-FUTURE_VIEWS = {"cosmos": cosmos_view}
+FUTURE_VIEWS = {"cosmos": cosmos_view, "cosmos-nojpeg": cosmos_view_no_jpeg}
 
 
 def future_errors(predicted: dict[str, np.ndarray], true: dict[str, np.ndarray], current: dict[str, np.ndarray],

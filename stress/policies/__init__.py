@@ -12,6 +12,7 @@ POLICIES.register("expert", "stress.policies.expert:ExpertPolicy")
 POLICIES.register("aloha-expert", "stress.policies.aloha_expert:AlohaExpertPolicy")  # ALOHA's privileged expert (suite aloha)
 POLICIES.register("remote", "stress.policies.remote:RemotePolicy")
 POLICIES.register("openpi", "stress.policies.openpi:OpenpiPolicy")  # a server speaking openpi's protocol (pi0, pi0.5, harnesses on openpi-client)
+POLICIES.register("cosmos-deploy", "stress.policies.cosmos_deploy:CosmosDeployPolicy")  # Cosmos Policy's own ALOHA deploy.py (HTTP, json_numpy)
 
 
 def policy_names() -> tuple[str, ...]:
@@ -20,6 +21,14 @@ def policy_names() -> tuple[str, ...]:
 
 def policy_class(name: str):
     return POLICIES.get(name)
+
+
+def actions_only(name: str, options: dict) -> bool:
+    """Does this policy, with these options, return actions only (no value, no predicted future)? A backend
+    declares it (``actions_only``) or decides it from its options (``actions_only_for``: what its server serves)."""
+    cls = policy_class(name)
+    decide = getattr(cls, "actions_only_for", None)
+    return bool(decide(dict(options))) if decide is not None else bool(getattr(cls, "actions_only", False))
 
 
 def make_policy(name: str):

@@ -20,7 +20,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 from openpi_client import image_tools, msgpack_numpy
@@ -29,7 +29,7 @@ from websockets.sync.client import connect
 
 from stress.core.errors import UserError
 from stress.core.policy import Decision, Observation, PolicyFault, PolicyUnavailable
-from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, close_quietly, first_line, probe_server
+from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_chunk, check_url, close_quietly, first_line, probe_server
 
 DEFAULT_REPLAN_STEPS = 5  # openpi's examples/libero/main.py: replan_steps
 RESIZE = 224  # openpi's examples: resize_size (both LIBERO and ALOHA)
@@ -234,15 +234,7 @@ def check_actions(reply: dict, action_dim: int, replan_steps: int) -> np.ndarray
     (openpi's LIBERO client asserts the same), or MalformedResponse naming the problem."""
     if "actions" not in reply:
         raise MalformedResponse(f"reply has no 'actions' (keys: {', '.join(map(str, reply)) or 'none'})")
-    actions: Any = reply["actions"]
-    if not isinstance(actions, np.ndarray):
-        raise MalformedResponse(f"field 'actions' is a {type(actions).__name__}, not an array")
-    if actions.dtype.kind not in "fiu":
-        raise MalformedResponse(f"field 'actions' has dtype {actions.dtype}")
-    if actions.ndim != 2 or actions.shape[1] != action_dim:
-        raise MalformedResponse(f"field 'actions' has shape {actions.shape}; expected (chunk, {action_dim})")
+    actions = check_chunk(reply["actions"], action_dim)
     if len(actions) < replan_steps:
         raise MalformedResponse(f"field 'actions' has {len(actions)} actions; replan_steps needs at least {replan_steps}")
-    if not np.isfinite(actions).all():
-        raise MalformedResponse("field 'actions' holds NaN or infinite values")
-    return np.array(actions, dtype=np.float64)
+    return actions

@@ -9,7 +9,7 @@ import shlex
 from collections import defaultdict
 
 from stress.core.errors import UserError
-from stress.policies import policy_class
+from stress.policies import actions_only
 from stress.report.summary import SummaryRow
 
 MAX_LINES = 15
@@ -22,10 +22,11 @@ MISSING = {  # table -> (what it is, how to get it)
 }
 
 
-def _actions_only(policies: set[str]) -> bool:
-    """Every policy of the run declares it returns actions only (``actions_only``, e.g. ``--policy openpi``)."""
+def _actions_only(policies: set[tuple[str, tuple]]) -> bool:
+    """Every (policy, options) of the run returns actions only (``stress.policies.actions_only``: e.g.
+    ``--policy openpi``, or ``cosmos-deploy`` with a server that sends a bare list of actions)."""
     try:
-        return bool(policies) and all(getattr(policy_class(p), "actions_only", False) for p in policies)
+        return bool(policies) and all(actions_only(name, dict(options)) for name, options in policies)
     except UserError:  # a plug-in policy no longer installed: say nothing about it
         return False
 
@@ -44,8 +45,9 @@ def _weighted(rows: list[dict], field: str, weight: str = "decisions") -> float 
     return sum(v * w for v, w in pairs) / total if total else None
 
 
-def headline(run_path, summary: list[SummaryRow], tables: dict[str, list[dict]]) -> list[str]:
-    """The headline lines of a run (plain text, no markup)."""
+def headline(run_path, summary: list[SummaryRow], tables: dict[str, list[dict]], policies: set[tuple[str, tuple]] | None = None) -> list[str]:
+    """The headline lines of a run (plain text, no markup). ``policies``: the run's (policy, policy options)
+    pairs (default: each summary row's policy without options)."""
     settings = sorted({(r.policy, r.setting) for r in summary}, key=lambda s: (s[0], s[1] != "direct", s[1]))
     many_policies = len({p for p, _ in settings}) > 1
     by_setting = defaultdict(list)
@@ -95,7 +97,7 @@ def headline(run_path, summary: list[SummaryRow], tables: dict[str, list[dict]])
     if len(settings) > MAX_SETTINGS:
         lines.append(f"... and {len(settings) - MAX_SETTINGS} more settings: see stress show")
     missing = [name for name in MISSING if not [r for r in tables.get(name, []) if name != "selection" or r.get("measured")]]
-    if _actions_only({p for p, _ in settings}) and missing:  # no planning, value or future on its wire: no flag would add them
+    if _actions_only(policies if policies is not None else {(p, ()) for p, _ in settings}) and missing:  # no planning, value or future on its wire: no flag would add them
         lines.append("not provided by this policy (actions only): " + "; ".join(MISSING[name][0] for name in missing))
         missing = []
     absent = [f"{MISSING[name][0]} ({MISSING[name][1]})" for name in missing]
