@@ -4,8 +4,9 @@ a scenario) and learn from the graded score of what they proposed.
 ``random`` (uniform, the baseline), ``halton`` / ``sobol`` (scrambled low-discrepancy sequences from
 ``scipy.stats.qmc``), ``ce`` (cross-entropy: per-dimension bucket distributions refitted to the lowest
 scores, after VerifAI's sampler), ``bandit`` (UCB over families: which family to perturb is the arm, its
-parameters uniform), ``blind-ce`` (``ce`` fed noise instead of verdicts: the score-blind baseline with
-``ce``'s prior, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
+parameters uniform), ``novelty`` (exploration by novelty on each family's axes with a near-miss pull,
+exploitation spread over the failure signatures: built for distinct modes), ``blind-ce`` /
+``blind-novelty`` (fed noise instead of verdicts: the score-blind baselines with their priors, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
 verdicts give the same proposals (a resumed search replays its history from the store).
 """
 
@@ -166,20 +167,22 @@ class Novelty(Sampler):
       does not matter), the one furthest from everything evaluated, measured per family on that family's
       own axes and per composition on its axes together (failure regions live on one or two axes of one
       or two families, so that is where coverage counts). Evaluated scenarios near known violations
-      (the exploit proposals) push exploration away from known modes.
+      (the exploit proposals) push exploration away from known modes. To that novelty each family adds
+      a near-miss bonus, ``NEAR_MISS`` x (1 - score) of the nearest scored scenario that held, on that
+      family's axes, decaying as exp(-distance / ``NEAR_RADIUS``): a low score that is not yet a
+      violation pulls exploration toward it.
 
-    The graded score is not used; the verdicts and signatures are (``blind(Novelty)`` gets neither, and
-    never exploits)."""
+    Constants tuned on the planted landscapes 0-19 only (docs/search.md). ``blind(Novelty)`` gets noise
+    for scores and no violation: it explores by novelty alone and never exploits."""
 
     name = "novelty"
-    LAMBDA, RADIUS = 3.0, 1.0
-    WARMUP, EXPLOIT, STEP, CANDIDATES, COMPOSITION_WEIGHT, UNSEEN = 10, 0.18, 0.01, 12, 2.0, 2.0
+    WARMUP, EXPLOIT, STEP, CANDIDATES, COMPOSITION_WEIGHT, UNSEEN, NEAR_MISS, NEAR_RADIUS = 10, 0.18, 0.01, 12, 2.0, 2.0, 3.0, 1.0
 
     def __init__(self, space, seed):
         super().__init__(space, seed)
         self.local = np.random.default_rng([seed, 0x10CA1])
         self.first_axis = len(CONTEXT) + 1 + space.max_families
-        self.near: dict[str, list] = {}
+        self.held: dict[str, list[tuple[np.ndarray, float]]] = {}  # family -> (its axes, score) of every scored scenario that held
         self.violations: dict[str, list[np.ndarray]] = {}  # failure signature -> violating points
         self.seen: dict[tuple[str, ...], list[np.ndarray]] = {}  # family or composition -> its axes on [-1, 1] in every proposal
 
@@ -188,7 +191,7 @@ class Novelty(Sampler):
         axes = self._axes(u)
         if score is not None and not violated:
             for name, values in axes.items():
-                self.near.setdefault(name, []).append((values, score))
+                self.held.setdefault(name, []).append((values, score))
         for name, values in axes.items():
             self.seen.setdefault((name,), []).append(values)
         if len(axes) > 1:
@@ -220,20 +223,19 @@ class Novelty(Sampler):
 
     def _novelty(self, u) -> float:
         """Distance to the nearest evaluated scenario perturbing the same family, summed over the families,
-        plus ``COMPOSITION_WEIGHT`` x the same for the whole composition (``UNSEEN`` where there is none)."""
+        plus ``COMPOSITION_WEIGHT`` x the same for the whole composition (``UNSEEN`` where there is none),
+        plus each family's near-miss bonus."""
         mine = self._axes(u)
         parts = [((name,), axes, 1.0) for name, axes in mine.items()]
         if len(mine) > 1:
             parts.append((tuple(sorted(mine)), np.concatenate([mine[n] for n in sorted(mine)]), self.COMPOSITION_WEIGHT))
         total = 0.0
-        if self.LAMBDA:
-            for name, axes in mine.items():
-                pts = self.near.get(name)
-                if pts:
-                    X = np.asarray([p for p, _ in pts]); S = np.asarray([q for _, q in pts])
-                    d = np.linalg.norm(X - axes, axis=1)
-                    j = int(np.argmin(d))
-                    total += self.LAMBDA * max(0.0, 1.0 - S[j]) * np.exp(-d[j] / self.RADIUS)
+        for name, axes in mine.items():
+            held = self.held.get(name)
+            if held:
+                distances = np.linalg.norm(np.asarray([x for x, _ in held]) - axes, axis=1)
+                nearest = int(np.argmin(distances))
+                total += self.NEAR_MISS * max(0.0, 1.0 - held[nearest][1]) * float(np.exp(-distances[nearest] / self.NEAR_RADIUS))
         for key, axes, weight in parts:
             seen = self.seen.get(key)
             total += weight * (float(np.min(np.linalg.norm(np.asarray(seen) - axes, axis=1))) if seen else self.UNSEEN)
