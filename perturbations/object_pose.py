@@ -54,6 +54,7 @@ OUTSIDE_M = {1: (0.005, 0.015), 2: (0.02, 0.03), 3: (0.04, 0.05), 4: (0.06, 0.07
 YAW_OUTSIDE_DEG = {1: (2.0, 5.0), 2: (5.0, 10.0), 3: (10.0, 20.0), 4: (20.0, 35.0), 5: (35.0, 60.0)}
 MODES = ("shift", "swap")
 MAX_SHIFT_M = 0.5
+SEARCH_SHIFT_M = 0.15  # the search grid's reach: beyond it nearly every shift leaves the table or the robot's reach (docs/search.md)
 PENETRATION_M = 0.005  # deeper than resting contacts ever get (those are < 1 mm)
 HEIGHT_TOL_M = 0.01  # settled height vs the reference: a bowl on the plate rim sits > 1 cm higher
 TILT_TOL_DEG = 20.0
@@ -209,8 +210,10 @@ class ObjectPose(Perturbation):
         Free("object", "'target' (the task's target object, default) or a movable object's name", check=object_name_check("object")),
         ListOf("others", Free("name", "a movable object's name", check=object_name_check("others")), 0, None,
                "shift: further movable objects moved by the same offset"),
-        Real("dx", -MAX_SHIFT_M, MAX_SHIFT_M, "m", "shift along world x from the shipped pose (given dx, dy or dyaw win over the sampled form)", identity=0.0, step=0.01),
-        Real("dy", -MAX_SHIFT_M, MAX_SHIFT_M, "m", "shift along world y from the shipped pose", identity=0.0, step=0.01),
+        Real("dx", -MAX_SHIFT_M, MAX_SHIFT_M, "m", "shift along world x from the shipped pose (given dx, dy or dyaw win over the sampled form)", identity=0.0, step=0.01,
+             search_low=-SEARCH_SHIFT_M, search_high=SEARCH_SHIFT_M),
+        Real("dy", -MAX_SHIFT_M, MAX_SHIFT_M, "m", "shift along world y from the shipped pose", identity=0.0, step=0.01,
+             search_low=-SEARCH_SHIFT_M, search_high=SEARCH_SHIFT_M),
         Real("dyaw", -180.0, 180.0, "deg", "rotation about world z", identity=0.0, step=2.0),
         Real("direction_deg", 0.0, 360.0, "deg", "sampled form: direction of the shift in the table plane (0 = +x, 90 = +y)", default=0.0),
         Real("outside_m", 0.0, MAX_SHIFT_M, "m", "sampled form: distance outside the box of shipped positions", default=0.0),

@@ -132,6 +132,7 @@ class Real:
     low_open: bool = False  # the bound itself is not valid (a field of view of 0 deg)
     high_open: bool = False
     search_high: float | None = None  # the grid stops here though larger values are valid (a push in chunk 900 never fires)
+    search_low: float | None = None  # likewise below (an object moved 50 cm is valid input but off the table: every such scene is invalid)
 
     def __post_init__(self):
         if self.default is None and self.identity is not None:
@@ -139,8 +140,9 @@ class Real:
         if self.step is not None:
             if self.default is None:
                 raise TypeError(f"parameter {self.name}: a search grid starts at the identity or default; it has neither")
+            low = self.low if self.search_low is None else self.search_low
             high = self.high if self.search_high is None else self.search_high
-            object.__setattr__(self, "_range", _grid_range(self.name, self.origin, self.step, self.low, high, self.low_open, self.high_open, self.integer))
+            object.__setattr__(self, "_range", _grid_range(self.name, self.origin, self.step, low, high, self.low_open, self.high_open, self.integer))
 
     @property
     def origin(self):

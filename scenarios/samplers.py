@@ -4,8 +4,9 @@ a scenario) and learn from the graded score of what they proposed.
 ``random`` (uniform, the baseline), ``halton`` / ``sobol`` (scrambled low-discrepancy sequences from
 ``scipy.stats.qmc``), ``ce`` (cross-entropy: per-dimension bucket distributions refitted to the lowest
 scores, after VerifAI's sampler), ``bandit`` (UCB over families: which family to perturb is the arm, its
-parameters uniform), ``blind-ce`` (``ce`` fed noise instead of verdicts: the score-blind baseline with
-``ce``'s prior, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
+parameters uniform), ``novelty`` (exploration by novelty on each family's axes with a near-miss pull,
+exploitation spread over the failure signatures: built for distinct modes), ``blind-ce`` /
+``blind-novelty`` (fed noise instead of verdicts: the score-blind baselines with their priors, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
 verdicts give the same proposals (a resumed search replays its history from the store).
 """
 
@@ -152,6 +153,95 @@ class Bandit(Sampler):
             self.rewards[name] += reward
 
 
+class Novelty(Sampler):
+    """Space-filling exploration that reads what it found, and exploitation that spreads over the modes.
+
+    - The first ``WARMUP`` proposals are uniform, from the same stream as ``random`` on the same seed (so
+      its first violation is random's whenever random's comes that early).
+    - Then ``EXPLOIT`` of the proposals (once a violation is known) are near copies of a violating
+      scenario (each axis moved by a Gaussian of ``STEP`` on the unit cube, the context drawn afresh), the
+      violation drawn from the mode seen least so far (violations per failure signature), so the rate
+      grows on every mode found, not on the first.
+    - The rest explore: of ``CANDIDATES`` uniform draws with every family slot filled (``max_families``
+      families: a scenario that perturbs two families tests both at once, shrinking removes the one that
+      does not matter), the one furthest from everything evaluated, measured per family on that family's
+      own axes and per composition on its axes together (failure regions live on one or two axes of one
+      or two families, so that is where coverage counts). Evaluated scenarios near known violations
+      (the exploit proposals) push exploration away from known modes. To that novelty each family adds
+      a near-miss bonus, ``NEAR_MISS`` x (1 - score) of the nearest scored scenario that held, on that
+      family's axes, decaying as exp(-distance / ``NEAR_RADIUS``): a low score that is not yet a
+      violation pulls exploration toward it.
+
+    Constants tuned on the planted landscapes 0-19 only (docs/search.md). ``blind(Novelty)`` gets noise
+    for scores and no violation: it explores by novelty alone and never exploits."""
+
+    name = "novelty"
+    WARMUP, EXPLOIT, STEP, CANDIDATES, COMPOSITION_WEIGHT, UNSEEN, NEAR_MISS, NEAR_RADIUS = 10, 0.18, 0.01, 12, 2.0, 2.0, 3.0, 1.0
+
+    def __init__(self, space, seed):
+        super().__init__(space, seed)
+        self.local = np.random.default_rng([seed, 0x10CA1])
+        self.first_axis = len(CONTEXT) + 1 + space.max_families
+        self.held: dict[str, list[tuple[np.ndarray, float]]] = {}  # family -> (its axes, score) of every scored scenario that held
+        self.violations: dict[str, list[np.ndarray]] = {}  # failure signature -> violating points
+        self.seen: dict[tuple[str, ...], list[np.ndarray]] = {}  # family or composition -> its axes on [-1, 1] in every proposal
+
+    def update(self, u, score, violated, mode):
+        super().update(u, score, violated, mode)
+        axes = self._axes(u)
+        if score is not None and not violated:
+            for name, values in axes.items():
+                self.held.setdefault(name, []).append((values, score))
+        for name, values in axes.items():
+            self.seen.setdefault((name,), []).append(values)
+        if len(axes) > 1:
+            self.seen.setdefault(tuple(sorted(axes)), []).append(np.concatenate([axes[n] for n in sorted(axes)]))
+        if violated:
+            self.violations.setdefault((mode or "").split(" x ")[0], []).append(np.asarray(u))
+
+    def propose(self):
+        if len(self.history) < self.WARMUP:
+            return self.rng.random(self.dims)
+        if self.violations and self.local.random() < self.EXPLOIT:
+            least = min(len(v) for v in self.violations.values())
+            rare = sorted(k for k, v in self.violations.items() if len(v) == least)
+            pool = self.violations[rare[int(self.local.integers(len(rare)))]]
+            child = pool[int(self.local.integers(len(pool)))].copy()
+            child[: len(CONTEXT)] = self.local.random(len(CONTEXT))
+            child[self.first_axis:] += self.local.normal(0.0, self.STEP, self.dims - self.first_axis)
+            return np.mod(child, 1.0)
+        candidates = [self.rng.random(self.dims) for _ in range(self.CANDIDATES)]
+        for c in candidates:
+            c[len(CONTEXT)] = 1.0 - 1e-9  # every family slot filled
+        return max(candidates, key=self._novelty)
+
+    def _axes(self, u) -> dict[str, np.ndarray]:
+        def unit(axis, i):
+            return i / (axis.high if i > 0 else -axis.low if i < 0 else 1)
+
+        return {n: np.array([unit(a, idx[a.name]) for a in self.space.families[n]]) for n, idx in self.space.decode(u)["families"].items()}
+
+    def _novelty(self, u) -> float:
+        """Distance to the nearest evaluated scenario perturbing the same family, summed over the families,
+        plus ``COMPOSITION_WEIGHT`` x the same for the whole composition (``UNSEEN`` where there is none),
+        plus each family's near-miss bonus."""
+        mine = self._axes(u)
+        parts = [((name,), axes, 1.0) for name, axes in mine.items()]
+        if len(mine) > 1:
+            parts.append((tuple(sorted(mine)), np.concatenate([mine[n] for n in sorted(mine)]), self.COMPOSITION_WEIGHT))
+        total = 0.0
+        for name, axes in mine.items():
+            held = self.held.get(name)
+            if held:
+                distances = np.linalg.norm(np.asarray([x for x, _ in held]) - axes, axis=1)
+                nearest = int(np.argmin(distances))
+                total += self.NEAR_MISS * max(0.0, 1.0 - held[nearest][1]) * float(np.exp(-distances[nearest] / self.NEAR_RADIUS))
+        for key, axes, weight in parts:
+            seen = self.seen.get(key)
+            total += weight * (float(np.min(np.linalg.norm(np.asarray(seen) - axes, axis=1))) if seen else self.UNSEEN)
+        return total
+
+
 def blind(cls: type[Sampler]) -> type[Sampler]:
     """``cls`` made score-blind: the same proposals machinery and prior, but every verdict it learns from is
     replaced by a uniform score from its own generator, never a violation and never a finding. A guided
@@ -178,7 +268,7 @@ def blind(cls: type[Sampler]) -> type[Sampler]:
 # the samplers: a class (space, seed) -> Sampler each, listed in this order; plug-ins add theirs through the
 # "stress.samplers" entry points
 SAMPLERS = Registry("sampler", "stress.samplers")
-for _sampler in (Sampler, Halton, Sobol, CrossEntropy, Bandit, blind(CrossEntropy)):
+for _sampler in (Sampler, Halton, Sobol, CrossEntropy, Bandit, Novelty, blind(CrossEntropy), blind(Novelty)):
     SAMPLERS.register(_sampler.name, _sampler)
 
 

@@ -36,16 +36,23 @@ from stress.core.metrics import wilson_interval
 FINDING_FORMAT = "stress-finding/1"
 
 
-def _greedy(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool], database=None) -> tuple[dict, list[dict]]:
-    """The default shrinker (it keeps no example database)."""
-    return shrink(space, point, violated)
+def _greedy(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool], database=None, prefetch=None, width: int = 1) -> tuple[dict, list[dict]]:
+    """The default shrinker (it keeps no example database); ``width`` scenarios evaluated together ahead of its walk."""
+    return shrink(space, point, violated, prefetch, width)
 
 
-# the shrinkers: (space, point, violated, database) -> (1-minimal point, path) each; ``database`` is the run folder's
-# example store (Hypothesis's); plug-ins add theirs through the "stress.shrinkers" entry points
+def _hypothesis(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool], database=None, prefetch=None, width: int = 1) -> tuple[dict, list[dict]]:
+    """Hypothesis's shrinker asks one scenario at a time (it cannot be told ahead)."""
+    return shrink_hypothesis(space, point, violated, database)
+
+
+# the shrinkers: (space, point, violated, database, prefetch, width) -> (1-minimal point, path) each; ``database`` is
+# the run folder's example store (Hypothesis's); ``prefetch(points)`` evaluates up to ``width`` scenarios together (one
+# per worker) that the shrinker may ask next, its result must not depend on them; plug-ins add theirs through the
+# "stress.shrinkers" entry points
 SHRINKERS = Registry("shrinker", "stress.shrinkers")
 SHRINKERS.register("greedy", _greedy)
-SHRINKERS.register("hypothesis", shrink_hypothesis)
+SHRINKERS.register("hypothesis", _hypothesis)
 
 
 @dataclass
@@ -93,12 +100,14 @@ class Search:
         SHRINKERS.get(shrinker)  # an unknown name -> UserError listing the valid ones
         self.shrinker, self.hypothesis_database, self.batch = shrinker, hypothesis_database, max(1, batch)
         self.cache: dict[str, Evaluation] = {}
+        self.ahead: set[str] = set()  # evaluated ahead of the shrink's walk (``_prefetch``), not yet logged
         self.log: list[dict] = []
 
     # --- evaluation with a cache by scenario --------------------------------------------------------
     def _evaluate(self, points: list[dict], phase: str, run: str = "search") -> list[Evaluation]:
         todo = [p for p in {point_key(p): p for p in points if point_key(p) not in self.cache}.values()]
-        fresh = set()
+        fresh = {point_key(p) for p in points} & self.ahead
+        self.ahead -= fresh
         for ev in self.evaluator.evaluate(todo) if todo else []:
             self.cache[point_key(ev.point)] = ev
             fresh.add(point_key(ev.point))
@@ -117,6 +126,18 @@ class Search:
 
     def _violated(self, point: dict, change: str) -> bool:
         return self._evaluate([point], "shrink")[0].violated
+
+    def _prefetch(self, points: list[dict]) -> None:
+        """Evaluate together (one per worker) the scenarios a shrink may ask next; each is logged when the
+        walk asks it, or as ``speculative`` once the finding is done if it never does."""
+        todo = [p for p in {point_key(p): p for p in points if point_key(p) not in self.cache}.values()]
+        for ev in self.evaluator.evaluate(todo) if todo else []:
+            self.cache[point_key(ev.point)] = ev
+            self.ahead.add(point_key(ev.point))
+
+    def _spent_ahead(self) -> None:
+        for key in sorted(self.ahead):
+            self._evaluate([self.cache[key].point], "speculative")
 
     # --- the sampler loop ---------------------------------------------------------------------------
     def _sample(self, sampler_name: str, run: str, shrink_new: bool) -> list[dict]:
@@ -144,8 +165,10 @@ class Search:
         return findings
 
     def _finding(self, original: Evaluation) -> dict:
-        shrunk, path = SHRINKERS.get(self.shrinker)(self.space, original.point, self._violated, self.hypothesis_database)
-        minimality = one_minimal(self.space, shrunk, lambda p, c: self._evaluate([p], "minimality")[0].violated)
+        prefetch = self._prefetch if self.batch > 1 else None
+        shrunk, path = SHRINKERS.get(self.shrinker)(self.space, original.point, self._violated, self.hypothesis_database, prefetch, self.batch)
+        minimality = one_minimal(self.space, shrunk, lambda p, c: self._evaluate([p], "minimality")[0].violated, prefetch)
+        self._spent_ahead()
         final = self._evaluate([shrunk], "shrunk")[0]
         fid = finding_id(self.property_name, shrunk)
         replays = self.evaluator.replay(shrunk, self.replays, fid) if self.replays else []
@@ -193,7 +216,7 @@ class Search:
             "iid": {"source": iid_run, "n": len(iid_rows), "violations": violations, "rate": violations / len(iid_rows) if iid_rows else None,
                     "ci95": [low, high]},
             "episodes_run": sum(r["episodes_run"] for r in self.log),
-            "evaluations": {phase: sum(1 for r in self.log if r["phase"] == phase) for phase in ("sample", "shrink", "minimality", "shrunk", "iid")},
+            "evaluations": {phase: sum(1 for r in self.log if r["phase"] == phase) for phase in ("sample", "shrink", "speculative", "minimality", "shrunk", "iid")},
             "log": self.log,
         }
 

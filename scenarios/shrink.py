@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 from typing import Callable
 
-from scenarios.searchspace import SearchSpace, axis_rest
+from scenarios.searchspace import SearchSpace, axis_rest, point_key
 
 MAX_PASSES = 3
 
@@ -33,15 +33,56 @@ def _with(point: dict, family: str | None = None, axis: str | None = None, index
     return out
 
 
-def shrink(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool]) -> tuple[dict, list[dict]]:
-    """The shrunk point and the path (every step tried: change, verdict). ``violated(point, change)``."""
-    path: list[dict] = []
+class _Enough(Exception):
+    """The speculative walk has collected its points."""
 
-    def attempt(candidate: dict, change: str) -> bool:
-        result = violated(candidate, change)
+
+def shrink(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool], prefetch: Callable[[list[dict]], None] | None = None,
+           width: int = 1) -> tuple[dict, list[dict]]:
+    """The shrunk point and the path (every step tried: change, verdict). ``violated(point, change)``.
+
+    With ``prefetch`` and ``width`` > 1 (``--workers N``): whenever the walk asks a scenario it has no
+    verdict for, the walk is first run ahead on what it knows, guessing each unknown step (a family dropped or an axis
+    moved to rest still violates: most of a random find is incidental; a bisection's midpoint holds:
+    the threshold is usually near the find), and the first ``width``
+    unknown scenarios it would ask are evaluated together (``prefetch(points)``: one per worker). The
+    walk itself is unchanged and reads their verdicts, so the result and the path are exactly the
+    sequential shrink's; a speculative scenario the walk never asks is spent, not used."""
+    path: list[dict] = []
+    known: dict[str, bool] = {}
+
+    def ask(candidate: dict, change: str) -> bool:
+        if prefetch is not None and width > 1 and point_key(candidate) not in known:
+            prefetch(_ahead(space, point, known, width))
+        result = known[point_key(candidate)] = violated(candidate, change)
         path.append({"step": len(path), "change": change, "scenario": space.describe(candidate), "violated": result})
         return result
 
+    return _walk(space, point, ask), path
+
+
+def _ahead(space: SearchSpace, point: dict, known: dict[str, bool], width: int) -> list[dict]:
+    """The first ``width`` scenarios without a verdict that the walk would ask, each unknown one guessed."""
+    out: dict[str, dict] = {}
+
+    def guess(candidate: dict, change: str) -> bool:
+        key = point_key(candidate)
+        if key in known:
+            return known[key]
+        out.setdefault(key, candidate)
+        if len(out) >= width:
+            raise _Enough
+        return change.startswith("drop") or change.endswith("-> rest")
+
+    try:
+        _walk(space, point, guess)
+    except _Enough:
+        pass
+    return list(out.values())
+
+
+def _walk(space: SearchSpace, point: dict, attempt: Callable[[dict, str], bool]) -> dict:
+    """The greedy walk: ``attempt(candidate, change)`` is each step's verdict."""
     current = copy.deepcopy(point)
     for _ in range(MAX_PASSES):
         changed = False
@@ -67,7 +108,7 @@ def shrink(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool
                     current, changed = _with(current, name, axis.name, fails), True
         if not changed:
             break
-    return current, path
+    return current
 
 
 def relaxations(space: SearchSpace, point: dict) -> list[tuple[str, dict]]:
@@ -82,8 +123,11 @@ def relaxations(space: SearchSpace, point: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def one_minimal(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool]) -> dict:
-    """Whether no one-step relaxation still violates (1-minimality), with each relaxation's verdict."""
+def one_minimal(space: SearchSpace, point: dict, violated: Callable[[dict, str], bool], prefetch: Callable[[list[dict]], None] | None = None) -> dict:
+    """Whether no one-step relaxation still violates (1-minimality), with each relaxation's verdict (all
+    relaxations evaluated together first when ``prefetch`` is given)."""
+    if prefetch is not None:
+        prefetch([candidate for _, candidate in relaxations(space, point)])
     checks = [{"change": change, "violated": violated(candidate, f"check {change}")} for change, candidate in relaxations(space, point)]
     return {"one_minimal": not any(c["violated"] for c in checks), "relaxations": checks}
 

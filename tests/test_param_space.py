@@ -208,3 +208,12 @@ def test_grid_points_run_in_the_hooks(env, name, indices):
     for _ in range(2):  # event and pixel hooks run per step / per frame
         env.step(np.zeros(7))
     env.observe()
+
+
+def test_a_search_grid_can_stop_short_of_the_valid_range():
+    """object_pose's dx, dy are valid to ±0.5 m, but the search grid stops at ±0.15 m (search_low /
+    search_high): beyond it nearly every shift leaves the table or the robot's reach."""
+    fam = family("object_pose")
+    axes = {a.name: (a.low, a.high) for a in fam.space.axes()}
+    assert axes["dx"] == axes["dy"] == (-15, 15) and axes["dyaw"] == (-90, 90)
+    validate(PerturbationSpec("object_pose", params={"dx": 0.5, "dy": -0.5}))  # still valid input for `stress run`

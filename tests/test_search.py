@@ -73,6 +73,57 @@ def test_planted_benchmark_on_held_out_landscapes_tells_learning_from_prior():
     assert ce["exact"] == ce["findings"] == ce["one_minimal"] and ce["max_shrink_evaluations"] <= 40
 
 
+def test_novelty_sampler_on_held_out_landscapes_learns_beyond_its_prior():
+    """`novelty` against random and its score-blind twin (blind-novelty: the same novelty exploration, no
+    verdicts, so no exploitation) on held-out landscapes 100-119. Measured (docs/search.md): novelty 87.5 %
+    of modes, 32.1 violations per 100 (2.06x random's 15.6), first violation at 3 (random's: its warm-up
+    is random's stream); blind-novelty 86.2 %, 17.6 (1.13x). The bar: 1.8x random (the standard error
+    of a 20-landscape mean is about 0.2x), no fewer modes than random, the first violation no later. The
+    guided target of 90 % of modes is not met on these seeds (it is on 200-219: 91.2 %), so it is not
+    asserted; novelty is not the default."""
+    from scenarios.planted import benchmark
+
+    result = benchmark(("random", "novelty", "blind-novelty"), range(100, 120), budget=100)
+    random, novelty, blind_novelty = result["random"], result["novelty"], result["blind-novelty"]
+
+    def passes(row):
+        return (row["violations_per_100"] >= 1.8 * random["violations_per_100"] and row["median_first_violation"] <= random["median_first_violation"]
+                and row["modes_100"] >= random["modes_100"])
+
+    assert passes(novelty)
+    assert not passes(blind_novelty)  # its exploration alone does not pile up violations
+    assert novelty["modes_100"] > blind_novelty["modes_100"] and novelty["violations_per_100"] > blind_novelty["violations_per_100"]
+    assert novelty["exact"] == novelty["findings"] == novelty["one_minimal"]
+
+
+def test_parallel_shrink_is_the_sequential_shrink_in_fewer_rounds():
+    """With --workers N the shrinker evaluates up to N scenarios it may ask next together; its walk reads
+    their verdicts, so every finding (shrunk point, path, relaxations) is the sequential one's, in fewer
+    rounds of evaluations for a few speculative episodes more."""
+    from scenarios.planted import PlantedEvaluator, planted_space
+    from scenarios.search import Search
+
+    class Rounds(PlantedEvaluator):
+        rounds = 0
+
+        def evaluate(self, points):
+            self.rounds += 1
+            return super().evaluate(points)
+
+    runs = {}
+    for batch in (1, 2, 4):
+        evaluators = [Rounds(seed) for seed in range(100, 106)]
+        searches = [Search(planted_space(), "planted", e, sampler="random", budget=40, seed=e.seed, max_findings=4, batch=batch) for e in evaluators]
+        findings = [[(f["shrunk"]["point"], f["shrink_path"], f["relaxations"], f["one_minimal"]) for f in s.run()["findings"]] for s in searches]
+        runs[batch] = findings, sum(e.rounds - 40 // batch for e in evaluators), sum(e.episodes for e in evaluators), searches
+    for batch, (_, rounds, episodes, _) in runs.items():  # the figures of docs/search.md (pytest -s)
+        print(f"batch {batch}: {rounds} rounds, {episodes - 40 * 6} episodes shrinking and checking")
+    assert runs[4][0] == runs[2][0] == runs[1][0] and sum(map(len, runs[1][0])) >= 15
+    assert runs[4][1] < 0.7 * runs[1][1] and runs[4][2] > runs[1][2]
+    for search in runs[4][3]:  # every episode is accounted for: the speculative ones under their own phase
+        assert sum(r["episodes_run"] for r in search.log) == search.evaluator.episodes and not search.ahead
+
+
 def test_planted_bench_command_keeps_tuning_and_report_seeds_apart(tmp_path):
     proc = run_cli("bench", "--planted", "--tune-seeds", "0-3", "--report-seeds", "3-5", "--out", str(tmp_path))
     assert_user_error(proc, "--report-seeds 3", "--tune-seeds")
@@ -100,7 +151,7 @@ def test_search_is_deterministic_and_replays_its_own_history():
     assert evaluator.episodes == 0
 
 
-@pytest.mark.parametrize("sampler", ["random", "halton", "sobol", "ce", "bandit", "blind-ce"])
+@pytest.mark.parametrize("sampler", ["random", "halton", "sobol", "ce", "bandit", "novelty", "blind-ce", "blind-novelty"])
 def test_every_sampler_proposes_valid_points(sampler):
     from scenarios.planted import PlantedEvaluator, planted_space
     from scenarios.search import Search
@@ -284,6 +335,22 @@ def test_show_reads_a_search_run(killed_while_shrinking):
     proc = run_cli("show", str(run))
     assert proc.returncode == 0, proc.stderr
     assert "search for violations of succeeds" in proc.stdout and "success rate" in proc.stdout
+
+
+def test_parallel_shrink_on_real_scenes_is_the_sequential_shrink(killed_while_shrinking, tmp_path):
+    """The same search with --workers 2 (its shrink steps evaluated two at a time) finds the same finding,
+    shrunk along the same path to the same 1-minimal scenario, as the sequential search above."""
+    run, _, _ = killed_while_shrinking
+    proc = run_cli(*SEARCH, "--budget", "2", "--workers", "2", "--out", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    parallel_run = next(tmp_path.iterdir())
+    parts = ("shrunk", "shrink_path", "relaxations", "one_minimal", "shrink_evaluations")
+    sequential = {f.name: {k: json.loads(f.read_text())[k] for k in parts} for f in (run / "findings").glob("*.json")}
+    parallel = {f.name: {k: json.loads(f.read_text())[k] for k in parts} for f in (parallel_run / "findings").glob("*.json")}
+    for findings in (sequential, parallel):
+        for finding in findings.values():
+            finding["shrunk"] = {k: finding["shrunk"][k] for k in ("point", "scenario", "score", "violated")}
+    assert parallel == sequential and all(f["one_minimal"] for f in parallel.values())
 
 
 def test_resume_after_sigkill_while_sampling(tmp_path):

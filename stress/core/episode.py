@@ -52,6 +52,7 @@ _EPISODE_COLUMNS = (
     ("perturbation", pa.string(), lambda r: r.spec.label),  # label: 'clean' or 'name:level+...'
     # JSON list of realised parameters and realisation records
     ("perturbations", pa.string(), lambda r: json.dumps(r.perturbations, sort_keys=True, default=float)),
+    # the level sampled from; with explicit params (a search's scenarios) only a label: the axis furthest from rest, 0-5
     ("severity", pa.int32(), lambda r: r.spec.severity),
     ("seed", pa.int64(), lambda r: r.spec.seed),
     ("success", pa.bool_(), lambda r: r.success),
