@@ -88,8 +88,11 @@ def test_signals_from_a_stored_run(runs):
         assert sorted(traces["surprise"][key]) == [16]  # the first decision has no earlier prediction to check
         value = [r["pred_value"] for r in rows[key] if r["candidate"] == -1]
         assert traces["value"][key][0] == pytest.approx(1 - value[0])
-        for name in ("value_spread", "action_spread", "seed_spread"):
+        for name in ("ensemble_spread", "value_spread", "action_spread", "seed_spread"):
             assert sorted(traces[name][key]) == [0, 16] and all(v >= 0 for v in traces[name][key].values())
+        # the ensemble spread is the executed candidate's 3 futures x 5 values, as stored with it
+        chosen = {r["step"]: r for r in rows[key] if r["candidate"] >= 0 and r["chosen"]}
+        assert all(traces["ensemble_spread"][key][s] == chosen[s]["ensemble_std"] > 0 for s in (0, 16))
     # the seed spread is one figure per scenario and step, shared by its two seed episodes
     by_label = {}
     for e in episodes:

@@ -9,6 +9,8 @@ Every signal is a score per decision, higher = more alarming:
 - ``value``: 1 - the executed decision's predicted value;
 - ``surprise``: minus the PSNR of the frame the world model predicted one chunk earlier against the frame
   seen now (the previous decision's ``future_psnr``: its true future is the frame this decision sees);
+- ``ensemble_spread``: the standard deviation of the executed candidate's raw value ensemble (futures x values,
+  the stored ``ensemble_std``): the value head's own uncertainty, where the policy reports its ensemble (planning);
 - ``value_spread``: the standard deviation of the best-of-N candidates' predicted values (planning);
 - ``action_spread``: the mean pairwise distance of the best-of-N candidates' action chunks (planning). It needs
   neither a value nor a world model: the policy-agnostic baseline by samples (STAC / FIPER's idea);
@@ -35,6 +37,7 @@ from stress.store import RunStore
 SIGNALS = {  # name -> (what it is, what it needs)
     "value": ("1 - the predicted value of the executed decision", "value predictions"),
     "surprise": ("- PSNR of the world model's prediction one chunk earlier against the frame seen now", "measured true futures (--true-futures executed)"),
+    "ensemble_spread": ("std of the executed candidate's value ensemble (futures x values)", "a value ensemble (planning with more than one future or value)"),
     "value_spread": ("std of the best-of-N candidates' predicted values", "planning mode (best-of-N)"),
     "action_spread": ("mean pairwise distance of the best-of-N candidates' chunks (policy-agnostic, samples)", "planning mode (best-of-N)"),
     "seed_spread": ("mean pairwise distance of the chunks the scenario's policy-seed episodes executed at this step (policy-agnostic, seeds)",
@@ -49,8 +52,7 @@ def _load(store: RunStore) -> tuple[list[dict], dict[str, list[dict]]]:
     episodes = store.query("SELECT * FROM episodes WHERE error IS NULL ORDER BY episode_key")
     rows: dict[str, list[dict]] = defaultdict(list)
     if (store.path / "decisions").is_dir():
-        for r in store.query("SELECT episode_key, step, candidate, pred_value, future_psnr, action_spread FROM decisions "
-                             "ORDER BY episode_key, step, candidate"):
+        for r in store.query("SELECT * FROM decisions ORDER BY episode_key, step, candidate"):  # *: a run stored before a column lacks it
             rows[r["episode_key"]].append(r)
     return episodes, rows
 
@@ -76,8 +78,8 @@ def _value_spread(rows):
     return {s: float(np.std(v)) for s, v in by_step.items() if len(v) >= 2}
 
 
-def _action_spread(rows):
-    return {r["step"]: r["action_spread"] for r in rows if r["candidate"] == -1 and _finite(r["action_spread"])}
+def _executed(column: str):
+    return lambda rows: {r["step"]: r[column] for r in rows if r["candidate"] == -1 and _finite(r.get(column))}
 
 
 def _seed_spreads(store: RunStore, episodes: list[dict]) -> dict[str, dict[int, float]]:
@@ -108,7 +110,8 @@ def _seed_spreads(store: RunStore, episodes: list[dict]) -> dict[str, dict[int, 
 
 def traces(store: RunStore, episodes: list[dict], rows: dict[str, list[dict]], signals) -> dict[str, dict[str, dict[int, float]]]:
     """signal -> episode key -> {decision step: score}."""
-    per_rows = {"value": _value, "surprise": _surprise, "value_spread": _value_spread, "action_spread": _action_spread}
+    per_rows = {"value": _value, "surprise": _surprise, "ensemble_spread": _executed("ensemble_std"), "value_spread": _value_spread,
+                "action_spread": _executed("action_spread")}
     out = {}
     for name in signals:
         if name == "seed_spread":
