@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from perturbations.base import Perturbation, register
-from perturbations.distractors import PENETRATION_M, _Task
+from perturbations.distractors import _Task, category_check, check_no_interpenetration
 from perturbations.space import Choice, Free, ParamSpace, Real
-from stress.core.errors import InvalidScene, NotRealised, UserError
+from stress.core.errors import InvalidScene, NotRealised
 from stress.core.spec import Layer
 
 INSTANCES = {  # category kind -> LIBERO object classes of that kind that differ in appearance only
@@ -49,11 +49,6 @@ def alternatives(category: str | None) -> tuple[str, ...]:
     return tuple(c for c in kind if c != category)
 
 
-def _check_category(family: str, value) -> None:
-    if value not in SWAPPABLE:
-        raise UserError(f"{family} category {value!r} unknown; valid: {', '.join(SWAPPABLE)}")
-
-
 @register
 class ObjectSwap(Perturbation):
     name = "object_swap"
@@ -64,7 +59,7 @@ class ObjectSwap(Perturbation):
     space = ParamSpace(
         Choice("swap", ("none", "instance"), "instance: the target's class replaced by another of its kind", searchable=False),
         Real("pick", 0.0, 1.0, "", "which other instance of the kind", default=0.0),
-        Free("category", "the new class, wins over pick (of the target's kind): " + ", ".join(SWAPPABLE), check=_check_category),
+        Free("category", "the new class, wins over pick (of the target's kind): " + ", ".join(SWAPPABLE), check=category_check(SWAPPABLE)),
     )
 
     def sample(self, severity: int, rng: np.random.Generator, cameras: tuple[str, ...]) -> dict[str, Any]:
@@ -119,11 +114,7 @@ class ObjectSwap(Perturbation):
         pos = env.object_position(target)
         if pos[2] < np.asarray(raw.workspace_offset, dtype=float)[2] - 0.05:
             raise InvalidScene(f"object_swap: {target} ({category[target]}) fell off the table (z {pos[2]:.3f} m)")
-        for contact in data.contact[: data.ncon]:
-            roots = model.body_rootid[model.geom_bodyid[[contact.geom1, contact.geom2]]]
-            if root in roots and contact.dist < -PENETRATION_M:
-                other = roots[1] if roots[0] == root else roots[0]
-                raise InvalidScene(f"object_swap: {target} ({category[target]}) interpenetrates {model.body(other).name} by {-contact.dist * 1000:.1f} mm")
+        check_no_interpenetration(model, data, root, f"object_swap: {target} ({category[target]})")
         seg = env.segmentation("agentview")
         seen = model.body_rootid[model.geom_bodyid[seg[seg >= 0]]]
         kind = next(k for k, members in INSTANCES.items() if category[target] in members)
