@@ -88,9 +88,12 @@ def category_for(similarity: str, pick: float, target_category: str | None) -> s
     return pool[min(int(pick * len(pool)), len(pool) - 1)]
 
 
-def _check_category(family: str, value) -> None:
-    if value not in CATEGORIES:
-        raise UserError(f"{family} category {value!r} unknown; valid: {', '.join(CATEGORIES)}")
+def category_check(valid: tuple[str, ...]):
+    """A ``Free`` category parameter's check: one of ``valid`` LIBERO object categories (one line naming them)."""
+    def check(family: str, value) -> None:
+        if value not in valid:
+            raise UserError(f"{family} category {value!r} unknown; valid: {', '.join(valid)}")
+    return check
 
 
 @register
@@ -108,7 +111,7 @@ class Distractors(Perturbation):
             Choice("similarity", SIMILARITIES, "other: a category of another kind than the target; similar: another category of its kind; same: its own category", searchable=False),
             Real("pick", 0.0, 1.0, "", "which category of the similarity's pool", default=0.0),
             Real("spot", 0.0, 1.0, "", "which cell of the grid of free spots (the nearest free one is used)", default=0.0),
-            Free("category", "a LIBERO object category, wins over similarity and pick: " + ", ".join(CATEGORIES), check=_check_category),
+            Free("category", "a LIBERO object category, wins over similarity and pick: " + ", ".join(CATEGORIES), check=category_check(CATEGORIES)),
             Vector("xy", 2, -1.0, 1.0, "m", "[x, y] in the workspace frame, wins over spot"),
         ), "a distractor"), 0, 8, "distractors added to the table"),
     )
@@ -172,11 +175,7 @@ class Distractors(Perturbation):
             drift = float(np.linalg.norm(pos[:2] - planned))
             if drift > MAX_DRIFT_M or pos[2] < offset[2] - 0.05:
                 raise InvalidScene(f"distractor {name} left its spot or the table (moved {drift * 100:.1f} cm, z {pos[2]:.3f} m)")
-            for contact in data.contact[: data.ncon]:
-                roots = model.body_rootid[model.geom_bodyid[[contact.geom1, contact.geom2]]]
-                if root in roots and contact.dist < -PENETRATION_M:
-                    other = roots[1] if roots[0] == root else roots[0]
-                    raise InvalidScene(f"distractor {name} interpenetrates {model.body(other).name} by {-contact.dist * 1000:.1f} mm")
+            check_no_interpenetration(model, data, root, f"distractor {name}")
             record.append({
                 "name": name,
                 "category": category[name],
@@ -185,6 +184,15 @@ class Distractors(Perturbation):
                 "agentview_pixels": int(np.sum(seen_roots == root)),
             })
         return {"added": record}
+
+
+def check_no_interpenetration(model, data, root: int, what: str) -> None:
+    """InvalidScene when the body tree ``root`` is in contact deeper than ``PENETRATION_M`` with another body."""
+    for contact in data.contact[: data.ncon]:
+        roots = model.body_rootid[model.geom_bodyid[[contact.geom1, contact.geom2]]]
+        if root in roots and contact.dist < -PENETRATION_M:
+            other = roots[1] if roots[0] == root else roots[0]
+            raise InvalidScene(f"{what} interpenetrates {model.body(other).name} by {-contact.dist * 1000:.1f} mm")
 
 
 class _Task:

@@ -88,8 +88,11 @@ def test_signals_from_a_stored_run(runs):
         assert sorted(traces["surprise"][key]) == [16]  # the first decision has no earlier prediction to check
         value = [r["pred_value"] for r in rows[key] if r["candidate"] == -1]
         assert traces["value"][key][0] == pytest.approx(1 - value[0])
-        for name in ("value_spread", "action_spread", "seed_spread"):
+        for name in ("ensemble_spread", "value_spread", "action_spread", "seed_spread"):
             assert sorted(traces[name][key]) == [0, 16] and all(v >= 0 for v in traces[name][key].values())
+        # the ensemble spread is the executed candidate's 3 futures x 5 values, as stored with it
+        chosen = {r["step"]: r for r in rows[key] if r["candidate"] >= 0 and r["chosen"]}
+        assert all(traces["ensemble_spread"][key][s] == chosen[s]["ensemble_std"] > 0 for s in (0, 16))
     # the seed spread is one figure per scenario and step, shared by its two seed episodes
     by_label = {}
     for e in episodes:
@@ -140,3 +143,46 @@ def test_calibration_of_another_policy_and_a_run_without_values(runs):
     assert "value: absent: the run has no value predictions" in proc.stdout
     data = json.loads((expert / "alarm.json").read_text())
     assert data["signals"]["surprise"]["present"] is False and (expert / "alarm.png").is_file()
+
+
+# --- positive, end to end: a stored clean calibration run, a pushed test run through the CLI ----------------------
+ALARM_DATA = ROOT / "tests" / "data" / "alarm"
+
+
+def test_the_calibrated_alarm_fires_before_onset_on_pushed_failures(tmp_path):
+    """The expert with action noise (0.1, its own generator: no network, so no float-rounding differences between
+    CPUs decide the outcome), two policy seeds. Calibration: a stored clean run (made by `stress run --scenario
+    tests/data/alarm/calibration.json`:
+    libero_spatial task 0, inits 0-5, 12 successes). Test: init 3 under the strongest mid-chunk push, run here;
+    seed 0 ends near the goal without placing (a timeout: the onset is the episode's end), seed 1 succeeds late.
+    The seed-spread alarm (policy-agnostic) fires while the pushed trajectories diverge, before the onset of the
+    failure; it also fires on the pushed success (a false alarm: the alpha guarantee does not survive the shift).
+    The gallery's failure card and the card summary say so."""
+    (calibration,) = [p for p in ALARM_DATA.iterdir() if p.is_dir()]
+    scenario = tmp_path / "push.json"  # of the twelve pushed scenarios of docs/alarm.md's figures, init 3's two seeds
+    scenario.write_text(json.dumps([s for s in json.loads((ALARM_DATA / "push.json").read_text()) if s["init_index"] == 3]))
+    proc = run_cli("run", "--scenario", str(scenario), "--workers", "1", "--out", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    proc = run_cli("alarm", str(run), "--calibration", str(calibration), "--alpha", "0.2", "--signals", "seed_spread")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((run / "alarm.json").read_text())
+    (entry,) = data["settings"]
+    sig = entry["signals"]["seed_spread"]
+    assert entry["calibration_successes"] == 12 and (sig["n_fit"], sig["n_conformal"]) == (6, 6)
+    failed = [t for t in sig["traces"].values() if not t["success"]]
+    assert failed, "the pushed scenario no longer fails: pick another init state"
+    assert all(t["fired"] is not None and t["fired"] < t["onset"] for t in failed)
+    (group,) = [g for g in sig["groups"] if g["perturbation"] == "mid_chunk_push:5"]
+    assert group["tpr"] == 1.0 and group["lead_steps_median"] > 0 and group["lead_s_median"] == group["lead_steps_median"] / 20.0
+    # the card hook: the stored report, summarised
+    summary = report.card_summary(run)
+    (setting,) = summary["settings"]
+    assert setting["best"] == "seed_spread" and setting["signals"][0]["tpr"] == 1.0 and summary["alpha"] == 0.2
+    assert "catches 1.00 of" in summary["lines"][0] and report.card_summary(tmp_path) is None
+    # the gallery's failure card: when the alarm fired relative to the onset
+    proc = run_cli("gallery", str(run), "--videos", "0", "--out", str(tmp_path / "gallery"))
+    assert proc.returncode == 0, proc.stderr
+    html = (tmp_path / "gallery" / "index.html").read_text()
+    lead = failed[0]["onset"] - failed[0]["fired"]
+    assert f"<b>seed_spread</b> fired at step {failed[0]['fired']}, {lead} steps" in html and 'class="alarm"' in html

@@ -379,13 +379,58 @@ def test_t5_cache_miss_is_refused_without_loading_t5(cu, cosmos_files):
     url = serve_in_thread(cosmos_files)
     before = (cosmos_files / "t5.pkl").read_bytes()
     client = RemotePolicy(server=url)
-    with pytest.raises(ServerError, match=r"bad_request: UserError: instruction 'pick up the black bowl and place it on the plate' \(at reset\) is not in the T5"):
+    with pytest.raises(ServerError, match=r"bad_request: UserError: instruction 'pick up the black bowl and place it on the plate' \(at reset\) is not in the T5.*"
+                                          r"or start the server with --cosmos-t5-encoder PATH"):
         client.reset("pick up the black bowl and place it on the plate", seed=0, mode="direct")
     client.reset(TASK0, seed=0, mode="direct")
     with pytest.raises(ServerError, match="at a decision"):  # a paraphrase mid-episode: refused too
         client.act(observation(instruction="grab the bowl"))
     client.close()
     assert cu.T5_LOADS == [] and (cosmos_files / "t5.pkl").read_bytes() == before and not (cosmos_files / "t5.pkl.backup").exists()
+
+
+def test_t5_encoder_flag_without_transformers_or_weights_exits_2(cosmos_files, tmp_path):
+    """--cosmos-t5-encoder: one line at start when transformers is missing from the server's environment, or when
+    the folder holds no saved encoder."""
+    try:
+        import transformers  # noqa: F401
+        says = f"--cosmos-t5-encoder {str(tmp_path)!r} holds no config.json"
+    except ImportError:
+        says = "--cosmos-t5-encoder needs transformers in the server's Python environment"
+    with pytest.raises(Exception, match=re.escape(says)):
+        serve_in_thread(cosmos_files, "--cosmos-t5-encoder", str(tmp_path))
+
+
+def test_t5_encoder_embeds_an_instruction_outside_the_cache(cu, cosmos_files, tmp_path):
+    """With a T5 encoder saved locally (a tiny randomly initialised one of T5-11B's width, built here: no download),
+    a new instruction is embedded by the server (last hidden state over 512 tokens, padding zeroed), served, and
+    the cache file is untouched; Cosmos's own T5-11B path is never taken. Runs where transformers is installed."""
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    torch = pytest.importorskip("torch")
+    words = ["<pad>", "</s>", "<unk>", *sorted(set((TASK0 + " grab the bowl please").split()))]
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    config = transformers.T5Config(vocab_size=len(words), d_model=1024, d_kv=16, d_ff=64, num_layers=1, num_heads=2)
+    transformers.T5EncoderModel(config).save_pretrained(tmp_path)
+    before = (cosmos_files / "t5.pkl").read_bytes()
+    url = serve_in_thread(cosmos_files, "--cosmos-t5-encoder", str(tmp_path))
+    told = "grab the bowl please"
+    client = RemotePolicy(server=url)
+    client.reset(told, seed=0, mode="direct")
+    assert "instructions" not in client.metadata  # any instruction can be embedded: no list to refuse tasks by
+    decision = client.act(observation(instruction=told))
+    client.close()
+    assert decision.actions.shape[0] >= 1 and cu.T5_LOADS == [] and (cosmos_files / "t5.pkl").read_bytes() == before
+    stored = np.asarray(cu.t5_text_embeddings_cache[told].data)
+    assert stored.shape == (1, 512, 1024) and stored.dtype == np.float32
+    assert np.abs(stored[0, :4]).sum() > 0 and not stored[0, 4:].any()  # its 4 words, then the padding zeroed
+    encoder = transformers.T5EncoderModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        direct = encoder(input_ids=torch.tensor([[words.index(w) for w in told.split()]])).last_hidden_state.numpy()
+    assert np.allclose(stored[0, :4], direct[0], atol=1e-4)
 
 
 def test_run_refuses_a_task_outside_the_t5_cache_before_any_episode(cu, cosmos_files, tmp_path):

@@ -17,6 +17,7 @@ from stress.envs.libero import _benchmark, same_scene_tasks, scene_name, suite_t
 from stress.envs.libero_setup import import_libero
 from stress.envs.cache import EnvCache
 from stress.policies.cache import PolicyCache
+from stress.policies.reference.text import embedding_distance, instruction_embeddings
 from stress.report.gallery import _records
 from stress.report.language import language_sensitivity
 from stress.runners.episode import run_episode
@@ -153,7 +154,7 @@ def test_language_sensitivity_pairs_each_level_with_the_clean_episode_at_the_sam
                 "perturbations": json.dumps(perturbations)}
 
     swap = {"kind": "grounding", "instruction": "pick up the black bowl next to the ramekin and place it on the plate",
-            "normalised_edit_distance": 0.3, "word_distance": 0.2}
+            "original": suite_tasks("libero_spatial")[0], "normalised_edit_distance": 0.3, "word_distance": 0.2}
     episodes = [episode("c0", 0, "clean", True), episode("c1", 1, "clean", True), episode("c2", 2, "clean", False),
                 episode("l0", 0, "language:4", False, swap), episode("l1", 1, "language:4", True, swap), episode("l2", 2, "language:4", False, swap)]
     decisions = [{"episode_key": k, "step": s, "candidate": -1, "pred_value": v}
@@ -171,6 +172,23 @@ def test_language_sensitivity_pairs_each_level_with_the_clean_episode_at_the_sam
     assert row["value_shift"] == pytest.approx(0.2) and row["value_pairs"] == 2  # |0.5-0.8| and |0.7-0.6|, at step 0 only
     assert row["future_shift"] == 4.0 and row["future_pairs"] == 1  # l1 stored no frames
     assert row["example"].startswith('"pick up the black bowl next to')
+    assert row["embedding_distance"] == embedding_distance(swap["original"], swap["instruction"]) > 0
+
+
+def test_embedding_distance_is_the_reference_models_own_instruction_encoder():
+    """The embeddings read from the checkpoint without the network are the ones the network conditions on."""
+    import torch
+
+    from stress.policies.reference.model import text_batch
+    from stress.policies.reference.policy import SHIPPED_CHECKPOINT, load_checkpoint
+
+    net, _ = load_checkpoint(SHIPPED_CHECKPOINT)
+    texts = [suite_tasks("libero_spatial")[0], "put the black bowl on the plate please", ""]
+    with torch.no_grad():
+        assert np.allclose(net.text(*text_batch(texts)).numpy(), instruction_embeddings(texts), atol=1e-6)
+    same, near, other = (embedding_distance(texts[0], t) for t in (texts[0], texts[1], suite_tasks("libero_spatial")[5]))
+    assert same == 0.0 and 0 < near and 0 < other <= 2
+    assert embedding_distance(texts[0], texts[1], checkpoint=Path("/nonexistent.pt")) is None  # no encoder at hand: no figure
 
 
 def test_stress_show_and_the_gallery_show_the_language_levels(tmp_path):
@@ -183,9 +201,9 @@ def test_stress_show_and_the_gallery_show_the_language_levels(tmp_path):
     assert proc.returncode == 0, proc.stderr
     run = next((tmp_path / "runs").iterdir())
     show = run_cli("show", str(run), timeout=300)
-    assert show.returncode == 0 and "language sensitivity" in show.stdout and "grounding" in show.stdout, show.stdout
+    assert show.returncode == 0 and "language sensitivity" in show.stdout and "grounding" in show.stdout and "embed dist" in show.stdout, show.stdout
     gallery = run_cli("gallery", str(run), "--max-cards", "1", "--out", str(tmp_path / "gallery"), timeout=600)
     assert gallery.returncode == 0, gallery.stderr
     html = (tmp_path / "gallery" / "index.html").read_text()
-    assert "Language sensitivity" in html and '<th>told</th><td class="instruction"><q>pick up the black bowl' in html
+    assert "Language sensitivity" in html and "embedding dist (reference encoder)" in html and '<th>told</th><td class="instruction"><q>pick up the black bowl' in html
     assert "grounding: the outcome should change" in html

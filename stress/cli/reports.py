@@ -62,6 +62,7 @@ LANGUAGE_TABLE = {"language": (
     "language sensitivity vs clean on the same inits (robustness: breaks should stay 0; grounding: breaks near 100 % = listening)", [
         ("kind", "kind", "s"), ("n", "episodes", "d"), ("success", "success", ".0%"), ("pairs", "pairs", "d"), ("clean", "clean_success", ".0%"),
         ("breaks (clean ok)", "breaks", ".0%"), ("edit dist", "edit_distance", ".2f"), ("word dist", "word_distance", ".2f"),
+        ("embed dist", "embedding_distance", ".2f"),
         ("|value shift| step 0", "value_shift", ".3f"), ("future shift step 0 (0-255)", "future_shift", ".2f")])}
 
 

@@ -91,5 +91,6 @@ DECISION_SCHEMA = pa.schema(
         # with an occluding pixel perturbation: PSNR inside the occluded pixels and outside them
         *[(f"{m}_psnr_{part}", pa.float64()) for m in ("future", "baseline") for part in ("occluded", "visible")],
         ("action_spread", pa.float64()),  # planning: mean pairwise distance of the N candidate chunks
+        ("ensemble_std", pa.float64()),  # std of the candidate's raw value ensemble (executed row: the chosen one's); null without one
     ]
 )

@@ -17,7 +17,9 @@ hard-wires the env, video writes and reseeding), and it handles every pitfall of
 * mode combinations that crash Cosmos's own loop are refused at reset, and anything Cosmos raises is an error
   reply (the suite stores the episode as an error, not as a task failure);
 * an instruction missing from the T5 cache is refused at reset: Cosmos would load T5-11B on the GPU and
-  rewrite the cache file.
+  rewrite the cache file. With ``--cosmos-t5-encoder PATH`` (a T5 encoder saved locally, and ``transformers`` in
+  the server's environment) the server embeds it instead, as Cosmos's on-demand encoding does (the encoder's
+  last hidden state over 512 tokens, padding zeroed), in memory only: the cache file is never rewritten.
 
 Its module-level imports are numpy, msgpack, websockets (through ``serve``) and the standard library only, so
 this file and ``serve.py`` can be copied into Cosmos's Python 3.10/3.12 environment and run there
@@ -33,6 +35,7 @@ import importlib
 import math
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +76,7 @@ DEFAULT_CONFIG = "cosmos_predict2_2b_480p_libero__inference_only"
 DEFAULT_CONFIG_FILE = "cosmos_policy/config/config.py"
 DEFAULT_STATS = f"{DEFAULT_CKPT}/libero_dataset_statistics.json"
 DEFAULT_T5 = f"{DEFAULT_CKPT}/libero_t5_embeddings.pkl"
+T5_TOKENS, T5_WIDTH = 512, 1024  # a cached embedding is (1, 512, 1024): T5-11B's hidden states over 512 tokens
 
 # run_libero_eval.PolicyEvalConfig's fields that cosmos_utils reads, LIBERO values (note §1.5). Copied, not
 # imported: importing run_libero_eval pulls libero, wandb, h5py and draccus.
@@ -204,6 +208,10 @@ class CosmosRuntime:
         self.instructions = frozenset(self.cu.t5_text_embeddings_cache)
         if not self.instructions:  # Cosmos only prints a warning and would embed every instruction with T5-11B
             raise UserError(f"the T5 embeddings cache {options.cosmos_t5_embeddings!r} loaded no instruction; valid: a pickle of instruction -> (1, 512, 1024) embedding")
+        encoder = getattr(options, "cosmos_t5_encoder", None)
+        self.encoder = T5Encoder(encoder) if encoder else None
+        self.embedded: dict[str, float] = {}  # instructions this server embedded itself -> seconds it took
+        self._embed_lock = threading.Lock()
         started = time.perf_counter()
         log(f"cosmos: loading {options.cosmos_ckpt} ({options.cosmos_config})")
         self.model, cosmos_config = self.cu.get_model(self.cfg)
@@ -241,6 +249,7 @@ class CosmosRuntime:
         software = {"cosmos_policy_commit": _repo_commit(self.checkout), "checkpoint": self.cfg.ckpt_path, "config": self.cfg.config,
                     "cfg": {k: v for k, v in vars(self.cfg).items() if isinstance(v, (bool, int, float, str))},
                     "execute": self.execute, "load_s": round(self.load_s, 2), "t5_cached_instructions": len(self.instructions),
+                    "t5_encoder": self.encoder.path if self.encoder else None,
                     "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE")}
         hardware = {"device": "cpu"}
         if torch is not None:
@@ -251,8 +260,71 @@ class CosmosRuntime:
         metadata = describe(CosmosPolicy, version=self.version, chunk=self.execute, image_size=IMAGE_SIZE, cameras=tuple(CAMERAS),
                             aggregations=AGGREGATIONS, predictions=("value", "future_images", "candidates", "ensemble_values"),
                             settings=dict(self.defaults), software=software, hardware=hardware)
+        if self.encoder:  # any instruction can be embedded: no list for the client to refuse tasks by
+            return metadata
         # the optional "instructions" field: a client refuses tasks outside the T5 cache before a run starts
         return {**metadata, "instructions": sorted(self.instructions)}
+
+    def knows(self, instruction) -> bool:
+        """Whether ``instruction`` has a T5 embedding: cached, or embedded now by ``--cosmos-t5-encoder``."""
+        if instruction in self.instructions or instruction in self.embedded:
+            return True
+        if self.encoder is None or not isinstance(instruction, str):
+            return False
+        with self._embed_lock:
+            if instruction not in self.embedded:
+                started = time.perf_counter()
+                cache = self.cu.t5_text_embeddings_cache
+                cache[instruction] = _like(next(iter(cache.values())), self.encoder(instruction))
+                self.embedded[instruction] = time.perf_counter() - started
+        return True
+
+
+class T5Encoder:
+    """Cosmos's T5 text embedding of an instruction outside the cache, computed in the server's environment: the
+    encoder's last hidden state over ``T5_TOKENS`` tokens (truncated or padded), the padding positions zeroed,
+    (1, 512, 1024) float32, the shape and layout of the cached ones (Cosmos's on-demand encoding does the same
+    with T5-11B). Loaded once from a local folder (``save_pretrained``: config, weights, tokenizer); offline."""
+
+    def __init__(self, path: str):
+        try:
+            import transformers  # optional: only a server told to embed new instructions needs it
+        except ImportError:
+            raise UserError("--cosmos-t5-encoder needs transformers in the server's Python environment (pip install transformers); "
+                            "without the flag, instructions outside the T5 cache are refused") from None
+        folder = Path(path).expanduser()
+        if not (folder / "config.json").is_file():
+            raise UserError(f"--cosmos-t5-encoder {path!r} holds no config.json; valid: a local folder of a T5 encoder saved with save_pretrained "
+                            "(config, weights, tokenizer), e.g. google-t5/t5-11b's, downloaded beforehand")
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            self.model = transformers.T5EncoderModel.from_pretrained(folder, local_files_only=True).eval()
+        except (OSError, ValueError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise UserError(f"--cosmos-t5-encoder {path!r} does not load as a T5 encoder ({type(exc).__name__}: {first})") from None
+        if self.model.config.d_model != T5_WIDTH:
+            raise UserError(f"--cosmos-t5-encoder {path!r} has width {self.model.config.d_model}; valid: a T5 encoder of width {T5_WIDTH} (T5-11B's, "
+                            "as the cached embeddings)")
+        self.path = str(folder)
+
+    def __call__(self, text: str) -> np.ndarray:
+        torch = sys.modules["torch"]  # imported by transformers
+        batch = self.tokenizer([text], return_tensors="pt", truncation=True, padding="max_length", max_length=T5_TOKENS)
+        with torch.no_grad():
+            hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        out = hidden.float().cpu().numpy().astype(np.float32)
+        out[0, int(batch["attention_mask"][0].sum()):] = 0.0
+        return out
+
+
+def _like(reference, array: np.ndarray):
+    """``array`` as the cache holds its entries (a torch tensor on their device and dtype; a stand-in's own type)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(reference, torch.Tensor):
+        return torch.as_tensor(array).to(device=reference.device, dtype=reference.dtype)
+    if isinstance(reference, np.ndarray):
+        return array.astype(reference.dtype)
+    return type(reference)(array)
 
 
 def _get(obj, *names):
@@ -349,12 +421,13 @@ class CosmosPolicy:
         return {k: getattr(self, k) for k in SETTINGS}
 
     def _check_instruction(self, instruction, when: str) -> None:
-        cached = self.runtime.instructions
-        if instruction not in cached:
+        if not self.runtime.knows(instruction):
+            cached = self.runtime.instructions
             close = difflib.get_close_matches(str(instruction), list(cached), n=1, cutoff=0.6)
             hint = f"; closest cached: {close[0]!r}" if close else ""
             raise UserError(f"instruction {instruction!r} ({when}) is not in the T5 embeddings cache ({len(cached)} instructions); refused, "
-                            f"Cosmos would load T5-11B to embed it and rewrite the cache: precompute its embedding offline{hint}")
+                            f"Cosmos would load T5-11B to embed it and rewrite the cache: precompute its embedding offline, or start the server "
+                            f"with --cosmos-t5-encoder PATH (transformers and a local T5 encoder in its environment){hint}")
 
     def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
         if mode not in self.modes:
@@ -509,6 +582,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cosmos-config-file", default=DEFAULT_CONFIG_FILE, metavar="PATH", help=f"Cosmos config file (default {DEFAULT_CONFIG_FILE})")
     group.add_argument("--cosmos-dataset-stats", default=DEFAULT_STATS, metavar="PATH", help=f"action/proprio statistics JSON (default {DEFAULT_STATS})")
     group.add_argument("--cosmos-t5-embeddings", default=DEFAULT_T5, metavar="PATH", help=f"T5 embeddings pickle (default {DEFAULT_T5}); instructions outside it are refused")
+    group.add_argument("--cosmos-t5-encoder", metavar="PATH", help="a local T5 encoder folder (save_pretrained; transformers in this environment): "
+                       "instructions outside the T5 cache are embedded with it, in memory, instead of refused")
     group.add_argument("--cosmos-planning-ckpt", metavar="PATH|ORG/NAME", help="optional planning model (world model + value); LIBERO has none: the base model plans")
     group.add_argument("--cosmos-planning-config", metavar="NAME", help="experiment of --cosmos-planning-ckpt")
     group.add_argument("--cosmos-execute", type=int, default=CHUNK, metavar="H", help=f"actions executed per query, the first H of {CHUNK} (default {CHUNK})")

@@ -9,6 +9,8 @@ Every signal is a score per decision, higher = more alarming:
 - ``value``: 1 - the executed decision's predicted value;
 - ``surprise``: minus the PSNR of the frame the world model predicted one chunk earlier against the frame
   seen now (the previous decision's ``future_psnr``: its true future is the frame this decision sees);
+- ``ensemble_spread``: the standard deviation of the executed candidate's raw value ensemble (futures x values,
+  the stored ``ensemble_std``): the value head's own uncertainty, where the policy reports its ensemble (planning);
 - ``value_spread``: the standard deviation of the best-of-N candidates' predicted values (planning);
 - ``action_spread``: the mean pairwise distance of the best-of-N candidates' action chunks (planning). It needs
   neither a value nor a world model: the policy-agnostic baseline by samples (STAC / FIPER's idea);
@@ -35,6 +37,7 @@ from stress.store import RunStore
 SIGNALS = {  # name -> (what it is, what it needs)
     "value": ("1 - the predicted value of the executed decision", "value predictions"),
     "surprise": ("- PSNR of the world model's prediction one chunk earlier against the frame seen now", "measured true futures (--true-futures executed)"),
+    "ensemble_spread": ("std of the executed candidate's value ensemble (futures x values)", "a value ensemble (planning with more than one future or value)"),
     "value_spread": ("std of the best-of-N candidates' predicted values", "planning mode (best-of-N)"),
     "action_spread": ("mean pairwise distance of the best-of-N candidates' chunks (policy-agnostic, samples)", "planning mode (best-of-N)"),
     "seed_spread": ("mean pairwise distance of the chunks the scenario's policy-seed episodes executed at this step (policy-agnostic, seeds)",
@@ -49,8 +52,7 @@ def _load(store: RunStore) -> tuple[list[dict], dict[str, list[dict]]]:
     episodes = store.query("SELECT * FROM episodes WHERE error IS NULL ORDER BY episode_key")
     rows: dict[str, list[dict]] = defaultdict(list)
     if (store.path / "decisions").is_dir():
-        for r in store.query("SELECT episode_key, step, candidate, pred_value, future_psnr, action_spread FROM decisions "
-                             "ORDER BY episode_key, step, candidate"):
+        for r in store.query("SELECT * FROM decisions ORDER BY episode_key, step, candidate"):  # *: a run stored before a column lacks it
             rows[r["episode_key"]].append(r)
     return episodes, rows
 
@@ -76,8 +78,8 @@ def _value_spread(rows):
     return {s: float(np.std(v)) for s, v in by_step.items() if len(v) >= 2}
 
 
-def _action_spread(rows):
-    return {r["step"]: r["action_spread"] for r in rows if r["candidate"] == -1 and _finite(r["action_spread"])}
+def _executed(column: str):
+    return lambda rows: {r["step"]: r[column] for r in rows if r["candidate"] == -1 and _finite(r.get(column))}
 
 
 def _seed_spreads(store: RunStore, episodes: list[dict]) -> dict[str, dict[int, float]]:
@@ -108,7 +110,8 @@ def _seed_spreads(store: RunStore, episodes: list[dict]) -> dict[str, dict[int, 
 
 def traces(store: RunStore, episodes: list[dict], rows: dict[str, list[dict]], signals) -> dict[str, dict[str, dict[int, float]]]:
     """signal -> episode key -> {decision step: score}."""
-    per_rows = {"value": _value, "surprise": _surprise, "value_spread": _value_spread, "action_spread": _action_spread}
+    per_rows = {"value": _value, "surprise": _surprise, "ensemble_spread": _executed("ensemble_std"), "value_spread": _value_spread,
+                "action_spread": _executed("action_spread")}
     out = {}
     for name in signals:
         if name == "seed_spread":
@@ -335,3 +338,86 @@ def plot(report: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+# --- what other reports show: the gallery's cards and `stress card` ------------------------------------------
+ALARM_FILE = "alarm.json"
+
+
+def stored_alarm(run: Path) -> dict | None:
+    """The report ``stress alarm RUN`` wrote into the run folder, or None (never run, or unreadable)."""
+    path = Path(run) / ALARM_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def alarms_by_episode(report: dict) -> dict[str, list[dict]]:
+    """Per test episode of an alarm report, when each signal's calibrated alarm fired relative to the failure onset
+    (for a failure; a success has none): ``fired`` (env step or None), ``onset``, ``lead`` (onset - fired, > 0 =
+    before the onset) and ``verdict`` (one of ``before onset``, ``at onset``, ``after onset``, ``silent``, ``false
+    alarm``, ``quiet``). What the gallery's failure cards show."""
+    out: dict[str, list[dict]] = defaultdict(list)
+    for entry in report.get("settings", []):
+        for name, sig in entry["signals"].items():
+            for key, t in sig["traces"].items():
+                fired, onset_step = t["fired"], t["onset"]
+                if t["success"]:
+                    verdict, lead = ("false alarm" if fired is not None else "quiet"), None
+                elif fired is None:
+                    verdict, lead = "silent", None
+                else:
+                    lead = onset_step - fired
+                    verdict = "before onset" if lead > 0 else "at onset" if lead == 0 else "after onset"
+                out[key].append({"signal": name, "setting": entry["setting"], "fired": fired, "onset": onset_step, "lead": lead, "verdict": verdict})
+    return dict(out)
+
+
+def card_summary(run: Path) -> dict | None:
+    """The alarm's section of ``stress card``: None when ``stress alarm RUN`` has not been run on ``run``; otherwise
+    alpha, where it was calibrated, and per (policy, setting) and signal the clean FPR (the calibration check on
+    held-out episodes), the worst coverage gap under a perturbation, the TPR before onset (Wilson interval) and
+    the median lead over all perturbed failures, the best signal by TPR (ties: longer lead) and the policy-agnostic baseline's figures beside it,
+    plus the line to show. Read from the stored ``alarm.json`` (no recomputation)."""
+    report = stored_alarm(run)
+    if report is None:
+        return None
+    settings = []
+    for entry in report.get("settings", []):
+        rows = []
+        for name, sig in entry["signals"].items():
+            clean = [g for g in sig["groups"] if g["perturbation"] == "clean"]
+            gaps = [g for g in sig["groups"] if g["perturbation"] != "clean" and g["coverage_gap"] is not None]
+            worst = max(gaps, key=lambda g: g["coverage_gap"], default=None)
+            failures = [t for t in sig["traces"].values() if t["perturbation"] != "clean" and not t["success"]]
+            leads = [t["onset"] - t["fired"] for t in failures if t["fired"] is not None and t["fired"] <= t["onset"]]
+            rows.append({"signal": name, "baseline": name in BASELINES,
+                         "clean_fpr": clean[0]["fpr"] if clean else None, "clean_fpr_ci": clean[0]["fpr_ci"] if clean else None,
+                         "failed": len(failures), "tpr": len(leads) / len(failures) if failures else None,
+                         "tpr_ci": list(wilson_interval(len(leads), len(failures))) if failures else None,
+                         "lead_steps_median": float(np.median(leads)) if leads else None,
+                         "worst_coverage_gap": None if worst is None else {"perturbation": worst["perturbation"], "gap": worst["coverage_gap"],
+                                                                           "ci": worst["coverage_gap_ci"]}})
+        scored = [r for r in rows if r["tpr"] is not None]
+        best = max(scored, key=lambda r: (r["tpr"], r["lead_steps_median"] or 0), default=None)
+        baseline = max((r for r in scored if r["baseline"]), key=lambda r: r["tpr"], default=None)
+        settings.append({"policy": entry["policy"], "setting": entry["setting"], "calibration_successes": entry["calibration_successes"],
+                         "signals": rows, "best": best["signal"] if best else None, "baseline": baseline["signal"] if baseline else None})
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"
+    lines = []
+    for s in settings:
+        by = {r["signal"]: r for r in s["signals"]}
+        if s["best"]:
+            b = by[s["best"]]
+            text = (f"{s['policy']} {s['setting']}: best alarm {b['signal']} catches {fmt(b['tpr'])} of {b['failed']} perturbed failures before onset "
+                    f"(median lead {fmt(b['lead_steps_median'])} steps), clean FPR {fmt(b['clean_fpr'])} at alpha {report['alpha']}")
+            if b["worst_coverage_gap"]:
+                text += f"; worst coverage gap {b['worst_coverage_gap']['gap']:+.2f} under {b['worst_coverage_gap']['perturbation']}"
+            if s["baseline"] and s["baseline"] != s["best"]:
+                text += f"; policy-agnostic baseline {s['baseline']} catches {fmt(by[s['baseline']]['tpr'])}"
+            lines.append(text)
+        else:
+            lines.append(f"{s['policy']} {s['setting']}: no perturbed failure to detect")
+    return {"alpha": report["alpha"], "calibration_run": report["calibration_run"], "held_out_split": report["held_out_split"],
+            "settings": settings, "lines": lines, "picture": str(Path(run) / "alarm.png")}

@@ -37,6 +37,7 @@ from stress.envs import simulator_of
 from stress.envs.cache import EnvCache
 from stress.report.degradation import degradation, load
 from stress.report.degradation_plot import save_degradation_plot
+from stress.report.alarm import alarms_by_episode, stored_alarm
 from stress.report.language import language_sensitivity
 from stress.report.eval_info import eval_info
 from stress.report.summary import summarise
@@ -454,6 +455,8 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
     tables = degradation(valid, joined)
     summary = summarise(store)
     findings = load_findings(store.path)
+    alarm = stored_alarm(store.path)  # `stress alarm RUN` written: each failure card says when each alarm fired
+    alarms_of = alarms_by_episode(alarm) if alarm else {}
     finding_of = {}
     for f in findings:
         for key in f["shrunk"]["episode_keys"]:
@@ -490,7 +493,7 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
             "replay_command": f"stress replay {shlex.quote(run_text)} {key}",
             "mean_value": float(np.mean(values)) if values else None,
             "twin": {"key": twin["episode_key"], "success": bool(twin["success"]), "steps": twin["steps"], "signature": twin.get("failure")} if twin else None,
-            "rows": executed, "all_rows": rows_of[key],
+            "rows": executed, "all_rows": rows_of[key], "alarms": alarms_of.get(key, []),
         })
     cards.sort(key=_rank_key)
     for rank, card in enumerate(cards):
@@ -565,6 +568,7 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
                     (("family", "family"), ("severity", "severity"), ("signature", "signature"), ("mode", "mode"), ("policy", "policy"),
                      ("property", "property")) if any(c[field] is not None for c in cards)},
         "step_rate": _step_rate(episodes), "videos": videos, "videos_command": all_command,
+        "alarm": {"alpha": alarm["alpha"], "calibration": Path(alarm["calibration_run"]).name} if alarm else None,
     }
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
@@ -618,7 +622,8 @@ def _complete_card(store: RunStore, out: Path, card: dict) -> None:
     span = max(card["steps"], 1)
     card["timeline"] = {"decisions": [{"step": s, "left": f"{100 * s / span:.2f}"} for s in card["decision_steps"]],
                         "onset_left": f"{100 * card['onset'] / span:.2f}" if card["onset"] is not None else None,
-                        "frames": [{"step": f["step"], "left": f"{100 * f['step'] / span:.2f}"} for f in card["frames"]]}
+                        "frames": [{"step": f["step"], "left": f"{100 * f['step'] / span:.2f}"} for f in card["frames"]],
+                        "alarms": [{**a, "left": f"{100 * a['fired'] / span:.2f}"} for a in card["alarms"] if a["fired"] is not None]}
 
 
 def _groups(cards: list[dict]) -> list[dict]:

@@ -7,7 +7,10 @@ episode on the same (task, init state, seed, policy, setting):
   where the rewritten one failed. On a meaning-preserving level (``robustness``) breaks should stay near 0; on a
   grounding level (another task's instruction, none) they should be near 1: a policy that keeps succeeding is
   not listening;
-* the instruction's mean normalised edit distance and word distance (1 - Jaccard);
+* the instruction's mean normalised edit distance and word distance (1 - Jaccard), and its mean **embedding
+  distance**: the cosine distance between the task's instruction and the one told as the reference model's own
+  instruction encoder embeds them (``stress.policies.reference.text``; the encoder at hand for every policy's
+  rows, absent when its checkpoint cannot be read; an empty instruction embeds as the model's empty bag);
 * **value shift**: the mean absolute difference between the value the policy predicted at its first decision and
   the clean episode's. A policy-layer rewrite leaves the scene alone, so the first decision of both episodes is
   made at the same simulator state: the shift is how much the value head moves with the words alone (absent for
@@ -24,6 +27,8 @@ from collections import defaultdict
 from typing import Callable
 
 import numpy as np
+
+from stress.policies.reference.text import embedding_distance
 
 PAIR_KEY = ("suite", "task_id", "init_index", "seed", "policy", "setting")
 
@@ -71,6 +76,8 @@ def language_sensitivity(episodes: list[dict], decisions: list[dict], frames: Ca
         futures = [(_first_future(frames, e["episode_key"]), _first_future(frames, c["episode_key"])) for e, c in pairs]
         future_shifts = [float(np.abs(a - b).mean()) for a, b in futures if a is not None and b is not None and a.shape == b.shape]
         kinds = sorted({r.get("kind", "?") for _, r in members})
+        embedded = [embedding_distance(r["original"], r["instruction"]) for _, r in members
+                    if isinstance(r.get("original"), str) and isinstance(r.get("instruction"), str)]
         rows.append({
             "policy": policy, "setting": setting, "severity": severity, "kind": "/".join(kinds),
             "episodes": len(members), "success": _mean([float(e["success"]) for e, _ in members]),
@@ -78,6 +85,7 @@ def language_sensitivity(episodes: list[dict], decisions: list[dict], frames: Ca
             "breaks": _mean([float(not e["success"]) for e, _ in clean_ok]), "clean_ok_pairs": len(clean_ok),
             "edit_distance": _mean([float(r.get("normalised_edit_distance", 0.0)) for _, r in members]),
             "word_distance": _mean([float(r.get("word_distance", 0.0)) for _, r in members]),
+            "embedding_distance": _mean([d for d in embedded if d is not None]),
             "value_shift": _mean(shifts), "value_pairs": len(shifts),
             "future_shift": _mean(future_shifts), "future_pairs": len(future_shifts),
             "example": next((json.dumps(r["instruction"])[:70] for _, r in members if isinstance(r.get("instruction"), str)), None),

@@ -83,10 +83,20 @@ def _decision_rows(key: str, step: int, decision: Decision, measured: dict[int, 
     n = max(1, len(decision.candidates))
     spread = action_spread([c.actions for c in decision.candidates]) if decision.candidates else None
     common = {"episode_key": key, "step": step, "aggregation": decision.aggregation, "n_candidates": n, "action_spread": spread}
-    rows = [{**common, "candidate": -1, "chosen": True, "pred_value": decision.predicted_value, **measured.get(-1, {})}]
+    stds = [_ensemble_std(c.ensemble_values) for c in decision.candidates]
+    chosen_std = stds[decision.chosen] if decision.chosen is not None and decision.chosen < len(stds) else None
+    rows = [{**common, "candidate": -1, "chosen": True, "pred_value": decision.predicted_value, "ensemble_std": chosen_std, **measured.get(-1, {})}]
     for i, c in enumerate(decision.candidates):
-        rows.append({**common, "candidate": i, "chosen": i == decision.chosen, "pred_value": c.predicted_value, **measured.get(i, {})})
+        rows.append({**common, "candidate": i, "chosen": i == decision.chosen, "pred_value": c.predicted_value, "ensemble_std": stds[i],
+                     **measured.get(i, {})})
     return rows
+
+
+def _ensemble_std(values) -> float | None:
+    """The spread of a candidate's raw value ensemble (futures x values); None without one or with one member."""
+    if values is None or np.asarray(values).size < 2:
+        return None
+    return float(np.std(np.asarray(values, dtype=float)))
 
 
 def _realised_values(rows: list[dict[str, Any]], chunk_ends: dict[int, int], success_step: int | None, gamma: float) -> None:

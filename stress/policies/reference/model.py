@@ -27,8 +27,6 @@ flow from Gaussian noise (seeded ``torch.Generator``) in ``num_denoising_steps``
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -36,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from stress.policies.reference.text import TEXT_BUCKETS, instruction_tokens
 
 CHECKPOINT_FORMAT = "stress-reference/1"  # the checkpoint files' format tag (stress.training.train writes them)
 
@@ -50,7 +50,6 @@ ROLES = {  # part -> state, per role
     "value_future": {"actions": CLEAN, "proprio": CLEAN, "future": CLEAN, "value": GENERATED},
     "value_action": {"actions": CLEAN, "proprio": ABSENT, "future": ABSENT, "value": GENERATED},
 }
-TEXT_BUCKETS = 1024
 
 
 def model_image(image: np.ndarray) -> np.ndarray:
@@ -58,12 +57,6 @@ def model_image(image: np.ndarray) -> np.ndarray:
     if image.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE):
         return np.ascontiguousarray(image)
     return cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-
-
-def instruction_tokens(instruction: str) -> list[int]:
-    """Hashed bag of words (stable across processes): unseen instructions still map to known words."""
-    words = re.findall(r"[a-z0-9]+", instruction.lower())
-    return [int.from_bytes(hashlib.md5(w.encode()).digest()[:4], "little") % TEXT_BUCKETS for w in words] or [0]
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from stress.policies.planning import AGGREGATIONS, best_candidate, check_aggrega
 from stress.policies.serve import describe
 from stress.policies.reference.model import (CAMERAS, CHECKPOINT_FORMAT, CHUNK, SLICES, Architecture, ReferenceNet, model_image, role_states, sample,
                                              text_batch, to_tensor_images)
+from stress.policies.reference.text import SHIPPED_CHECKPOINT, checkpoint_path  # noqa: F401 (SHIPPED_CHECKPOINT: the policy's public name)
 
-SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "reference.pt"
 PRECISIONS = ("float32", "bfloat16")
 VALUE_SOURCES = ("future", "action")
 # sampling the policy at half the noise: on the same 100 scenarios (independent seeds), direct success 68 -> 83 %
@@ -50,10 +50,6 @@ UNSEEN_WARNING = {"given": False}
 
 class CheckpointError(UserError):
     """A missing, corrupt or mismatching checkpoint."""
-
-
-def checkpoint_path() -> Path:
-    return Path(os.environ.get("STRESS_REFERENCE_CHECKPOINT", SHIPPED_CHECKPOINT))
 
 
 def load_checkpoint(path: Path) -> tuple[ReferenceNet, dict]:
