@@ -10,8 +10,10 @@ from datetime import datetime
 from rich.console import Console
 
 from scenarios.grid import check_servers
+from stress.cli.args import DEFAULT_SUITE
 from stress.cli.common import episode_progress
 from stress.core.errors import UserError, choice_error
+from stress.envs import simulator_of
 from stress.measurement.groundtruth import Measurement
 from stress.policies import openpi
 from stress.policies.client import API_KEY_ENV
@@ -42,7 +44,8 @@ CLIENTS = ("remote", "openpi")  # the backends that talk to a policy server (--p
 def remote_options(args) -> tuple[tuple, int | None, dict | None]:
     """(policy options, image size, handshake metadata) of a policy server's client: the served policy's identity
     and the server's address as options (openpi: its ``replan_steps`` too), and the image size the server expects
-    (Cosmos: 256; openpi: 256, resized to 224 as openpi's LIBERO client does); ((), None, None) otherwise. The
+    (Cosmos: 256; openpi: its mapping's, 256 on LIBERO and gym-aloha's 480x640 on ALOHA, resized to 224 as openpi's
+    clients do); ((), None, None) otherwise. The
     metadata is stress-policy/1's (None for openpi, whose metadata is free-form)."""
     replan = getattr(args, "replan_steps", None)
     if args.policy != "openpi" and replan is not None:
@@ -55,9 +58,10 @@ def remote_options(args) -> tuple[tuple, int | None, dict | None]:
         what = "a running `stress serve`" if args.policy == "remote" else "openpi's serve_policy.py, or `stress serve --wire openpi`"
         raise UserError(f"policy {args.policy!r} needs --policy-server ws://HOST:PORT ({what})")
     if args.policy == "openpi":
-        replan = openpi.check_replan_steps(openpi.DEFAULT_REPLAN_STEPS if replan is None else replan)
+        mapping = openpi.mapping_of(simulator_of(getattr(args, "suite", None) or DEFAULT_SUITE).name)
+        replan = openpi.check_replan_steps(mapping.replan_steps if replan is None else replan)
         metadata = openpi.probe(args.policy_server)
-        return (("replan_steps", replan), ("served", openpi.served_id(metadata)), ("server", args.policy_server)), openpi.RENDER_SIZE, None
+        return (("replan_steps", replan), ("served", openpi.served_id(metadata)), ("server", args.policy_server)), mapping.render_size, None
     server = probe(args.policy_server)
     # the key holds what it serves, not where
     return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
