@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console
 
@@ -15,7 +16,7 @@ from stress.cli.common import episode_progress
 from stress.core.errors import UserError, choice_error
 from stress.envs import simulator_of
 from stress.measurement.groundtruth import Measurement
-from stress.policies import openpi
+from stress.policies import lerobot_client, openpi
 from stress.policies.client import API_KEY_ENV
 from stress.policies.remote import check_url, probe, served_id
 from stress.runners import BACKENDS, make_runner
@@ -50,6 +51,11 @@ def remote_options(args) -> tuple[tuple, int | None, dict | None]:
     replan = getattr(args, "replan_steps", None)
     if args.policy != "openpi" and replan is not None:
         raise UserError(f"--replan-steps is for --policy openpi; got --policy {args.policy!r}")
+    if args.policy == "lerobot":
+        return lerobot_options(args)
+    for flag in ("policy_path", "lerobot_python"):
+        if getattr(args, flag, None):
+            raise UserError(f"--{flag.replace('_', '-')} is for --policy lerobot; got --policy {args.policy!r}")
     if args.policy not in CLIENTS:
         if args.policy_server:
             raise UserError(f"--policy-server is for --policy remote or openpi; got --policy {args.policy!r}")
@@ -65,6 +71,22 @@ def remote_options(args) -> tuple[tuple, int | None, dict | None]:
     server = probe(args.policy_server)
     # the key holds what it serves, not where
     return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
+
+
+def lerobot_options(args) -> tuple[tuple, int, None]:
+    """``--policy lerobot``: the directory checked against the suite's simulator (exit 2 naming the mismatch), LeRobot's
+    Python, what is served (its digest), and the render size LeRobot's env of that simulator uses."""
+    if args.policy_server:
+        raise UserError("--policy-server is for --policy remote or openpi; --policy lerobot starts its own server (--lerobot-python)")
+    if not getattr(args, "policy_path", None):
+        raise UserError("--policy lerobot needs --policy-path DIR (a LeRobot policy directory)")
+    simulator = simulator_of(getattr(args, "suite", None) or DEFAULT_SUITE).name
+    if simulator not in lerobot_client.LerobotPolicy.simulators:
+        raise UserError(f"--policy lerobot has no mapping for simulator {simulator!r}; valid: {', '.join(lerobot_client.LerobotPolicy.simulators)}")
+    python = lerobot_client.check_python(args.lerobot_python or os.environ.get(lerobot_client.PYTHON_ENV))
+    served = lerobot_client.check_policy(args.policy_path, simulator)
+    path = str(Path(args.policy_path).resolve())
+    return (("policy_path", path), ("python", python), ("served", served), ("simulator", simulator)), lerobot_client.image_size(simulator), None
 
 
 def start_or_resume(args, make_specs, label):

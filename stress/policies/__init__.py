@@ -12,6 +12,7 @@ POLICIES.register("expert", "stress.policies.expert:ExpertPolicy")
 POLICIES.register("aloha-expert", "stress.policies.aloha_expert:AlohaExpertPolicy")  # ALOHA's privileged expert (suite aloha)
 POLICIES.register("remote", "stress.policies.remote:RemotePolicy")
 POLICIES.register("openpi", "stress.policies.openpi:OpenpiPolicy")  # a server speaking openpi's protocol (pi0, pi0.5, harnesses on openpi-client)
+POLICIES.register("lerobot", "stress.policies.lerobot_client:LerobotPolicy")  # a LeRobot policy directory, served from LeRobot's own environment
 
 
 def policy_names() -> tuple[str, ...]:
