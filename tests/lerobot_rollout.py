@@ -17,6 +17,7 @@ import sys
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from lerobot.configs.policies import PreTrainedConfig  # noqa: E402
 from lerobot.envs.configs import AlohaEnv  # noqa: E402
@@ -28,6 +29,11 @@ from lerobot.scripts.lerobot_eval import rollout  # noqa: E402
 def main(path: str, seed: int, steps: int) -> None:
     env_cfg = AlohaEnv(task="AlohaTransferCube-v0", episode_length=steps)
     env = next(iter(next(iter(make_env(env_cfg, n_envs=1).values())).values()))
+    # the one deliberate difference: the suite's simulators execute float64 actions (SimEnv.step widens the float32
+    # values LeRobot returns), and gym-aloha's gripper mapping computed in float32 differs in the last bits; the
+    # policy's float32 actions are recorded as they come
+    step = env.step
+    env.step = lambda action: step(np.asarray(action, dtype=np.float64))
     cfg = PreTrainedConfig.from_pretrained(path)
     cfg.pretrained_path, cfg.device = path, "cpu"
     policy = make_policy(cfg, env_cfg=env_cfg)

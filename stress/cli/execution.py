@@ -83,7 +83,7 @@ def lerobot_options(args) -> tuple[tuple, int, None]:
     simulator = simulator_of(getattr(args, "suite", None) or DEFAULT_SUITE).name
     if simulator not in lerobot_client.LerobotPolicy.simulators:
         raise UserError(f"--policy lerobot has no mapping for simulator {simulator!r}; valid: {', '.join(lerobot_client.LerobotPolicy.simulators)}")
-    python = lerobot_client.check_python(args.lerobot_python or os.environ.get(lerobot_client.PYTHON_ENV))
+    python = lerobot_client.check_python(getattr(args, "lerobot_python", None) or os.environ.get(lerobot_client.PYTHON_ENV))
     served = lerobot_client.check_policy(args.policy_path, simulator)
     path = str(Path(args.policy_path).resolve())
     return (("policy_path", path), ("python", python), ("served", served), ("simulator", simulator)), lerobot_client.image_size(simulator), None
