@@ -2,18 +2,21 @@
 # `make test` : set up .venv (idempotent) and run the whole test suite
 # `make alarm-study` : the failure alarm's study (docs/alarm.md): a clean calibration run, then each of five families at
 #                      three severities, each evaluated by `stress alarm` against the calibration (ALARM_EPISODES=5: reduced)
+# `make lerobot-env` : LeRobot's own environment (another Python, another torch) for --policy lerobot, in $(LEROBOT_VENV)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup run test bench alarm-study clean-venv
+.PHONY: setup run test bench alarm-study clean-venv lerobot-env
 
 ALARM_OUT ?= results/alarm-study
 ALARM_EPISODES ?= 50
 ALARM_FAMILIES ?= occlusion lighting object_pose dynamics mid_chunk_push
 ALARM_FLAGS ?= --policy reference --suite libero_spatial --tasks 0 --mode planning --candidates 4 --policy-seeds 2 --workers 1
+LEROBOT_PYTHON_BASE ?= $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python
+LEROBOT_VENV ?= .lerobot-venv
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +46,11 @@ alarm-study: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# lerobot >= 0.5 needs Python >= 3.12: any 3.12 works (LEROBOT_PYTHON_BASE=...); about 8 min and 6 GB (docs/remote-policy.md, LeRobot)
+lerobot-env:
+	test -x $(LEROBOT_VENV)/bin/python || $(LEROBOT_PYTHON_BASE) -m venv $(LEROBOT_VENV)
+	$(LEROBOT_VENV)/bin/pip install --disable-pip-version-check -q "lerobot[aloha,diffusion]==0.6.1" websockets msgpack
+	# the suite's MuJoCo (pip resolves 3.8.1, whose gym_aloha frames drift from 3.3.7's after a few steps)
+	$(LEROBOT_VENV)/bin/pip install --disable-pip-version-check -q mujoco==3.3.7 dm_control==1.0.34
+	@echo "export STRESS_LEROBOT_PYTHON=$(abspath $(LEROBOT_VENV))/bin/python"

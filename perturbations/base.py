@@ -110,7 +110,7 @@ class Perturbation:
     # --- hooks (a family implements the one of its layer) ------------------------------------------
     # ``env`` is the simulator adapter (stress.envs.base.SimEnv: LiberoEnv, AlohaEnv): ``env.model`` /
     # ``env.data``, ``env.target_object``, ``env.object_position(name)``, ``env.project(xyz, camera)``,
-    # ``env.render(camera)``, ``env.segmentation(camera)``, ``env.image_size``, and the robot and object
+    # ``env.render(camera)``, ``env.segmentation(camera)``, ``env.image_size``, ``env.image_shape`` (height, width), and the robot and object
     # queries of the state and event families (``movable_objects``, ``arm_joints``, ``grip_points`` ...).
     def resolve(self, params: dict[str, Any], env, cameras: tuple[str, ...]) -> dict[str, Any]:
         """After settling: turn scene-dependent parameters (e.g. 'centred on the target') into concrete ones."""

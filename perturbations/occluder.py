@@ -221,7 +221,8 @@ class _Box:
 
     def fit(self, params: dict[str, Any]) -> dict[str, Any]:
         """Size the box so that it hides ``params['fraction']`` of the target's pixels."""
-        env, size = self.env, self.env.image_size
+        env = self.env
+        height, width = env.image_shape
         if self.body < 0 or self.cam < 0:
             return {"error": "scene has no occluder body or camera"}
         if self.welded and self.model.body_parentid[self.body] != self.model.cam_bodyid[self.cam]:
@@ -240,7 +241,7 @@ class _Box:
         dx, dy = params.get("offset", [0.0, 0.0])
         on_ray = rel * depth  # a point of the camera-to-target ray at `depth` of the target's distance
         z = -on_ray[2] - HALF_THICKNESS  # the face towards the camera
-        focal = 0.5 * size / np.tan(np.deg2rad(self.model.cam_fovy[self.cam]) / 2)
+        focal = 0.5 * height / np.tan(np.deg2rad(self.model.cam_fovy[self.cam]) / 2)  # fovy: the vertical field of view
         rows, cols = np.nonzero(mask)
         rows, cols = rows + 0.5, cols + 0.5  # pixel centres (rasterisation rule)
 
@@ -251,7 +252,7 @@ class _Box:
         def predicted(scale: float) -> float:
             """Share of the clean target pixels inside the box's projection (pinhole camera)."""
             centre, (w, h) = shape(scale)
-            c0, r0 = size / 2 + focal * centre[0] / z, size / 2 - focal * centre[1] / z
+            c0, r0 = width / 2 + focal * centre[0] / z, height / 2 - focal * centre[1] / z
             inside = (np.abs(cols - c0) < focal * w / z) & (np.abs(rows - r0) < focal * h / z)
             return float(inside.mean())
 
@@ -260,7 +261,7 @@ class _Box:
             return 1.0 - int(self._target_mask().sum()) / clean
 
         # the smallest box whose projection covers the target share (nested boxes: monotonic in scale)
-        low, high = 0.0, 4.0 * z * size / focal * max(aspect, 1 / aspect)
+        low, high = 0.0, 4.0 * z * max(height, width) / focal * max(aspect, 1 / aspect)
         for _ in range(40):
             mid = (low + high) / 2
             low, high = (low, mid) if predicted(mid) >= target else (mid, high)

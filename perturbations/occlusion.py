@@ -64,26 +64,26 @@ class Occlusion(Perturbation):
         """Fix the patch of each camera in pixels (x1, y1, x2, y2) for the episode."""
         if self.is_identity(params):
             return dict(params)
-        size = env.image_size
-        area = params["area_fraction"] * size * size
+        rows, cols = env.image_shape
+        area = params["area_fraction"] * rows * cols
         aspect = params.get("aspect", 1.0)
-        width = min(size, max(1, round(np.sqrt(area * aspect))))
-        height = min(size, max(1, round(np.sqrt(area / aspect))))
+        width = min(cols, max(1, round(np.sqrt(area * aspect))))
+        height = min(rows, max(1, round(np.sqrt(area / aspect))))
         holes, anchors = {}, {}
         for camera in cameras:
             centre = None
             if params.get("anchor", "target") == "target":
                 centre = env.project(env.object_position(env.target_object), camera)
-                if centre is not None and not (0 <= centre[0] < size and 0 <= centre[1] < size):
+                if centre is not None and not (0 <= centre[0] < rows and 0 <= centre[1] < cols):
                     centre = None
             anchors[camera] = "target" if centre is not None else "random"
             if centre is None:
                 u, v = params.get("random_centre", [0.5, 0.5])
-                centre = (v * size, u * size)
+                centre = (v * rows, u * cols)
             dx, dy = params.get("offset", [0.0, 0.0])
             row, col = centre[0] + dy * height, centre[1] + dx * width
-            x1 = int(np.clip(round(col - width / 2), 0, size - width))
-            y1 = int(np.clip(round(row - height / 2), 0, size - height))
+            x1 = int(np.clip(round(col - width / 2), 0, cols - width))
+            y1 = int(np.clip(round(row - height / 2), 0, rows - height))
             holes[camera] = [x1, y1, x1 + width, y1 + height]
         return {**params, "holes_px": holes, "anchored_on": anchors}
 
@@ -92,7 +92,7 @@ class Occlusion(Perturbation):
         if hole is None or self.is_identity(params):
             return None
         x1, y1, x2, y2 = hole
-        mask = np.zeros((env.image_size, env.image_size), dtype=bool)
+        mask = np.zeros(env.image_shape, dtype=bool)
         mask[y1:y2, x1:x2] = True
         return mask
 

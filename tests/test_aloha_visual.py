@@ -99,8 +99,8 @@ def test_camera_every_level_moves_only_the_targeted_camera_and_nothing_leaks(env
 
 def test_camera_parameters_are_named_after_the_simulators_cameras():
     from perturbations.base import family, parameters_for
-    from stress.core.spec import ScenarioSpec
     from stress.core.errors import UserError
+    from stress.core.spec import ScenarioSpec
     from stress.runners.episode import check_spec
 
     params = parameters_for(PerturbationSpec("camera", 5, seed=3), simulator_cameras=CAMERAS)
@@ -114,3 +114,29 @@ def test_camera_parameters_are_named_after_the_simulators_cameras():
     space = suite_space("aloha", [0], [0], ["camera"])
     point = space.decode(np.full(space.dims, 0.8))
     assert [spec.params.keys() <= set(CAMERAS) for spec in perturbation_specs(space, point)] == [True]
+
+
+def test_image_size_480_is_gym_alohas_own_camera():
+    """``image_size`` 480: the top camera as gym-aloha's stock env renders it (480 x 640, shadows on), pixel for pixel,
+    at reset and after steps; what LeRobot's gym_aloha env and openpi's ALOHA client hand their policies."""
+    import gym_aloha  # noqa: F401  (registers gym_aloha/*)
+    import gymnasium
+
+    stock = gymnasium.make("gym_aloha/AlohaTransferCube-v0", obs_type="pixels_agent_pos")
+    env = AlohaEnv("aloha", "transfer_cube", image_size=480)
+    try:
+        theirs, _ = stock.reset(seed=2)
+        env.reset(2)
+        assert env.image_shape == (480, 640) and env.shadows and env.config()["image_shape"] == [480, 640]
+        action = theirs["agent_pos"] + 0.05
+        for step in range(3):
+            ours = env.render("top")
+            assert ours.shape == (480, 640, 3) and np.array_equal(ours, theirs["pixels"]["top"]), step
+            assert np.allclose(env.proprio(), theirs["agent_pos"], atol=1e-6)  # the suite's proprio is float32
+            theirs, *_ = stock.step(action)
+            env.step(action)
+        row, col = env.project(env.object_position("box"), "top")  # the projection knows the frame is 640 wide
+        assert env.model.geom(int(env.segmentation("top")[int(row), int(col)])).name == "red_box"
+    finally:
+        env.close()
+        stock.close()

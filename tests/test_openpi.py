@@ -5,6 +5,7 @@ an episode error during one)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 from types import SimpleNamespace
@@ -353,3 +354,94 @@ def test_parity_with_openpis_own_client_loop():
     assert [d for d, _ in ours] == [d for d, _ in theirs]  # the same image bytes at every decision: the same episode
     for (_, a), (_, b) in zip(ours, theirs):  # the state: equal up to the suite's float32 proprio (documented)
         assert np.allclose(a, b, atol=1e-6)
+
+
+# --- the ALOHA mapping: openpi's examples/aloha_sim ------------------------------------------------------------
+def test_aloha_request_is_openpis_example_client():
+    from stress.policies.openpi import MAPPINGS, aloha_request
+
+    rng = np.random.default_rng(3)
+    top = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)  # gym-aloha's pixels["top"]: upright, 480 x 640
+    state = rng.normal(size=14)
+    obs = Observation(images={"top": top, "left_wrist": top, "right_wrist": top}, proprio=state, instruction="ignored", step=0)
+    request = aloha_request(obs)
+    # what examples/aloha_sim/env.py's _convert_observation computes
+    expected = np.transpose(image_tools.convert_to_uint8(image_tools.resize_with_pad(top, 224, 224)), (2, 0, 1))
+    assert set(request) == {"state", "images"} and set(request["images"]) == {"cam_high"}  # no prompt: the server's default
+    assert request["images"]["cam_high"].shape == (3, 224, 224) and np.array_equal(request["images"]["cam_high"], expected)
+    assert request["state"].dtype == np.float64 and np.array_equal(request["state"], state)
+    assert (MAPPINGS["aloha"].render_size, MAPPINGS["aloha"].replan_steps, MAPPINGS["aloha"].action_dim) == (480, 10, 14)
+
+
+class AlohaRecorder:
+    """A small openpi-protocol server (openpi-client's codec, websockets) for ALOHA: records what reaches it and
+    answers a 50 x 14 chunk around a fixed pose that depends on every pixel of ``cam_high``."""
+
+    def __init__(self, pose: np.ndarray):
+        from websockets.sync.server import serve
+
+        self.pose, self.seen = pose, []
+        self.server = serve(self._handler, "127.0.0.1", 0, compression=None, max_size=None)
+        self.port = self.server.socket.getsockname()[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self, ws):
+        from websockets.exceptions import ConnectionClosed
+
+        ws.send(msgpack_numpy.packb({"policy": "aloha-recorder"}))
+        try:
+            self._serve(ws)
+        except ConnectionClosed:  # openpi's client never closes its connection: it just ends
+            pass
+
+    def _serve(self, ws):
+        for frame in ws:
+            request = msgpack_numpy.unpackb(frame)
+            image = request["images"]["cam_high"]
+            digest = hashlib.sha256(image.tobytes()).hexdigest()
+            self.seen.append((digest, image.shape, image.dtype.str, sorted(request), np.array(request["state"])))
+            code = np.resize(np.frombuffer(bytes.fromhex(digest), dtype=np.uint8), 50 * 14).astype(np.float64).reshape(50, 14)
+            ws.send(msgpack_numpy.packb({"actions": self.pose + (code / 255 - 0.5) * 0.1, "server_timing": {"infer_ms": 0.0}}))
+
+
+def test_aloha_parity_with_openpis_own_client_loop(tmp_path):
+    """`stress run --suite aloha --policy openpi` against openpi's examples/aloha_sim loop (ActionChunkBroker with
+    action_horizon 10 around WebsocketClientPolicy, the env's _convert_observation) on the suite's ALOHA adapter,
+    same init state: the same image bytes reach the policy at every decision, so the same actions are executed."""
+    from openpi_client.action_chunk_broker import ActionChunkBroker
+
+    from stress.envs.aloha import AlohaEnv
+
+    steps = 20
+    env = AlohaEnv("aloha", 0, image_size=480)
+    env.reset(0)
+    recorder = AlohaRecorder(env.proprio().astype(np.float64))
+    try:
+        url = f"ws://127.0.0.1:{recorder.port}"
+        proc = run_cli("run", "--suite", "aloha", "--policy", "openpi", "--policy-server", url, "--episodes", "1", "--max-steps", str(steps),
+                       "--out", str(tmp_path), timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        store = RunStore.open(next(tmp_path.iterdir()))
+        rows = store.query("SELECT episode_key, error, steps, decisions FROM episodes")
+        assert len(rows) == 1 and rows[0]["error"] is None and (rows[0]["steps"], rows[0]["decisions"]) == (steps, 2), rows
+        assert store.specs()[0].image_size == 480  # gym-aloha's own 480 x 640 camera, as openpi's client renders it
+        ours_actions = np.asarray(store.actions(rows[0]["episode_key"])[0])
+        ours, recorder.seen = recorder.seen, []
+        # openpi's own loop: an observation every step (gym-aloha's pixels["top"] and agent_pos), a query every 10
+        broker = ActionChunkBroker(WebsocketClientPolicy("127.0.0.1", recorder.port), action_horizon=10)
+        theirs_actions = []
+        for _ in range(steps):
+            img = image_tools.convert_to_uint8(image_tools.resize_with_pad(env.render("top"), 224, 224))
+            action = broker.infer({"state": env._task.get_qpos(env.physics), "images": {"cam_high": np.transpose(img, (2, 0, 1))}})["actions"]
+            theirs_actions.append(action)
+            env.step(action)
+        theirs = recorder.seen
+    finally:
+        env.close()
+        recorder.server.shutdown()
+    assert len(ours) == len(theirs) == steps // 10
+    assert [s[:4] for s in ours] == [s[:4] for s in theirs]  # the same bytes, shape, dtype and fields at every decision
+    assert ours[0][1:4] == ((3, 224, 224), "|u1", ["images", "state"])
+    assert np.array_equal(ours_actions, np.asarray(theirs_actions))  # so the same actions were executed
+    for a, b in zip(ours, theirs):  # the state: equal up to the suite's float32 proprio (documented)
+        assert np.allclose(a[4], b[4], atol=1e-6)

@@ -110,8 +110,10 @@ def none_or(parse):
 # --- argument groups -----------------------------------------------------------------------------------------------
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """A policy server's client options, shared by ``run``, ``study`` and ``search`` (docs/remote-policy.md)."""
-    parser.add_argument("--replan-steps", type=positive_int, metavar="N", help="with --policy openpi: actions executed from each returned chunk before the next query (default 5, as openpi's LIBERO client)")
+    parser.add_argument("--replan-steps", type=positive_int, metavar="N", help="with --policy openpi: actions executed from each returned chunk before the next query (default: openpi's example client's, 5 on LIBERO, 10 on ALOHA)")
     parser.add_argument("--api-key", metavar="KEY", help="with a policy server that needs one: sent as 'Authorization: Api-Key KEY' (default: $STRESS_POLICY_API_KEY); never stored in the run")
+    parser.add_argument("--policy-path", metavar="DIR", help="with --policy lerobot: a LeRobot policy directory (config.json, model.safetensors, processor files)")
+    parser.add_argument("--lerobot-python", metavar="PATH", help="with --policy lerobot: the python of LeRobot's own environment, which serves the policy (default: $STRESS_LEROBOT_PYTHON)")
 
 
 def add_scenario_arguments(run: argparse.ArgumentParser) -> None:

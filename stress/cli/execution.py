@@ -6,16 +6,18 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 from rich.console import Console
 
 from scenarios.grid import check_servers
+from stress.cli.args import DEFAULT_SUITE
 from stress.cli.common import episode_progress
 from stress.core.errors import UserError, choice_error
 from stress.core.spec import ScenarioSpec
 from stress.envs import simulator_of
 from stress.measurement.groundtruth import Measurement
-from stress.policies import cosmos_deploy, openpi
+from stress.policies import cosmos_deploy, lerobot_client, openpi
 from stress.policies.client import API_KEY_ENV, HTTP, WEBSOCKET
 from stress.policies.remote import check_url, probe, served_id
 from stress.runners import BACKENDS, make_runner
@@ -45,11 +47,17 @@ CLIENTS = ("remote", "openpi", "cosmos-deploy")  # the backends that talk to a p
 def remote_options(args) -> tuple[tuple, int | None, dict | None]:
     """(policy options, image size, handshake metadata) of a policy server's client: the served policy's identity
     and the server's address as options (openpi: its ``replan_steps`` too), and the image size the server expects
-    (Cosmos: 256; openpi: 256, resized to 224 as openpi's LIBERO client does); ((), None, None) otherwise. The
+    (Cosmos: 256; openpi: its mapping's, 256 on LIBERO and gym-aloha's 480x640 on ALOHA, resized to 224 as openpi's
+    clients do); ((), None, None) otherwise. The
     metadata is stress-policy/1's (None for openpi, whose metadata is free-form)."""
     replan = getattr(args, "replan_steps", None)
     if args.policy != "openpi" and replan is not None:
         raise UserError(f"--replan-steps is for --policy openpi; got --policy {args.policy!r}")
+    if args.policy == "lerobot":
+        return lerobot_options(args)
+    for flag in ("policy_path", "lerobot_python"):
+        if getattr(args, flag, None):
+            raise UserError(f"--{flag.replace('_', '-')} is for --policy lerobot; got --policy {args.policy!r}")
     if args.policy not in CLIENTS:
         if args.policy_server:
             raise UserError(f"--policy-server is for --policy remote, openpi or cosmos-deploy; got --policy {args.policy!r}")
@@ -63,9 +71,10 @@ def remote_options(args) -> tuple[tuple, int | None, dict | None]:
         server = cosmos_deploy.probe(url, first_observation(_first_scene(args))[0])
         return (("served", server["served"]), ("server", url)), cosmos_deploy.RENDER_SIZE, server
     if args.policy == "openpi":
-        replan = openpi.check_replan_steps(openpi.DEFAULT_REPLAN_STEPS if replan is None else replan)
+        mapping = openpi.mapping_of(simulator_of(getattr(args, "suite", None) or DEFAULT_SUITE).name)
+        replan = openpi.check_replan_steps(mapping.replan_steps if replan is None else replan)
         metadata = openpi.probe(args.policy_server)
-        return (("replan_steps", replan), ("served", openpi.served_id(metadata)), ("server", args.policy_server)), openpi.RENDER_SIZE, None
+        return (("replan_steps", replan), ("served", openpi.served_id(metadata)), ("server", args.policy_server)), mapping.render_size, None
     server = probe(args.policy_server)
     # the key holds what it serves, not where
     return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server
@@ -81,6 +90,22 @@ def _first_scene(args) -> ScenarioSpec:
     task = int(first) if str(first).isdigit() else first
     return ScenarioSpec(suite=suite, task_id=task, init_index=0, policy="cosmos-deploy", seed=getattr(args, "seed", 0) or 0,
                         image_size=cosmos_deploy.RENDER_SIZE, policy_options=(("server", args.policy_server),))
+
+
+def lerobot_options(args) -> tuple[tuple, int, None]:
+    """``--policy lerobot``: the directory checked against the suite's simulator (exit 2 naming the mismatch), LeRobot's
+    Python, what is served (its digest), and the render size LeRobot's env of that simulator uses."""
+    if args.policy_server:
+        raise UserError("--policy-server is for --policy remote, openpi or cosmos-deploy; --policy lerobot starts its own server (--lerobot-python)")
+    if not getattr(args, "policy_path", None):
+        raise UserError("--policy lerobot needs --policy-path DIR (a LeRobot policy directory)")
+    simulator = simulator_of(getattr(args, "suite", None) or DEFAULT_SUITE).name
+    if simulator not in lerobot_client.LerobotPolicy.simulators:
+        raise UserError(f"--policy lerobot has no mapping for simulator {simulator!r}; valid: {', '.join(lerobot_client.LerobotPolicy.simulators)}")
+    python = lerobot_client.check_python(getattr(args, "lerobot_python", None) or os.environ.get(lerobot_client.PYTHON_ENV))
+    served = lerobot_client.check_policy(args.policy_path, simulator)
+    path = str(Path(args.policy_path).resolve())
+    return (("policy_path", path), ("python", python), ("served", served), ("simulator", simulator)), lerobot_client.image_size(simulator), None
 
 
 def start_or_resume(args, make_specs, label):

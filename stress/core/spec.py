@@ -20,8 +20,9 @@ SPEC_FIELDS = ("suite", "task_id", "init_index", "perturbations", "policy", "mod
 
 
 # policy options that say where or how patiently a policy is reached, not what it is: left out of the episode
-# key and the setting label, so a run resumes against a policy server on another host or port
-TRANSPORT_OPTIONS = frozenset({"server", "timeout_s"})
+# key and the setting label, so a run resumes against a policy server on another host or port (a LeRobot policy:
+# its directory and LeRobot's Python; what it is, is its "served" digest)
+TRANSPORT_OPTIONS = frozenset({"server", "timeout_s", "policy_path", "python"})
 OPTION_LABELS = {"num_denoising_steps": "steps", "value_source": "value", "checkpoint": "model"}  # short names in the 'setting' label
 
 

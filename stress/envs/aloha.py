@@ -51,6 +51,11 @@ INSTRUCTIONS = {
 }
 XML = {"transfer_cube": "bimanual_viperx_transfer_cube.xml", "insertion": "bimanual_viperx_insertion.xml"}
 CAMERAS = ("top", "left_wrist", "right_wrist")
+# image_size STOCK_SIZE asks for gym-aloha's own cameras: 480 high x 640 wide with the scene's shadows on, what
+# gym-aloha's stock env (and so LeRobot's gym_aloha env and openpi's ALOHA client) renders; a policy trained on
+# those frames sees the same pixels
+STOCK_SIZE = 480
+STOCK_SHAPE = (480, 640)
 N_INIT_STATES = 50  # init state i = gym-aloha's seeded object pose with seed i
 SUITE_MAX_STEPS = {SUITE: MAX_STEPS}  # as stress.envs.libero's
 VALUE_DISCOUNT = 0.998  # Cosmos Policy's value discount for ALOHA
@@ -268,7 +273,7 @@ class AlohaScene(SceneQuery):
 class AlohaEnv(SimEnv):
     """One gym-aloha task (``suite="aloha"``), reusable across init states and non-scene perturbations.
 
-    ``task_id``: 0 / "transfer_cube" or 1 / "insertion". ``image_size``: square render size in pixels.
+    ``task_id``: 0 / "transfer_cube" or 1 / "insertion". ``image_size``: square render size in pixels, or ``STOCK_SIZE`` (480) for gym-aloha's own 480x640 cameras with shadows.
     ``scene``: perturbation specs; the scene-layer ones are compiled in (the rest is per ``reset``), like
     ``LiberoEnv``. ``shadows``: whether the scene's shadow-casting light casts shadows (off by default: it is
     most of the render cost).
@@ -292,7 +297,8 @@ class AlohaEnv(SimEnv):
         self.suite = suite
         self.task_id = task_index(task_id)
         self.task = TASKS[self.task_id]
-        self.image_size, self.shadows = int(image_size), bool(shadows)
+        self.image_size = int(image_size)
+        self.shadows = bool(shadows) or self.image_size == STOCK_SIZE
         self.instruction = INSTRUCTIONS[self.task]
         self.max_steps = MAX_STEPS
         scene_specs = tuple(s for s in scene if family(s.name).layer is Layer.SCENE)
@@ -320,7 +326,7 @@ class AlohaEnv(SimEnv):
     def config(self) -> dict:
         """The adapter options a run's manifest records."""
         return {"suite": SUITE, "task": self.task, "task_id": self.task_id, "image_size": self.image_size,
-                "shadows": self.shadows, "cameras": list(CAMERAS), "max_steps": self.max_steps, "chunk": CHUNK,
+                "image_shape": list(self.image_shape), "shadows": self.shadows, "cameras": list(CAMERAS), "max_steps": self.max_steps, "chunk": CHUNK,
                 "value_discount": VALUE_DISCOUNT, "substeps": SUBSTEPS, "n_init_states": N_INIT_STATES}
 
     # --- the protocol's adapter hooks -----------------------------------------------------------------
@@ -388,6 +394,10 @@ class AlohaEnv(SimEnv):
         return AlohaFailureTracker(self)
 
     # --- rendering ----------------------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return STOCK_SHAPE if self.image_size == STOCK_SIZE else (self.image_size, self.image_size)
+
     def _make_current(self) -> None:
         """Make this env's GL context current. dm_control remembers which of *its* contexts is current and
         skips the switch when it thinks it is ours, but another simulator in the process (robosuite/LIBERO)
@@ -404,13 +414,15 @@ class AlohaEnv(SimEnv):
     def _render_raw(self, camera: str) -> np.ndarray:
         self._make_current()
         # dm_control hands out upright images; the protocol's raw render is MuJoCo's bottom-up buffer
-        return self.physics.render(height=self.image_size, width=self.image_size, camera_id=camera)[::-1]
+        height, width = self.image_shape
+        return self.physics.render(height=height, width=width, camera_id=camera)[::-1]
 
     def segmentation(self, camera: str) -> np.ndarray:
         """Upright map of MuJoCo geom ids seen by ``camera`` (-1: background or a non-geom)."""
         self.check_camera(camera)
         self._make_current()
-        seg = self.physics.render(height=self.image_size, width=self.image_size, camera_id=camera, segmentation=True)
+        height, width = self.image_shape
+        seg = self.physics.render(height=height, width=width, camera_id=camera, segmentation=True)
         return np.where(seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM), seg[..., 0], -1).astype(np.int32)
 
     # --- scene queries (the rest: AlohaScene) --------------------------------------------------------------
@@ -431,6 +443,7 @@ class AlohaEnv(SimEnv):
 SIMULATOR = Simulator(
     name="aloha", env_class=AlohaEnv, suites=SUITE_MAX_STEPS, tasks=suite_tasks,
     n_init_states=lambda suite, task: N_INIT_STATES, value_discount=VALUE_DISCOUNT, default_image_size=224,
+    image_sizes=(64, 128, 224, 256, STOCK_SIZE),
     note="gym-aloha 0.1.5 bimanual ViperX, 14-D joint positions at 50 Hz, seeded object poses (50 per task), shadows off",
     capabilities=frozenset({"object_bodies", "lights", "textures", "camera_poses", "movable_objects", "arm_joints", "grip_points"}),
     arm_joints=2 * len(ARM_JOINTS),

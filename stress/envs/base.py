@@ -185,6 +185,12 @@ class SimEnv:
                 raise SimulatorFault(f"MuJoCo instability warning {warning.name}")
 
     # --- observing ------------------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(height, width) of every render: square ``image_size`` unless an adapter renders another shape (ALOHA's
+        stock cameras)."""
+        return (self.image_size, self.image_size)
+
     def camera_id(self, camera: str) -> int:
         self.check_camera(camera)
         return mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera_names[camera])
@@ -259,9 +265,10 @@ class SimEnv:
         rel = data.cam_xmat[cam_id].reshape(3, 3).T @ (np.asarray(point) - data.cam_xpos[cam_id])
         if rel[2] >= 0:  # MuJoCo cameras look along -z
             return None
-        focal = 0.5 * self.image_size / np.tan(np.deg2rad(model.cam_fovy[cam_id]) / 2)
-        col = self.image_size / 2 + focal * rel[0] / -rel[2]
-        row = self.image_size / 2 - focal * rel[1] / -rel[2]
+        height, width = self.image_shape
+        focal = 0.5 * height / np.tan(np.deg2rad(model.cam_fovy[cam_id]) / 2)  # fovy is the vertical field of view
+        col = width / 2 + focal * rel[0] / -rel[2]
+        row = height / 2 - focal * rel[1] / -rel[2]
         return float(row), float(col)
 
     # --- snapshots ------------------------------------------------------------------------------------
@@ -320,6 +327,7 @@ class Simulator:
     n_init_states: Any  # (suite, task) -> how many init states the task has
     value_discount: float  # what a realised value is discounted by per step (Cosmos: LIBERO 0.99, ALOHA 0.998)
     default_image_size: int = 128  # the render size a run uses unless the policy asks for another
+    image_sizes: tuple[int, ...] = (64, 128, 224, 256)  # the render sizes a spec may ask for
     note: str = ""
     capabilities: frozenset[str] = frozenset()
     arm_joints: int = 0  # how many arm joints robot_init's offsets have (LIBERO's Panda: 7; ALOHA: 2 x 6)

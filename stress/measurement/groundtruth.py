@@ -140,7 +140,7 @@ def occlusion_masks(env: SimEnv) -> dict[str, np.ndarray] | None:
                 masks[camera] = masks[camera] | mask if camera in masks else mask
     if not masks:
         return None
-    return {c: masks.get(c, np.zeros((env.image_size, env.image_size), dtype=bool)) for c in env.cameras}
+    return {c: masks.get(c, np.zeros(env.image_shape, dtype=bool)) for c in env.cameras}
 
 
 class GroundTruth:

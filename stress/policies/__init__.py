@@ -13,6 +13,7 @@ POLICIES.register("aloha-expert", "stress.policies.aloha_expert:AlohaExpertPolic
 POLICIES.register("remote", "stress.policies.remote:RemotePolicy")
 POLICIES.register("openpi", "stress.policies.openpi:OpenpiPolicy")  # a server speaking openpi's protocol (pi0, pi0.5, harnesses on openpi-client)
 POLICIES.register("cosmos-deploy", "stress.policies.cosmos_deploy:CosmosDeployPolicy")  # Cosmos Policy's own ALOHA deploy.py (HTTP, json_numpy)
+POLICIES.register("lerobot", "stress.policies.lerobot_client:LerobotPolicy")  # a LeRobot policy directory, served from LeRobot's own environment
 
 
 def policy_names() -> tuple[str, ...]:

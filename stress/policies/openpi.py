@@ -31,7 +31,7 @@ from stress.core.errors import UserError
 from stress.core.policy import Decision, Observation, PolicyFault, PolicyUnavailable
 from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_chunk, check_url, close_quietly, first_line, probe_server
 
-DEFAULT_REPLAN_STEPS = 5  # openpi's examples/libero/main.py: replan_steps
+DEFAULT_REPLAN_STEPS = 5  # openpi's examples/libero/main.py: replan_steps (ALOHA's: its Mapping's)
 RESIZE = 224  # openpi's examples: resize_size (both LIBERO and ALOHA)
 RENDER_SIZE = 256  # openpi's LIBERO_ENV_RESOLUTION: the size its LIBERO client renders, before resizing to 224
 DEFAULT_TIMEOUT_S = 120.0
@@ -68,15 +68,31 @@ def libero_request(obs: Observation) -> dict:
     return {"observation/image": image, "observation/wrist_image": wrist, "observation/state": state, "prompt": str(obs.instruction)}
 
 
+def aloha_request(obs: Observation) -> dict:
+    """openpi's examples/aloha_sim (env.py): gym-aloha's top camera (rendered 480x640 with shadows, the suite's
+    ``image_size`` 480) resized with padding to 224, ``convert_to_uint8``, transposed HWC -> CHW, sent as
+    ``images.cam_high``; the 14-D joint state (gym-aloha's ``agent_pos``) as ``state``. openpi's ALOHA client
+    sends no prompt (the server's ``default_prompt`` applies: "Transfer cube" for pi0_aloha_sim), so neither
+    does this one."""
+    image = image_tools.convert_to_uint8(image_tools.resize_with_pad(obs.images["top"], RESIZE, RESIZE))
+    return {"state": np.asarray(obs.proprio, dtype=np.float64), "images": {"cam_high": np.transpose(image, (2, 0, 1))}}
+
+
 @dataclass(frozen=True)
 class Mapping:
     simulator: str
     cameras: tuple[str, ...]  # ours, which the request needs
     action_dim: int
     build: Callable[[Observation], dict]
+    render_size: int  # the suite's image_size that renders what openpi's client renders
+    replan_steps: int  # openpi's example client: actions executed per query
 
 
-MAPPINGS = {"libero": Mapping("libero", ("agentview", "wrist"), 7, libero_request)}
+MAPPINGS = {
+    "libero": Mapping("libero", ("agentview", "wrist"), 7, libero_request, RENDER_SIZE, DEFAULT_REPLAN_STEPS),
+    # examples/aloha_sim/main.py: ActionChunkBroker(action_horizon=10); 480: gym-aloha's own 480x640 camera, shadows on
+    "aloha": Mapping("aloha", ("top",), 14, aloha_request, 480, 10),
+}
 
 
 def mapping_for(obs: Observation) -> Mapping:
@@ -84,6 +100,13 @@ def mapping_for(obs: Observation) -> Mapping:
         if set(mapping.cameras) <= set(obs.images):
             return mapping
     raise PolicyFault(f"no openpi mapping for cameras {sorted(obs.images)}; valid: {', '.join(MAPPINGS)}")
+
+
+def mapping_of(simulator: str) -> Mapping:
+    """The mapping of a simulator, or UserError naming the ones there are."""
+    if simulator not in MAPPINGS:
+        raise UserError(f"--policy openpi has no mapping for simulator {simulator!r}; valid: {', '.join(MAPPINGS)}")
+    return MAPPINGS[simulator]
 
 
 # --- connection ----------------------------------------------------------------------------------------------
@@ -140,10 +163,11 @@ class OpenpiPolicy:
     uses_images: ClassVar[bool] = True
     actions_only: ClassVar[bool] = True  # no value, no predicted future: the report says "not provided by this policy"
 
-    def __init__(self, server: str | None = None, served: str | None = None, replan_steps: int = DEFAULT_REPLAN_STEPS,
+    def __init__(self, server: str | None = None, served: str | None = None, replan_steps: int | None = None,
                  timeout_s: float = DEFAULT_TIMEOUT_S):
         self.server, self.served, self.timeout_s = server, served, float(timeout_s)
-        self.replan_steps = check_replan_steps(replan_steps)
+        # None: the mapping's own (openpi's example client for the simulator observed)
+        self.replan_steps = None if replan_steps is None else check_replan_steps(replan_steps)
         self._ws = None
         self.metadata: dict | None = None
         self._packer = msgpack_numpy.Packer()
@@ -152,7 +176,8 @@ class OpenpiPolicy:
     @classmethod
     def check_options(cls, options: dict) -> None:
         check_url(options.get("server"))
-        check_replan_steps(options.get("replan_steps", DEFAULT_REPLAN_STEPS))
+        if options.get("replan_steps") is not None:
+            check_replan_steps(options["replan_steps"])
         timeout = options.get("timeout_s", DEFAULT_TIMEOUT_S)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise UserError(f"timeout_s {timeout!r} invalid; valid: seconds > 0")
@@ -223,10 +248,11 @@ class OpenpiPolicy:
         if self._instruction is None:
             raise PolicyFault("act before reset")
         mapping = mapping_for(obs)
+        replan_steps = mapping.replan_steps if self.replan_steps is None else self.replan_steps
         reply, elapsed = self.infer(mapping.build(obs))
-        actions = check_actions(reply, mapping.action_dim, self.replan_steps)
+        actions = check_actions(reply, mapping.action_dim, replan_steps)
         timing = {k: v for k, v in (reply.get("server_timing") or {}).items() if isinstance(v, (int, float))} if isinstance(reply.get("server_timing"), dict) else {}
-        return Decision(actions=actions[: self.replan_steps], info={"server_timing": {**timing, "round_trip_ms": elapsed}, "chunk": int(len(actions))})
+        return Decision(actions=actions[:replan_steps], info={"server_timing": {**timing, "round_trip_ms": elapsed}, "chunk": int(len(actions))})
 
 
 def check_actions(reply: dict, action_dim: int, replan_steps: int) -> np.ndarray:

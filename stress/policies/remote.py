@@ -223,6 +223,8 @@ class RemotePolicy:
             raise PolicyUnavailable(f"policy server {self.server} gave no reply within {self.timeout_s:g} s") from None
         except (ConnectionClosed, OSError) as exc:
             self.close()
+            if getattr(getattr(exc, "rcvd", None), "code", None) == 1009 and getattr(exc, "rcvd_then_sent", False):  # the server refused our frame
+                raise PolicyUnavailable(f"policy server {self.server} refused a request frame as too large (close code 1009; its --max-frame-mb)") from None
             if getattr(getattr(exc, "sent", None), "code", None) == 1009:  # we refused it: a reply over reply_limit
                 raise MalformedResponse(f"reply larger than {self._limit} bytes (the handshake's images x candidates, twice); refused unread") from None
             raise PolicyUnavailable(f"policy server {self.server} closed the connection ({type(exc).__name__})") from None
@@ -251,7 +253,9 @@ class RemotePolicy:
         if self._episode is None:
             raise PolicyFault("act before reset")
         planning = self._episode["mode"] == "planning"
-        message = {"type": "plan" if planning else "act", "images": obs.images, "proprio": np.asarray(obs.proprio, dtype=np.float64),
+        # the cameras the handshake declares, no others (a simulator may render more than the served policy reads)
+        images = {camera: image for camera, image in obs.images.items() if camera in self.metadata["cameras"]}
+        message = {"type": "plan" if planning else "act", "images": images, "proprio": np.asarray(obs.proprio, dtype=np.float64),
                    "instruction": obs.instruction, "step": int(obs.step), "settings": dict(self._settings)}
         if planning:
             message.update(n_candidates=self._episode["n_candidates"], aggregation=self._episode["aggregation"])

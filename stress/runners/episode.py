@@ -60,8 +60,8 @@ def check_spec(spec: ScenarioSpec) -> None:
         raise UserError(f"policy {spec.policy!r} has no {spec.mode!r} mode; valid: {', '.join(cls.modes)}")
     if spec.max_steps is not None and (not isinstance(spec.max_steps, int) or spec.max_steps < 1):
         raise UserError(f"max_steps {spec.max_steps!r} invalid; valid: a positive integer or null (suite default)")
-    if spec.image_size not in (64, 128, 224, 256):
-        raise UserError(f"image_size {spec.image_size!r} invalid; valid: 64, 128, 224, 256")
+    if spec.image_size not in sim.image_sizes:
+        raise UserError(f"image_size {spec.image_size!r} invalid; valid: {', '.join(map(str, sim.image_sizes))}")
     if spec.mode == "planning":
         if spec.n_candidates < 1:
             raise UserError(f"n_candidates {spec.n_candidates!r} invalid; valid: an integer >= 1")
