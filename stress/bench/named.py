@@ -201,13 +201,13 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("groundtruth", "LIBERO: a best-of-8 reference episode without and with each counterfactual measurement", _groundtruth),
     Benchmark("families", "LIBERO: applying each model/pixels family per episode, and its reset with realisation check", _families),
     Benchmark("aloha", "ALOHA: render on demand, image size and shadows apart; snapshot; the expert's success", _aloha),
-    Benchmark("workers", "whole `stress run --policy expert` commands, 1 vs 2 local workers: wall, CPU, steady state", _workers),
-    Benchmark("ray", "whole `stress run --policy expert` commands, 2 local workers vs 2 Ray actors: wall, CPU, steady state", _ray),
-    Benchmark("remote", "stress-policy/1 round trip on 127.0.0.1 vs an in-process call (two 256 px images, a best-of-8 reply)", _remote),
-    Benchmark("wires", "round trip per wire on 127.0.0.1 (stress-policy/1, openpi's), two 224 px images, a 10 x 7 chunk", _wires),
-    Benchmark("throughput", "episodes per hour of --workers processes fed by one `stress serve --policy reference`, vs in-process", _throughput),
-    Benchmark("planted", "the search's planted-failure benchmark: every sampler on tuning and held-out landscapes (no simulator)", _planted),
-    Benchmark("maps", "failure-boundary maps: adaptive threshold estimation vs a 5-level grid on synthetic curves (no simulator)", _maps),
+    Benchmark("workers", "Whole `stress run --policy expert` commands, 1 vs 2 local workers: wall, CPU, steady state", _workers),
+    Benchmark("ray", "Whole `stress run --policy expert` commands, 2 local workers vs 2 Ray actors: wall, CPU, steady state", _ray),
+    Benchmark("remote", "The stress-policy/1 round trip on 127.0.0.1 vs an in-process call (two 256 px images, a best-of-8 reply)", _remote),
+    Benchmark("wires", "Round trip per wire on 127.0.0.1 (stress-policy/1, openpi's), two 224 px images, a 10 x 7 chunk", _wires),
+    Benchmark("throughput", "Episodes per hour of --workers processes fed by one `stress serve --policy reference`, vs in-process", _throughput),
+    Benchmark("planted", "The search's planted-failure benchmark: every sampler on tuning and held-out landscapes (no simulator)", _planted),
+    Benchmark("maps", "Failure-boundary maps: adaptive threshold estimation vs a 5-level grid on synthetic curves (no simulator)", _maps),
 )}
 DEFAULT = ("render", "overhead", "snapshot", "groundtruth", "families")  # plain `stress bench`
 
