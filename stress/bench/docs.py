@@ -64,6 +64,15 @@ def _families(e: dict) -> str:
                    for name, c in sorted(e["figures"].items())])
 
 
+def _makerun(e: dict) -> str:
+    f, s, r = e["figures"], e["settings"], e["repeats"]
+    return _table((f"`make run`'s episodes, init states 0-{s['inits'] - 1} ({s['episodes']} episodes)", "CPU s", "wall s", "decisions", "success"),
+                  [(f"`{key}`", _n(cpu, ".2f"), _n(wall, ".2f"), d, "yes" if ok else "no") for key, cpu, wall, d, ok in
+                   zip(r["episode_key"], r["cpu_s"], r["wall_s"], r["decisions"], r["success"])]
+                  + [("**all**", f"**{_n(f['cpu_s'], '.1f')}**", _n(f["wall_s"], ".1f"), f["decisions"], f"{f['successes']}/{s['episodes']}"),
+                     ("CPU s per decision", _n(f["cpu_s_per_decision"], ".2f"), "", "", "")])
+
+
 def _aloha(e: dict) -> str:
     f, s = e["figures"], e["settings"]
     rows = [("gym-aloha's stock loop: top, angle, front_close at 640×480 after every step, shadows", _n(f["stock_shadows"]), ""),
@@ -144,7 +153,7 @@ def _maps(e: dict) -> str:
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {"render": _render, "overhead": _overhead, "snapshot": _snapshot, "groundtruth": _groundtruth,
-                                               "families": _families, "aloha": _aloha, "workers": _workers, "ray": _ray, "remote": _remote,
+                                               "families": _families, "makerun": _makerun, "aloha": _aloha, "workers": _workers, "ray": _ray, "remote": _remote,
                                                "wires": _wires, "throughput": _throughput, "planted": _planted, "maps": _maps}
 
 
@@ -165,7 +174,8 @@ def with_tables(text: str, benchmarks: dict[str, dict]) -> str:
             continue
         begin, end = markers(name)
         pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.S)
-        text = pattern.sub(lambda _: f"{begin}\n{block(name, entry)}\n{end}", text)
+        generated = f"{begin}\n{block(name, entry)}\n{end}"
+        text = pattern.sub(lambda _, generated=generated: generated, text)
     return text
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -26,11 +26,16 @@ from typing import Any, Callable
 import numpy as np
 
 from scenarios.boundary import benchmark as map_benchmark
+from scenarios.grid import grid_specs, scene_maker
 from scenarios.planted import benchmark as planted_benchmark
 from scenarios.samplers import SAMPLERS
 from stress.bench import aloha, libero, remote
 from stress.core.errors import UserError
 from stress.core.files import atomic_write
+from stress.envs.cache import EnvCache
+from stress.measurement.groundtruth import Measurement
+from stress.policies.cache import PolicyCache
+from stress.runners.episode import run_episode
 
 BENCH_FILE = "bench.json"
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +105,31 @@ def _families(args) -> dict:
         costs = libero.family_costs(scene.env, args.init, scene.steps, episode_s)
     return {"settings": {"suite": args.suite, "task": args.task, "init": args.init, "severity": 3, "episode_s": episode_s},
             "repeats": {}, "figures": costs}
+
+
+MAKE_RUN_INITS = 3  # `stress run`'s default --episodes, what `make run` runs
+
+
+def _makerun(args) -> dict:
+    """``make run``'s 24 episodes (the reference model, init states 0-2, clean + occlusion 1, 3, 5, both modes, the default
+    measurement) in this process: CPU and wall seconds per episode, after one warm-up step."""
+    specs = grid_specs(args.suite, [args.task], MAKE_RUN_INITS, scene_maker(["occlusion"], [1, 3, 5], "both", True, 0), "reference",
+                       ["direct", "planning"], range(1), 8, "average", None, None)
+    envs, policies = EnvCache(), PolicyCache()
+    raw: dict[str, list] = {"episode_key": [], "cpu_s": [], "wall_s": [], "decisions": [], "steps": [], "success": []}
+    try:
+        run_episode(replace(specs[0], max_steps=1), envs, policies)  # the scene build and the model load: start-up, not counted
+        for spec in specs:
+            cpu, wall = time.process_time(), time.perf_counter()
+            result = run_episode(spec, envs, policies, measurement=Measurement())
+            for key, value in (("episode_key", spec.key), ("cpu_s", time.process_time() - cpu), ("wall_s", time.perf_counter() - wall),
+                               ("decisions", len(result.decision_steps)), ("steps", result.steps), ("success", result.success)):
+                raw[key].append(value)
+    finally:
+        envs.close()
+    return {"settings": {"suite": args.suite, "task": args.task, "inits": MAKE_RUN_INITS, "episodes": len(specs)}, "repeats": raw,
+            "figures": {"cpu_s": float(sum(raw["cpu_s"])), "wall_s": float(sum(raw["wall_s"])), "decisions": int(sum(raw["decisions"])),
+                        "cpu_s_per_decision": float(sum(raw["cpu_s"]) / max(1, sum(raw["decisions"]))), "successes": int(sum(raw["success"]))}}
 
 
 # --- ALOHA ----------------------------------------------------------------------------------------------------------
@@ -200,6 +230,7 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("snapshot", "LIBERO: snapshot + restore at a decision point; the process's peak memory", _snapshot),
     Benchmark("groundtruth", "LIBERO: a best-of-8 reference episode without and with each counterfactual measurement", _groundtruth),
     Benchmark("families", "LIBERO: applying each model/pixels family per episode, and its reset with realisation check", _families),
+    Benchmark("makerun", "LIBERO: `make run`'s 24 episodes in one process, CPU and wall seconds per episode", _makerun),
     Benchmark("aloha", "ALOHA: render on demand, image size and shadows apart; snapshot; the expert's success", _aloha),
     Benchmark("workers", "Whole `stress run --policy expert` commands, 1 vs 2 local workers: wall, CPU, steady state", _workers),
     Benchmark("ray", "Whole `stress run --policy expert` commands, 2 local workers vs 2 Ray actors: wall, CPU, steady state", _ray),
