@@ -257,7 +257,7 @@ class GroundTruth:
         try:
             for action in pending.actions[executed:]:
                 env.step(action)
-            self.settle(env)
+            self._settle(env)
         except SimulatorFault:
             self._pending = None  # as when measured from the decision's snapshot: no figures for this chunk
         finally:
@@ -267,14 +267,17 @@ class GroundTruth:
     def settle(self, env: SimEnv) -> None:
         """Measure the pending executed chunk at its end, the simulator's current state: the frame the last
         observation rendered (reused), else one render per camera."""
+        start = time.perf_counter()
+        self._settle(env)
+        self.seconds += time.perf_counter() - start
+
+    def _settle(self, env: SimEnv) -> None:
         pending, self._pending = self._pending, None
         if pending is None:
             return
-        start = time.perf_counter()
         true = env.observed_images() or {c: env.perturb_pixels(env.render(c), c) for c in env.cameras}
         row = self._compare(pending.step, True, pending.predicted, true, pending.current, pending.masks, pending.view)
         self.by_step[pending.step] = {pending.index: row, -1: dict(row)} if pending.index != -1 else {-1: row}
-        self.seconds += time.perf_counter() - start
 
     def _continue(self, env, snapshot, done: bool) -> bool:
         """Continue from after the chunk with the direct policy to the end of the budget."""
