@@ -67,8 +67,8 @@ def _families(e: dict) -> str:
 def _makerun(e: dict) -> str:
     f, s, r = e["figures"], e["settings"], e["repeats"]
     return _table((f"`make run`'s episodes, init states 0-{s['inits'] - 1} ({s['episodes']} episodes)", "CPU s", "wall s", "decisions", "success"),
-                  [(f"`{key}`", _n(cpu, ".2f"), _n(wall, ".2f"), d, "yes" if ok else "no") for key, cpu, wall, d, ok in
-                   zip(r["episode_key"], r["cpu_s"], r["wall_s"], r["decisions"], r["success"])]
+                  [(scenario, _n(cpu, ".2f"), _n(wall, ".2f"), d, "yes" if ok else "no") for scenario, cpu, wall, d, ok in
+                   zip(r["scenario"], r["cpu_s"], r["wall_s"], r["decisions"], r["success"])]
                   + [("**all**", f"**{_n(f['cpu_s'], '.1f')}**", _n(f["wall_s"], ".1f"), f["decisions"], f"{f['successes']}/{s['episodes']}"),
                      ("CPU s per decision", _n(f["cpu_s_per_decision"], ".2f"), "", "", "")])
 

@@ -116,13 +116,14 @@ def _makerun(args) -> dict:
     specs = grid_specs(args.suite, [args.task], MAKE_RUN_INITS, scene_maker(["occlusion"], [1, 3, 5], "both", True, 0), "reference",
                        ["direct", "planning"], range(1), 8, "average", None, None)
     envs, policies = EnvCache(), PolicyCache()
-    raw: dict[str, list] = {"episode_key": [], "cpu_s": [], "wall_s": [], "decisions": [], "steps": [], "success": []}
+    raw: dict[str, list] = {"episode_key": [], "scenario": [], "cpu_s": [], "wall_s": [], "decisions": [], "steps": [], "success": []}
     try:
         run_episode(replace(specs[0], max_steps=1), envs, policies)  # the scene build and the model load: start-up, not counted
         for spec in specs:
             cpu, wall = time.process_time(), time.perf_counter()
             result = run_episode(spec, envs, policies, measurement=Measurement())
-            for key, value in (("episode_key", spec.key), ("cpu_s", time.process_time() - cpu), ("wall_s", time.perf_counter() - wall),
+            scenario = f"init {spec.init_index}, {'+'.join(f'{p.name}:{p.severity}' for p in spec.perturbations) or 'clean'}, {spec.mode}"
+            for key, value in (("episode_key", spec.key), ("scenario", scenario), ("cpu_s", time.process_time() - cpu), ("wall_s", time.perf_counter() - wall),
                                ("decisions", len(result.decision_steps)), ("steps", result.steps), ("success", result.success)):
                 raw[key].append(value)
     finally:
