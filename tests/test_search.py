@@ -129,8 +129,8 @@ def test_planted_bench_command_keeps_tuning_and_report_seeds_apart(tmp_path):
     assert_user_error(proc, "--report-seeds 3", "--tune-seeds")
     proc = run_cli("bench", "--planted", "--tune-seeds", "0", "--report-seeds", "100", "--budget", "20", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
-    saved = json.loads(next(tmp_path.glob("planted-*.json")).read_text())
-    assert saved["tune_seeds"] == [0] and saved["report_seeds"] == [100] and set(saved["report"]) >= {"random", "ce", "blind-ce"}
+    saved = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]["planted"]
+    assert saved["settings"]["tune_seeds"] == [0] and saved["settings"]["report_seeds"] == [100] and set(saved["figures"]["report"]) >= {"random", "ce", "blind-ce"}
     assert "held-out seeds 100" in proc.stdout
 
 

@@ -56,13 +56,16 @@ def no_render_steps_per_s(env: AlohaEnv, init: int, actions: np.ndarray) -> floa
     return len(actions) / (time.perf_counter() - start)
 
 
-def stock_steps_per_s(task: str, init: int, actions: np.ndarray) -> float:
-    """gym-aloha's own loop (renders top/angle/front_close at 640x480 after each step) on ``actions``."""
+def stock_steps_per_s(task: str, init: int, actions: np.ndarray, shadows: bool = True) -> float:
+    """gym-aloha's own loop (renders top/angle/front_close at 640x480 after each step) on ``actions``; ``shadows``
+    False: its lights cast none (the one difference, to time shadows apart)."""
     import gym_aloha  # noqa: F401  (registers the envs)
     import gymnasium as gym
 
     env = gym.make(STOCK_IDS[task], obs_type="pixels_agent_pos", max_episode_steps=len(actions) + 1)
     env.reset(seed=init)
+    if not shadows:
+        env.unwrapped._env.physics.model.light_castshadow[:] = 0
     start = time.perf_counter()
     for action in actions:
         env.step(action)
@@ -165,6 +168,35 @@ def measure(task: str = "transfer_cube", init: int = 0, stock_steps: int = 50, r
         "snapshot_restore_ms": snap_ms,
         "expert": expert_table(n_init) if n_init else None,
     }
+
+
+def split(task: str = "transfer_cube", init: int = 0, steps: int = 50, repeats: int = 2, n_init: int = 10) -> dict:
+    """The render-on-demand speed-up over gym-aloha's stock loop, split into its three factors, each a ratio of two loops
+    timed one after the other per repeat on the first ``steps`` expert actions (stress.bench.named, ``--only aloha``):
+    shadows (stock 640x480 cameras with vs without shadows), image size and cameras (stock 640x480 without shadows vs
+    ours at 224 px, both after every step), and render on demand alone (ours after every step vs once per 50-step chunk).
+    The three factors multiply to the whole speed-up of each repeat."""
+    env = AlohaEnv("aloha", task)
+    actions = _expert_actions(env, init)
+    loops = {"stock_shadows": lambda: stock_steps_per_s(task, init, actions[:steps]),
+             "stock_no_shadows": lambda: stock_steps_per_s(task, init, actions[:steps], shadows=False),
+             "ours_224_every_step": lambda: render_on_demand_steps_per_s(env, init, actions[:steps], every=1),
+             "ours_224_on_demand": lambda: render_on_demand_steps_per_s(env, init, actions[:steps]),
+             "ours_224_on_demand_episode": lambda: render_on_demand_steps_per_s(env, init, actions),
+             "no_render": lambda: no_render_steps_per_s(env, init, actions)}
+    raw: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            raw[name].append(loop())
+    snap = [snapshot_restore_ms(env, init, actions) for _ in range(repeats)]
+    env.close()
+    ratio = lambda a, b: float(np.median([x / y for x, y in zip(raw[a], raw[b])]))
+    figures = {name: float(np.median(r)) for name, r in raw.items()}
+    figures.update({"shadows_factor": ratio("stock_no_shadows", "stock_shadows"), "size_factor": ratio("ours_224_every_step", "stock_no_shadows"),
+                    "on_demand_factor": ratio("ours_224_on_demand", "ours_224_every_step"), "speedup": ratio("ours_224_on_demand", "stock_shadows"),
+                    "snapshot_restore_ms": float(np.median(snap))})
+    return {"settings": {"task": task, "init": init, "steps": steps, "episode_steps": len(actions), "chunk": CHUNK, "n_init": n_init},
+            "repeats": {**raw, "snapshot_restore_ms": snap}, "figures": figures, "expert": expert_table(n_init) if n_init else None}
 
 
 if __name__ == "__main__":

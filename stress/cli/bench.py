@@ -1,90 +1,90 @@
-"""``stress bench``: render-on-demand speed-up, runner overhead and memory (LIBERO); or, instead, the search's
-planted-failure benchmark, a policy server's round trip or throughput, or ALOHA's figures."""
+"""``stress bench``: the named benchmarks (``--only NAME,...``; stress.bench.named), each written with its raw repeats
+into ``OUT/bench.json``; ``--docs FILE`` regenerates the tables of docs/benchmarks.md and docs/ray.md from such a file.
+Plain ``stress bench``: LIBERO's render, overhead, snapshot, groundtruth and families. The older flags (--planted, --maps,
+--remote, --aloha, --wires, --remote-throughput) are the benchmarks of those names."""
 
 from __future__ import annotations
 
 import json
-from datetime import date
 from pathlib import Path
 
-from scenarios.boundary import benchmark as map_benchmark
-from scenarios.planted import KINDS, MODES_PER_LANDSCAPE, benchmark
-from scenarios.samplers import SAMPLERS
-from stress.bench.aloha import measure as measure_aloha
-from stress.bench.libero import run_bench
-from stress.bench.remote import measure as measure_remote
-from stress.bench.remote import throughput, wires
+from scenarios.planted import KINDS, MODES_PER_LANDSCAPE
+from stress.bench.docs import block, regenerate
+from stress.bench.named import BENCHMARKS, DEFAULT, load, parse_only, record, run_named
 from stress.cli.args import DEFAULT_SUITE, int_list_in, positive_int
 from stress.cli.common import print_tables
 from stress.core.errors import UserError
+
+FLAGS = {"planted": "planted", "maps": "maps", "remote": "remote", "aloha": "aloha", "wires": "wires", "remote_throughput": "throughput"}
 
 
 def add_arguments(bench) -> None:
     bench.add_argument("--suite", default=DEFAULT_SUITE)
     bench.add_argument("--task", type=int, default=0)
     bench.add_argument("--init", type=int, default=0)
-    bench.add_argument("--repeats", type=int, default=2)
-    bench.add_argument("--out", type=Path, default=Path("results") / "bench")
+    bench.add_argument("--only", metavar="NAMES", help=f"comma-separated benchmarks, or all: {', '.join(BENCHMARKS)} (default: {','.join(DEFAULT)})")
+    bench.add_argument("--docs", type=Path, metavar="BENCH_JSON", help="instead: regenerate the marked tables of docs/benchmarks.md and docs/ray.md from this bench.json")
+    bench.add_argument("--repeats", type=positive_int, default=2, help="timed repeats of each loop, kept raw in bench.json (default 2)")
+    bench.add_argument("--out", type=Path, default=Path("results") / "bench", help="folder of bench.json (default results/bench; other benchmarks there are kept)")
+    bench.add_argument("--scaling-episodes", type=positive_int, default=20, metavar="N",
+                       help="workers, ray: expert episodes per task of each whole command, 2 tasks (default 20: 40 episodes, the steady state over 38 or 39)")
     bench.add_argument("--planted", action="store_true",
-                       help="instead: the search's planted-failure benchmark (no simulator; every sampler on the landscapes of --tune-seeds and of --report-seeds)")
+                       help="= --only planted: the search's planted-failure benchmark (no simulator; every sampler on the landscapes of --tune-seeds and of --report-seeds)")
     bench.add_argument("--tune-seeds", type=int_list_in(0, 10**6), default=list(range(0, 20)), help="--planted: the landscapes the samplers' constants were tuned on (default 0-19)")
     bench.add_argument("--report-seeds", type=int_list_in(0, 10**6), default=list(range(100, 120)), help="--planted: held-out landscapes, the figure to report (default 100-119)")
     bench.add_argument("--budget", type=positive_int, default=100, help="--planted: scenarios per search (default 100; modes are also counted at 25 and 50)")
     bench.add_argument("--shrinker", default="greedy", help="--planted: greedy or hypothesis (default greedy)")
     bench.add_argument("--maps", action="store_true",
-                       help="instead: the failure-boundary maps' benchmark (no simulator): adaptive threshold estimation vs a 5-level grid on synthetic curves with a known threshold")
+                       help="= --only maps: the failure-boundary maps' benchmark (no simulator): adaptive threshold estimation vs a 5-level grid on synthetic curves with a known threshold")
     bench.add_argument("--map-seeds", type=int_list_in(0, 10**6), default=list(range(100, 200)), help="--maps: the synthetic curves (default 100-199)")
     bench.add_argument("--map-budget", type=positive_int, default=300, help="--maps: most episodes per curve and design (default 300)")
     bench.add_argument("--widths", default="0.2,0.1", help="--maps: target widths of the threshold's 95%% interval, shares of the axis (default 0.2,0.1)")
-    bench.add_argument("--remote", action="store_true", help="instead: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
-    bench.add_argument("--aloha", action="store_true", help="instead: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
-    bench.add_argument("--wires", action="store_true", help="instead: round trip per decision on 127.0.0.1 for each wire (stress-policy/1, openpi's: two 224 px images, a 10 x 7 chunk; "
+    bench.add_argument("--remote", action="store_true", help="= --only remote: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
+    bench.add_argument("--aloha", action="store_true", help="= --only aloha: ALOHA's render on demand vs gym-aloha's stock loop, snapshot + restore, and the ALOHA expert's success over --episodes init states per task (default 10; 0: no table)")
+    bench.add_argument("--wires", action="store_true", help="= --only wires: round trip per decision on 127.0.0.1 for each wire (stress-policy/1, openpi's: two 224 px images, a 10 x 7 chunk; "
                        "Cosmos Policy's deploy.py: three 224 px images, deploy.py's direct reply)")
     bench.add_argument("--remote-throughput", action="store_true",
-                       help="instead: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
-    bench.add_argument("--episodes", type=int, default=10, help="--remote-throughput: clean direct episodes per side, init states 0..N-1; --aloha: init states per task in the expert table (default 10)")
+                       help="= --only throughput: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
+    bench.add_argument("--episodes", type=int, default=10, help="throughput: clean direct episodes per side, init states 0..N-1; aloha: init states per task in the expert table (default 10)")
     bench.add_argument("--workers", type=positive_int, default=2, help="--remote-throughput: simulator processes (default 2)")
     bench.add_argument("--max-steps", type=positive_int, help="--remote-throughput: step budget per episode (default: the suite's)")
 
 
 def run(args) -> int:
-    if args.planted:
-        return _planted(args)
-    if args.maps:
-        return _maps(args)
-    if args.remote:
-        print(json.dumps(measure_remote(max(20, args.repeats)), indent=1))
+    if args.docs is not None:
+        changed = regenerate(Path.cwd(), load(args.docs))
+        print("\n".join(f"rewrote {p}" for p in changed) or "docs already current")
         return 0
-    if args.wires:
-        print(json.dumps(wires(max(20, args.repeats)), indent=1))
-        return 0
-    if args.aloha:
-        if not 0 <= args.episodes <= 50:
-            raise UserError(f"--episodes {args.episodes} invalid for --aloha; valid: 0-50 (init states per task in the expert's table)")
-        print(json.dumps(measure_aloha(repeats=max(1, args.repeats), n_init=args.episodes), indent=1))
-        return 0
-    if args.remote_throughput:
-        if args.episodes < 1:
-            raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
-        print(json.dumps(throughput(args.episodes, args.workers, args.suite, args.task, args.max_steps), indent=1))
-        return 0
-    run_bench(args.suite, args.task, args.init, args.repeats, args.out)
+    names = parse_only(args.only) if args.only else [name for flag, name in FLAGS.items() if getattr(args, flag)] or list(DEFAULT)
+    _check(args, names)
+    for name in names:
+        entry = run_named(name, args)
+        path = record(args.out, name, entry)
+        PRINTERS.get(name, _print_block)(args, name, entry)
+    print(f"results: {path}")
     return 0
 
 
-def _planted(args) -> int:
-    overlap = sorted(set(args.tune_seeds) & set(args.report_seeds))
-    if overlap:
-        raise UserError(f"--report-seeds {overlap[0]} invalid; valid: seeds not in --tune-seeds (held-out landscapes)")
-    results = {}
-    for split, seeds in (("tune", args.tune_seeds), ("report", args.report_seeds)):
-        results[split] = benchmark(SAMPLERS, seeds, args.budget, args.shrinker)
-        base = results[split]["random"]["violations_per_100"]
-        for row in results[split].values():
-            row["vs_random"] = row["violations_per_100"] / base if base else None
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"planted-{date.today().isoformat()}.json"
-    path.write_text(json.dumps({"tune_seeds": args.tune_seeds, "report_seeds": args.report_seeds, "budget": args.budget, "shrinker": args.shrinker, **results}, indent=2, sort_keys=True))
+def _check(args, names: list[str]) -> None:
+    """The flags the chosen benchmarks read, checked before any of them runs."""
+    if "aloha" in names and not 0 <= args.episodes <= 50:
+        raise UserError(f"--episodes {args.episodes} invalid for --aloha; valid: 0-50 (init states per task in the expert's table)")
+    if "throughput" in names and args.episodes < 1:
+        raise UserError(f"--episodes {args.episodes} invalid; valid: 1 or more")
+    if "planted" in names:
+        overlap = sorted(set(args.tune_seeds) & set(args.report_seeds))
+        if overlap:
+            raise UserError(f"--report-seeds {overlap[0]} invalid; valid: seeds not in --tune-seeds (held-out landscapes)")
+    if "maps" in names:
+        args.widths = _widths(args.widths)
+
+
+def _print_block(args, name: str, entry: dict) -> None:
+    print(f"## {name}\n{block(name, entry)}\n")
+
+
+def _print_planted(args, name: str, entry: dict) -> None:
+    results = entry["figures"]
     rows = {split: [{"sampler": name, **r} for name, r in by_sampler.items()] for split, by_sampler in results.items()}
     modes = [(f"modes @{b}", f"modes_{b}", ".0%") for b in (25, 50, 100) if b <= args.budget]
     kinds = [(kind, f"found_{kind}", ".0%") for kind in KINDS]
@@ -95,8 +95,6 @@ def _planted(args) -> int:
               for split, name, seeds in (("tune", "tuning", args.tune_seeds), ("report", "held-out", args.report_seeds))}
     layout["kinds"] = (f"held-out seeds {_span(args.report_seeds)}: share of planted modes of each kind found by budget {args.budget}", [("sampler", "sampler", "s"), *kinds])
     print_tables({**rows, "kinds": rows["report"]}, layout)
-    print(f"results: {path}")
-    return 0
 
 
 def _widths(text: str) -> tuple[float, ...]:
@@ -109,13 +107,8 @@ def _widths(text: str) -> tuple[float, ...]:
     return widths
 
 
-def _maps(args) -> int:
-    widths = _widths(args.widths)
-    budget = args.map_budget
-    result = map_benchmark(args.map_seeds, widths, budget)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"maps-{date.today().isoformat()}.json"
-    path.write_text(json.dumps(result, indent=2, sort_keys=True))
+def _print_maps(args, name: str, entry: dict) -> None:
+    result, budget = entry["figures"], args.map_budget
     rows = []
     for width, by in result["by_width"].items():
         for design in ("adaptive", "grid"):
@@ -130,8 +123,9 @@ def _maps(args) -> int:
                ("median saved", "saved", ".0%")]
     title = f"threshold of {len(args.map_seeds)} synthetic curves (seeds {_span(args.map_seeds)}), axis of {result['high']} steps, cap {budget} episodes, batch {result['batch']}"
     print_tables({"maps": rows}, {"maps": (title, columns)})
-    print(f"results: {path}")
-    return 0
+
+
+PRINTERS = {"planted": _print_planted, "maps": _print_maps, "aloha": lambda args, name, entry: print(json.dumps(entry, indent=1))}
 
 
 def _span(seeds: list[int]) -> str:

@@ -12,6 +12,13 @@ continued with the *direct* policy to the end of the episode: its **true outcome
 All candidates of a decision are continued with the same policy seed (common random numbers), so their
 outcomes differ by the chunk alone.
 
+The executed chunk alone (``true_futures="executed"``, at a decision with no rollout) is not executed twice: its true
+future is the state the episode itself reaches at the chunk's end, so the measurement waits for it (``chunk_done``)
+and reads the frame the next observation renders anyway (``settle``). Only a chunk the episode cuts short (success or
+the step budget) is finished on a snapshot, rendered and restored. The figures are the same as measuring from the
+restored snapshot (a restored snapshot steps and renders exactly like the original; tests/test_groundtruth.py checks
+it), at no extra physics and, for a policy that renders anyway, no extra render.
+
 For the executed chunk the agentview frames themselves are kept too (``frames``: the frame the policy
 saw, the predicted and the true future, at the prediction's resolution; about 12 kB each at 64 px), so
 the failure gallery can show them without calling the policy again.
@@ -25,6 +32,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -143,6 +151,19 @@ def occlusion_masks(env: SimEnv) -> dict[str, np.ndarray] | None:
     return {c: masks.get(c, np.zeros(env.image_shape, dtype=bool)) for c in env.cameras}
 
 
+@dataclass
+class _Pending:
+    """The executed chunk of a decision, measured once the episode has executed it."""
+
+    step: int
+    index: int  # the chosen candidate, or -1 without candidates
+    actions: Any
+    predicted: dict[str, np.ndarray] | None
+    current: dict[str, np.ndarray] | None
+    masks: dict[str, np.ndarray] | None
+    view: Any
+
+
 class GroundTruth:
     """Decision hook (``run_episode(on_decision=...)``) that measures each decision against the simulator.
 
@@ -157,9 +178,12 @@ class GroundTruth:
         self.frames: dict[int, dict[str, np.ndarray]] = {}  # step -> observed / predicted / true scene-camera frame of the executed chunk
         self.seconds = 0.0
         self._decision = 0
+        self._pending: _Pending | None = None  # the executed chunk whose end the episode has yet to reach
+        self._main = None
 
     def __call__(self, env: SimEnv, snapshot, decision: Decision) -> None:
         start = time.perf_counter()
+        self._main = env.cameras[0]
         try:
             self._measure(env, snapshot, decision)
         finally:
@@ -188,6 +212,11 @@ class GroundTruth:
             current = {c: view(image) for c, image in current.items()}
             if masks is not None:
                 masks = {c: view(m.astype(np.uint8) * 255, jpeg=False) > 127 for c, m in masks.items()}
+        if not rollout and mode == "executed":  # the episode executes this chunk next: measure its end then (chunk_done, settle)
+            i, actions, predicted = next(item for item in items if wanted(item[0], item[2]))
+            self._pending = _Pending(step, i, actions, predicted, current, masks, view)
+            self.by_step[step] = {}
+            return
         figures: dict[int, dict[str, float]] = {}
         for i, actions, predicted in items:
             if not (rollout or wanted(i, predicted)):
@@ -200,14 +229,7 @@ class GroundTruth:
                     done = env.step(action) or done
                 if wanted(i, predicted):
                     true = {c: env.perturb_pixels(env.render(c), c) for c in env.cameras}
-                    if view is not None:
-                        true = {c: view(image) for c, image in true.items()}
-                    row.update(future_errors(predicted, true, current, masks))
-                    main = env.cameras[0]  # the scene camera (LIBERO: agentview, ALOHA: top): the gallery shows it
-                    if i in executed and main in predicted:
-                        p = predicted[main]
-                        self.frames[step] = {"observed": to_resolution(current[main], p), "predicted": np.asarray(p, dtype=np.uint8),
-                                             "true": to_resolution(true[main], p)}
+                    row.update(self._compare(step, i in executed, predicted, true, current, masks, view))
                 if rollout:
                     row["true_outcome"] = float(self._continue(env, snapshot, done))
             except SimulatorFault:
@@ -217,6 +239,50 @@ class GroundTruth:
         if decision.candidates and decision.chosen in figures:
             figures[-1] = dict(figures[decision.chosen])  # the executed decision is the chosen candidate
         self.by_step[step] = figures
+
+    def _compare(self, step: int, executed: bool, predicted, true, current, masks, view) -> dict[str, float]:
+        """The figures of one measured chunk from its true future frames; the executed chunk's frames kept for the gallery."""
+        if view is not None:
+            true = {c: view(image) for c, image in true.items()}
+        main = self._main  # the scene camera (LIBERO: agentview, ALOHA: top): the gallery shows it
+        if executed and main in predicted:
+            p = predicted[main]
+            self.frames[step] = {"observed": to_resolution(current[main], p), "predicted": np.asarray(p, dtype=np.uint8),
+                                 "true": to_resolution(true[main], p)}
+        return future_errors(predicted, true, current, masks)
+
+    def chunk_done(self, env: SimEnv, executed: int) -> None:
+        """The episode has executed ``executed`` actions of the pending chunk. Cut short (success, the step budget), the
+        rest is executed on a snapshot for the measurement, rendered, and the episode's state restored."""
+        pending = self._pending
+        if pending is None or executed >= len(pending.actions):
+            return  # a whole chunk: its end is the next observation (settle)
+        start = time.perf_counter()
+        after = env.snapshot()
+        try:
+            for action in pending.actions[executed:]:
+                env.step(action)
+            self._settle(env)
+        except SimulatorFault:
+            self._pending = None  # as when measured from the decision's snapshot: no figures for this chunk
+        finally:
+            env.restore(after)
+            self.seconds += time.perf_counter() - start
+
+    def settle(self, env: SimEnv) -> None:
+        """Measure the pending executed chunk at its end, the simulator's current state: the frame the last
+        observation rendered (reused), else one render per camera."""
+        start = time.perf_counter()
+        self._settle(env)
+        self.seconds += time.perf_counter() - start
+
+    def _settle(self, env: SimEnv) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        true = env.observed_images() or {c: env.perturb_pixels(env.render(c), c) for c in env.cameras}
+        row = self._compare(pending.step, True, pending.predicted, true, pending.current, pending.masks, pending.view)
+        self.by_step[pending.step] = {pending.index: row, -1: dict(row)} if pending.index != -1 else {-1: row}
 
     def _continue(self, env, snapshot, done: bool) -> bool:
         """Continue from after the chunk with the direct policy to the end of the budget."""

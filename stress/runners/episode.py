@@ -130,7 +130,9 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
     result = EpisodeResult(spec=spec, max_steps=step_limit(spec))
     start = time.perf_counter()
     actions: list[np.ndarray] = []
-    env = None
+    decided: list[tuple[int, Decision]] = []  # (step, decision) of every policy query, rows built once measured
+    chunk_ends: dict[int, int] = {}
+    env, truth, finished = None, None, False
     try:
         env = envs.get(spec)
         policy = policies.get(spec.policy, options=spec.policy_options)
@@ -139,17 +141,17 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         policy = env.applier.wrap_policy(policy)
         policy.reset(env.instruction, spec.seed, mode=spec.mode, n_candidates=spec.n_candidates, aggregation=spec.aggregation)
         hooks = [h for h in (on_decision,) if h]
-        truth = None
         if measurement and (measurement.true_futures != "none" or measurement.rollouts):
             truth = GroundTruth(measurement, spec.key, max_steps, lambda: env.applier.wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options)))
             hooks.append(truth)
-        chunk_ends: dict[int, int] = {}
         tracker = env.failure_tracker()
         while env.step_count < max_steps and not result.success:
             env.begin_chunk()
             result.decision_steps.append(env.step_count)
             snapshot = env.snapshot() if hooks else None
             obs = env.observe(render=policy.uses_images)
+            if truth:
+                truth.settle(env)  # the last chunk's true future is this state (its render reused)
             result.error = env.check_pixel_realisation()  # no extra render when obs rendered
             if result.error:
                 break
@@ -159,15 +161,21 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
             for hook in hooks:
                 hook(env, snapshot, decision)
             step = env.step_count
-            result.decisions += _decision_rows(spec.key, step, decision, truth.by_step.get(step, {}) if truth else {})
+            decided.append((step, decision))
             chunk_ends[step] = step + len(decision.actions)
+            executed = 0
             for action in decision.actions:
                 actions.append(np.asarray(action, dtype=np.float64))
                 result.success = env.step(action)
+                executed += 1
                 tracker.step(action)
                 if result.success or env.step_count >= max_steps:
                     break
-        _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None, simulator_of(spec.suite).value_discount)
+            if truth:
+                truth.chunk_done(env, executed)
+        if truth:
+            truth.settle(env)
+        finished = True
         result.failure = tracker.signature(result.success)
         result.progress = tracker.progress(result.success)
         result.failure_step = tracker.onset(result.success)
@@ -185,6 +193,10 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
         result.error = f"{type(exc).__name__}: {exc}"
         result.error += " | " + traceback.format_exc(limit=3).replace("\n", " ")[-400:]
         envs.drop(spec)  # the env may be in an unknown state
+    for step, decision in decided:
+        result.decisions += _decision_rows(spec.key, step, decision, truth.by_step.get(step, {}) if truth else {})
+    if finished:
+        _realised_values(result.decisions, chunk_ends, env.step_count if result.success else None, simulator_of(spec.suite).value_discount)
     if env is not None:
         result.perturbations = [p.record() for p in env.perturbations]
         result.steps = env.step_count
