@@ -200,6 +200,22 @@ def supported_families(suite: str, names) -> tuple[str, ...]:
     return tuple(n for n in names if sim.supports(family(n)))
 
 
+def applicability(policy: str, suite: str, server: dict | None = None) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """(block -> the families of it ``suite`` supports, hypothesis -> why it cannot be tested): a need the policy
+    lacks, else a suite without any of the hypothesis' families. The profile takes each axis' first supported family."""
+    missing = missing_needs(policy, server)
+    families, untestable = {}, {}
+    for h in HYPOTHESES:
+        families[h.id] = supported_families(suite, h.families)
+        lacking = [missing[n] for n in h.needs if n in missing]
+        if lacking:
+            untestable[h.id] = lacking[0]
+        elif h.families and not families[h.id]:
+            untestable[h.id] = f"suite {suite} ({simulator_of(suite).name}) supports none of its families ({', '.join(h.families)})"
+    families[PROFILE] = tuple(n for _, names in AXES for n in supported_families(suite, names)[:1])
+    return families, untestable
+
+
 def boundary_severities(map_runs: list[Path]) -> dict[str, dict]:
     """family -> {"severity", "threshold", "source"} from failure-boundary maps (``stress map``) of families mapped
     by severity, the direct setting's 50 % threshold rounded to a level (1-5)."""

@@ -8,8 +8,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from scenarios.card import (DEFAULT_BUDGET, FLIP_SEEDS, HYPOTHESES, MIN_UNITS, PROFILE, AXES, Context, blocks_for, boundary_severities,
-                            context_to_dict, design, missing_needs, replan_option, smallest_budget, supported_families, units_of)
+from scenarios.card import (DEFAULT_BUDGET, FLIP_SEEDS, HYPOTHESES, MIN_UNITS, Context, blocks_for, boundary_severities,
+                            context_to_dict, design, replan_option, smallest_budget, applicability, units_of)
 from scenarios.grid import check_servers
 from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, DEFAULT_POLICY, DEFAULT_SUITE, add_backend_arguments, add_server_arguments, int_list, positive_int
 from stress.cli.execution import execute, remote_options, runner, start_or_resume
@@ -67,16 +67,7 @@ def make_specs(args) -> tuple[list, dict]:
     policy_options, image_size, server = remote_options(args)
     units = units_of(args.suite, args.tasks)
     maps = boundary_severities(args.map)
-    missing = missing_needs(args.policy, server)
-    families, untestable = {}, {}
-    for h in HYPOTHESES:
-        families[h.id] = supported_families(args.suite, h.families)
-        lacking = [missing[n] for n in h.needs if n in missing]
-        if lacking:
-            untestable[h.id] = lacking[0]
-        elif h.families and not families[h.id]:
-            untestable[h.id] = f"suite {args.suite} ({simulator.name}) supports none of its families ({', '.join(h.families)})"
-    families[PROFILE] = tuple(n for _, names in AXES for n in supported_families(args.suite, names)[:1])
+    families, untestable = applicability(args.policy, args.suite, server)
     for h in HYPOTHESES:
         if h.id in untestable:
             print(f"card: H{h.number} {h.title} not testable: {untestable[h.id]}", file=sys.stderr)
@@ -85,11 +76,11 @@ def make_specs(args) -> tuple[list, dict]:
                       candidates=args.candidates, aggregation=args.aggregation, options=policy_options,
                       severities={name: m["severity"] for name, m in maps.items()},
                       replan=(option, simulator.chunk_size, max(1, simulator.chunk_size // 4)) if option else None, families=families)
-    testable = [h.id for h in HYPOTHESES if h.id not in untestable]
-    if not testable:
+    runnable = [h.id for h in HYPOTHESES if h.id not in untestable]
+    if not runnable:
         raise UserError(f"policy {args.policy!r} on suite {args.suite} can be tested for none of the five failure modes; valid: a policy with a planning mode "
                         "and a value head (reference, remote), or a seeded policy on a suite with the families the hypotheses need")
-    blocks = blocks_for(context, testable)
+    blocks = blocks_for(context, runnable)
     smallest, block = smallest_budget(context, blocks, units)
     if args.budget_episodes < smallest:
         raise UserError(f"--budget-episodes {args.budget_episodes} is too small for any hypothesis; valid: {smallest} or more "
@@ -103,7 +94,7 @@ def make_specs(args) -> tuple[list, dict]:
               "card": {"context": context_to_dict(context), "budget": args.budget_episodes, "units": [list(u) for u in units[: len(units)]],
                        "allocation": {k: [list(u) for u in v] for k, v in allocation.items()}, "untestable": untestable, "flip_seeds": FLIP_SEEDS,
                        "thresholds": maps, "simulator": simulator.name, "notes": notes,
-                       "severity_sources": {n: maps[n] if n in maps else {"severity": DEFAULT_SEVERITY, "source": "default level (no map given)"} for n in sorted(used)}}}
+                       "severity_sources": {n: maps.get(n, {"severity": DEFAULT_SEVERITY, "source": "default level (no map given)"}) for n in sorted(used)}}}
     return specs, config
 
 

@@ -149,7 +149,7 @@ def _value(h, c: Context, units, all_units, episodes: Episodes) -> dict:
     if sd is not None and diff["difference"] is not None:
         n_now = min(len(groups["perturbed"]), len(groups["clean"]))
         delta = diff["difference"] if diff["difference"] * h.direction > 0 else h.margin
-        needed_failed = mean_sample_size(sd * np.sqrt(n_now / 2), delta)  # per group, from the measured spread
+        needed_failed = mean_sample_size(sd * np.sqrt(n_now), delta) if sd else None  # per group: sd is the difference's standard error
         fail = 1 - np.mean([episodes.success(s) for s in specs if episodes.success(s) is not None])
         needed = None if needed_failed is None or fail <= 0 else int(np.ceil(needed_failed / fail))
     test = {name: {"mean": float(np.mean(v)) if v else None, "n": len(v), "keys": keys[name]} for name, v in groups.items()}
@@ -210,7 +210,7 @@ def _cascades(h, c: Context, units, all_units, episodes: Episodes) -> dict:
     sd = float(np.std(np.subtract(harm_full, harm_short), ddof=1)) if len(harm_full) > 1 else None
     effect = {"difference": None if boot is None else boot[0], "low": None if boot is None else boot[1], "high": None if boot is None else boot[2], "n": len(harm_full)}
     delta = effect["difference"] if effect["difference"] and effect["difference"] * h.direction > 0 else h.margin
-    needed = mean_sample_size(sd if sd else 1.0, delta)
+    needed = mean_sample_size(sd, delta) if sd else None  # every scenario alike: no spread to size a budget from
     test = {"option": option, "full": full, "short": short, "harm_full": float(np.mean(harm_full)) if harm_full else None,
             "harm_short": float(np.mean(harm_short)) if harm_short else None, "pairs": len(harm_full), "trend": logistic_fit(xs, ys),
             "push_fired": {"fired": sum(fired), "n": len(fired)}}
@@ -387,6 +387,8 @@ def headline_of(h: dict) -> str:
     text = f"H{h['number']} {h['title']}: {h['verdict']}; {h['effect']['name']} {_interval(h['effect'], scale, unit)}"
     if h.get("decided_by") and h["decided_by"]["episodes"]:
         text += f"; ~{h['decided_by']['episodes']} episodes would decide it"
+    elif h["verdict"] == INCONCLUSIVE:
+        text += "; no spread yet to size the budget that would decide it"
     return text
 
 
