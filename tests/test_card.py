@@ -72,13 +72,13 @@ def test_bad_input_one_line_each(tmp_path):
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory):
-    """A real card on the reference model: libero_spatial task 0, 8-step episodes, budget 12; then a second card on
+    """A real card on the reference model: libero_spatial task 0, 8-step episodes, best-of-2, budget 12; then a second card on
     the same scenarios that reuses every episode of the first."""
     out = tmp_path_factory.mktemp("card")
-    proc = run_cli("card", "--budget-episodes", BUDGET, "--max-steps", "8", "--out", str(out / "first"))
+    proc = run_cli("card", "--budget-episodes", BUDGET, "--max-steps", "8", "--candidates", "2", "--out", str(out / "first"))
     assert proc.returncode == 0, proc.stderr
     (first,) = (out / "first").iterdir()
-    again = run_cli("card", "--budget-episodes", BUDGET, "--max-steps", "8", "--out", str(out / "second"), "--reuse", str(first))
+    again = run_cli("card", "--budget-episodes", BUDGET, "--max-steps", "8", "--candidates", "2", "--out", str(out / "second"), "--reuse", str(first))
     assert again.returncode == 0, again.stderr
     (second,) = (out / "second").iterdir()
     return first, proc, second, again
@@ -151,11 +151,14 @@ def test_reference_policy_executes_replan_steps_of_each_chunk():
     rng = np.random.default_rng(0)
     obs = Observation(images={c: rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for c in ("agentview", "wrist")}, proprio=np.zeros(9),
                       instruction="", step=0)
-    full, short = ReferencePolicy(), ReferencePolicy(replan_steps=4)
-    for policy, mode in ((full, "direct"), (short, "direct"), (short, "planning")):
-        policy.reset("", 0, mode, 2, "average")
-    a, b = full.act(obs), short.act(obs)
+    short = ReferencePolicy(replan_steps=4)
+    short.reset("", 0, "direct")
+    b = short.act(obs)
+    short.replan_steps = 16  # the same instance with the whole chunk: the same noise seed, the same chunk
+    short.reset("", 0, "direct")
+    a = short.act(obs)
     assert a.actions.shape[0] == 16 and b.actions.shape[0] == 4 and np.array_equal(a.actions[:4], b.actions)  # the same chunk, cut
+    short.replan_steps = 4
     short.reset("", 0, "planning", 2, "average")
     assert short.act(obs).actions.shape[0] == 4
     with pytest.raises(UserError, match="replan_steps 0 invalid; valid: 1-16"):

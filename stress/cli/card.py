@@ -88,7 +88,7 @@ def make_specs(args) -> tuple[list, dict]:
     specs, allocation = design(context, blocks, units, args.budget_episodes)
     thin = [name for name, got in allocation.items() if len(got) < MIN_UNITS]
     notes = [f"{name} got {len(allocation[name])} scenario(s) at this budget (fewer than {MIN_UNITS}); a larger --budget-episodes gives it more" for name in thin]
-    used = {n for names in families.values() for n in names}
+    used = {n for block in blocks for n in families.get(block, ())}
     config = {"command": "card", "policy": args.policy, "suite": args.suite, "tasks": args.tasks, "seed": args.seed, "true_futures": "none",
               "counterfactual_rollouts": args.counterfactual_rollouts, "policy_server": check_servers(specs),
               "card": {"context": context_to_dict(context), "budget": args.budget_episodes, "units": [list(u) for u in units[: len(units)]],

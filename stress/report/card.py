@@ -392,6 +392,30 @@ def headline_of(h: dict) -> str:
     return text
 
 
+def _num(value, spec: str = ".2f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def measured_text(h: dict) -> str:
+    """What the test measured, in one line (card.md and card.html)."""
+    d = h.get("details")
+    if not d:
+        return ""
+    if h["id"] == "ood_amplification":
+        p, c = d["perturbed"], d["clean"]
+        return (f"OOD pairs: planning only {p['first_only']}, direct only {p['second_only']} of {p['n']} (McNemar p {_num(p['mcnemar_p'], '.3f')}); "
+                f"clean pairs: planning only {c['first_only']}, direct only {c['second_only']} of {c['n']}")
+    if h["id"] == "value_overconfidence":
+        return f"failed perturbed episodes {_num(d['perturbed']['mean'])} (n={d['perturbed']['n']}), failed clean {_num(d['clean']['mean'])} (n={d['clean']['n']})"
+    if h["id"] == "borderline_flips":
+        return f"scenarios that flip: near {d['both'] + d['first_only']} of {d['n']}, far {d['both'] + d['second_only']} of {d['n']}"
+    if h["id"] == "open_loop_cascades":
+        return (f"harm of the push: whole chunk ({d['full']}) {_pts(d['harm_full'])}, quarter ({d['short']}) {_pts(d['harm_short'])} over {d['pairs']} scenarios; "
+                f"push fired in {d['push_fired']['fired']} of {d['push_fired']['n']} pushed episodes")
+    return (f"spread best-of-{d['few']} {_num(d['spread_few'], '.3f')}, best-of-{d['many']} {_num(d['spread_many'], '.3f')}; planning gain best-of-{d['few']} "
+            f"{_interval(d['gain_few'], 100, ' pts')}, best-of-{d['many']} {_interval(d['gain_many'], 100, ' pts')}")
+
+
 def summary(report: dict) -> list[str]:
     """At most ``SUMMARY_LINES`` lines for the terminal."""
     e = report["episodes"]
@@ -416,17 +440,17 @@ def markdown(report: dict) -> str:
     out = [f"# Failure-mode card: {report['policy']} on {report['suite']}", "",
            f"Run `{report['run']}`, {report['created']}. Budget {report['budget']} episodes; {report['episodes']['stored']} stored "
            f"({report['episodes']['reused']} reused from earlier runs, {report['episodes']['errors']} errors). Intervals are 95 %.", "",
-           "## Hypotheses", "", "| # | failure mode | verdict | effect | 95 % interval | n | test |", "| --- | --- | --- | --- | --- | --- | --- |"]
+           "## Hypotheses", "", "| # | failure mode | verdict | effect | 95 % interval | n | measured | test |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for h in report["hypotheses"]:
         if "effect" not in h:
-            out.append(f"| {h['number']} | {h['title']} | {h['verdict']} | — | — | — | {h.get('why', '')} |")
+            out.append(f"| {h['number']} | {h['title']} | {h['verdict']} | — | — | — | {h.get('why', '')} | {h['test']} |")
             continue
         scale, unit = _scale(h)
         ef = h["effect"]
         interval = "—" if ef["difference"] is None else f"[{scale * ef['low']:+.1f}, {scale * ef['high']:+.1f}]{unit}"
         point = "—" if ef["difference"] is None else f"{scale * ef['difference']:+.1f}{unit}"
         decide = f"; ~{h['decided_by']['episodes']} episodes would decide it" if h.get("decided_by") and h["decided_by"]["episodes"] else ""
-        out.append(f"| {h['number']} | {h['title']} | {h['verdict']}{decide} | {ef['name']}: {point} | {interval} | {_n(ef['n'])} | {h['test']} |")
+        out.append(f"| {h['number']} | {h['title']} | {h['verdict']}{decide} | {ef['name']}: {point} | {interval} | {_n(ef['n'])} | {measured_text(h)} | {h['test']} |")
     out += ["", "## Planning-gain ledger (planning - direct, identical scenarios; Newcombe's paired interval)", ""]
     lg = report["ledger"]
     if lg["rows"]:
@@ -464,7 +488,7 @@ def html(report: dict) -> str:
     env.filters["signed"] = lambda v, scale=100.0: "—" if v is None else f"{scale * v:+.1f}"
     css = (TEMPLATES / "gallery.css").read_text()
     scales = {h["id"]: _scale(h) for h in report["hypotheses"]}
-    return env.get_template("card.html.j2").render(card=report, css=css, scales=scales, headline=headline_of)
+    return env.get_template("card.html.j2").render(card=report, css=css, scales=scales, measured=measured_text)
 
 
 def write_card(folder: Path, report: dict) -> None:

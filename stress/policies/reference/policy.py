@@ -106,6 +106,8 @@ class ReferencePolicy:
     def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
                  value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float = DEFAULT_TEMPERATURE,
                  replan_steps: int = CHUNK):
+        if isinstance(replan_steps, bool) or not isinstance(replan_steps, int) or not 1 <= replan_steps <= CHUNK:  # before the weights load
+            raise UserError(f"replan_steps {replan_steps!r} invalid; valid: 1-{CHUNK} (actions of each chunk executed before the next query)")
         self.checkpoint_file = Path(checkpoint or checkpoint_path())
         self.net, self.meta = load_checkpoint(self.checkpoint_file)
         norm = self.meta["normalisation"]
@@ -113,8 +115,6 @@ class ReferencePolicy:
         self._delta_std = np.array(norm["delta_std"], np.float32)
         self.num_denoising_steps, self.precision, self.value_source = num_denoising_steps, precision, value_source
         self.n_futures, self.n_values, self.temperature = n_futures, n_values, temperature
-        if isinstance(replan_steps, bool) or not isinstance(replan_steps, int) or not 1 <= replan_steps <= CHUNK:
-            raise UserError(f"replan_steps {replan_steps!r} invalid; valid: 1-{CHUNK} (actions of each chunk executed before the next query)")
         self.replan_steps = replan_steps
         self.reset("", 0)
 
