@@ -60,8 +60,8 @@ def test_smallest_budget_and_what_cannot_be_tested():
 def test_bad_input_one_line_each(tmp_path):
     proc = run_cli("card", "--budget-episodes", "3", "--out", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == ["stress: error: --budget-episodes 3 is too small for any hypothesis; valid: 4 or more "
-                                                "(the smallest useful budget: value_overconfidence on 2 scenarios)"]
+    assert proc.stderr.strip().splitlines() == [("stress: error: --budget-episodes 3 is too small for any hypothesis; valid: 4 or more "
+                                                 "(the smallest useful budget: value_overconfidence on 2 scenarios)")]
     proc = run_cli("card", "--policy", "expert", "--budget-episodes", "2", "--out", str(tmp_path))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 5, proc.stderr  # one line per hypothesis it cannot test, then the budget

@@ -95,7 +95,10 @@ def _decidable(effect: dict, bootstrap: bool) -> bool:
 
 
 def _result(h, effect: dict, test: dict, keys: list[str], failed: list[str], needed: dict, bootstrap: bool = False) -> dict:
-    status = verdict(effect["low"], effect["high"], h.direction, h.margin) if _decidable(effect, bootstrap) else INCONCLUSIVE
+    decidable = _decidable(effect, bootstrap)
+    status = verdict(effect["low"], effect["high"], h.direction, h.margin) if decidable else INCONCLUSIVE
+    if bootstrap and not decidable and effect.get("difference") is not None:  # a collapsed interval is no interval: not reported as one
+        effect = {**effect, "low": None, "high": None, "no_interval": f"fewer than {MIN_BOOTSTRAP} scenarios, or every scenario alike"}
     return {"id": h.id, "number": h.number, "title": h.title, "claim": h.claim, "test": h.test, "testable": True, "verdict": status,
             "effect": {"name": h.effect, "direction": "positive" if h.direction > 0 else "negative", "margin": h.margin, **effect},
             "details": test, "episode_keys": sorted(set(keys)), "failed_keys": failed,
@@ -366,6 +369,8 @@ def _pts(value) -> str:
 def _interval(d: dict, scale: float = 100.0, unit: str = "") -> str:
     if d.get("difference") is None:
         return "no data"
+    if d.get("low") is None:
+        return f"{scale * d['difference']:+.1f}{unit}, no interval yet (n={_n(d['n'])})"
     return f"{scale * d['difference']:+.1f}{unit} [{scale * d['low']:+.1f}, {scale * d['high']:+.1f}] (n={_n(d['n'])})"
 
 
@@ -419,8 +424,8 @@ def measured_text(h: dict) -> str:
 def summary(report: dict) -> list[str]:
     """At most ``SUMMARY_LINES`` lines for the terminal."""
     e = report["episodes"]
-    lines = [f"card: {report['policy']} on {report['suite']} task(s) {', '.join(map(str, report['tasks']))}; "
-             f"{e['stored']} episodes ({e['reused']} reused, {e['run'] if e['run'] is not None else '?'} run, {e['errors']} errors), budget {report['budget']}"]
+    lines = [(f"card: {report['policy']} on {report['suite']} task(s) {', '.join(map(str, report['tasks']))}; "
+              f"{e['stored']} episodes ({e['reused']} reused, {e['run'] if e['run'] is not None else '?'} run, {e['errors']} errors), budget {report['budget']}")]
     lines += [headline_of(h) for h in report["hypotheses"]]
     overall = report["ledger"]["overall"]
     if overall["difference"] is not None:
@@ -438,8 +443,8 @@ def summary(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     """``card.md``: the card for a paper's appendix or a model card."""
     out = [f"# Failure-mode card: {report['policy']} on {report['suite']}", "",
-           f"Run `{report['run']}`, {report['created']}. Budget {report['budget']} episodes; {report['episodes']['stored']} stored "
-           f"({report['episodes']['reused']} reused from earlier runs, {report['episodes']['errors']} errors). Intervals are 95 %.", "",
+           (f"Run `{report['run']}`, {report['created']}. Budget {report['budget']} episodes; {report['episodes']['stored']} stored "
+            f"({report['episodes']['reused']} reused from earlier runs, {report['episodes']['errors']} errors). Intervals are 95 %."), "",
            "## Hypotheses", "", "| # | failure mode | verdict | effect | 95 % interval | n | measured | test |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for h in report["hypotheses"]:
         if "effect" not in h:
@@ -447,7 +452,7 @@ def markdown(report: dict) -> str:
             continue
         scale, unit = _scale(h)
         ef = h["effect"]
-        interval = "—" if ef["difference"] is None else f"[{scale * ef['low']:+.1f}, {scale * ef['high']:+.1f}]{unit}"
+        interval = "—" if ef["low"] is None else f"[{scale * ef['low']:+.1f}, {scale * ef['high']:+.1f}]{unit}"
         point = "—" if ef["difference"] is None else f"{scale * ef['difference']:+.1f}{unit}"
         decide = f"; ~{h['decided_by']['episodes']} episodes would decide it" if h.get("decided_by") and h["decided_by"]["episodes"] else ""
         out.append(f"| {h['number']} | {h['title']} | {h['verdict']}{decide} | {ef['name']}: {point} | {interval} | {_n(ef['n'])} | {measured_text(h)} | {h['test']} |")
