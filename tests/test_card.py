@@ -77,6 +77,7 @@ def card(tmp_path_factory):
     out = tmp_path_factory.mktemp("card")
     proc = run_cli("card", "--budget-episodes", BUDGET, "--max-steps", "8", "--candidates", "2", "--out", str(out / "first"))
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("not testable") == 1 and "card: H5 Mode collapse with few samples not testable: --candidates 2" in proc.stderr
     (first,) = (out / "first").iterdir()
     again = run_cli("card", "--budget-episodes", BUDGET, "--max-steps", "8", "--candidates", "2", "--out", str(out / "second"), "--reuse", str(first))
     assert again.returncode == 0, again.stderr
@@ -97,7 +98,7 @@ def test_card_files_and_every_number_with_n_interval_and_keys(card):
         assert set(h["episode_keys"]) <= stored and set(h["failed_keys"]) <= set(h["episode_keys"])
         assert h["scenarios"] == 1
     assert report["hypotheses"][0]["details"]["perturbed"]["n"] == 1  # one OOD pair at this budget
-    assert report["hypotheses"][4]["why"] == "no scenario fitted the budget of 12 episodes"
+    assert report["hypotheses"][4]["why"] == "--candidates 2 leaves no best-of-N above best-of-2 to compare with; valid: 3 or more"
     ledger = report["ledger"]
     assert ledger["overall"]["n"] == 2 and all(set(r["episode_keys"]) <= stored for r in ledger["rows"])  # clean and OOD pairs
     assert {p["axis"] for p in report["profile"]} == {"camera", "robot initial state", "language", "lighting", "background", "sensor noise", "layout"}

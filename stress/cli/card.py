@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from scenarios.card import (DEFAULT_BUDGET, FLIP_SEEDS, HYPOTHESES, MIN_UNITS, Context, blocks_for, boundary_severities,
+from scenarios.card import (DEFAULT_BUDGET, FEW_CANDIDATES, FLIP_SEEDS, HYPOTHESES, MIN_UNITS, Context, blocks_for, boundary_severities,
                             context_to_dict, design, replan_option, smallest_budget, applicability, units_of)
 from scenarios.grid import check_servers
 from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, DEFAULT_POLICY, DEFAULT_SUITE, add_backend_arguments, add_server_arguments, int_list, positive_int
@@ -68,6 +68,8 @@ def make_specs(args) -> tuple[list, dict]:
     units = units_of(args.suite, args.tasks)
     maps = boundary_severities(args.map)
     families, untestable = applicability(args.policy, args.suite, server)
+    if "mode_collapse" not in untestable and args.candidates <= FEW_CANDIDATES:
+        untestable["mode_collapse"] = f"--candidates {args.candidates} leaves no best-of-N above best-of-{FEW_CANDIDATES} to compare with; valid: {FEW_CANDIDATES + 1} or more"
     for h in HYPOTHESES:
         if h.id in untestable:
             print(f"card: H{h.number} {h.title} not testable: {untestable[h.id]}", file=sys.stderr)
