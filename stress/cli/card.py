@@ -50,10 +50,10 @@ def run(args) -> int:
         raise UserError(f"--counterfactual-rollouts {args.counterfactual_rollouts} invalid; valid: 0 or more")
     with runner(args) as chosen:
         store, specs, measurement = start_or_resume(args, make_specs, lambda specs: f"card-{args.policy}")
-        reused = reuse(store, specs, args.reuse)
+        _record(store, reuse(store, specs, args.reuse), 0)  # recorded now: a card stopped mid-run still counts what it copied
         before = len(store.done_keys())
         execute(store, specs, measurement, chosen)
-        _record(store, reused, len(store.done_keys()) - before)
+        _record(store, 0, len(store.done_keys()) - before)
     report = card_report(store)
     write_card(store.path, report)
     for line in summary(report):
