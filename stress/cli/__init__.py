@@ -27,6 +27,7 @@ COMMANDS = {  # name -> (its module in stress/cli/, one-line help), in the order
     "study": ("study", "one policy variable varied on identical scenarios: aggregation, value-source, denoising, candidates, temperature"),
     "list": ("listing", "list perturbations, policies or suites"),
     "show": ("show", "summary of a run: success per perturbation and severity vs clean"),
+    "card": ("card", "the five known failure modes of world-model policies tested as hypotheses on one policy: card.json, card.md, card.html"),
     "compare": ("compare", "two runs on their common scenarios: paired success, prediction and selection figures"),
     "alarm": ("alarm", "the policy's value and world model as a failure alarm: conformal calibration on clean runs, TPR/FPR/lead time per perturbation"),
     "gallery": ("gallery", "static failure gallery of a run (RUN/gallery/index.html): videos, failure modes, predictions"),

@@ -260,6 +260,7 @@ class AlohaExpertPolicy:
     modes: ClassVar[tuple[str, ...]] = ("direct",)
     uses_images: ClassVar[bool] = False
     simulators: ClassVar[tuple[str, ...]] = ("aloha",)  # it reads AlohaEnv's object poses
+    seeded: ClassVar[bool] = False  # its plan depends on the scene only: the seed changes nothing (stress card says so)
 
     def __init__(self, chunk: int = CHUNK):
         self.chunk = chunk

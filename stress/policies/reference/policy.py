@@ -7,6 +7,9 @@ from the actions alone: ``value_source``) ``n_values`` values per future; the en
 (``stress.policies.planning``) and the best candidate executed. Every candidate's predictions are in the
 Decision.
 
+Re-planning: ``replan_steps`` (default the whole chunk, ``CHUNK``) actions of each chunk are executed before the next
+query, as Cosmos Policy's ``num_open_loop_steps`` (``stress card`` varies it: open-loop cascades).
+
 Temperature: the policy role's initial noise is scaled by ``temperature`` (default ``DEFAULT_TEMPERATURE``);
 the world-model and value ensembles always sample at 1, so their spread stays the learned uncertainty.
 
@@ -97,7 +100,10 @@ class ReferencePolicy:
     uses_images: ClassVar[bool] = True
 
     def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
-                 value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float = DEFAULT_TEMPERATURE):
+                 value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float = DEFAULT_TEMPERATURE,
+                 replan_steps: int = CHUNK):
+        if isinstance(replan_steps, bool) or not isinstance(replan_steps, int) or not 1 <= replan_steps <= CHUNK:  # before the weights load
+            raise UserError(f"replan_steps {replan_steps!r} invalid; valid: 1-{CHUNK} (actions of each chunk executed before the next query)")
         self.checkpoint_file = Path(checkpoint or checkpoint_path())
         self.net, self.meta = load_checkpoint(self.checkpoint_file)
         norm = self.meta["normalisation"]
@@ -105,6 +111,7 @@ class ReferencePolicy:
         self._delta_std = np.array(norm["delta_std"], np.float32)
         self.num_denoising_steps, self.precision, self.value_source = num_denoising_steps, precision, value_source
         self.n_futures, self.n_values, self.temperature = n_futures, n_values, temperature
+        self.replan_steps = replan_steps
         self.reset("", 0)
 
     # --- serving (``stress serve``) -------------------------------------------------------------------------
@@ -150,9 +157,9 @@ class ReferencePolicy:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bfloat16" else nullcontext()
         with torch.inference_mode(), autocast:
             condition, maps, current = self._encode(obs)
-            if self.mode == "direct":
-                return self._direct(obs, condition, maps, current, seed)
-            return self._plan(obs, condition, maps, current, seed)
+            decision = (self._direct if self.mode == "direct" else self._plan)(obs, condition, maps, current, seed)
+        decision.actions = decision.actions[: self.replan_steps]
+        return decision
 
     # --- internals ----------------------------------------------------------------------------------------
     def _encode(self, obs: Observation):
