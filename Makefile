@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# make test: pytest-xdist processes; each test file runs whole on one of them, so its module fixtures are built once
+TEST_WORKERS ?= 2
 PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 
 .PHONY: setup run test bench alarm-study clean-venv lerobot-env
@@ -33,7 +35,7 @@ run: $(STAMP)
 	$(BIN)/stress run --perturb occlusion --gallery 2
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/stress bench
