@@ -16,14 +16,17 @@ blocks (the clean direct episode of a unit) are counted, and run, once.
 4. ``open_loop_cascades``: clean and a fixed push (the target object moved by the level's distance when the
    gripper comes within 10 cm), each with the full chunk executed and a quarter of it before re-planning;
 5. ``mode_collapse``: clean, direct and best-of-N with ``FEW_CANDIDATES`` and with N candidates;
-6. ``profile``: one family per perturbation axis the field reports, at the default level, direct.
+6. ``profile``: one family per perturbation axis the field reports, at the default level, direct;
+7. ``language`` (on a simulator whose tasks share a scene): the profile's meaning-preserving language level and
+   ``SWAP_LEVEL`` (another task's instruction) against clean, direct: does the policy ignore rewording, does it
+   ignore the words. Last, so it takes only what the other blocks leave (one episode per scenario the profile has).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +37,7 @@ from perturbations.mid_chunk_push import MOVE_M
 from stress.core.errors import UserError
 from stress.core.spec import DEFAULT_SEVERITY, PerturbationSpec, ScenarioSpec, perturbation_seed
 from stress.envs import check_task, simulator_of
+from stress.envs.scene import SceneQuery
 from stress.policies import policy_class
 from stress.runners.episode import check_spec
 from stress.store import RunStore
@@ -44,6 +48,7 @@ DEFAULT_BUDGET = 60
 FLIP_SEEDS = 3
 FEW_CANDIDATES = 2
 PUSH_DISTANCE_M = 0.1
+SWAP_LEVEL = 4  # the language family's grounding level: another task's instruction of the same scene
 REPLAN_OPTIONS = ("replan_steps", "chunk")  # the constructor option that sets how many actions run before the next query
 
 # the perturbation axes the field's leaderboards report, each with the families that perturb it (the first one the
@@ -87,6 +92,7 @@ class Context:
     severities: dict[str, int]
     replan: tuple[str, int, int] | None  # (option, full, short)
     families: dict[str, tuple[str, ...]]  # block -> the supported families it uses
+    language_swap: int | None = None  # the language block's swapped-task level (SWAP_LEVEL); None: no language block (no shared scene, or a card from before it)
 
     def spec(self, unit: tuple[int, int], perturbations=(), mode: str = "direct", seed_offset: int = 0, n: int | None = None,
              options: dict | None = None) -> ScenarioSpec:
@@ -144,6 +150,13 @@ def _profile(c: Context, i: int, u) -> list:
     return [c.spec(u)] + [c.spec(u, (c.perturbation(name, u),)) for name in c.families["profile"]]
 
 
+def _language(c: Context, i: int, u) -> list:
+    """The language-sensitivity figure: the profile's meaning-preserving language level (shared with it) and the
+    swap (``c.language_swap``: another task's instruction), against clean, on the same scenario."""
+    kept = c.perturbation("language", u)
+    return [c.spec(u), c.spec(u, (kept,)), c.spec(u, (replace(kept, severity=c.language_swap),))]
+
+
 HYPOTHESES = (
     Hypothesis("ood_amplification", 1, "OOD amplification",
                "under out-of-distribution initial states planning fails where the direct policy succeeds more often than the reverse",
@@ -168,7 +181,8 @@ HYPOTHESES = (
                ("planning",), (), -1, 0.10, f"relative action spread, best-of-{FEW_CANDIDATES} - best-of-N", _collapse),
 )
 PROFILE = "profile"
-BLOCKS = {**{h.id: h.specs for h in HYPOTHESES}, PROFILE: _profile}
+LANGUAGE = "language"  # last: it only adds the swap (and the profile's language episode where the profile got no scenario)
+BLOCKS = {**{h.id: h.specs for h in HYPOTHESES}, PROFILE: _profile, LANGUAGE: _language}
 
 
 # --- what the policy and the suite allow --------------------------------------------------------------------------
@@ -216,6 +230,20 @@ def applicability(policy: str, suite: str, server: dict | None = None) -> tuple[
     return families, untestable
 
 
+def language_swap(suite: str, families: dict[str, tuple[str, ...]], severities: dict[str, int]) -> int | None:
+    """``SWAP_LEVEL`` when the profile runs the language family at another level and the suite's simulator has
+    tasks that share a scene (its scene query answers ``other_tasks``; ALOHA's and robosuite's do not, and the swap
+    would only store ``not_realised``), else None."""
+    if "language" not in families.get(PROFILE, ()) or severities.get("language", DEFAULT_SEVERITY) == SWAP_LEVEL:
+        return None
+    return SWAP_LEVEL if shares_scenes(suite) else None
+
+
+def shares_scenes(suite: str) -> bool:
+    """Whether the suite's simulator has tasks that share a scene (its scene query answers ``other_tasks``)."""
+    return simulator_of(suite).env_class.scene_class.other_tasks is not SceneQuery.other_tasks
+
+
 def boundary_severities(map_runs: list[Path]) -> dict[str, dict]:
     """family -> {"severity", "threshold", "source"} from failure-boundary maps (``stress map``) of families mapped
     by severity, the direct setting's 50 % threshold rounded to a level (1-5)."""
@@ -244,12 +272,14 @@ def units_of(suite: str, tasks: list[int]) -> list[tuple[int, int]]:
 
 
 def blocks_for(context: Context, testable: list[str]) -> dict[str, Callable]:
-    return {b: BLOCKS[b] for b in [*testable, PROFILE] if b == PROFILE and context.families[PROFILE] or b in testable}
+    wanted = [*testable, PROFILE, *([LANGUAGE] if context.language_swap is not None else [])]
+    return {b: BLOCKS[b] for b in wanted if b in testable or b == PROFILE and context.families[PROFILE] or b == LANGUAGE}
 
 
 def smallest_budget(context: Context, blocks: dict[str, Callable], units: list) -> tuple[int, str]:
-    """(episodes, block) of the cheapest block on ``MIN_UNITS`` scenarios."""
-    costs = {name: len({s.key for i, u in enumerate(units[:MIN_UNITS]) for s in make(context, i, u)}) for name, make in blocks.items()}
+    """(episodes, block) of the cheapest block on ``MIN_UNITS`` scenarios (the language block only adds to the
+    profile: it is not a card on its own)."""
+    costs = {name: len({s.key for i, u in enumerate(units[:MIN_UNITS]) for s in make(context, i, u)}) for name, make in blocks.items() if name != LANGUAGE}
     name = min(costs, key=costs.get)
     return costs[name], name
 
@@ -283,11 +313,12 @@ def block_specs(context: Context, name: str, units: list, all_units: list) -> li
 def context_to_dict(c: Context) -> dict:
     return {"suite": c.suite, "policy": c.policy, "seed": c.seed, "max_steps": c.max_steps, "image_size": c.image_size, "candidates": c.candidates,
             "aggregation": c.aggregation, "options": [list(o) for o in c.options], "severities": dict(c.severities),
-            "replan": list(c.replan) if c.replan else None, "families": {k: list(v) for k, v in c.families.items()}}
+            "replan": list(c.replan) if c.replan else None, "families": {k: list(v) for k, v in c.families.items()}, "language_swap": c.language_swap}
 
 
 def context_from_dict(d: dict) -> Context:
     """The context a card folder's manifest recorded (JSON lists back to tuples)."""
     return Context(suite=d["suite"], policy=d["policy"], seed=d["seed"], max_steps=d["max_steps"], image_size=d["image_size"], candidates=d["candidates"],
                    aggregation=d["aggregation"], options=tuple(tuple(o) for o in d["options"]), severities=dict(d["severities"]),
-                   replan=tuple(d["replan"]) if d["replan"] else None, families={k: tuple(v) for k, v in d["families"].items()})
+                   replan=tuple(d["replan"]) if d["replan"] else None, families={k: tuple(v) for k, v in d["families"].items()},
+                   language_swap=d.get("language_swap"))

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
-from scenarios.card import (HYPOTHESES, MIN_UNITS, Context, blocks_for, block_specs, design, push_params, smallest_budget, applicability, units_of)
+from scenarios.card import (HYPOTHESES, MIN_UNITS, SWAP_LEVEL, Context, blocks_for, block_specs, design, language_swap, push_params, smallest_budget,
+                            applicability, units_of)
+from stress.report.card import html, markdown, summary
+from stress.report.language import language_sensitivity
 
 CHROMIUM = shutil.which("chromium") or shutil.which("/usr/bin/chromium")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -21,7 +24,7 @@ BUDGET = "12"  # every hypothesis but the fifth gets one scenario: H1 4 + H2 1 +
 def _context(policy="reference", suite="libero_spatial"):
     families, _ = applicability(policy, suite)
     return Context(suite=suite, policy=policy, seed=0, max_steps=8, image_size=128, candidates=8, aggregation="average", options=(),
-                   severities={}, replan=("replan_steps", 16, 4), families=families)
+                   severities={}, replan=("replan_steps", 16, 4), families=families, language_swap=language_swap(suite, families, {}))
 
 
 def test_design_pairs_identical_scenarios_within_the_budget():
@@ -41,6 +44,10 @@ def test_design_pairs_identical_scenarios_within_the_budget():
     assert [dict(s.policy_options).get("replan_steps") for s in cascades] == [None, 4, None, 4]
     assert cascades[2].perturbations[0].params == push_params(3, units[0], 0)  # the same push at both lengths
     assert cascades[0].key == ood[0].key  # the clean direct episode is shared (run once)
+    language = block_specs(c, "language", allocation["language"][:1], units)  # meaning kept (the profile's) and another task's instruction
+    profile = {s.key for s in block_specs(c, "profile", allocation["profile"][:1], units)}
+    assert [s.label for s in language] == ["clean", "language:3", f"language:{SWAP_LEVEL}"] and [s.key in profile for s in language] == [True, True, False]
+    assert language_swap("aloha", applicability("aloha-expert", "aloha")[0], {}) is None  # ALOHA's tasks share no scene: no swap to run
 
 
 def test_smallest_budget_and_what_cannot_be_tested():
@@ -112,6 +119,65 @@ def test_second_card_over_the_same_scenarios_runs_nothing(card):
     a, b = (json.loads((p / "card.json").read_text()) for p in (first, second))
     assert [h["verdict"] for h in a["hypotheses"]] == [h["verdict"] for h in b["hypotheses"]]
     assert a["ledger"]["overall"] == b["ledger"]["overall"]
+
+
+def _alarm_json(keys: list[str]) -> dict:
+    """A stored ``stress alarm`` report (alarm.json's fields the card reads): the value signal fired 4 steps before
+    the onset of two perturbed failures and stayed quiet on a clean success. The fixture's 8-step episodes never
+    succeed, so the real command could not calibrate on them."""
+    traces = {keys[0]: {"success": True, "onset": None, "perturbation": "clean", "fired": None, "scores": [[0, 0.1]]}}
+    traces |= {k: {"success": False, "onset": 6, "perturbation": "object_pose:3", "fired": 2, "scores": [[0, 0.2], [2, 0.9]]} for k in keys[1:3]}
+    groups = [{"perturbation": "clean", "fpr": 0.0, "fpr_ci": [0.0, 0.79], "coverage_gap": -0.05, "coverage_gap_ci": [-0.05, 0.74]},
+              {"perturbation": "object_pose:3", "fpr": None, "fpr_ci": None, "coverage_gap": None, "coverage_gap_ci": None}]
+    return {"run": "card", "calibration_run": "/somewhere/clean-run", "held_out_split": False, "alpha": 0.1,
+            "settings": [{"policy": "reference", "setting": "direct", "calibration_successes": 12, "signals": {"value": {"groups": groups, "traces": traces}}}]}
+
+
+def test_alarm_section_absent_then_added_by_re_rendering(card, tmp_path):
+    first, proc, _, _ = card
+    report = json.loads((first / "card.json").read_text())
+    command = f"run `stress alarm {first}`"
+    assert not report["alarm"]["measured"] and command in report["alarm"]["line"] and f"`stress card --resume {first}`" in report["alarm"]["line"]
+    assert sum(command in line for line in proc.stdout.splitlines()) == 1  # one terminal line says how to add it
+    assert command in (first / "card.md").read_text() and command in (first / "card.html").read_text()
+    assert report["language"] == {"measured": False, "rows": [], "note": "not measured at this budget (no scenario for the profile's language episodes)"}
+    folder = tmp_path / "card"
+    shutil.copytree(first, folder)
+    keys = sorted(json.loads((folder / "card.json").read_text())["hypotheses"][0]["episode_keys"])
+    (folder / "alarm.json").write_text(json.dumps(_alarm_json(keys)))
+    again = run_cli("card", "--resume", str(folder))
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.strip().splitlines()
+    assert len(lines) <= 20 and "alarm: reference direct: best alarm value catches 1.00 of 2 perturbed failures before onset (median lead 4.00 steps), clean FPR 0.00 at alpha 0.1" in lines
+    report = json.loads((folder / "card.json").read_text())
+    assert report["alarm"]["measured"] and report["alarm"]["calibration"] == "clean-run" and report["alarm"]["stale"] == 0
+    (row,) = report["alarm"]["settings"][0]["signals"]
+    assert row["tpr"] == 1.0 and row["failed"] == 2 and row["lead_steps_median"] == 4.0
+    assert "| reference direct | value (best) | 0.00 [0.00, 0.79] | 1.00 [0.34, 1.00] | 2 | 4 | — |" in (folder / "card.md").read_text()
+    section = (folder / "card.html").read_text().split('<section id="alarm">')[1].split("</section>")[0]
+    assert "not measured" not in section and "<td>reference direct</td><td>value (best)</td>" in section
+
+
+def test_language_section_from_two_levels(card):
+    """The section as the card renders it, from language_sensitivity on stored rows: a meaning-preserving rewrite the
+    policy survives and another task's instruction that breaks it, the value moving with the words."""
+    first, *_ = card
+    report = json.loads((first / "card.json").read_text())
+    base = {"suite": "libero_spatial", "task_id": 0, "init_index": 0, "seed": 0, "policy": "reference", "setting": "direct"}
+    told = {3: ("please pick up the black bowl", "robustness"), 4: ("pick up the ketchup and place it in the basket", "grounding")}
+    episodes = [base | {"episode_key": "c", "perturbation": "clean", "severity": 0, "success": True, "perturbations": "[]"}]
+    episodes += [base | {"episode_key": f"l{level}", "perturbation": f"language:{level}", "severity": level, "success": level == 3,
+                         "perturbations": json.dumps([{"name": "language", "realisation": {"original": "pick up the black bowl", "instruction": text, "kind": kind,
+                                                                                           "normalised_edit_distance": 0.2, "word_distance": 0.3}}])}
+                 for level, (text, kind) in told.items()]
+    decisions = [{"episode_key": k, "step": 0, "candidate": -1, "pred_value": v} for k, v in (("c", 0.8), ("l3", 0.78), ("l4", 0.5))]
+    rows = language_sensitivity(episodes, decisions)
+    report["language"] = {"measured": True, "rows": rows, "note": "future shift: a card stores no predicted frames"}
+    assert [(r["severity"], r["breaks"], round(r["value_shift"], 2)) for r in rows] == [(3, 0.0, 0.02), (4, 1.0, 0.3)]
+    md = markdown(report)
+    assert "| language:4 | grounding | 1 | 0 % | 100 % (n=1) | 100 % (n=1) |" in md and "Note: future shift" in md
+    assert "language (breaks of clean successes): language:3 robustness 0 % of 1, value shift 0.020; language:4 grounding 100 % of 1, value shift 0.300" in summary(report)
+    assert html(report).count("<td>language:") == 2
 
 
 def test_card_html_in_a_real_browser(card):

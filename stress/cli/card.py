@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from scenarios.card import (DEFAULT_BUDGET, FEW_CANDIDATES, FLIP_SEEDS, HYPOTHESES, MIN_UNITS, Context, blocks_for, boundary_severities,
-                            context_to_dict, design, replan_option, smallest_budget, applicability, units_of)
+                            context_to_dict, design, language_swap, replan_option, smallest_budget, applicability, units_of)
 from scenarios.grid import check_servers
 from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, DEFAULT_POLICY, DEFAULT_SUITE, add_backend_arguments, add_server_arguments, int_list, positive_int
 from stress.cli.execution import execute, remote_options, runner, start_or_resume
@@ -74,10 +74,11 @@ def make_specs(args) -> tuple[list, dict]:
         if h.id in untestable:
             print(f"card: H{h.number} {h.title} not testable: {untestable[h.id]}", file=sys.stderr)
     option = replan_option(args.policy)
+    severities = {name: m["severity"] for name, m in maps.items()}
     context = Context(suite=args.suite, policy=args.policy, seed=args.seed, max_steps=args.max_steps, image_size=image_size or simulator.default_image_size,
                       candidates=args.candidates, aggregation=args.aggregation, options=policy_options,
-                      severities={name: m["severity"] for name, m in maps.items()},
-                      replan=(option, simulator.chunk_size, max(1, simulator.chunk_size // 4)) if option else None, families=families)
+                      severities=severities, replan=(option, simulator.chunk_size, max(1, simulator.chunk_size // 4)) if option else None,
+                      families=families, language_swap=language_swap(args.suite, families, severities))
     runnable = [h.id for h in HYPOTHESES if h.id not in untestable]
     if not runnable:
         raise UserError(f"policy {args.policy!r} on suite {args.suite} can be tested for none of the five failure modes; valid: a policy with a planning mode "

@@ -1,6 +1,7 @@
 """``stress card``'s report: each pre-declared hypothesis tested on the card's episodes (its test, effect with a
 95 % interval, verdict and the budget that would decide it), the planning-gain ledger, the robustness profile,
-and the files: ``card.json`` (schema ``stress-card/1``: every number with its n, interval and episode keys),
+the failure alarm's section (``stress alarm CARD`` run on the card folder, read from its ``alarm.json``), the
+language sensitivity (``stress.report.language`` on the card's language episodes), and the files: ``card.json`` (schema ``stress-card/1``: every number with its n, interval and episode keys),
 ``card.md``, ``card.html`` (static, offline, the gallery's style, linking failed episodes to the gallery's cards)
 and a terminal summary of at most 20 lines.
 """
@@ -14,11 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from scenarios.card import (AXES, CARD_FORMAT, FEW_CANDIDATES, HYPOTHESES, PROFILE, Context, block_specs, context_from_dict)
+from scenarios.card import (AXES, CARD_FORMAT, FEW_CANDIDATES, HYPOTHESES, PROFILE, Context, block_specs, context_from_dict,
+                            shares_scenes)
 from stress.core.files import atomic_write
 from stress.core.metrics import mcnemar, paired_bootstrap, selection, wilson_interval
 from stress.core.stats import (INCONCLUSIVE, bootstrap_difference, logistic_fit, mcnemar_sample_size, mean_sample_size, newcombe_paired,
                                paired_counts, verdict)
+from stress.report.alarm import ALARM_FILE, card_summary
+from stress.report.degradation import load
+from stress.report.language import language_sensitivity
 from stress.store import RunStore
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -324,6 +329,62 @@ def profile(c: Context, units, all_units, episodes: Episodes, simulator: str) ->
     return out
 
 
+# --- the failure alarm and the language sensitivity -------------------------------------------------------------
+def alarm_section(folder: Path) -> dict:
+    """``stress alarm``'s summary of the card folder (``card_summary``: read from its ``alarm.json``, nothing
+    recomputed), with ``stale``: the episodes stored after it was written; or, never run, the command that adds it."""
+    folder = Path(folder)
+    found = card_summary(folder)
+    if found is None:
+        return {"measured": False, "line": (f"failure alarm not measured: run `stress alarm {folder}` (add `--calibration RUN`, clean episodes of this "
+                                            f"policy and suite, when the card's own clean successes are too few), then `stress card --resume {folder}`")}
+    written = (folder / ALARM_FILE).stat().st_mtime
+    stale = sum(1 for p in (folder / "parts").glob("*.parquet") if p.stat().st_mtime > written)
+    return {"measured": True, **found, "calibration": Path(found["calibration_run"]).name, "stale": stale,
+            "picture": "alarm.png" if (folder / "alarm.png").is_file() else None}
+
+
+def language_section(store: RunStore, c: Context, simulator: str) -> dict:
+    """``language_sensitivity`` (what ``stress show`` and the gallery show) on the card's language episodes: per
+    level, success against clean on the same scenarios, breaks, edit, word and embedding distance, and how far
+    the first decision's value (and, where frames were stored, the predicted future) moves with the words alone.
+    Not measured: why (the profile got no scenario at this budget, or the simulator has no language family)."""
+    if "language" not in c.families.get(PROFILE, ()):
+        return {"measured": False, "rows": [], "note": f"not supported by {simulator}"}
+    rows = language_sensitivity(*load(store), frames=store.frames)
+    if not rows:
+        return {"measured": False, "rows": [], "note": "not measured at this budget (no scenario for the profile's language episodes)"}
+    notes = []
+    if c.language_swap is None:
+        notes.append("the swapped-task level (another task's instruction) is not in this card's design"
+                     + ("" if shares_scenes(c.suite) else f": {simulator}'s tasks share no scene, so there is no other task's instruction to swap in"))
+    elif not any(r["severity"] == c.language_swap for r in rows):
+        notes.append(f"the swapped-task level (language:{c.language_swap}) got no scenario at this budget")
+    if not any(r["future_pairs"] for r in rows):
+        notes.append("future shift: a card stores no predicted frames (`stress run --true-futures executed` with the language levels measures it)")
+    return {"measured": True, "rows": rows, "note": "; ".join(notes) or None}
+
+
+def _percent(value) -> str:
+    return "—" if value is None else f"{100 * value:.0f} %"
+
+
+def _alarm_line(section: dict) -> str:
+    if not section["measured"]:
+        return section["line"]
+    more = len(section["lines"]) - 1
+    text = "alarm: " + (section["lines"][0] if section["lines"] else "no setting to test") + (f" (+{more} more setting(s) in card.md)" if more > 0 else "")
+    return text + (f"; {section['stale']} episode(s) stored since alarm.json: rerun stress alarm" if section["stale"] else "")
+
+
+def _language_line(section: dict) -> str:
+    if not section["measured"]:
+        return f"language sensitivity: {section['note']}"
+    parts = [f"language:{r['severity']} {r['kind']} {_percent(r['breaks'])} of {r['clean_ok_pairs']}"
+             + ("" if r["value_shift"] is None else f", value shift {r['value_shift']:.3f}") for r in section["rows"]]
+    return "language (breaks of clean successes): " + "; ".join(parts)
+
+
 # --- the card ----------------------------------------------------------------------------------------------------
 def card_report(store: RunStore) -> dict[str, Any]:
     """The card of a card folder (a run folder whose manifest's config holds the design under ``card``)."""
@@ -359,6 +420,7 @@ def card_report(store: RunStore) -> dict[str, Any]:
                          "reused": design.get("reused", 0), "run": design.get("ran", None)},
             "severities": design["severity_sources"], "hypotheses": hypotheses, "ledger": ledger(episodes),
             "profile": profile(c, allocation.get(PROFILE, []), all_units, episodes, design["simulator"]),
+            "alarm": alarm_section(store.path), "language": language_section(store, c, design["simulator"]),
             "notes": design.get("notes", [])}
 
 
@@ -436,6 +498,8 @@ def summary(report: dict) -> list[str]:
     if axes:
         lines.append("profile (success vs clean, same scenarios): " + "; ".join(
             f"{p['axis']} {100 * p['success']['rate']:.0f}/{100 * p['clean']['rate']:.0f} %" for p in axes))
+    lines.append(_language_line(report["language"]))
+    lines.append(_alarm_line(report["alarm"]))
     lines.append(f"files: {report['path']}/card.json, card.md, card.html")
     return lines[:SUMMARY_LINES]
 
@@ -479,9 +543,56 @@ def markdown(report: dict) -> str:
             s, d = p["success"], p["difference"]
             out.append(f"| {p['axis']} | {p['families'][0]}:{p['severity']} | {100 * s['rate']:.0f} % | {100 * s['low']:.0f}–{100 * s['high']:.0f} % | "
                        f"{100 * p['clean']['rate']:.0f} % | {_interval(d, 100, ' pts')} | {s['n']} |")
+    out += ["", "## Language sensitivity (direct; each level against clean on the same scenarios)", ""] + language_markdown(report["language"])
+    out += ["", "## Failure alarm", ""] + alarm_markdown(report["alarm"])
     if report["notes"]:
         out += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(out) + "\n"
+
+
+def _ci(values, spec: str = ".2f") -> str:
+    return "" if not values else f" [{format(values[0], spec)}, {format(values[1], spec)}]"
+
+
+def _gap(gap: dict | None) -> str:
+    return "—" if gap is None else f"{gap['gap']:+.2f} under {gap['perturbation']}"
+
+
+def language_markdown(section: dict) -> list[str]:
+    if not section["measured"]:
+        return [f"Language sensitivity: {section['note']}."]
+    out = ["Breaks: the share of the scenarios clean succeeded on that the rewritten instruction broke (meaning kept: should stay near 0; "
+           "another task's instruction: near 100 % means the policy listens). Shifts: how far the first decision's value (and predicted "
+           "future, 0-255) moved with the words alone.", "",
+           "| level | kind | episodes | success | clean | breaks | edit distance | word distance | embedding distance | value shift | future shift | example |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in section["rows"]:
+        out.append(f"| language:{r['severity']} | {r['kind']} | {r['episodes']} | {_percent(r['success'])} | {_percent(r['clean_success'])} (n={r['pairs']}) | "
+                   f"{_percent(r['breaks'])} (n={r['clean_ok_pairs']}) | {_num(r['edit_distance'])} | {_num(r['word_distance'])} | {_num(r['embedding_distance'])} | "
+                   f"{_num(r['value_shift'], '.3f')} (n={r['value_pairs']}) | {_num(r['future_shift'])} (n={r['future_pairs']}) | "
+                   f"{'' if r['example'] is None else '`' + r['example'].replace('`', '') + '`'} |")
+    if section["note"]:
+        out += ["", f"Note: {section['note']}."]
+    return out
+
+
+def alarm_markdown(section: dict) -> list[str]:
+    if not section["measured"]:
+        return [section["line"].replace("failure alarm not measured", "Not measured") + "."]
+    out = [f"`stress alarm` at alpha {section['alpha']}, calibrated on `{section['calibration']}`"
+           + (" (every other clean episode; the rest held out)" if section["held_out_split"] else "") + "."]
+    if section["stale"]:
+        out.append(f"{section['stale']} episode(s) were stored after alarm.json was written: rerun `stress alarm`.")
+    out += [""] + [f"- {line}" for line in section["lines"]]
+    out += ["", "| setting | signal | clean FPR | TPR before onset | perturbed failures | median lead (steps) | worst coverage gap |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for st in section["settings"]:
+        for r in st["signals"]:
+            tags = [t for t, on in (("best", r["signal"] == st["best"]), ("policy-agnostic", r["baseline"])) if on]
+            out.append(f"| {st['policy']} {st['setting']} | {r['signal']}{' (' + ', '.join(tags) + ')' if tags else ''} | {_num(r['clean_fpr'])}{_ci(r['clean_fpr_ci'])} | "
+                       f"{_num(r['tpr'])}{_ci(r['tpr_ci'])} | {r['failed']} | {_num(r['lead_steps_median'], '.0f')} | "
+                       f"{_gap(r['worst_coverage_gap'])} |")
+    return out
 
 
 def html(report: dict) -> str:
@@ -491,6 +602,7 @@ def html(report: dict) -> str:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
     env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.0f} %"
     env.filters["signed"] = lambda v, scale=100.0: "—" if v is None else f"{scale * v:+.1f}"
+    env.filters["num"] = _num
     css = (TEMPLATES / "gallery.css").read_text()
     scales = {h["id"]: _scale(h) for h in report["hypotheses"]}
     return env.get_template("card.html.j2").render(card=report, css=css, scales=scales, measured=measured_text)
