@@ -49,13 +49,15 @@ def test_bench_reference_best_of_8_decision(benchmark, spatial_env):
 
 
 def test_bench_true_future_of_one_chunk(benchmark, spatial_env):
-    """Ground truth of one predicted chunk: restore, 16 steps of physics, both cameras rendered, PSNR/SSIM, restore."""
+    """Ground truth of one predicted chunk off the episode's path (a candidate's, `--true-futures all`): restore, 16
+    steps of physics, both cameras rendered, PSNR/SSIM, restore. (The executed chunk is measured at its end by the
+    episode itself, at the cost of the comparison only.)"""
     from stress.measurement.groundtruth import GroundTruth, Measurement
 
     policy, obs = _reference_policy_and_observation(spatial_env, "direct")
     decision = policy.act(obs)
     snap = spatial_env.snapshot()
-    truth = GroundTruth(Measurement(), "bench", spatial_env.max_steps, continuation=None)
+    truth = GroundTruth(Measurement("all"), "bench", spatial_env.max_steps, continuation=None)
     benchmark.pedantic(truth, (spatial_env, snap, decision), rounds=5, iterations=1)
     assert truth.by_step[snap.step][-1]["future_psnr"] > 0
     assert np.array_equal(spatial_env.snapshot().physics, snap.physics)

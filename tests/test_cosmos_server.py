@@ -477,19 +477,23 @@ def test_bad_requests_and_crashing_combinations_are_error_replies(cu, cosmos_fil
 
 
 def test_stress_run_against_the_cosmos_server(served_cosmos, tmp_path):
-    """One short real LIBERO episode per mode through `stress run --policy remote`: direct runs; planning, served
-    with a combination Cosmos's loop crashes on, is stored as an episode error and not a task failure."""
+    """Through `stress run --policy remote`: planning, served with a combination Cosmos's loop crashes on, is refused
+    by the pre-run inference check (exit 2, the server's one line, no run folder); one short real LIBERO episode in
+    direct mode runs, its predicted futures measured."""
     from stress.envs import simulator_of
     from stress.store import RunStore
 
     assert simulator_of("libero_spatial").tasks("libero_spatial")[0] == TASK0
-    proc = run_cli("run", "--policy", "remote", "--policy-server", served_cosmos, "--mode", "both", "--candidates", "2", "--episodes", "1",
-                   "--max-steps", "16", "--no-baseline", "--out", str(tmp_path), timeout=600)
+    common = ("run", "--policy", "remote", "--policy-server", served_cosmos, "--episodes", "1", "--max-steps", "16", "--no-baseline")
+    refused = run_cli(*common, "--mode", "both", "--candidates", "2", "--out", str(tmp_path / "both"), timeout=600)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "failed the inference check" in refused.stderr and "settings ar_value_prediction true with ar_future_prediction false" in refused.stderr
+    assert not (tmp_path / "both").exists() or not any((tmp_path / "both").iterdir())
+    proc = run_cli(*common, "--mode", "direct", "--out", str(tmp_path / "direct"), timeout=600)
     assert proc.returncode == 0, proc.stderr
-    store = RunStore.open(next(tmp_path.iterdir()))
-    rows = {r["mode"]: r for r in store.query("SELECT mode, error, success, steps FROM episodes")}
-    assert rows["direct"]["error"] is None and rows["direct"]["steps"] == 16, rows
-    assert rows["planning"]["error"].startswith("policy_server_error: bad_request: UserError: settings ar_value_prediction true with ar_future_prediction false"), rows
+    store = RunStore.open(next((tmp_path / "direct").iterdir()))
+    rows = store.query("SELECT mode, error, success, steps FROM episodes")
+    assert len(rows) == 1 and rows[0]["error"] is None and rows[0]["steps"] == 16, rows
     assert store.manifest["config"]["policy_server"]["policy"]["name"] == "cosmos-policy"
     # the direct decision's predicted futures measured against the simulator's, both in the model's view
     rows = store.query("SELECT future_psnr, future_ssim_agentview FROM decisions")

@@ -426,7 +426,8 @@ def test_aloha_parity_with_openpis_own_client_loop(tmp_path):
         assert len(rows) == 1 and rows[0]["error"] is None and (rows[0]["steps"], rows[0]["decisions"]) == (steps, 2), rows
         assert store.specs()[0].image_size == 480  # gym-aloha's own 480 x 640 camera, as openpi's client renders it
         ours_actions = np.asarray(store.actions(rows[0]["episode_key"])[0])
-        ours, recorder.seen = recorder.seen, []
+        (check, *ours), recorder.seen = recorder.seen, []  # the first request is the pre-run inference check
+        assert check[:4] == ours[0][:4]  # which sends the episode's own first observation
         # openpi's own loop: an observation every step (gym-aloha's pixels["top"] and agent_pos), a query every 10
         broker = ActionChunkBroker(WebsocketClientPolicy("127.0.0.1", recorder.port), action_horizon=10)
         theirs_actions = []

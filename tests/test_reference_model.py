@@ -15,9 +15,9 @@ from stress.core.policy import Observation
 from stress.training.data import PERTURBED_FAMILIES
 from tests.conftest import run_cli
 
-# in-process model backends; the remote client serves whichever model a server holds: its contract is that it
-# gives the served model's episodes bit for bit (tests/test_remote_policy.py)
-MODEL_BACKED = [n for n in policy_names() if "planning" in policy_class(n).modes and n != "remote"]
+# in-process model backends; the clients of a server serve whichever model it holds: their contract is that they
+# give the served model's episodes bit for bit (tests/test_remote_policy.py, tests/test_cosmos_deploy.py)
+MODEL_BACKED = [n for n in policy_names() if "planning" in policy_class(n).modes and n not in ("remote", "cosmos-deploy")]
 
 
 @pytest.fixture(scope="module")
