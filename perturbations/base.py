@@ -6,7 +6,7 @@ level means (a point or region of that space), samples explicit parameters from 
 with its own generator, and implements only the hook of its layer. :class:`PerturbationSpec` is what a scenario stores; the
 simulator adapter turns it into a :class:`Realised` perturbation (parameters + realisation record).
 
-Layers (DESIGN.md):
+Layers:
     scene   before the MuJoCo model is compiled (XML edit)         -> ``edit_scene``
     model   after every (re)build, on MjModel fields               -> ``apply_model``
     state   after the init state is set, before settling           -> ``apply_state``

@@ -14,7 +14,7 @@ meaning shown by ``stress list perturbations`` and in docs/perturbations.md):
 
 Search grid: magnitudes live on an integer grid, index ``i`` meaning ``origin + i * step`` where the origin
 is the identity (or the default when there is none). Integers shrink exactly to a threshold; bounded floats
-shrink to "simple" values instead (search-and-gallery notes, TL;DR 3). ``step`` is signed so that positive
+shrink to "simple" values instead. ``step`` is signed so that positive
 indices go mild -> severe (``jpeg_quality``: identity 100, step -1); a two-sided parameter (brightness
 -1..1, identity 0) has negative indices for the other direction. Index 0 is the identity, so the all-zero
 point of a family whose axes all have one is that family's identity.

@@ -9,7 +9,7 @@ every step tried.
 
 Why not Hypothesis's shrinker: it cannot start from a failure found outside it (it shrinks only what its
 own generator found; its explicit examples are never shrunk), and its generator is ~4x slower than uniform
-random at finding high-severity failures (``../shared/notes/search-and-gallery.md``). Bisection on the
+random at finding high-severity failures. Bisection on the
 grid lands exactly on thresholds, costs about log2(levels) episodes per moved axis, and replays from the
 store on resume. ``docs/search.md`` has the measured comparison.
 """

@@ -1,5 +1,5 @@
 """The Cosmos Policy server against the *real* cosmos-policy code on a CPU, with a fake network in place of the
-2B model (research note §7). Run by tests/test_cosmos_server.py when COSMOS_POLICY_CHECKOUT is set, or by hand:
+2B model. Run by tests/test_cosmos_server.py when COSMOS_POLICY_CHECKOUT is set, or by hand:
 
     HF_HUB_OFFLINE=1 PYTHONPATH=.:CHECKOUT python tests/cosmos_cpu_probe.py CHECKOUT WORKDIR
 

@@ -1,8 +1,8 @@
 """The Cosmos Policy server (stress/policies/cosmos_server.py, docs/cosmos-policy.md) against a stand-in for
 ``cosmos_utils`` (tests/fake_cosmos: the real signatures and return shapes, a deterministic fake model),
 served over real sockets on 127.0.0.1 and driven by the suite's ``remote`` client: metadata, direct and
-planning replies, Cosmos's seed and ensemble schedule, the exact aggregation, and every pitfall of the note's
-§6 (flip, 256 px, a seed per decision, actions[:H], data_batch copies, GPU tensors dropped, crashing mode
+planning replies, Cosmos's seed and ensemble schedule, the exact aggregation, and every pitfall listed in
+docs/cosmos-policy.md (flip, 256 px, a seed per decision, actions[:H], data_batch copies, GPU tensors dropped, crashing mode
 combinations and T5 cache misses refused as errors). The last test runs the real repository's code on a CPU
 with a fake network when a checkout is available (COSMOS_POLICY_CHECKOUT)."""
 
@@ -216,7 +216,7 @@ def test_cosmos_flags_refused_for_other_policies():
 
 
 def test_a_non_libero_action_dim_is_refused_at_start(cosmos_files, tmp_path):
-    """cosmos_utils binds ACTION_DIM from sys.argv at import (note §6.4): a checkout resolving to ALOHA's 14 is refused."""
+    """cosmos_utils binds ACTION_DIM from sys.argv at import: a checkout resolving to ALOHA's 14 is refused."""
     import shutil
 
     shutil.copytree(FAKE, tmp_path / "checkout")
@@ -501,7 +501,7 @@ def test_stress_run_against_the_cosmos_server(served_cosmos, tmp_path):
     assert store.manifest["config"]["policy_server"]["image_size"] == 256
 
 
-# --- the real repository's code on a CPU with a fake network (note §7), when a checkout is available -----------
+# --- the real repository's code on a CPU with a fake network, when a checkout is available -----------
 def test_real_cosmos_utils_on_cpu_with_a_fake_network(tmp_path):
     checkout = os.environ.get("COSMOS_POLICY_CHECKOUT")
     python = os.environ.get("COSMOS_POLICY_PYTHON", sys.executable)

@@ -65,14 +65,14 @@ def test_planning_aggregations_closed_form():
 
 
 @pytest.mark.parametrize("values, how, expected", [
-    # REFERENCE.md §1: Cosmos Policy's own aggregate_value_predictions on these ensembles
+    # Cosmos Policy's own aggregate_value_predictions (cosmos_utils, NVlabs/cosmos-policy 18a2acc) on these ensembles
     ([0, .02, .3, .6, .9], "average", 0.364),
     ([0, .02, .3, .6, .9], "lcb", 0.0),
     ([0, .02, .3, .6, .9], "success_vote", 0.6),
     ([0, .02, .3, .6, .9], "majority_mean", 0.6),
     ([0, .01, .02, .6, .9], "majority_mean", 0.0),
     ([0, 0, .3], "lcb", 0.0),
-    # and what the suite computed before matching Cosmos (notes/cosmos-policy-adapter.md §6.8): these differ
+    # and what the suite computed before matching Cosmos: these differ
     ([.5, .6, .7, .8], "lcb", 0.65 - np.std([.5, .6, .7, .8], ddof=1)),
     ([.9, .95, 1.0], "lcb", 0.95 - 0.05),
 ])

@@ -88,7 +88,7 @@ MODEL_SIZE, CROP_AREA = 224, 0.9
 def cosmos_view(image: np.ndarray, jpeg: bool = True) -> np.ndarray:
     """What Cosmos Policy makes of a camera image before its model sees it (and so the view its predicted
     futures live in): JPEG q95, resize to 224, the centre crop of 90 % of the area (212 px), resize back to
-    224 (notes/cosmos-policy-adapter.md §1.3, §6.2). ``jpeg=False`` for masks (geometry only)."""
+    224 (Cosmos Policy's LIBERO preprocessing). ``jpeg=False`` for masks (geometry only)."""
     from io import BytesIO
 
     from PIL import Image

@@ -5,7 +5,7 @@ downloaded): it imports ``cosmos_policy.experiments.robot.cosmos_utils`` from ``
 loads the model, the dataset statistics and the T5 embedding cache once, and answers the suite's requests with
 Cosmos's own primitives (``get_action``, ``get_future_state_prediction``, ``get_value_prediction``,
 ``aggregate_value_predictions``). The best-of-N loop is ours, not ``run_libero_eval.run_episode`` (which
-hard-wires the env, video writes and reseeding), and it handles every pitfall of the research note's §6:
+hard-wires the env, video writes and reseeding), and it handles every pitfall listed in docs/cosmos-policy.md:
 
 * images arrive upright (the suite flips MuJoCo's render vertically, ``np.flipud``) and go to ``get_action``
   untouched: no second flip, never a 180° rotation; exactly 256 px square uint8, LIBERO's ``env_img_res``;
@@ -65,7 +65,7 @@ FUTURES = {"future_image": "agentview", "future_wrist_image": "wrist"}  # get_ac
 # gamma_weighted_average, which it does not implement: requested, it fails as Cosmos fails, an error reply)
 AGGREGATIONS = ("average", "lcb", "success_vote", "majority_mean")
 KNOWN_AGGREGATIONS = (*AGGREGATIONS, "gamma_weighted_average")
-# the predicted futures live in the model's view (JPEG -> 224 -> 90 % centre crop -> 224, note §6.2): this tag
+# the predicted futures live in the model's view (JPEG -> 224 -> 90 % centre crop -> 224): this tag
 # makes the suite's ground truth pass the true frames through the same transform (groundtruth.FUTURE_VIEWS)
 FUTURE_VIEW = "cosmos"
 SEED_SPACE = 2**32  # the initial noise is np.random.RandomState(seed): seeds must fit in 32 bits
@@ -78,7 +78,7 @@ DEFAULT_STATS = f"{DEFAULT_CKPT}/libero_dataset_statistics.json"
 DEFAULT_T5 = f"{DEFAULT_CKPT}/libero_t5_embeddings.pkl"
 T5_TOKENS, T5_WIDTH = 512, 1024  # a cached embedding is (1, 512, 1024): T5-11B's hidden states over 512 tokens
 
-# run_libero_eval.PolicyEvalConfig's fields that cosmos_utils reads, LIBERO values (note §1.5). Copied, not
+# run_libero_eval.PolicyEvalConfig's fields that cosmos_utils reads, LIBERO values. Copied, not
 # imported: importing run_libero_eval pulls libero, wandb, h5py and draccus.
 LIBERO_CFG = dict(suite="libero", use_third_person_image=True, num_third_person_images=1, use_wrist_image=True,
                   num_wrist_images=1, use_proprio=True, normalize_proprio=True, unnormalize_actions=True,
@@ -181,7 +181,7 @@ class CosmosRuntime:
         if options.cosmos_planning_ckpt and not options.cosmos_planning_config:
             raise UserError("--cosmos-planning-ckpt needs --cosmos-planning-config NAME (the planning model's experiment)")
         # offline unless the user says otherwise: building Cosmos's config downloads the Predict2 and ALOHA
-        # checkpoints (note §1.2) and a T5 miss would fetch T5-11B
+        # checkpoints and a T5 miss would fetch T5-11B
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("WANDB_MODE", "disabled")
         if str(checkout) not in sys.path:
@@ -190,7 +190,7 @@ class CosmosRuntime:
             self.cu = importlib.import_module(COSMOS_UTILS)
         except ImportError as exc:
             raise UserError(f"cannot import {COSMOS_UTILS} from {checkout} ({type(exc).__name__}: {exc}); run the server with the Python of Cosmos Policy's environment") from None
-        if getattr(self.cu, "ACTION_DIM", 7) != 7:  # bound from sys.argv at import (note §6.4)
+        if getattr(self.cu, "ACTION_DIM", 7) != 7:  # bound from sys.argv at import
             raise UserError(f"cosmos_utils.ACTION_DIM is {self.cu.ACTION_DIM}; LIBERO needs 7 (set cosmos_policy.constants before the import)")
         torch = sys.modules.get("torch")
         if torch is not None and getattr(options, "threads", 0):
@@ -363,7 +363,7 @@ def parse_settings(pairs) -> dict:
 
 
 def check_settings(values: dict, planning: bool) -> None:
-    """Types, ranges, and (planning) the mode combinations Cosmos's own LIBERO loop crashes on (note §6.11)."""
+    """Types, ranges, and (planning) the mode combinations Cosmos's own LIBERO loop crashes on."""
     for name, default in SETTINGS.items():
         value = values[name]
         if isinstance(default, bool):
@@ -519,7 +519,7 @@ class CosmosPolicy:
                 t0 = time.perf_counter()
                 idx = result["latent_indices"]
                 # each helper gets data_batch as get_action built it: they rewrite num_conditional_frames and
-                # mask flags in place (note §6.12)
+                # mask flags in place
                 fs = rt.cu.get_future_state_prediction(
                     rt.cfg, model=world, data_batch=dict(result["data_batch"]), generated_latent_with_action=result["generated_latent"],
                     orig_clean_latent_frames=result["orig_clean_latent_frames"], future_proprio_latent_idx=idx["future_proprio_latent_idx"],

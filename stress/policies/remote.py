@@ -28,7 +28,7 @@ from stress.core.policy import Candidate, Decision, Observation, PolicyFault, Po
 from stress.policies.client import API_KEY_ENV, MalformedResponse, ServerError, auth_headers, check_url, close_quietly, first_line, probe_server
 from stress.policies.serve import PROTOCOL, pack, unpack
 
-DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU (notes §5)
+DEFAULT_TIMEOUT_S = 120.0  # per decision; a best-of-8 Cosmos query takes tens of seconds on one GPU
 CONNECT_TIMEOUT_S = 10.0
 CONNECT_RETRIES = (0.5, 1.0, 2.0)  # waits between connection attempts at reset (a server restarting)
 DOWN_MEMORY_S = 30.0  # after failed retries, later resets within this time fail at once: a run with its server gone ends quickly
