@@ -85,9 +85,7 @@ def _first_scene(args) -> ScenarioSpec:
     suite = getattr(args, "suite", None) or "aloha"
     if simulator_of(suite).name not in cosmos_deploy.CosmosDeployPolicy.simulators:
         raise UserError(f"--policy cosmos-deploy drives --suite aloha (deploy.py is Cosmos Policy's ALOHA server); got --suite {suite}")
-    tasks = getattr(args, "tasks", None) or [getattr(args, "task", None) or 0]
-    first = str(tasks).replace("-", ",").split(",")[0].strip("[] '\"") if isinstance(tasks, str) else tasks[0]
-    task = int(first) if str(first).isdigit() else first
+    task = (getattr(args, "tasks", None) or [getattr(args, "task", None) or 0])[0]  # --tasks is parsed to ints (int_list)
     return ScenarioSpec(suite=suite, task_id=task, init_index=0, policy="cosmos-deploy", seed=getattr(args, "seed", 0) or 0,
                         image_size=cosmos_deploy.RENDER_SIZE, policy_options=(("server", args.policy_server),))
 
