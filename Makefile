@@ -1,7 +1,7 @@
 # `make run`  : set up .venv (idempotent), run the default stress run (pixel occlusion, built-in defaults) and build its failure gallery
 # `make test` : set up .venv (idempotent) and run the whole test suite
-# `make alarm-study` : the failure alarm's study (docs/alarm.md): a clean calibration run, then each of five families at
-#                      three severities, each evaluated by `stress alarm` against the calibration (ALARM_EPISODES=5: reduced)
+# `make alarm-study` : the failure alarm's study (docs/alarm.md): a clean calibration run, a held-out clean run, then each
+#                      of five families at three severities, each evaluated by `stress alarm` against the calibration
 # `make lerobot-env` : LeRobot's own environment (another Python, another torch) for --policy lerobot, in $(LEROBOT_VENV)
 PYTHON ?= python3
 VENV := .venv
@@ -14,9 +14,13 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c constraints.txt
 .PHONY: setup run test bench alarm-study clean-venv lerobot-env
 
 ALARM_OUT ?= results/alarm-study
-ALARM_EPISODES ?= 50
+ALARM_CAL_EPISODES ?= 50
+ALARM_EPISODES ?= 10
+ALARM_CLEAN_EPISODES ?= 25
 ALARM_FAMILIES ?= occlusion lighting object_pose dynamics mid_chunk_push
-ALARM_FLAGS ?= --policy reference --suite libero_spatial --tasks 0 --mode planning --candidates 4 --policy-seeds 2 --workers 1
+ALARM_FLAGS ?= --policy reference --suite libero_spatial --tasks 0 --mode direct --policy-seeds 2 --workers 1
+# the held-out clean run and the perturbed runs: another run seed, so other policy noise than the calibration's
+ALARM_TEST_FLAGS ?= $(ALARM_FLAGS) --seed 1000 --episodes $(ALARM_EPISODES)
 LEROBOT_PYTHON_BASE ?= $(shell pyenv root 2>/dev/null)/versions/3.12.1/bin/python
 LEROBOT_VENV ?= .lerobot-venv
 
@@ -41,9 +45,12 @@ bench: $(STAMP)
 	$(BIN)/stress bench
 
 alarm-study: $(STAMP)
-	$(BIN)/stress run $(ALARM_FLAGS) --episodes $(ALARM_EPISODES) --out $(ALARM_OUT)/calibration
-	set -e; cal=$$(ls -d $(ALARM_OUT)/calibration/*/ | tail -1); for family in $(ALARM_FAMILIES); do \
-	  $(BIN)/stress run $(ALARM_FLAGS) --perturb $$family --severities 1,3,5 --no-baseline --episodes $(ALARM_EPISODES) --out $(ALARM_OUT)/$$family; \
+	$(BIN)/stress run $(ALARM_FLAGS) --episodes $(ALARM_CAL_EPISODES) --out $(ALARM_OUT)/calibration
+	$(BIN)/stress run $(ALARM_TEST_FLAGS) --episodes $(ALARM_CLEAN_EPISODES) --out $(ALARM_OUT)/clean
+	set -e; cal=$$(ls -d $(ALARM_OUT)/calibration/*/ | tail -1); \
+	  $(BIN)/stress alarm $$(ls -d $(ALARM_OUT)/clean/*/ | tail -1) --calibration $$cal --alpha 0.05; \
+	  for family in $(ALARM_FAMILIES); do \
+	  $(BIN)/stress run $(ALARM_TEST_FLAGS) --perturb $$family --severities 1,3,5 --no-baseline --out $(ALARM_OUT)/$$family; \
 	  $(BIN)/stress alarm $$(ls -d $(ALARM_OUT)/$$family/*/ | tail -1) --calibration $$cal --alpha 0.05; done
 
 clean-venv:

@@ -37,11 +37,11 @@ from stress.store import RunStore
 SIGNALS = {  # name -> (what it is, what it needs)
     "value": ("1 - the predicted value of the executed decision", "value predictions"),
     "surprise": ("- PSNR of the world model's prediction one chunk earlier against the frame seen now", "measured true futures (--true-futures executed)"),
-    "ensemble_spread": ("std of the executed candidate's value ensemble (futures x values)", "a value ensemble (planning with more than one future or value)"),
+    "ensemble_spread": ("std of the executed candidate's value ensemble (futures x values)", "value ensemble (planning with more than one future or value)"),
     "value_spread": ("std of the best-of-N candidates' predicted values", "planning mode (best-of-N)"),
     "action_spread": ("mean pairwise distance of the best-of-N candidates' chunks (policy-agnostic, samples)", "planning mode (best-of-N)"),
     "seed_spread": ("mean pairwise distance of the chunks the scenario's policy-seed episodes executed at this step (policy-agnostic, seeds)",
-                    "--policy-seeds 2 or more"),
+                    "second policy seed (--policy-seeds 2 or more)"),
 }
 BASELINES = ("action_spread", "seed_spread")  # the signals that need no value and no world model
 N_BOOT = 1000
