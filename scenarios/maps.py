@@ -159,9 +159,13 @@ def axis_values(space, walk: Walk) -> list:
     return [walk.axis.value(walk.index(level)) for level in range(walk.high + 1)]
 
 
-def outer_levels(high: int, count: int) -> list[int]:
-    """A pair's levels of its second axis: ``count`` evenly spaced from rest to the end (0, H/2, H for 3)."""
-    return sorted({round(high * j / (count - 1)) for j in range(count)})
+def outer_levels(second: dict, count: int) -> list[int]:
+    """A pair's levels of its second axis: ``count`` evenly spaced from rest to where the second axis alone (the first at
+    rest) is surely past its own boundary, the top of its threshold's 95 % interval (the axis's end when the interval
+    reaches it); further on, the first axis fails from rest and a row would say nothing new."""
+    t = second["threshold"]
+    span = max(1, min(second["high"], int(np.ceil(t["high_index"]))))
+    return sorted({round(span * j / (count - 1)) for j in range(count)})
 
 
 class _Mapper:
@@ -214,12 +218,17 @@ def run(store: RunStore, runner, on_episode: Callable | None = None) -> dict[str
         for walk in walks:
             curves.append(curve_record(space, mode, walk, *mapper.curve(setting, mode, walk), config))
         for first, second in pairs:
+            alone = next((c for c in curves if (c["mode"], c["family"], c["axis"], c["side"]) == (mode, *_walk_key(second))), None)
+            if alone is None:  # the second axis alone, the first at rest: where the rows may stop
+                alone = curve_record(space, mode, second, *mapper.curve(setting, mode, second), config)
+                curves.append(alone)
             rows = []
             second_values = axis_values(space, second)
-            for m in outer_levels(second.high, config.get("pair_levels", 3)):
+            for m in outer_levels(alone, config.get("pair_levels", 3)):
                 row = curve_record(space, mode, first, *mapper.curve(setting, mode, first, ((second, m),)), config)
                 rows.append({"second_level": m, "second_value": _plain(second_values[m]), **{k: v for k, v in row.items() if k != "values"}})
-            pair_maps.append({"mode": mode, "first": walk_record(space, first), "second": walk_record(space, second), "rows": rows})
+            pair_maps.append({"mode": mode, "first": walk_record(space, first), "second": walk_record(space, second), "rows": rows,
+                              "second_threshold": alone["threshold"]})
     report = {"format": FORMAT, "task": config["task"], "suite": config["suite"], "policy": config["policy"], "modes": config["modes"],
               "width": config["width"], "budget": config["budget"], "curves": curves, "pairs": pair_maps, "episodes_run": mapper.episodes_run,
               "episodes": len(mapper.keys), "comparison": compare_settings(curves)}
@@ -228,8 +237,13 @@ def run(store: RunStore, runner, on_episode: Callable | None = None) -> dict[str
     return report
 
 
+def _walk_key(walk: Walk) -> tuple:
+    return walk.family, walk.axis.name, "+" if walk.side > 0 else "-"
+
+
 def walk_record(space, walk: Walk) -> dict:
-    return {"family": walk.family, "axis": walk.axis.name, "side": "+" if walk.side > 0 else "-", "high": walk.high,
+    family, axis, side = _walk_key(walk)
+    return {"family": family, "axis": axis, "side": side, "high": walk.high,
             "unit": getattr(walk.axis, "unit", ""), "values": [_plain(v) for v in axis_values(space, walk)]}
 
 

@@ -62,7 +62,7 @@ def run(args) -> int:
     save_map_plot(report, store.path / "map.png")
     print_map(report)
     print(f"episodes: {report['episodes']} ({report['episodes_run']} run now); results: {store.path} (map.json, map.png); "
-          f"the episodes' tables: stress show {store.path}")
+          f"the episodes' tables: stress show {store.path}; the gallery: stress gallery {store.path} --videos 0")
     return 0
 
 

@@ -32,7 +32,8 @@ def save_map_plot(report: dict, path) -> None:
         ax.axis("off")
     fig.suptitle(f"failure boundaries: {report['policy']} on {report['suite']} task {report['task']}\n"
                  f"dashed: 50 % threshold; band: its 95 % interval; numbers: episodes per level" +
-                 ("; pairs: the threshold along the first axis (bar: 95 %) at levels of the second" if pairs else ""), fontsize=8)
+                 ("\npairs: circles, the threshold along the first axis (bar: 95 %) at levels of the second; diamond, the second axis's own "
+                  "threshold with the first at rest" if pairs else ""), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -70,8 +71,9 @@ def _curve_panel(ax, key: tuple, curves: list[dict]) -> None:
 
 
 def _pair_panel(ax, pairs: list[dict]) -> None:
-    """x: the first axis; y: the second axis's levels; per setting the threshold along x at each level with its interval;
-    squares: the visited cells, coloured by their success rate (red 0 %, green 100 %)."""
+    """x: the first axis; y: the second axis's levels; per setting the threshold along x at each level with its interval
+    (circles, joined), and the second axis's own threshold at the first's rest (a diamond, interval upward); squares:
+    the visited cells, coloured by their success rate (red 0 %, green 100 %)."""
     first, second = pairs[0]["first"], pairs[0]["second"]
     cmap = pyplot().get_cmap("RdYlGn")
     for p in pairs:
@@ -87,6 +89,11 @@ def _pair_panel(ax, pairs: list[dict]) -> None:
             highs.append(min(max(t["high_index"], 0), first["high"]) - xs[-1])
         ax.errorbar(xs, ys, xerr=[lows, highs], fmt="o-", color=colour, ms=4, capsize=3, lw=1.2,
                     label=f"{p['mode']}: {sum(r['episodes'] for r in p['rows'])} ep.")
+        t = p.get("second_threshold")
+        if t is not None:  # the second axis alone (the first at rest): the boundary's point on the rest line
+            y = min(max(t["median_index"], 0), second["high"])
+            ax.errorbar([0], [y], yerr=[[y - min(max(t["low_index"], 0), second["high"])], [min(max(t["high_index"], 0), second["high"]) - y]],
+                        fmt="D", color=colour, ms=4, capsize=3, lw=1.2)
     _ticks(ax.set_xticks, first)
     _ticks(ax.set_yticks, second)
     ax.set(title=f"{first['family']}.{first['axis']} × {second['family']}.{second['axis']}", xlabel=f"{first['axis']} {_unit_label(first)}",
