@@ -95,10 +95,11 @@ def _pair_panel(ax, pairs: list[dict]) -> None:
             ax.errorbar([0], [y], yerr=[[y - min(max(t["low_index"], 0), second["high"])], [min(max(t["high_index"], 0), second["high"]) - y]],
                         fmt="D", color=colour, ms=4, capsize=3, lw=1.2)
     _ticks(ax.set_xticks, first)
-    _ticks(ax.set_yticks, second)
+    levels = sorted({row["second_level"] for p in pairs for row in p["rows"]})  # the rows span rest to the second axis's boundary
+    top = max([*levels, *(min(second["high"], p["second_threshold"]["high_index"]) for p in pairs if p.get("second_threshold"))], default=1) or 1
+    ax.set_yticks(levels, [_label(second["values"][lv]) for lv in levels])
     ax.set(title=f"{first['family']}.{first['axis']} × {second['family']}.{second['axis']}", xlabel=f"{first['axis']} {_unit_label(first)}",
-           ylabel=f"{second['axis']} {_unit_label(second)}", xlim=(-0.03 * first["high"], 1.03 * first["high"]),
-           ylim=(-0.06 * second["high"], 1.06 * second["high"]))
+           ylabel=f"{second['axis']} {_unit_label(second)}", xlim=(-0.03 * first["high"], 1.03 * first["high"]), ylim=(-0.06 * top, 1.1 * top))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
 
