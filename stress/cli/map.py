@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sides", default="far", help="far: each axis toward the end where it goes furthest from rest; both: a two-sided axis toward each end (default far)")
     parser.add_argument("--pair", action="append", metavar="FAMILY.AXIS,FAMILY.AXIS",
                         help="a 2-D boundary: the threshold along the first axis at --pair-levels levels of the second (repeatable)")
-    parser.add_argument("--pair-levels", type=int, default=3, help="levels of a pair's second axis, evenly spaced from rest to its end (default 3: rest, half, end)")
+    parser.add_argument("--pair-levels", type=int, default=3, help="levels of a pair's second axis, evenly spaced from rest to where it fails alone (default 3)")
     parser.add_argument("--inits", type=int_list, default="0-49", help="init states the repeats at a level cycle through (default 0-49)")
     parser.add_argument("--policy-seeds", type=int_list, default="0", help="policy seeds, after the init states are used up (default 0)")
     parser.add_argument("--camera", default="both", help="camera target of per-camera families (default both)")
