@@ -57,9 +57,12 @@ class Walk:
         return axis_rest(self.axis) + self.side * level
 
 
-def walks_of(name: str, axis, sides: str = "far") -> list[Walk]:
+def walks_of(space, name: str, axis, sides: str = "far") -> list[Walk]:
     """The walks mapped along an axis: toward the end where it goes furthest from rest (positive, mild -> severe,
-    when it has one), or toward both ends of a two-sided axis (``sides='both'``: the positive side first)."""
+    when it has one), or toward both ends of a two-sided axis (``sides='both'``: the positive side first). A family
+    searched by severity: level l is severity l, 0 (the clean scene) to the highest."""
+    if name in space.severity_families:
+        return [Walk(name, axis, 1, axis.high)]
     rest = axis_rest(axis)
     up, down = Walk(name, axis, 1, axis.high - rest), Walk(name, axis, -1, rest - axis.low)
     far = up if axis.high > rest else down
@@ -87,14 +90,14 @@ def curves_of(config: dict):
     unknown = sorted(wanted - set(mapped))
     if unknown:
         raise UserError(f"--axes {unknown[0]!r} names no axis of the mapped families; valid: {', '.join(sorted(mapped))}")
-    walks = [w for key, (n, a) in mapped.items() if not wanted or key in wanted for w in walks_of(n, a, config.get("sides", "far"))]
+    walks = [w for key, (n, a) in mapped.items() if not wanted or key in wanted for w in walks_of(space, n, a, config.get("sides", "far"))]
     pairs = []
     for pair in config.get("pairs") or []:
         bad = next((a for a in pair if a not in known), None)
         if bad is not None or len(pair) != 2 or pair[0] == pair[1]:
             raise UserError(f"--pair {','.join(pair)!r} invalid; valid: two different axes FAMILY.AXIS,FAMILY.AXIS of "
                             f"{', '.join(sorted(known))}")
-        ends = [walks_of(*known[a]) for a in pair]
+        ends = [walks_of(space, *known[a]) for a in pair]
         if not all(ends):
             raise UserError(f"--pair {','.join(pair)!r} invalid: an axis without a step from rest; valid: {', '.join(sorted(known))}")
         pairs.append((ends[0][0], ends[1][0]))

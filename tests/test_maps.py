@@ -192,3 +192,13 @@ def _boundary(curve):
     from stress.report.maps import boundary_levels
 
     return boundary_levels(curve)
+
+
+def test_a_severity_family_is_mapped_from_clean_to_its_highest_severity():
+    from scenarios.maps import axis_values, curves_of
+
+    config = {"suite": "libero_spatial", "task": 0, "inits": [0], "families": ["distractors", "dynamics"], "camera": "both", "seeds": [0],
+              "axes": ["distractors.severity", "dynamics.mass_scale"], "sides": "both"}
+    space, walks, pairs = curves_of(config)
+    assert [(w.name, w.side, w.high) for w in walks] == [("distractors.severity", 1, 5), ("dynamics.mass_scale", 1, 190), ("dynamics.mass_scale", -1, 9)]
+    assert axis_values(space, walks[0]) == [0, 1, 2, 3, 4, 5] and pairs == []
