@@ -7,9 +7,13 @@ import math
 import subprocess
 import sys
 
+import duckdb
 import pytest
 
 from scenarios.boundary import Boundary, Curve, benchmark, curve_sampler, estimate, grid_levels, random_curve
+from scenarios.maps import axis_values, curves_of
+from stress.report.maps import boundary_levels
+from test_gallery import BROWSER_ARGS, CHROMIUM
 
 
 def test_threshold_of_a_known_curve_is_inside_its_interval():
@@ -104,8 +108,6 @@ def pair_map(tmp_path_factory):
 
 
 def _perturbations(run, keys):
-    import duckdb
-
     rows = duckdb.sql(f"SELECT episode_key, perturbations FROM read_parquet('{run}/episodes.parquet')").fetchall()
     found = {k: json.loads(p) for k, p in rows}
     return [found[k] for k in keys]
@@ -158,8 +160,6 @@ def test_gallery_of_a_map_in_the_browser(pair_map):
     r = _cli("gallery", str(run), "--videos", "0")
     assert r.returncode == 0, r.stderr
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
-    from test_gallery import BROWSER_ARGS, CHROMIUM
-
     if not CHROMIUM:
         pytest.skip("chromium not installed (apt-get install chromium; .ci/run does it)")
     with sync_api.sync_playwright() as p:
@@ -180,7 +180,7 @@ def test_gallery_of_a_map_in_the_browser(pair_map):
         links = tab.eval_on_selector_all("#map a.ep", "els => els.map(a => [a.getAttribute('href'), !!document.getElementById(a.getAttribute('href').slice(1))])")
         # every episode failed (5 steps), so every episode at a boundary links to its card, and every card exists
         at_boundary = {k for c in [*report["curves"], *report["pairs"][0]["rows"]] for lv in c["levels"]
-                       if lv["level"] in [x["level"] for x in _boundary(c)] for k in lv["keys"]}
+                       if lv["level"] in [x["level"] for x in boundary_levels(c)] for k in lv["keys"]}
         assert links and all(ok for _, ok in links) and {h[len("#card-"):] for h, _ in links} == at_boundary
         tab.click("#map a.ep >> nth=0")
         assert tab.evaluate("location.hash") == links[0][0]
@@ -188,15 +188,7 @@ def test_gallery_of_a_map_in_the_browser(pair_map):
         browser.close()
 
 
-def _boundary(curve):
-    from stress.report.maps import boundary_levels
-
-    return boundary_levels(curve)
-
-
 def test_a_severity_family_is_mapped_from_clean_to_its_highest_severity():
-    from scenarios.maps import axis_values, curves_of
-
     config = {"suite": "libero_spatial", "task": 0, "inits": [0], "families": ["distractors", "dynamics"], "camera": "both", "seeds": [0],
               "axes": ["distractors.severity", "dynamics.mass_scale"], "sides": "both"}
     space, walks, pairs = curves_of(config)
