@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
+import duckdb
 import pytest
 
 from scenarios.boundary import Boundary, Curve, benchmark, curve_sampler, estimate, grid_levels, random_curve
+from scenarios.maps import axis_values, curves_of
+from stress.report.maps import boundary_levels
+from test_gallery import BROWSER_ARGS, CHROMIUM
 
 
 def test_threshold_of_a_known_curve_is_inside_its_interval():
@@ -87,3 +92,105 @@ def test_map_bad_input_exits_2(tmp_path):
                           (("--width", "2"), "--width 2.0 invalid; valid:")):
         r = _cli("map", *args, "--out", str(tmp_path))
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def pair_map(tmp_path_factory):
+    """The expert, 5 steps (every episode fails): dynamics.mass_scale on both sides of rest, and the pair
+    mass_scale x damping_scale at 2 levels of damping; 4 episodes per curve."""
+    out = tmp_path_factory.mktemp("pair-map")
+    r = _cli("map", "--policy", "expert", "--families", "dynamics", "--axes", "dynamics.mass_scale", "--sides", "both",
+             "--pair", "dynamics.mass_scale,dynamics.damping_scale", "--pair-levels", "2", "--inits", "0-1", "--max-steps", "5",
+             "--budget", "4", "--batch", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    run = next(out.glob("*-map"))
+    return run, json.loads((run / "map.json").read_text())
+
+
+def _perturbations(run, keys):
+    rows = duckdb.sql(f"SELECT episode_key, perturbations FROM read_parquet('{run}/episodes.parquet')").fetchall()
+    found = {k: json.loads(p) for k, p in rows}
+    return [found[k] for k in keys]
+
+
+def test_both_sides_and_a_pair_of_axes(pair_map):
+    run, report = pair_map
+    up, down, alone = report["curves"]
+    assert (up["axis"], up["side"], down["axis"], down["side"]) == ("mass_scale", "+", "mass_scale", "-")
+    assert up["values"][0] == down["values"][0] == 1.0 and up["values"][-1] == 20.0 and down["values"][-1] == pytest.approx(0.1)
+    assert up["high"] == 190 and down["high"] == 9
+    for lv in down["levels"]:  # the lighter side: every episode at level l ran mass x values[l] < 1
+        for record in _perturbations(run, lv["keys"]):
+            (dyn,) = record
+            assert dyn["params"]["mass_scale"] == pytest.approx(down["values"][lv["level"]]) and dyn["params"]["mass_scale"] < 1
+    (pair,) = report["pairs"]
+    assert (pair["first"]["axis"], pair["second"]["axis"]) == ("mass_scale", "damping_scale")
+    # the second axis alone (mass at rest) was mapped first: every episode failed, so its threshold lies near rest and
+    # the rows stop at the top of its interval instead of running to damping x20, where mass x1 already fails
+    assert (alone["axis"], alone["side"], alone["episodes"]) == ("damping_scale", "+", 4) and pair["second_threshold"] == alone["threshold"]
+    rest, end = pair["rows"]
+    assert rest["second_level"] == 0 and end["second_level"] == math.ceil(alone["threshold"]["high_index"]) < 190
+    assert end["second_value"] == pytest.approx(pair["second"]["values"][end["second_level"]])
+    assert rest["levels"] == up["levels"]  # damping at rest: the mass axis's own curve, the same episodes
+    for lv in end["levels"]:
+        for (dyn,) in _perturbations(run, lv["keys"]):
+            assert dyn["params"]["damping_scale"] == pytest.approx(end["second_value"])
+            assert dyn["params"]["mass_scale"] == pytest.approx(pair["first"]["values"][lv["level"]])
+    keys = {k for c in [*report["curves"], *pair["rows"]] for lv in c["levels"] for k in lv["keys"]}
+    assert report["episodes"] == report["episodes_run"] == len(keys) <= 16  # 4 per curve and row, rest shared
+    assert (run / "map.png").stat().st_size > 0
+    shown = _cli("show", str(run))
+    assert shown.returncode == 0 and "pairs of axes" in shown.stdout and "damping_scale = 1 " in shown.stdout
+
+
+def test_pair_bad_input_exits_2(tmp_path):
+    for args, message in ((("--pair", "dynamics.mass_scale"), "--pair 'dynamics.mass_scale' invalid; valid: two different axes"),
+                          (("--pair", "dynamics.mass_scale,dynamics.mass_scale"), "invalid; valid: two different axes"),
+                          (("--pair", "dynamics.mass_scale,dynamics.bogus"), "dynamics.damping_scale"),
+                          (("--pair", "dynamics.mass_scale,dynamics.damping_scale", "--pair-levels", "1"), "--pair-levels 1 invalid; valid: an integer >= 2"),
+                          (("--sides", "left"), "--sides 'left' invalid; valid: far, both")):
+        r = _cli("map", "--policy", "expert", *args, "--out", str(tmp_path))
+        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_gallery_of_a_map_in_the_browser(pair_map):
+    """`stress gallery` on a map run: the picture, a row per curve and per pair row, and the episodes at each boundary
+    linking to their cards, in headless chromium (as tests/test_gallery.py)."""
+    run, report = pair_map
+    r = _cli("gallery", str(run), "--videos", "0")
+    assert r.returncode == 0, r.stderr
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[test]')")
+    if not CHROMIUM:
+        pytest.skip("chromium not installed (apt-get install chromium; .ci/run does it)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors = []
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.goto((run / "gallery" / "index.html").as_uri())
+        tab.wait_for_load_state("load")
+        assert errors == []
+        assert tab.eval_on_selector("#map-picture", "i => i.complete && i.naturalWidth > 0")
+        assert tab.locator("nav a[href='#map']").count() == 1
+        curves = tab.locator("table.map-curves tbody tr")
+        assert curves.count() == 3 and "dynamics.mass_scale (-)" in curves.nth(1).inner_text()
+        pairs = tab.locator("table.map-pairs tbody tr")
+        assert pairs.count() == 2 and "damping_scale = 1\t" in pairs.nth(0).inner_text()
+        links = tab.eval_on_selector_all("#map a.ep", "els => els.map(a => [a.getAttribute('href'), !!document.getElementById(a.getAttribute('href').slice(1))])")
+        # every episode failed (5 steps), so every episode at a boundary links to its card, and every card exists
+        at_boundary = {k for c in [*report["curves"], *report["pairs"][0]["rows"]] for lv in c["levels"]
+                       if lv["level"] in [x["level"] for x in boundary_levels(c)] for k in lv["keys"]}
+        assert links and all(ok for _, ok in links) and {h[len("#card-"):] for h, _ in links} == at_boundary
+        tab.click("#map a.ep >> nth=0")
+        assert tab.evaluate("location.hash") == links[0][0]
+        assert tab.locator(links[0][0]).is_visible()
+        browser.close()
+
+
+def test_a_severity_family_is_mapped_from_clean_to_its_highest_severity():
+    config = {"suite": "libero_spatial", "task": 0, "inits": [0], "families": ["distractors", "dynamics"], "camera": "both", "seeds": [0],
+              "axes": ["distractors.severity", "dynamics.mass_scale"], "sides": "both"}
+    space, walks, pairs = curves_of(config)
+    assert [(w.name, w.side, w.high) for w in walks] == [("distractors.severity", 1, 5), ("dynamics.mass_scale", 1, 190), ("dynamics.mass_scale", -1, 9)]
+    assert axis_values(space, walks[0]) == [0, 1, 2, 3, 4, 5] and pairs == []

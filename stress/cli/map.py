@@ -1,6 +1,7 @@
 """``stress map``: failure-boundary maps (docs/maps.md). For one task, each axis of the given families and each
 policy setting: the success probability along the axis with Wilson intervals and the 50 % threshold with its 95 %
-interval, found adaptively; writes ``map.json`` and ``map.png`` in an ordinary run folder (resumable)."""
+interval, found adaptively (``--sides both``: toward each end of a two-sided axis; ``--pair A,B``: the threshold
+along A at a few levels of B); writes ``map.json`` and ``map.png`` in an ordinary run folder (resumable)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,12 @@ from stress.store import RunStore
 def add_arguments(parser) -> None:
     parser.add_argument("--suite", default=DEFAULT_SUITE, help=f"LIBERO suite (default {DEFAULT_SUITE})")
     parser.add_argument("--task", type=int, default=0, help="task id (default 0)")
-    parser.add_argument("--families", default="lighting,occlusion", help="families whose axes are mapped (default lighting,occlusion)")
+    parser.add_argument("--families", help="families whose axes are mapped one at a time (default lighting,occlusion; none with --pair alone)")
     parser.add_argument("--axes", help="only these axes, e.g. occlusion.area_fraction,lighting.ambient (default: every axis of the families)")
+    parser.add_argument("--sides", default="far", help="far: each axis toward the end where it goes furthest from rest; both: a two-sided axis toward each end (default far)")
+    parser.add_argument("--pair", action="append", metavar="FAMILY.AXIS,FAMILY.AXIS",
+                        help="a 2-D boundary: the threshold along the first axis at --pair-levels levels of the second (repeatable)")
+    parser.add_argument("--pair-levels", type=int, default=3, help="levels of a pair's second axis, evenly spaced from rest to where it fails alone (default 3)")
     parser.add_argument("--inits", type=int_list, default="0-49", help="init states the repeats at a level cycle through (default 0-49)")
     parser.add_argument("--policy-seeds", type=int_list, default="0", help="policy seeds, after the init states are used up (default 0)")
     parser.add_argument("--camera", default="both", help="camera target of per-camera families (default both)")
@@ -57,7 +62,7 @@ def run(args) -> int:
     save_map_plot(report, store.path / "map.png")
     print_map(report)
     print(f"episodes: {report['episodes']} ({report['episodes_run']} run now); results: {store.path} (map.json, map.png); "
-          f"the episodes' tables: stress show {store.path}")
+          f"the episodes' tables: stress show {store.path}; the gallery: stress gallery {store.path} --videos 0")
     return 0
 
 
@@ -66,7 +71,14 @@ def _config(args) -> dict:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes:
         raise UserError(f"--modes {args.modes!r} invalid; valid: direct, planning or direct,planning")
-    return {"suite": args.suite, "task": args.task, "families": [f.strip() for f in args.families.split(",") if f.strip()],
+    pairs = [[a.strip() for a in p.split(",")] for p in args.pair or []]
+    if args.families is not None:
+        families = [f.strip() for f in args.families.split(",") if f.strip()]
+    elif args.axes:  # the families of the axes named
+        families = list(dict.fromkeys(a.strip().partition(".")[0] for a in args.axes.split(",") if a.strip()))
+    else:
+        families = [] if pairs else ["lighting", "occlusion"]
+    return {"suite": args.suite, "task": args.task, "families": families, "sides": args.sides, "pairs": pairs, "pair_levels": args.pair_levels,
             "axes": [a.strip() for a in args.axes.split(",") if a.strip()] if args.axes else None, "inits": args.inits, "seeds": args.policy_seeds,
             "camera": args.camera, "policy": args.policy, "modes": modes, "candidates": args.candidates, "aggregation": args.aggregation,
             "max_steps": args.max_steps, "policy_options": dict(options), "image_size": image_size or simulator_of(args.suite).default_image_size,

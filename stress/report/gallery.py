@@ -39,6 +39,7 @@ from stress.report.degradation import degradation, load
 from stress.report.degradation_plot import save_degradation_plot
 from stress.report.alarm import alarms_by_episode, stored_alarm
 from stress.report.language import language_sensitivity
+from stress.report.maps import gallery_rows, load_map, save_map_plot
 from stress.report.eval_info import eval_info
 from stress.report.summary import summarise
 from stress.runners.pool import InProcessPool, ProcessPool, run_each
@@ -557,12 +558,19 @@ def build_gallery(run: Path, out: Path | None = None, workers: int = 1, max_card
         f["video"] = next((media[k] | {"key": k} for k in f["shrunk"]["episode_keys"] if k in media), None)
         f["cards"] = [k for k in f["shrunk"]["episode_keys"] if any(c["key"] == k for c in cards)]
 
+    boundaries = load_map(store.path)  # a map run (`stress map`): its picture and thresholds, the episodes at each boundary
+    if boundaries:
+        picture = io.BytesIO()
+        save_map_plot(boundaries, picture)
+        _write_bytes(out / "assets" / "map.png", picture.getvalue())
+        outcome_of = {e["episode_key"]: "error" if e["error"] is not None else "success" if e["success"] else "failure" for e in episodes}
+        boundaries = gallery_rows(boundaries, outcome_of, {c["key"] for c in cards})
     groups = _groups(cards)
     context = {
         "run": _run_info(store, manifest, episodes), "summary": [r.__dict__ for r in summary], "tables": tables,
         "language": language_sensitivity(valid, joined, frames=store.frames),
         "hints": {name: CHUNK_HINT.get(name) for name in tables if not tables[name]},
-        "has_picture": bool(valid), "cards": cards, "groups": groups, "findings": findings,
+        "has_picture": bool(valid), "map": boundaries, "cards": cards, "groups": groups, "findings": findings,
         "failures": len(cards), "errors": len(episodes) - len(valid), "episodes": len(episodes), "max_cards": max_cards,
         "filters": {name: sorted({str(c[field]) for c in cards}, key=_natural) for name, field in
                     (("family", "family"), ("severity", "severity"), ("signature", "signature"), ("mode", "mode"), ("policy", "policy"),
