@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from stress.core.metrics import ranking_auroc
 from stress.core.errors import UserError
 from stress.policies.reference.policy import SHIPPED_CHECKPOINT, ReferencePolicy, load_checkpoint
-from stress.training.ranking import RankJob, evaluate_heads, head_scores, load_decisions, save_with_head, train_head
+from stress.training.ranking import RankJob, cross_validated, evaluate_heads, head_scores, load_decisions, save_with_head, train_head
 from tests.conftest import run_cli
 
 
@@ -40,6 +41,15 @@ def test_head_trains_ships_beside_the_untouched_network_and_picks_the_candidate(
     assert manifest["pairs"] == 6 * 2 * 2 and manifest["candidates"] == 24
     fitted = evaluate_heads(head, decisions)
     assert fitted["head"]["auroc"] >= 0.9 and fitted["head"]["pairs"] == 24
+    # leave one init state out: every decision scored by the head trained on the other init states' decisions only
+    tagged = [{**d, "init": i % 3} for i, d in enumerate(decisions)]
+    folds = cross_validated(tagged, steps=50)
+    assert folds["folds"] == 3 and folds["head"]["pairs"] == folds["old"]["pairs"] == 24
+    by_hand = []
+    for init in range(3):
+        fold_head, _ = train_head([d for d in tagged if d["init"] != init], steps=50)
+        by_hand += [(s, d["outcomes"]) for s, d in zip(head_scores(fold_head, [d for d in tagged if d["init"] == init]), [d for d in tagged if d["init"] == init])]
+    assert folds["head"]["auroc"] == ranking_auroc(by_hand) != fitted["head"]["auroc"]
     out = save_with_head(SHIPPED_CHECKPOINT, head, manifest, tmp_path / "ranker.pt")
     blob = torch.load(out, weights_only=True)
     assert blob["format"] == "stress-reference/2" and json.loads(blob["ranker_manifest"])["pairs"] == 24

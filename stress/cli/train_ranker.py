@@ -11,7 +11,7 @@ from pathlib import Path
 from stress.cli.args import int_list_in, non_negative_int, positive_int
 from stress.core.errors import UserError, choice_error
 from stress.policies.reference.policy import checkpoint_path, load_checkpoint
-from stress.training.ranking import (SCENES, evaluate_heads, generate_ranking_data, load_decisions, plan_rank_jobs, save_with_head,
+from stress.training.ranking import (SCENES, cross_validated, evaluate_heads, generate_ranking_data, load_decisions, plan_rank_jobs, save_with_head,
                                      train_head)
 
 
@@ -30,6 +30,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--data", type=Path, default=Path("results") / "data" / "ranking", help="resumable shards (default results/data/ranking)")
     parser.add_argument("--out", type=Path, default=Path("results") / "ranker" / "reference.pt", help="the checkpoint with the head (default results/ranker/reference.pt)")
+
+
+def _span(inits) -> str:
+    inits = sorted(inits)
+    return f"{inits[0]}-{inits[-1]}" if inits == list(range(inits[0], inits[-1] + 1)) else ",".join(map(str, inits))
 
 
 def run(args) -> int:
@@ -61,17 +66,21 @@ def run(args) -> int:
         raise UserError(f"no measured training decisions under {args.data}; valid: a larger --budget-min or more --inits")
     head, manifest = train_head(train, steps=args.steps, seed=args.seed)
     figures = evaluate_heads(head, held_out, seed=args.seed) if held_out else {}
+    folds = cross_validated(train + held_out, steps=args.steps, seed=args.seed)
     manifest.update({"checkpoint": str(checkpoint), "suite": args.suite, "task": args.task, "scenes": scenes, "rollouts": args.rollouts,
                      "candidates": args.candidates, "train_shards": len(paths(train_jobs)), "eval_shards": len(paths(eval_jobs)),
-                     "held_out": figures, "seconds": round(time.perf_counter() - started, 1)})
+                     "held_out": figures, "leave_one_init_out": folds, "seconds": round(time.perf_counter() - started, 1)})
     out = save_with_head(checkpoint, head, manifest, args.out)
     print(f"trained on {manifest['decisions']} decisions ({manifest['pairs']} pairs with different outcomes, {manifest['candidates']} candidates)")
-    for name in ("old", "head"):
-        f = figures.get(name)
-        if f and f["auroc"] is not None:
-            print(f"held-out ranking AUROC, {name}: {f['auroc']:.3f} (95% {f['low']:.3f}-{f['high']:.3f}) over {f['pairs']} pairs "
-                  f"in {f['decisions_with_pairs']} of {f['decisions']} decisions")
-        elif name == "old":
-            print("held-out ranking AUROC: no held-out decision has candidates with different outcomes")
-    print(f"checkpoint with the head: {out} (value_source=ranker); figures: {json.dumps(figures, default=float)}")
+    for where, table in ((f"held-out inits {_span(args.eval_inits)}", figures), (f"leave one init out ({folds['folds']} inits)", folds)):
+        for name in ("old", "head"):
+            f = table.get(name)
+            if f and f["auroc"] is not None:
+                print(f"ranking AUROC, {where}, {name}: {f['auroc']:.3f} (95% {f['low']:.3f}-{f['high']:.3f}) over {f['pairs']} pairs "
+                      f"in {f['decisions_with_pairs']} of {f['decisions']} decisions")
+            elif name == "old":
+                print(f"ranking AUROC, {where}: no decision has candidates with different outcomes")
+                break
+    print(f"checkpoint with the head: {out} (value_source=ranker; data, training and these figures in its ranker_manifest)")
+    print(json.dumps({"held_out": figures, "leave_one_init_out": folds}, default=float))
     return 0

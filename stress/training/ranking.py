@@ -14,7 +14,8 @@ outcome plus a pairwise logistic loss over the pairs of one decision with differ
 AdamW, seeded. The result is the checkpoint with the head added (format ``stress-reference/2``); the network's
 weights are copied bit for bit.
 
-**Evaluation.** ``ranking_auroc`` (stress.core.metrics) of the old score and of the head's on held-out shards.
+**Evaluation.** ``ranking_auroc`` (stress.core.metrics) of the old score and of the head's on held-out shards,
+and leave-one-init-state-out over every shard (``cross_validated``: more pairs for the same data cost).
 """
 
 from __future__ import annotations
@@ -147,7 +148,7 @@ def load_decisions(paths) -> list[dict]:
         with np.load(path) as shard:
             for d in range(len(shard["steps"])):
                 out.append({"features": shard["features"][d], "outcomes": shard["outcomes"][d], "old_scores": shard["old_scores"][d],
-                            "shard": path.name, "step": int(shard["steps"][d])})
+                            "shard": path.name, "init": int(path.name[4:6]), "step": int(shard["steps"][d])})
     return out
 
 
@@ -211,6 +212,22 @@ def evaluate_heads(head: RankingHead | None, decisions: list[dict], seed: int = 
     if head is not None:
         out["head"] = ranking_figures(decisions, head_scores(head, decisions), seed)
     return out
+
+
+def cross_validated(decisions: list[dict], steps: int = 400, seed: int = 0) -> dict:
+    """Leave one init state out: a head trained on the other init states' decisions scores each init state's; the
+    pooled ranking figures of those out-of-fold scores beside the old score's on the same decisions."""
+    inits = sorted({d["init"] for d in decisions})
+    scored, kept = [], []
+    for init in inits:
+        train = [d for d in decisions if d["init"] != init]
+        test = [d for d in decisions if d["init"] == init]
+        if not any(len(set(d["outcomes"])) > 1 for d in train):
+            continue  # nothing to rank from
+        head, _ = train_head(train, steps=steps, seed=seed)
+        scored += head_scores(head, test)
+        kept += test
+    return {"folds": len(inits), "old": ranking_figures(kept, [d["old_scores"] for d in kept], seed), "head": ranking_figures(kept, scored, seed)}
 
 
 def save_with_head(checkpoint: Path, head: RankingHead, manifest: dict, out: Path) -> Path:
