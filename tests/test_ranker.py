@@ -107,11 +107,12 @@ def test_train_ranker_end_to_end_on_a_tiny_real_budget(tmp_path):
     assert head is not None
     second = run_cli(*args)
     assert second.returncode == 0 and "decisions, success" not in second.stdout  # nothing generated again
+    assert run_cli(*args, "--inits", "2", "--budget-min", "0").returncode == 2  # budget 0: no new shard, so nothing to train on
     again = load_checkpoint(tmp_path / "ranker.pt")[1]["ranker"]
     assert all(torch.equal(a, b) for a, b in zip(head.state_dict().values(), again.state_dict().values()))  # seeded
     for bad, message in ((["--scenes", "lighting"], "unknown scene 'lighting'; valid: clean, object_pose, dynamics, mid_chunk_push"),
                          (["--eval-inits", "0"], "--inits and --eval-inits share init states [0]"),
-                         (["--budget-min", "0"], "--budget-min 0.0 invalid")):
+                         (["--budget-min", "-1"], "--budget-min -1.0 invalid")):
         proc = run_cli(*args, *bad)
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 

@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--rollouts", type=positive_int, default=4, help="decisions per episode whose candidates are continued to the end (default 4)")
     parser.add_argument("--candidates", type=positive_int, default=8, help="best-of-N candidates per decision (default 8)")
     parser.add_argument("--max-steps", type=positive_int, default=None, help="step budget of every episode (default: the suite's)")
-    parser.add_argument("--budget-min", type=float, default=None, help="stop starting new episodes after this many minutes (default: all)")
+    parser.add_argument("--budget-min", type=float, default=None, help="stop starting new episodes after this many minutes; 0 trains on the shards on disk (default: no limit)")
     parser.add_argument("--steps", type=positive_int, default=400, help="full-batch training steps of the head (default 400)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--data", type=Path, default=Path("results") / "data" / "ranking", help="resumable shards (default results/data/ranking)")
@@ -44,8 +44,8 @@ def run(args) -> int:
             raise choice_error("scene", scene, SCENES)
     if not scenes:
         raise UserError(f"--scenes is empty; valid: a comma-separated list of {', '.join(SCENES)}")
-    if args.budget_min is not None and not args.budget_min > 0:
-        raise UserError(f"--budget-min {args.budget_min!r} invalid; valid: a number of minutes > 0")
+    if args.budget_min is not None and not args.budget_min >= 0:
+        raise UserError(f"--budget-min {args.budget_min!r} invalid; valid: a number of minutes >= 0 (0: only the shards on disk)")
     if set(args.inits) & set(args.eval_inits):
         raise UserError(f"--inits and --eval-inits share init states {sorted(set(args.inits) & set(args.eval_inits))}; valid: disjoint lists")
     checkpoint = Path(args.checkpoint or checkpoint_path())

@@ -126,7 +126,7 @@ def generate_ranking_data(jobs: list[RankJob], root: Path, checkpoint: Path, rol
             path = job.path(root, checkpoint, n_candidates, rollouts, max_steps)
             if path.exists():
                 continue
-            if budget_s is not None and time.perf_counter() - start > budget_s:
+            if budget_s is not None and (budget_s <= 0 or time.perf_counter() - start > budget_s):
                 break
             arrays = generate_shard(job, checkpoint, rollouts, n_candidates, envs, policies, max_steps)
             path.parent.mkdir(parents=True, exist_ok=True)
