@@ -59,6 +59,8 @@ def test_report_tables_on_hand_built_run():
     assert (sel["decisions"], sel["measured"], sel["regret"], sel["rank"]) == (2, 1, 1.0, 3.0)
     assert sel["worse_than_direct"] == 1.0 and sel["better_than_direct"] == 0.0 and sel["action_spread"] == 1.5
     assert sel["spearman"] == pytest.approx(spearman([0.5, 0.9, 0.1], [1, 0, 1]))
+    # the one measured decision: both successes (0.5, 0.1) score below the failure (0.9): 2 pairs, both lost
+    assert (sel["ranking_auroc"], sel["ranking_pairs"], sel["ranking_auroc_low"], sel["ranking_auroc_high"]) == (0.0, 2, 0.0, 0.0)
     # the expert predicts nothing: its prediction tables are absent, not zero
     expert = [_episode("e0", "direct", True, policy="expert")]
     tables = degradation(expert, [])

@@ -32,6 +32,23 @@ def test_auroc_closed_form():
     assert auroc([0.1, 0.9], [1, 1]) is None  # one class only: no figure, not 0.5
 
 
+def test_ranking_auroc_pools_pairs_within_decisions_only():
+    from stress.core.metrics import ranking_auroc
+    from stress.core.stats import ranking_auroc_interval
+
+    # decision 1: the success outscores both failures (2 of 2 pairs); decision 2: its success ties its failure (half of 1)
+    groups = [([0.9, 0.1, 0.5], [1, 0, 0]), ([0.3, 0.3], [1, 0]), ([0.2, 0.9], [1, 1])]
+    assert ranking_auroc(groups) == pytest.approx(2.5 / 3)
+    # across decisions a failure of one (0.5) may outscore a success of another (0.3): never compared
+    assert ranking_auroc([([0.5], [0]), ([0.3], [1])]) is None
+    assert ranking_auroc([([0.2, 0.9], [1, 1])]) is None  # one outcome only: no figure, not 0.5
+    interval = ranking_auroc_interval(groups, seed=1)
+    assert (interval["decisions"], interval["decisions_with_pairs"], interval["pairs"]) == (3, 2, 3)
+    assert interval["low"] == 0.5 and interval["high"] == 1.0  # a resample holds decision 2 only, or decision 1 only
+    assert ranking_auroc_interval(groups, seed=1) == interval  # seeded
+    assert ranking_auroc_interval([([0.2, 0.9], [1, 1])])["low"] is None
+
+
 def test_psnr_and_ssim_on_known_images():
     import numpy as np
 

@@ -35,6 +35,7 @@ COMMANDS = {  # name -> (its module in stress/cli/, one-line help), in the order
     "search": ("search", "search the scenario space for the smallest scenarios that break a property; shrink and replay them"),
     "map": ("map", "failure-boundary maps: success along each axis of given families and its 50 % threshold, found adaptively"),
     "train-reference": ("train_reference", "generate expert data and train the built-in reference model (CPU)"),
+    "train-ranker": ("train_ranker", "counterfactual candidate data and a ranking value head for a reference checkpoint; held-out ranking AUROC"),
     "evaluate-reference": ("evaluate_reference", "success, value AUROC, world-model error and latency of a reference checkpoint"),
     "serve": ("serve", "serve a policy over a websocket (docs/remote-policy.md) for `stress run --policy remote`"),
     "bench": ("bench", "measure render-on-demand speed-up, runner overhead and memory"),

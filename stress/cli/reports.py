@@ -92,7 +92,9 @@ DEGRADATION_TABLES = {
         ("over-estimation", "overestimation", "+.3f"), ("over-est. (failed)", "overestimation_failed", "+.3f")]),
     "selection": ("best-of-N selection against counterfactual true outcomes", [
         ("decisions", "decisions", "d"), ("measured", "measured", "d"), ("regret", "regret", ".3f"), ("rank", "rank", ".2f"), ("Spearman", "spearman", "+.2f"),
-        ("worse than direct", "worse_than_direct", ".0%"), ("better than direct", "better_than_direct", ".0%"), ("spread", "action_spread", ".2f")]),
+        ("worse than direct", "worse_than_direct", ".0%"), ("better than direct", "better_than_direct", ".0%"), ("spread", "action_spread", ".2f"),
+        ("ranking AUROC", "ranking_auroc", ".3f"), ("95% low", "ranking_auroc_low", ".3f"), ("95% high", "ranking_auroc_high", ".3f"),
+        ("pairs", "ranking_pairs", "d")]),
 }
 
 

@@ -60,6 +60,30 @@ def auroc(scores, labels) -> float | None:
     return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def ranking_counts(groups) -> tuple[float, int]:
+    """(wins, pairs) pooled within groups: over every pair of one group (a best-of-N decision's candidates) with
+    different outcomes, a win when the better outcome has the higher score, half a win on a tie."""
+    import numpy as np
+
+    wins, pairs = 0.0, 0
+    for scores, outcomes in groups:
+        scores, outcomes = np.asarray(scores, dtype=np.float64), np.asarray(outcomes, dtype=np.float64)
+        if len(scores) != len(outcomes):
+            raise ValueError(f"a group has {len(scores)} scores and {len(outcomes)} outcomes")
+        better = outcomes[:, None] > outcomes[None, :]
+        wins += float(((scores[:, None] > scores[None, :]) & better).sum() + 0.5 * ((scores[:, None] == scores[None, :]) & better).sum())
+        pairs += int(better.sum())
+    return wins, pairs
+
+
+def ranking_auroc(groups) -> float | None:
+    """Within-decision ranking AUROC: the chance that, of two candidates of the same decision with different true
+    outcomes, the better one scores higher (ties half), pooled over the decisions' pairs. ``groups``: (scores,
+    outcomes) per decision. None when no decision has two different outcomes. 0.5 is chance."""
+    wins, pairs = ranking_counts(groups)
+    return wins / pairs if pairs else None
+
+
 def psnr(predicted, true) -> float:
     """Peak signal-to-noise ratio (dB) of two uint8 images; inf when identical."""
     import numpy as np

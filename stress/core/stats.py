@@ -9,6 +9,8 @@ logistic trend fits, sample sizes from measured rates and the three-way verdict.
 * ``mcnemar_sample_size`` (Connor 1987), ``proportions_sample_size`` (two independent proportions, no
   continuity correction) and ``mean_sample_size`` (a paired mean difference): units needed for 80 % power at a
   two-sided 5 % level, given the measured rates;
+* ``ranking_auroc_interval``: a percentile bootstrap interval of the within-decision ranking AUROC, resampling
+  decisions (the pairs of one decision are not independent);
 * ``verdict``: supported / not supported / inconclusive from an interval, a hypothesised direction and the
   smallest effect worth reporting.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-from stress.core.metrics import wilson_interval
+from stress.core.metrics import ranking_counts, wilson_interval
 
 Z95 = NormalDist().inv_cdf(0.975)
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive at this budget"
@@ -74,6 +76,21 @@ def bootstrap_difference(x, y, n_boot: int = 4000, seed: int = 0) -> dict:
     means = x[rng.integers(0, len(x), (n_boot, len(x)))].mean(1) - y[rng.integers(0, len(y), (n_boot, len(y)))].mean(1)
     return {"difference": float(x.mean() - y.mean()), "low": float(np.percentile(means, 2.5)), "high": float(np.percentile(means, 97.5)),
             "n": [len(x), len(y)], "sd": float(np.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y))) if len(x) > 1 and len(y) > 1 else None}
+
+
+def ranking_auroc_interval(groups, n_boot: int = 2000, seed: int = 0) -> dict:
+    """95 % percentile bootstrap interval of ``ranking_auroc(groups)`` over the decisions that have a pair (each
+    resampled with its pairs; own seeded generator). low/high None without such a decision."""
+    import numpy as np
+
+    counts = [ranking_counts([g]) for g in groups]
+    counts = np.array([c for c in counts if c[1]], dtype=np.float64).reshape(-1, 2)
+    out = {"decisions": len(groups), "decisions_with_pairs": len(counts), "pairs": int(counts[:, 1].sum())}
+    if not len(counts):
+        return {**out, "low": None, "high": None}
+    draws = np.random.default_rng(seed).multinomial(len(counts), np.full(len(counts), 1 / len(counts)), size=n_boot)
+    aurocs = (draws @ counts[:, 0]) / (draws @ counts[:, 1])
+    return {**out, "low": float(np.percentile(aurocs, 2.5)), "high": float(np.percentile(aurocs, 97.5))}
 
 
 def logistic_fit(x, y, iterations: int = 50) -> dict | None:

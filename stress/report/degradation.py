@@ -15,7 +15,8 @@ import numpy as np
 
 from stress.core.cameras import CAMERAS
 from stress.core.metrics import (amplification, auroc, breakage_rate, brier, calibration, flip_rate, mcnemar, overestimation, paired_bootstrap,
-                            relative_robustness, selection, spearman)
+                            ranking_auroc, relative_robustness, selection, spearman)
+from stress.core.stats import ranking_auroc_interval
 from stress.store import RunStore
 
 GROUP = ("policy", "setting", "perturbation", "severity")  # setting: 'direct', 'best-of-8 average', plus policy options
@@ -173,7 +174,9 @@ def selection_quality(decisions: list[dict]) -> list[dict]:
     """Per group of planning episodes, over the decisions whose candidates all have a true outcome
     (``--counterfactual-rollouts``): mean regret and rank of the chosen candidate, Spearman correlation
     of predicted value vs true outcome across candidates, how often the chosen candidate is truly worse
-    (or better) than candidate 0, the chunk the direct policy would have executed; and candidate spread."""
+    (or better) than candidate 0, the chunk the direct policy would have executed; candidate spread; and the
+    within-decision ranking AUROC (pairs of one decision's candidates with different true outcomes: does the
+    better one score higher?) with its 95 % bootstrap interval over decisions and its number of pairs."""
     by_decision = defaultdict(list)
     for r in decisions:
         if r["candidate"] >= 0:
@@ -191,7 +194,12 @@ def selection_quality(decisions: list[dict]) -> list[dict]:
             chosen = next(i for i, r in enumerate(rows) if r["chosen"])
             stats.append({**selection(true, chosen), "rho": spearman([r["pred_value"] for r in rows], true),
                           "worse": true[chosen] < true[0], "better": true[chosen] > true[0]})
+        ranked = [([r["pred_value"] for r in rows], [r["true_outcome"] for r in rows]) for rows in measured
+                  if all(r["pred_value"] is not None for r in rows)]
+        interval = ranking_auroc_interval(ranked)
         out.append({**dict(zip(GROUP, key)), "decisions": len(groups[key]), "measured": len(measured),
+                    "ranking_auroc": ranking_auroc(ranked), "ranking_auroc_low": interval["low"], "ranking_auroc_high": interval["high"],
+                    "ranking_pairs": interval["pairs"],
                     "regret": _mean(s["regret"] for s in stats), "rank": _mean(s["rank"] for s in stats),
                     "spearman": _mean(s["rho"] for s in stats),
                     "worse_than_direct": _mean(float(s["worse"]) for s in stats), "better_than_direct": _mean(float(s["better"]) for s in stats),

@@ -38,6 +38,9 @@ from torch.nn import functional as F
 from stress.policies.reference.text import TEXT_BUCKETS, instruction_tokens
 
 CHECKPOINT_FORMAT = "stress-reference/1"  # the checkpoint files' format tag (stress.training.train writes them)
+# /2: the same, plus an optional ranking value head (stress.policies.reference.ranker); both load
+RANKER_FORMAT = "stress-reference/2"
+CHECKPOINT_FORMATS = (CHECKPOINT_FORMAT, RANKER_FORMAT)
 
 IMAGE_SIZE = 64  # the network's own resolution; inputs of any size are area-resized to it
 CAMERAS = ("agentview", "wrist")

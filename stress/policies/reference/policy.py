@@ -19,6 +19,7 @@ the same spec gives the same actions and different seeds give different candidat
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -35,12 +36,13 @@ from stress.core.errors import UserError
 from stress.core.policy import Candidate, Decision, Observation
 from stress.policies.planning import AGGREGATIONS, best_candidate, check_aggregation
 from stress.policies.serve import describe
-from stress.policies.reference.model import (CAMERAS, CHECKPOINT_FORMAT, CHUNK, SLICES, Architecture, ReferenceNet, model_image, role_states, sample,
+from stress.policies.reference.model import (CAMERAS, CHECKPOINT_FORMATS, CHUNK, SLICES, Architecture, ReferenceNet, model_image, role_states, sample,
                                              text_batch, to_tensor_images)
+from stress.policies.reference.ranker import RANKER_KEY, RankingHead, candidate_features
 from stress.policies.reference.text import SHIPPED_CHECKPOINT, checkpoint_path  # noqa: F401 (SHIPPED_CHECKPOINT: the policy's public name)
 
 PRECISIONS = ("float32", "bfloat16")
-VALUE_SOURCES = ("future", "action")
+VALUE_SOURCES = ("future", "action", "ranker")  # ranker: the checkpoint's optional ranking head (ranker.py)
 # sampling the policy at half the noise: on the same 100 scenarios (independent seeds), direct success 68 -> 83 %
 # (20 rescued, 5 lost). The model's action distribution is broader than the expert's; its tails miss grasps
 # (docs/reference-model.md, "Temperature")
@@ -64,20 +66,30 @@ def load_checkpoint(path: Path) -> tuple[ReferenceNet, dict]:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, not a torch archive, pickled objects
         raise CheckpointError(f"reference checkpoint {str(path)!r} is corrupt or not a weights-only torch file ({type(exc).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(blob, dict) or blob.get("format") not in CHECKPOINT_FORMATS:
         found = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
-        raise CheckpointError(f"reference checkpoint {str(path)!r} has format {found!r}; valid: {CHECKPOINT_FORMAT!r}")
+        raise CheckpointError(f"reference checkpoint {str(path)!r} has format {found!r}; valid: {', '.join(map(repr, CHECKPOINT_FORMATS))}")
     try:
         arch = Architecture.from_dict(blob["architecture"])
         net = ReferenceNet(arch)
         state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
         net.load_state_dict(state)
+        ranker = RankingHead.from_blob(blob[RANKER_KEY]) if blob.get(RANKER_KEY) else None
     except (TypeError, KeyError, RuntimeError) as exc:
         first = str(exc).strip().splitlines()[0][:160]
         raise CheckpointError(f"reference checkpoint {str(path)!r} does not match this code's architecture: {first}") from None
     net.eval()
-    meta = {"normalisation": blob["normalisation"], "instructions": list(blob["instructions"]), "manifest": json.loads(blob.get("manifest", "{}"))}
+    meta = {"normalisation": blob["normalisation"], "instructions": list(blob["instructions"]), "manifest": json.loads(blob.get("manifest", "{}")),
+            "ranker": ranker, "ranker_manifest": json.loads(blob.get("ranker_manifest", "{}"))}
     return net, meta
+
+
+@functools.lru_cache(maxsize=8)
+def _has_ranker(path: str, mtime: float | None) -> bool:
+    """Whether the checkpoint at ``path`` holds a ranking head (cached per file version: a run checks every spec)."""
+    if mtime is None:
+        raise CheckpointError(f"reference checkpoint {path!r} not found; train one with `stress train-reference` or set STRESS_REFERENCE_CHECKPOINT")
+    return load_checkpoint(Path(path))[1]["ranker"] is not None
 
 
 def check_images(images: dict[str, np.ndarray]) -> None:
@@ -101,7 +113,7 @@ class ReferencePolicy:
 
     def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
                  value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float = DEFAULT_TEMPERATURE,
-                 replan_steps: int = CHUNK):
+                 replan_steps: int = CHUNK, record_features: bool = False):
         if isinstance(replan_steps, bool) or not isinstance(replan_steps, int) or not 1 <= replan_steps <= CHUNK:  # before the weights load
             raise UserError(f"replan_steps {replan_steps!r} invalid; valid: 1-{CHUNK} (actions of each chunk executed before the next query)")
         self.checkpoint_file = Path(checkpoint or checkpoint_path())
@@ -112,7 +124,23 @@ class ReferencePolicy:
         self.num_denoising_steps, self.precision, self.value_source = num_denoising_steps, precision, value_source
         self.n_futures, self.n_values, self.temperature = n_futures, n_values, temperature
         self.replan_steps = replan_steps
+        # planning decisions also carry each candidate's ranking features (info["ranker_features"], N x F float32): the
+        # ranking head's training data (stress.training.ranking); off by default, they are 2 kB per candidate
+        self.record_features = bool(record_features)
+        self._check_value_source()
         self.reset("", 0)
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Before a run (``check_spec``): a known value_source, and a ranking head in the checkpoint for ``ranker``."""
+        source = options.get("value_source", "future")
+        if source not in VALUE_SOURCES:
+            raise UserError(f"value_source {source!r} unknown; valid: {', '.join(VALUE_SOURCES)}")
+        if source == "ranker":
+            path = Path(options.get("checkpoint") or checkpoint_path())
+            if not _has_ranker(str(path), path.stat().st_mtime if path.is_file() else None):
+                raise UserError(f"value_source 'ranker' needs a checkpoint with a ranking head; {path.name} has none "
+                                "(add one with `stress train-ranker`); valid here: future, action")
 
     # --- serving (``stress serve``) -------------------------------------------------------------------------
     SERVED_SETTINGS: ClassVar[tuple[str, ...]] = ("num_denoising_steps", "precision", "temperature", "value_source", "n_futures", "n_values")
@@ -147,8 +175,7 @@ class ReferencePolicy:
     def act(self, obs: Observation) -> Decision:
         if self.precision not in PRECISIONS:
             raise UserError(f"precision {self.precision!r} unknown; valid: {', '.join(PRECISIONS)}")
-        if self.value_source not in VALUE_SOURCES:
-            raise UserError(f"value_source {self.value_source!r} unknown; valid: {', '.join(VALUE_SOURCES)}")
+        self._check_value_source()
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 2:
             raise UserError(f"temperature {self.temperature!r} invalid; valid: a number from 0 to 2 (0: every seed the same chunk)")
         check_images(obs.images)
@@ -162,6 +189,13 @@ class ReferencePolicy:
         return decision
 
     # --- internals ----------------------------------------------------------------------------------------
+    def _check_value_source(self) -> None:
+        if self.value_source not in VALUE_SOURCES:
+            raise UserError(f"value_source {self.value_source!r} unknown; valid: {', '.join(VALUE_SOURCES)}")
+        if self.value_source == "ranker" and self.meta["ranker"] is None:
+            raise UserError(f"value_source 'ranker' needs a checkpoint with a ranking head; {self.checkpoint_file.name} has none "
+                            "(add one with `stress train-ranker`); valid here: future, action")
+
     def _encode(self, obs: Observation):
         current = {c: to_tensor_images(model_image(obs.images[c]))[None] for c in CAMERAS}
         proprio = torch.from_numpy((np.asarray(obs.proprio, np.float32) - self._proprio_mean) / self._proprio_std)[None]
@@ -212,12 +246,19 @@ class ReferencePolicy:
         ensemble_seed = lambda *ids: zlib.crc32(repr((seed, *ids)).encode())  # independent of N: candidate i is the same in best-of-2 and of-8
         worlds = self._sample("world", condition, clean, [ensemble_seed("future", i, j) for i in range(n) for j in range(nf)])
         # value: nv values per future, from the future (V(s')) or from the actions alone (Q(s, a))
-        role = "value_future" if self.value_source == "future" else "value_action"
+        role = "value_action" if self.value_source == "action" else "value_future"  # the ranker reads V(s')'s ensemble
         clean = worlds.repeat_interleave(nv, dim=0)
         clean[:, SLICES["value"]] = 0.0
         values = self._values(self._sample(role, condition, clean, [ensemble_seed("value", i, j, k) for i in range(n) for j in range(nf) for k in range(nv)]))
         values = values.reshape(n, nf * nv)
-        chosen, scores = best_candidate(values, self.aggregation)
+        features = None
+        if self.record_features or self.value_source == "ranker":
+            features = candidate_features(condition, actions, worlds, values, SLICES)
+        if self.value_source == "ranker":  # the head's success probability per candidate; the first on ties
+            scores = torch.sigmoid(self.meta["ranker"](features.float())).float().numpy().astype(np.float64)
+            chosen = int(np.argmax(scores))
+        else:
+            chosen, scores = best_candidate(values, self.aggregation)
         futures = self._futures(worlds[::nf], maps, current)  # the first future of each candidate
         candidates = [Candidate(actions=a, predicted_value=float(s), predicted_future=f, seed=sd, ensemble_values=v)
                       for a, s, f, sd, v in zip(self._actions(proposals), scores, futures, seeds, values)]
@@ -226,5 +267,6 @@ class ReferencePolicy:
             candidates=candidates, chosen=chosen, aggregation=self.aggregation,
             info={"seed": seed, "candidate_values": values.round(4).tolist(), "value_source": self.value_source,
                   "predicted_proprio": self._proprio(worlds[chosen * nf : chosen * nf + 1], obs.proprio)[0].tolist(),
-                  "denoising_steps": self.num_denoising_steps},
+                  "denoising_steps": self.num_denoising_steps,
+                  **({"ranker_features": features.float().numpy()} if self.record_features else {})},
         )
