@@ -5,8 +5,10 @@ a scenario) and learn from the graded score of what they proposed.
 ``scipy.stats.qmc``), ``ce`` (cross-entropy: per-dimension bucket distributions refitted to the lowest
 scores, after VerifAI's sampler), ``bandit`` (UCB over families: which family to perturb is the arm, its
 parameters uniform), ``novelty`` (exploration by novelty on each family's axes with a near-miss pull,
-exploitation spread over the failure signatures: built for distinct modes), ``blind-ce`` /
-``blind-novelty`` (fed noise instead of verdicts: the score-blind baselines with their priors, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
+exploitation spread over the failure signatures: built for distinct modes), ``guided`` (the default:
+exploration where the scores have not yet ruled a failure region out, :class:`Guided`), ``blind-ce`` /
+``blind-novelty`` / ``blind-guided`` (fed noise instead of verdicts: the score-blind baselines with their
+priors, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
 verdicts give the same proposals (a resumed search replays its history from the store).
 """
 
