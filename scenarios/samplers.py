@@ -5,8 +5,10 @@ a scenario) and learn from the graded score of what they proposed.
 ``scipy.stats.qmc``), ``ce`` (cross-entropy: per-dimension bucket distributions refitted to the lowest
 scores, after VerifAI's sampler), ``bandit`` (UCB over families: which family to perturb is the arm, its
 parameters uniform), ``novelty`` (exploration by novelty on each family's axes with a near-miss pull,
-exploitation spread over the failure signatures: built for distinct modes), ``blind-ce`` /
-``blind-novelty`` (fed noise instead of verdicts: the score-blind baselines with their priors, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
+exploitation spread over the failure signatures: built for distinct modes), ``guided`` (the default:
+exploration where the scores have not yet ruled a failure region out, :class:`Guided`), ``blind-ce`` /
+``blind-novelty`` / ``blind-guided`` (fed noise instead of verdicts: the score-blind baselines with their
+priors, :func:`blind`). Every sampler draws only from its own seeded generator, so the same seed and the same
 verdicts give the same proposals (a resumed search replays its history from the store).
 """
 
@@ -16,7 +18,7 @@ import math
 
 import numpy as np
 
-from scenarios.searchspace import CONTEXT, SearchSpace
+from scenarios.searchspace import CONTEXT, SearchSpace, axis_rest
 from stress.core.registry import Registry
 
 
@@ -203,13 +205,7 @@ class Novelty(Sampler):
         if len(self.history) < self.WARMUP:
             return self.rng.random(self.dims)
         if self.violations and self.local.random() < self.EXPLOIT:
-            least = min(len(v) for v in self.violations.values())
-            rare = sorted(k for k, v in self.violations.items() if len(v) == least)
-            pool = self.violations[rare[int(self.local.integers(len(rare)))]]
-            child = pool[int(self.local.integers(len(pool)))].copy()
-            child[: len(CONTEXT)] = self.local.random(len(CONTEXT))
-            child[self.first_axis:] += self.local.normal(0.0, self.STEP, self.dims - self.first_axis)
-            return np.mod(child, 1.0)
+            return near_copy(self.violations, self.local, self.first_axis, self.STEP)
         candidates = [self.rng.random(self.dims) for _ in range(self.CANDIDATES)]
         for c in candidates:
             c[len(CONTEXT)] = 1.0 - 1e-9  # every family slot filled
@@ -242,6 +238,111 @@ class Novelty(Sampler):
         return total
 
 
+def near_copy(violations: dict[str, list[np.ndarray]], rng: np.random.Generator, first_axis: int, step: float) -> np.ndarray:
+    """Exploitation spread over the modes: a violating point of the failure signature seen least so far,
+    its context drawn afresh and each axis (from ``first_axis`` on) moved by a Gaussian of ``step``."""
+    least = min(len(v) for v in violations.values())
+    rare = sorted(k for k, v in violations.items() if len(v) == least)
+    pool = violations[rare[int(rng.integers(len(rare)))]]
+    child = pool[int(rng.integers(len(pool)))].copy()
+    child[: len(CONTEXT)] = rng.random(len(CONTEXT))
+    child[first_axis:] += rng.normal(0.0, step, len(child) - first_axis)
+    return np.mod(child, 1.0)
+
+
+class Guided(Sampler):
+    """Exploration that rules out, from the graded scores, where an unknown failure region cannot be.
+
+    A score is read as a distance to the nearest failure region, plus noise: a scenario that holds with
+    score ``s`` says no region lies within ``s - MARGIN`` of it (on the unit-cube scale of each axis, the
+    largest axis gap counting) for each family it perturbs, and for each pair of them together (a region
+    that needs both). So each candidate's *lower bound* on its distance to a region, per family and per
+    pair, is ``max over evaluated scenarios (s - distance) - MARGIN``; where it is below 0 a region may
+    still hide. Of ``CANDIDATES`` uniform draws with every family slot filled, the proposal is the one
+    whose bounds lie furthest below 0, summed over its families and its pair (1 where nothing perturbing
+    them was evaluated yet): far from what held with high scores, near what nearly failed. Violations
+    bound nothing (the region they are in is found); a candidate within ``KNOWN_RADIUS`` of a violation on
+    the axes of families a finding shrank to loses 1 per such violation, so exploration leaves known
+    modes to the exploitation.
+
+    - The first ``WARMUP`` proposals are ``random``'s own stream on the same seed with every family slot
+      filled (a scenario random proposes that violates still violates with a second family added, so the
+      first violation comes no later than random's whenever it comes that early).
+    - ``EXPLOIT`` of the proposals, once a violation is known, are near copies of a violating scenario
+      (:func:`near_copy`), from the mode seen least so far.
+
+    Constants tuned on the planted landscapes 0-49 and 1000-1059 only (docs/search.md). ``blind(Guided)``
+    gets noise for scores and no violation: the same candidates and bounds read from noise, no exploitation."""
+
+    name = "guided"
+    WARMUP, CANDIDATES, MARGIN, KNOWN_RADIUS, EXPLOIT, STEP = 10, 24, 0.2, 0.08, 0.05, 0.01
+
+    def __init__(self, space, seed):
+        super().__init__(space, seed)
+        self.local = np.random.default_rng([seed, 0x10CA1])
+        self.first_axis = len(CONTEXT) + 1 + space.max_families
+        sizes = [len(space.families[n]) for n in space.names]
+        starts = np.cumsum([0, *sizes])
+        self.columns = {n: np.arange(starts[j], starts[j + 1]) for j, n in enumerate(space.names)}  # family -> its axes in z
+        axes = [a for n in space.names for a in space.families[n]]
+        self.rest = np.array([axis_rest(a) for a in axes], float)
+        self.scale = np.array([max(1, a.high - a.low) for a in axes], float)
+        self.held: list[tuple[np.ndarray, frozenset, float]] = []  # (z, families, score) of every scored scenario that held
+        self.violating: list[tuple[np.ndarray, frozenset]] = []  # (z, families) of every violation
+        self.violations: dict[str, list[np.ndarray]] = {}  # failure signature -> violating points (unit cube)
+        self.known: list[frozenset] = []  # the families findings shrank to
+
+    def _z(self, u) -> tuple[np.ndarray, frozenset]:
+        """The point's axes as (index - rest) / (high - low), rest for a family it does not perturb."""
+        families = self.space.decode(u)["families"]
+        z = np.zeros(len(self.rest))
+        for name, indices in families.items():
+            at = self.columns[name]
+            z[at] = (np.array([indices[a.name] for a in self.space.families[name]]) - self.rest[at]) / self.scale[at]
+        return z, frozenset(families)
+
+    def explained(self, families):
+        self.known.append(frozenset(families))
+
+    def update(self, u, score, violated, mode):
+        super().update(u, score, violated, mode)
+        z, families = self._z(u)
+        if violated:
+            self.violating.append((z, families))
+            self.violations.setdefault((mode or "").split(" x ")[0], []).append(np.asarray(u))
+        elif score is not None:
+            self.held.append((z, families, score))
+
+    def propose(self):
+        if len(self.history) >= self.WARMUP and self.violations and self.local.random() < self.EXPLOIT:
+            return near_copy(self.violations, self.local, self.first_axis, self.STEP)
+        draws = self.CANDIDATES if len(self.history) >= self.WARMUP else 1
+        candidates = [self.rng.random(self.dims) for _ in range(draws)]
+        for c in candidates:
+            c[len(CONTEXT)] = 1.0 - 1e-9  # every family slot filled
+        return candidates[0] if draws == 1 else max(candidates, key=self._room)
+
+    def _room(self, u) -> float:
+        """How far below 0 the candidate's distance bounds lie, per family and for its pair, less the known violations near it."""
+        z, families = self._z(u)
+        keys = [frozenset([n]) for n in sorted(families)] + ([families] if len(families) > 1 else [])
+        total = 0.0
+        for key in keys:
+            rows = [(x, s) for x, f, s in self.held if f & key]
+            if not rows:
+                total += 1.0
+                continue
+            at = np.concatenate([self.columns[n] for n in sorted(key)])
+            x = np.array([r[0][at] for r in rows])
+            bound = float(np.max(np.array([r[1] for r in rows]) - np.abs(x - z[at]).max(axis=1))) - self.MARGIN
+            total += min(1.0, max(0.0, -bound))
+        for known in self.known:
+            if known <= families:
+                at = np.concatenate([self.columns[n] for n in sorted(known)])
+                total -= sum(1 for x, f in self.violating if known <= f and np.abs(x[at] - z[at]).max() < self.KNOWN_RADIUS)
+        return total
+
+
 def blind(cls: type[Sampler]) -> type[Sampler]:
     """``cls`` made score-blind: the same proposals machinery and prior, but every verdict it learns from is
     replaced by a uniform score from its own generator, never a violation and never a finding. A guided
@@ -268,7 +369,7 @@ def blind(cls: type[Sampler]) -> type[Sampler]:
 # the samplers: a class (space, seed) -> Sampler each, listed in this order; plug-ins add theirs through the
 # "stress.samplers" entry points
 SAMPLERS = Registry("sampler", "stress.samplers")
-for _sampler in (Sampler, Halton, Sobol, CrossEntropy, Bandit, Novelty, blind(CrossEntropy), blind(Novelty)):
+for _sampler in (Sampler, Halton, Sobol, CrossEntropy, Bandit, Novelty, Guided, blind(CrossEntropy), blind(Novelty), blind(Guided)):
     SAMPLERS.register(_sampler.name, _sampler)
 
 

@@ -88,7 +88,7 @@ class Search:
     """One search over ``space`` for violations of ``property_name``. ``on_evaluation(phase, evaluation)``
     reports progress; ``on_finding(finding)`` stores each finding as soon as it is complete."""
 
-    def __init__(self, space: SearchSpace, property_name: str, evaluator: Evaluator, sampler: str = "ce", budget: int = 100, seed: int = 0,
+    def __init__(self, space: SearchSpace, property_name: str, evaluator: Evaluator, sampler: str = "guided", budget: int = 100, seed: int = 0,
                  max_findings: int = 5, replays: int = 1, iid: int = 0, compare: str | None = None,
                  on_evaluation: Callable[[str, Evaluation], None] | None = None, on_finding: Callable[[dict], None] | None = None,
                  describe_scenario: Callable[[dict], Any] | None = None, shrinker: str = "greedy", hypothesis_database=None, batch: int = 1):

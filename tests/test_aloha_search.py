@@ -32,7 +32,7 @@ def test_dynamics_on_aloha_scales_what_the_scene_has_and_says_what_it_has_not():
 
 def test_search_on_aloha_runs_the_expert_at_the_simulators_image_size(tmp_path):
     proc = run_cli("search", "--suite", "aloha", "--tasks", "0", "--inits", "0-1", "--families", "dynamics,lighting", "--policy", "aloha-expert",
-                   "--property", "succeeds", "--budget", "3", "--max-findings", "1", "--out", str(tmp_path), timeout=900)
+                   "--property", "succeeds", "--budget", "3", "--max-findings", "1", "--sampler", "ce", "--out", str(tmp_path), timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     folder = next(tmp_path.iterdir())
     report = json.loads((folder / "search.json").read_text())

@@ -89,12 +89,12 @@ def test_the_nine_registries_keep_their_names_and_messages():
 
     groups = {r.group for r in (FAMILIES, POLICIES, SIMULATORS, PROPERTIES, SAMPLERS, SHRINKERS, BACKENDS, PROTOCOLS, STUDIES)}
     assert groups == {f"stress.{g}" for g in ("families", "policies", "simulators", "properties", "samplers", "shrinkers", "backends", "protocols", "studies")}
-    assert tuple(SAMPLERS) == ("random", "halton", "sobol", "ce", "bandit", "novelty", "blind-ce", "blind-novelty") and tuple(SHRINKERS) == ("greedy", "hypothesis")
+    assert tuple(SAMPLERS) == ("random", "halton", "sobol", "ce", "bandit", "novelty", "guided", "blind-ce", "blind-novelty", "blind-guided") and tuple(SHRINKERS) == ("greedy", "hypothesis")
     assert tuple(POLICIES)[:4] == ("reference", "expert", "aloha-expert", "remote") and tuple(BACKENDS) == ("local", "ray")
     assert tuple(SIMULATORS) == ("libero", "aloha", "robosuite") and "cosmos-libero" in PROTOCOLS
     assert tuple(STUDIES) == ("aggregation", "value-source", "denoising", "candidates", "temperature")
     assert list(FAMILIES) == sorted(FAMILIES) and "occlusion" in FAMILIES and list(PROPERTIES) == sorted(PROPERTIES)
-    with pytest.raises(UserError, match=r"^unknown sampler 'genetic'; valid: random, halton, sobol, ce, bandit, novelty, blind-ce, blind-novelty$"):
+    with pytest.raises(UserError, match=r"^unknown sampler 'genetic'; valid: random, halton, sobol, ce, bandit, novelty, guided, blind-ce, blind-novelty, blind-guided$"):
         SAMPLERS.get("genetic")
 
 

@@ -96,6 +96,30 @@ def test_novelty_sampler_on_held_out_landscapes_learns_beyond_its_prior():
     assert novelty["exact"] == novelty["findings"] == novelty["one_minimal"]
 
 
+def test_guided_default_sampler_meets_the_targets_on_held_out_landscapes_and_its_blind_twin_does_not():
+    """`guided` (the default) against random and its score-blind twin on held-out landscapes 100-119 (its
+    constants were tuned on 0-49 and 1000-1059). Measured (docs/search.md): guided 90.0 % of modes, 39.1
+    violations per 100 (2.52x random's 15.6), first violation at 3 (random's 3); blind-guided 83.8 %, 21.6
+    (1.39x), 3. The targets are 90 % of modes and 2x random; the bar here sits below them by the noise of a
+    20-landscape mean (a standard error of about 3 points of modes and 0.2x of the ratio, so a change that
+    only reshuffles random streams does not fail it): 85 % of modes, 1.8x random, the first violation no
+    later than random's. The blind twin misses it on modes and on violations."""
+    from scenarios.planted import benchmark
+
+    result = benchmark(("random", "guided", "blind-guided"), range(100, 120), budget=100)
+    random, guided, blind_guided = result["random"], result["guided"], result["blind-guided"]
+
+    def passes(row):
+        return (row["modes_100"] >= 0.85 and row["violations_per_100"] >= 1.8 * random["violations_per_100"]
+                and row["median_first_violation"] <= random["median_first_violation"])
+
+    assert passes(guided)
+    assert not passes(blind_guided)  # the same candidates and bounds read from noise
+    assert guided["modes_100"] > blind_guided["modes_100"] and guided["violations_per_100"] > blind_guided["violations_per_100"]
+    assert guided["median_first_violation"] <= blind_guided["median_first_violation"]  # the same warm-up stream: no verdict informs it
+    assert guided["exact"] == guided["findings"] == guided["one_minimal"]
+
+
 def test_parallel_shrink_is_the_sequential_shrink_in_fewer_rounds():
     """With --workers N the shrinker evaluates up to N scenarios it may ask next together; its walk reads
     their verdicts, so every finding (shrunk point, path, relaxations) is the sequential one's, in fewer
@@ -151,7 +175,7 @@ def test_search_is_deterministic_and_replays_its_own_history():
     assert evaluator.episodes == 0
 
 
-@pytest.mark.parametrize("sampler", ["random", "halton", "sobol", "ce", "bandit", "novelty", "blind-ce", "blind-novelty"])
+@pytest.mark.parametrize("sampler", ["random", "halton", "sobol", "ce", "bandit", "novelty", "guided", "blind-ce", "blind-novelty", "blind-guided"])
 def test_every_sampler_proposes_valid_points(sampler):
     from scenarios.planted import PlantedEvaluator, planted_space
     from scenarios.search import Search
@@ -268,8 +292,9 @@ def test_malformed_space_and_finding_files(tmp_path):
 
 
 # --- real scenes: run, kill, resume, replay -----------------------------------------------------------
+# ce: its severe start makes the first sample violate, so the kill below lands in a shrink (a run names its sampler and resumes with it)
 SEARCH = ["search", "--property", "succeeds", "--policy", "expert", "--families", "policy_noise", "--max-families", "1", "--inits", "0",
-          "--max-steps", "120", "--replays", "1", "--iid", "0"]
+          "--max-steps", "120", "--replays", "1", "--iid", "0", "--sampler", "ce"]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:

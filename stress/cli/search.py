@@ -24,7 +24,7 @@ def add_arguments(search) -> None:
     search.add_argument("--property", help="property to break (stress list properties)")
     search.add_argument("--properties", dest="properties_file", type=Path, help="a Python file of your own @register properties")
     search.add_argument("--budget", type=int, default=100, help="sampler evaluations (scenarios) to spend (default 100); shrinking comes on top")
-    search.add_argument("--sampler", default="ce", help="random, halton, sobol, ce, bandit, novelty, blind-ce or blind-novelty (default ce)")
+    search.add_argument("--sampler", default="guided", help="random, halton, sobol, ce, bandit, novelty, guided, blind-ce, blind-novelty or blind-guided (default guided)")
     search.add_argument("--compare", help="also run this sampler (e.g. random) on the same space, budget and seed, for the report")
     search.add_argument("--space", type=Path, help="a JSON space file (suite, tasks, inits, families, max_families, cameras, seeds); overrides the flags below")
     search.add_argument("--suite", default=DEFAULT_SUITE, help=f"LIBERO suite (default {DEFAULT_SUITE})")
