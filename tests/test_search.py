@@ -389,6 +389,10 @@ def test_resume_after_sigkill_while_sampling(tmp_path):
     assert report["runs"]["search"]["evaluations"] == 3
     assert report["episodes_run"] == _parts(tmp_path) - before
     assert {k for row in report["log"] for k in row["episode_keys"]} == {p.stem for p in (run / "parts").glob("*.parquet")}
+    # with --max-findings 0 nothing is shrunk: the closing line says whether violations were found, not "none found"
+    found = report["runs"]["search"]["violations"] > 0
+    assert ("none shrunk into a finding" in resumed.stdout) == found
+    assert ("no violation found within the budget" in resumed.stdout) == (not found)
 
 
 def test_search_a_served_policy(tmp_path):

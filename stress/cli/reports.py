@@ -128,8 +128,10 @@ def print_search(report: dict) -> None:
         low, high = iid["ci95"]
         print(f"unbiased estimate (i.i.d. {iid['source']} slice, n={iid['n']}): violation rate {iid['rate']:.1%} (95% Wilson {low:.1%}-{high:.1%}); "
               "the findings above are adversarial and say nothing about this rate")
-    if not report["findings"]:
+    if not report["findings"] and not any(r["violations"] for r in tables["runs"]):
         print("no violation found within the budget")
+    elif not report["findings"]:
+        print("violations found (above), none shrunk into a finding (--max-findings 0)")
 
 
 def build_gallery(run, out, workers, max_cards, videos=DEFAULT_VIDEOS):
