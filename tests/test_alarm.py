@@ -115,6 +115,21 @@ def test_evaluation_and_picture_on_real_traces(runs, tmp_path):
         assert row["lead_s_median"] == pytest.approx(row["lead_steps_median"] / 20.0)
 
 
+def test_a_family_s_severities_are_pooled_on_the_same_thresholds(runs):
+    """One threshold, the test episodes of every severity of a family evaluated together, after their own rows."""
+    ref, _ = runs
+    store = RunStore.open(ref)
+    episodes, rows = report._load(store)
+    traces = report.traces(store, episodes, rows, ["value"])["value"]
+    clean = [traces[e["episode_key"]] for e in episodes if e["perturbation"] == "clean"]
+    th = report.calibrate(clean[:1] * 3, clean[1:], 0.5)
+    assert report.family_of("occlusion:3") == "occlusion" and report.family_of("lighting:1+occlusion:5") == "lighting+occlusion"
+    occluded = [e for e in episodes if e["perturbation"] == "occlusion:3"]
+    pooled = report.evaluate(occluded + occluded, traces, th, 20.0, 0.5)  # a second severity's worth of episodes
+    alone = report.evaluate(occluded, traces, th, 20.0, 0.5)
+    assert pooled["failed"] == 2 * alone["failed"] and pooled["tpr"] == alone["tpr"]
+
+
 def test_too_few_clean_successes_exits_2_naming_the_number(runs):
     ref, _ = runs
     proc = run_cli("alarm", str(ref), "--signals", "value")
@@ -164,9 +179,12 @@ def test_the_calibrated_alarm_fires_before_onset_on_pushed_failures(tmp_path):
     proc = run_cli("run", "--scenario", str(scenario), "--workers", "1", "--out", str(tmp_path / "runs"))
     assert proc.returncode == 0, proc.stderr
     (run,) = (tmp_path / "runs").iterdir()
-    proc = run_cli("alarm", str(run), "--calibration", str(calibration), "--alpha", "0.2", "--signals", "seed_spread")
+    proc = run_cli("alarm", str(run), "--calibration", str(calibration), "--alpha", "0.2", "--signals", "seed_spread", "--markdown")
     assert proc.returncode == 0, proc.stderr
     data = json.loads((run / "alarm.json").read_text())
+    # --markdown: each group's row with its counts and intervals (one severity here: no pooled family row)
+    assert "| seed_spread | mid_chunk_push:5 | 1 / 1 (" in proc.stdout and "(pooled)" not in proc.stdout
+    assert data["settings"][0]["signals"]["seed_spread"]["families"] == []
     (entry,) = data["settings"]
     sig = entry["signals"]["seed_spread"]
     assert entry["calibration_successes"] == 12 and (sig["n_fit"], sig["n_conformal"]) == (6, 6)

@@ -8,7 +8,7 @@ import argparse
 import math
 from pathlib import Path
 
-from stress.report.alarm import SIGNALS, alarm_report, summary_lines, write_alarm
+from stress.report.alarm import SIGNALS, alarm_report, markdown_lines, summary_lines, write_alarm
 
 
 def probability(text: str) -> float:
@@ -27,6 +27,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--calibration", type=Path, metavar="RUN",
                         help="calibrate on this run's clean successful episodes (same policy and suite); default: every other clean episode of RUN, the rest held out")
     parser.add_argument("--alpha", type=probability, default=0.05, help="false-positive rate the alarm may have on clean successful episodes (default 0.05)")
+    parser.add_argument("--markdown", action="store_true", help="also print every figure with its 95%% interval as a Markdown table, each family's severities pooled")
     parser.add_argument("--signals", default=",".join(SIGNALS), help=f"comma-separated, from {', '.join(SIGNALS)} (default all)")
 
 
@@ -34,6 +35,6 @@ def run(args) -> int:
     signals = [s.strip() for s in args.signals.split(",") if s.strip()]
     report = alarm_report(args.run, args.calibration, args.alpha, signals)
     json_path, png = write_alarm(report, args.run)
-    print("\n".join(summary_lines(report)))
+    print("\n".join(summary_lines(report) + (["", *markdown_lines(report)] if args.markdown else [])))
     print(f"wrote {json_path} and {png}")
     return 0

@@ -250,8 +250,14 @@ def alarm_report(run: Path, calibration: Path | None = None, alpha: float = 0.05
                 groups[(e["perturbation"], e["severity"])].append(e)
             evals = [{"perturbation": p, "severity": s, **evaluate(groups[(p, s)], test_traces[name], th, hz, alpha)}
                      for p, s in sorted(groups, key=lambda k: (k[0] != "clean", k))]
+            by_family = defaultdict(list)  # a family's severities pooled: more episodes, narrower intervals
+            for p, s in groups:
+                by_family[family_of(p)].append((p, s))
+            families = [{"family": f, "perturbations": sorted(p for p, _ in keys),
+                         **evaluate([e for k in keys for e in groups[k]], test_traces[name], th, hz, alpha)}
+                        for f, keys in sorted(by_family.items()) if f != "clean" and len(keys) > 1]
             entry["signals"][name] = {"q": th.q, "n_fit": th.n_fit, "n_conformal": th.n_conformal,
-                                      "threshold": [{"step": s, "threshold": th.at(s)} for s in th.steps], "groups": evals,
+                                      "threshold": [{"step": s, "threshold": th.at(s)} for s in th.steps], "groups": evals, "families": families,
                                       "traces": {e["episode_key"]: {"success": bool(e["success"]), "onset": onset(e) if not e["success"] else None,
                                                                     "perturbation": e["perturbation"],
                                                                     "fired": first_alarm(test_traces[name][e["episode_key"]], th),
@@ -259,6 +265,38 @@ def alarm_report(run: Path, calibration: Path | None = None, alpha: float = 0.05
                                                  for e in group_test if test_traces[name].get(e["episode_key"])}}
         out["settings"].append(entry)
     return out
+
+
+def family_of(perturbation: str) -> str:
+    """``occlusion:3`` -> ``occlusion``; a composition keeps its families joined (``a:1+b:2`` -> ``a+b``)."""
+    return "+".join(part.split(":")[0] for part in perturbation.split("+"))
+
+
+def markdown_lines(report: dict) -> list[str]:
+    """Every group's figures with their 95 % intervals as a Markdown table (docs/alarm.md's study tables), each family's
+    severities pooled after its own rows."""
+    def num(x, p=2):
+        return "–" if x is None else f"{x:.{p}f}"
+
+    def ci(x, pair, p=2):
+        return num(x, p) if not pair else f"{num(x, p)} ({num(pair[0], p)}–{num(pair[1], p)})"
+
+    lines = []
+    for entry in report["settings"]:
+        hz = entry["control_hz"]
+        lines += [f"{entry['policy']} {entry['setting']}, alpha {report['alpha']}, {entry['calibration_successes']} clean successes to calibrate:", "",
+                  "| signal | perturbation | TPR before onset | FPR on successes | coverage gap | median lead, steps (s) | AUROC at matched steps |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, sig in entry["signals"].items():
+            rows = [(g["perturbation"], g) for g in sig["groups"]] + [(f"{f['family']} (pooled)", f) for f in sig.get("families", [])]
+            for label, g in rows:
+                tpr = "–" if g["tpr"] is None else f"{round(g['tpr'] * g['failed'])} / {g['failed']} ({num(g['tpr_ci'][0])}–{num(g['tpr_ci'][1])})"
+                fpr = "–" if g["fpr"] is None else f"{round(g['fpr'] * g['succeeded'])} / {g['succeeded']} ({num(g['fpr_ci'][0])}–{num(g['fpr_ci'][1])})"
+                gap = "–" if g["coverage_gap"] is None else f"{g['coverage_gap']:+.2f} ({g['coverage_gap_ci'][0]:+.2f}–{g['coverage_gap_ci'][1]:+.2f})"
+                lead = "–" if g["lead_steps_median"] is None else f"{ci(g['lead_steps_median'], g['lead_steps_ci'], 0)} ({g['lead_steps_median'] / hz:.1f} s)"
+                lines.append(f"| {name} | {label} | {tpr} | {fpr} | {gap} | {lead} | {ci(g['auroc_matched'], g['auroc_matched_ci'])} |")
+        lines.append("")
+    return lines
 
 
 def summary_lines(report: dict) -> list[str]:
