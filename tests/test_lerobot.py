@@ -84,6 +84,7 @@ def test_a_camera_of_another_size_is_refused_naming_it():
 ])
 def test_features_that_do_not_fit_the_simulator_are_named(change, message):
     check_features(ALOHA_FEATURES, MAPPINGS["aloha"])
+    assert cameras_of(ALOHA_FEATURES, MAPPINGS["aloha"]) == ("top",)  # the handshake's cameras: the only one the episode renders
     config = copy.deepcopy(ALOHA_FEATURES)
     change(config)
     with pytest.raises(ValueError) as raised:

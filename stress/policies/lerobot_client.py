@@ -130,6 +130,11 @@ class LerobotPolicy:
             self._client = RemotePolicy(server=url, served=self.served, timeout_s=self.timeout_s)
         self._client.reset(instruction, seed, mode=mode)
 
+    @property
+    def cameras(self) -> tuple[str, ...] | None:
+        """The cameras the checkpoint reads, from its server's handshake (LeRobot's ALOHA policies: ``top`` only)."""
+        return self._client.cameras if self._client is not None else None
+
     def act(self, obs: Observation) -> Decision:
         if self._client is None:
             raise PolicyFault("act before reset")
