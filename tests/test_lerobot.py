@@ -311,3 +311,20 @@ def test_stress_run_policy_lerobot_on_libero(lerobot_policies, tmp_path):
     rows = store.query("SELECT perturbation, error, steps, decisions, setting FROM episodes ORDER BY perturbation")
     assert [r["perturbation"] for r in rows] == ["clean", "lighting:5"] and all(r["error"] is None and r["steps"] == r["decisions"] == 3 for r in rows), rows
     assert rows[0]["setting"].startswith("direct served=lerobot:act-") and {s.image_size for s in store.specs()} == {128}  # the checkpoint's size
+
+
+def test_the_lerobot_loop_bench_is_skipped_without_lerobots_python(monkeypatch):
+    from stress.bench.lerobot import loop_overhead
+
+    monkeypatch.delenv("STRESS_LEROBOT_PYTHON", raising=False)
+    assert set(loop_overhead()) == {"skipped"}
+
+
+@needs_lerobot
+def test_the_lerobot_loop_bench_times_both_loops_on_the_same_episode():
+    """Figures are reported in docs/benchmarks.md, never asserted here: both loops ran their timed episodes."""
+    from stress.bench.lerobot import loop_overhead
+
+    figures = loop_overhead(steps=3, repeats=1)
+    assert len(figures["lerobot_rollout_s"]) == len(figures["suite_episode_s"]) == 1 and figures["steps"] == 3
+    assert np.isfinite(figures["overhead"]) and figures["lerobot_median_s"] > 0
