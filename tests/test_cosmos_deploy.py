@@ -164,6 +164,17 @@ def test_the_pre_run_check_names_each_mismatch(deploy_server):
         server.shutdown()
 
 
+def test_the_probe_is_the_pre_run_checks_only_request(deploy_server, tmp_path):
+    """deploy.py has no handshake: the probe's one real request says what is served and is the inference check too."""
+    log = tmp_path / "requests.jsonl"
+    _, url = deploy_server("--queries", "3", "--log", str(log))
+    metadata = check_servers([aloha_spec("cosmos-deploy", url, "planning", 3)])
+    assert metadata["served"].startswith("deploy.py:planning3:chunk50") and len(log.read_text().splitlines()) == 1
+    with pytest.raises(UserError, match=re.escape("--candidates 2 is not served; valid: --candidates 3")):  # a wrong run: still one line, no new request
+        check_servers([aloha_spec("cosmos-deploy", url, "planning", 2)])
+    assert len(log.read_text().splitlines()) == 1
+
+
 # --- end to end through the CLI ----------------------------------------------------------------------------------
 def test_bad_reply_exits_2_before_the_run(deploy_server, tmp_path):
     _, url = deploy_server("--reply", "nan")
@@ -185,15 +196,15 @@ def test_actions_only_server_runs_every_robustness_table(deploy_server, tmp_path
     assert row["error"] is None and row["steps"] == 100 and row["decisions"] == 2 and row["mode"] == "direct"  # --mode auto: what it serves
     assert json.loads(row["spec"])["policy_options"]["served"] == "deploy.py:actions:chunk50"  # what is served is in the key
     sent = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(sent) == 4  # the probe, the pre-run check, two decisions
+    assert len(sent) == 3  # the probe, which is the pre-run check's request too, and two decisions
     # parity: the actions executed are those the server returned, bit for bit (float32 on the wire)
     executed = np.load(folder / "actions" / f"{row['episode_key']}.npz")["actions"]
     assert np.array_equal(executed, np.concatenate([np.asarray(r["actions"], np.float32) for r in sent[-2:]]).astype(np.float64))
 
 
 def test_planning_run_survives_a_lost_server_and_resume_finishes_it(deploy_server, tmp_path):
-    # the probe and the pre-run check answer, then the first decision; the server is gone at the second
-    _, url = deploy_server("--queries", "3", "--die-after", "3")
+    # the probe (the pre-run check's request too) and the first decision are answered; the server is gone at the second
+    _, url = deploy_server("--queries", "3", "--die-after", "2")
     out = tmp_path / "runs"
     args = ("--suite", "aloha", "--episodes", "1", "--policy", "cosmos-deploy", "--mode", "planning", "--candidates", "3", "--max-steps", "100", "--no-baseline",
             "--perturb", "lighting:3", "--out", str(out))

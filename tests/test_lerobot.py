@@ -20,7 +20,7 @@ import pytest
 
 from conftest import run_cli
 from stress.core.policy import Observation
-from stress.policies.lerobot_server import MAPPINGS, check_features, gym_observation, read_config
+from stress.policies.lerobot_server import MAPPINGS, cameras_of, check_features, gym_observation, image_size, read_config
 from stress.store import RunStore
 from test_cli_errors import assert_user_error
 
@@ -34,6 +34,14 @@ ALOHA_FEATURES = {
     "input_features": {"observation.images.top": {"type": "VISUAL", "shape": [3, 480, 640]}, "observation.state": {"type": "STATE", "shape": [14]}},
     "output_features": {"action": {"type": "ACTION", "shape": [14]}},
 }
+# ... and for LeRobot's LIBERO env (HuggingFaceVLA/libero's names: image = agentview, image2 = wrist; the 8-D state of
+# its LiberoProcessorStep; 256 px as that dataset's frames)
+LIBERO_FEATURES = {
+    "type": "act",
+    "input_features": {"observation.images.image": {"type": "VISUAL", "shape": [3, 256, 256]}, "observation.images.image2": {"type": "VISUAL", "shape": [3, 256, 256]},
+                       "observation.state": {"type": "STATE", "shape": [8]}},
+    "output_features": {"action": {"type": "ACTION", "shape": [7]}},
+}
 
 
 # --- the mapping: what LeRobot's gym_aloha env hands its rollout -------------------------------------------------
@@ -44,7 +52,7 @@ def test_the_observation_is_what_gym_aloha_hands_lerobot():
     from stress.envs.aloha import AlohaEnv
 
     stock = gymnasium.make("gym_aloha/AlohaTransferCube-v0", obs_type="pixels_agent_pos")  # LeRobot's AlohaEnv config's obs_type
-    env = AlohaEnv("aloha", "transfer_cube", image_size=MAPPINGS["aloha"].image_size)
+    env = AlohaEnv("aloha", "transfer_cube", image_size=image_size(ALOHA_FEATURES, MAPPINGS["aloha"]))
     try:
         theirs, _ = stock.reset(seed=4)
         env.reset(4)
@@ -76,11 +84,60 @@ def test_a_camera_of_another_size_is_refused_naming_it():
 ])
 def test_features_that_do_not_fit_the_simulator_are_named(change, message):
     check_features(ALOHA_FEATURES, MAPPINGS["aloha"])
+    assert cameras_of(ALOHA_FEATURES, MAPPINGS["aloha"]) == ("top",)  # the handshake's cameras: the only one the episode renders
     config = copy.deepcopy(ALOHA_FEATURES)
     change(config)
     with pytest.raises(ValueError) as raised:
         check_features(config, MAPPINGS["aloha"])
     assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: [f.update(shape=[3, 360, 360]) for k, f in c["input_features"].items() if "images" in k],  # LeRobot's LiberoEnv default render
+     "the policy's 'observation.images.image' is VISUAL [3, 360, 360]; libero renders VISUAL [3, 64, 64], [3, 128, 128], [3, 224, 224], [3, 256, 256] (one size for every camera)"),
+    (lambda c: c["input_features"]["observation.images.image2"].update(shape=[3, 128, 128]), "the policy's 'observation.images.image2' is VISUAL [3, 128, 128]; libero renders"),
+    (lambda c: c["input_features"]["observation.state"].update(shape=[9]), "'observation.state' is STATE [9]; libero has STATE [8]"),
+    (lambda c: c["input_features"].update({"observation.images.wrist_image": c["input_features"].pop("observation.images.image2")}),
+     "needs feature 'observation.images.wrist_image', which libero does not provide; valid: observation.images.image VISUAL [3, S, S]; observation.images.image2"),
+    (lambda c: c.update(type="xvla"), "an xvla policy is not mapped on libero"),
+])
+def test_libero_features_that_do_not_fit_are_named(change, message):
+    check_features(LIBERO_FEATURES, MAPPINGS["libero"])
+    assert image_size(LIBERO_FEATURES, MAPPINGS["libero"]) == 256 and cameras_of(LIBERO_FEATURES, MAPPINGS["libero"]) == ("agentview", "wrist")
+    config = copy.deepcopy(LIBERO_FEATURES)
+    change(config)
+    with pytest.raises(ValueError) as raised:
+        check_features(config, MAPPINGS["libero"])
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_libero_policy_reading_one_camera_gets_that_camera_at_its_size():
+    from stress.envs import simulator_of
+
+    assert set(MAPPINGS["libero"].image_sizes) == set(simulator_of("libero_spatial").image_sizes)  # the sizes the suite renders
+    config = copy.deepcopy(LIBERO_FEATURES)
+    del config["input_features"]["observation.images.image2"]
+    config["input_features"]["observation.images.image"]["shape"] = [3, 64, 64]
+    check_features(config, MAPPINGS["libero"])
+    assert image_size(config, MAPPINGS["libero"]) == 64 and cameras_of(config, MAPPINGS["libero"]) == ("agentview",)
+
+
+def test_the_libero_observation_is_laid_out_as_lerobots_libero_env_hands_it():
+    """robosuite's bottom-up frames (the suite's upright ones flipped back; LeRobot's LiberoProcessorStep then rotates
+    them by 180 degrees) under LeRobot's pixel keys, and robot_state's eef pos, quat and gripper qpos from the suite's
+    proprio (gripper qpos 2, eef pos 3, quat 4). On a real scene against LeRobot's own env: the parity test below."""
+    rng = np.random.default_rng(0)
+    images = {c: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for c in ("agentview", "wrist")}
+    proprio = np.arange(9, dtype=np.float32) / 10
+    ours = gym_observation(Observation(images=images, proprio=proprio, instruction="x", step=0), MAPPINGS["libero"], 64, ("agentview", "wrist"))
+    assert set(ours) == {"pixels", "robot_state"} and set(ours["pixels"]) == {"image", "image2"}
+    assert np.array_equal(ours["pixels"]["image"][0], images["agentview"][::-1]) and np.array_equal(ours["pixels"]["image2"][0], images["wrist"][::-1])
+    assert ours["pixels"]["image"].flags.c_contiguous and ours["pixels"]["image"].shape == (1, 64, 64, 3)  # torch.from_numpy takes it
+    state = ours["robot_state"]
+    assert np.array_equal(state["gripper"]["qpos"], proprio[None, :2]) and np.array_equal(state["eef"]["pos"], proprio[None, 2:5])
+    assert np.array_equal(state["eef"]["quat"], proprio[None, 5:9]) and state["eef"]["quat"].dtype == np.float64
+    with pytest.raises(ValueError, match=r"camera 'wrist' is uint8 \(64, 64, 3\); the policy needs uint8 \(128, 128, 3\) \(image_size 128\)"):
+        gym_observation(Observation(images=images, proprio=proprio, instruction="x", step=0), MAPPINGS["libero"], 128, ("wrist",))
 
 
 def policy_dir(root: Path, config: dict | None = ALOHA_FEATURES, files=("model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json")) -> Path:
@@ -111,8 +168,12 @@ def test_bad_lerobot_input_exits_2_with_one_line(tmp_path):
     common = ("run", "--suite", "aloha", "--policy", "lerobot", "--lerobot-python", sys.executable, "--out", str(tmp_path / "out"))
     assert_user_error(run_cli(*common, "--policy-path", str(tmp_path / "nowhere")), "is not a directory")
     assert_user_error(run_cli(*common, "--policy-path", str(policy_dir(tmp_path / "bad", config=bad))), "'observation.images.top' is VISUAL [3, 96, 96]; aloha has VISUAL [3, 480, 640]")
-    assert_user_error(run_cli("run", "--policy", "lerobot", "--policy-path", str(policy_dir(tmp_path / "ok")), "--lerobot-python", str(tmp_path / "no-python")),
-                      "no mapping for simulator 'libero'; valid: aloha")
+    assert_user_error(run_cli("run", "--suite", "robosuite", "--policy", "lerobot", "--policy-path", str(policy_dir(tmp_path / "ok")), "--lerobot-python",
+                              str(tmp_path / "no-python")), "no mapping for simulator 'robosuite'; valid: aloha, libero")
+    assert_user_error(run_cli("run", "--suite", "libero_spatial", "--policy", "lerobot", "--policy-path", str(policy_dir(tmp_path / "aloha-on-libero")),
+                              "--lerobot-python", sys.executable, "--out", str(tmp_path / "out")),
+                      "needs feature 'observation.images.top', which libero does not provide; valid: observation.images.image VISUAL [3, S, S]; observation.images.image2 VISUAL [3, S, S]; "
+                      "observation.state STATE [8]; action ACTION [7] (S: 64, 128, 224, 256)")
     assert not (tmp_path / "out").exists()
 
 
@@ -175,3 +236,95 @@ def test_stress_run_policy_lerobot_end_to_end(lerobot_policies, tmp_path):
     assert rows[0]["setting"].startswith("direct served=lerobot:act-")
     again = run_cli("run", "--resume", str(store.path), timeout=600)
     assert again.returncode == 0 and "2 already stored" in again.stderr, again.stderr
+
+
+@needs_lerobot
+def test_libero_observation_parity_with_lerobots_own_libero_env(lerobot_policies, tmp_path):
+    """LeRobot's own LiberoEnv (its file run here on the suite's LIBERO: tests/lerobot_libero_env.py) and the suite's
+    LIBERO adapter, same task (libero_spatial 0), init state 0 and 128 px, stepped with the same 5 random actions: the
+    pixels it hands LeRobot's rollout equal what the server builds from the suite's observation, byte for byte, and the
+    state fields equal at float32 (what LeRobot's LiberoProcessorStep keeps); then, in LeRobot's environment, what the
+    policy's preprocessor receives (every tensor and the task) is the same from both (tests/lerobot_libero_inputs.py)."""
+    from lerobot_libero_env import load_libero_env_class
+
+    from stress.envs.libero import LiberoEnv as SuiteLibero
+
+    lerobot_env_class, get_suite = load_libero_env_class(LEROBOT_PYTHON)
+    theirs_env = lerobot_env_class(get_suite("libero_spatial"), 0, "libero_spatial", obs_type="pixels_agent_pos", observation_height=128, observation_width=128)
+    ours_env = SuiteLibero("libero_spatial", 0, image_size=128)
+    robosuite = None
+
+    def theirs_now() -> dict:
+        """LeRobot's observation (``_format_raw_obs``, LeRobot's code, of robosuite's observation as its step left it)
+        with the camera frames rendered after ``mj_forward``: the one deliberate difference. The suite forwards the
+        simulation after every step (a render is a function of the state alone); LIBERO's robosuite renders right
+        after mj_step, with the geometry one physics substep behind (16 of 16384 agentview pixels differ after
+        settling, most of them once the arm moves). The state fields are robosuite's step-time sensor values on both
+        sides. (Not ``_get_observations(force_update=True)``: a forced sample shifts robosuite's sensor sampling.)"""
+        robosuite.sim.forward()
+        robosuite.sim._render_context_offscreen.gl_ctx.make_current()  # robosuite does not; the suite's env has its own
+        raw = dict(robosuite._get_observations())
+        for camera in ("agentview", "robot0_eye_in_hand"):  # as robosuite's camera observable renders (opengl convention)
+            raw[f"{camera}_image"] = robosuite.sim.render(camera_name=camera, width=128, height=128, depth=False)
+        return theirs_env._format_raw_obs(raw)
+
+    saved = {}
+    try:
+        theirs_env.reset(seed=0)
+        robosuite = theirs_env._env.env
+        ours_env.reset(0)
+        rng = np.random.default_rng(0)
+        for step in range(5):
+            theirs, obs = theirs_now(), ours_env.observe()
+            ours = gym_observation(obs, MAPPINGS["libero"], 128)
+            for key in ("image", "image2"):
+                assert hashlib.sha256(ours["pixels"][key][0].tobytes()).hexdigest() == hashlib.sha256(theirs["pixels"][key].tobytes()).hexdigest(), (step, key)
+            for part, field in (("eef", "pos"), ("eef", "quat"), ("gripper", "qpos")):
+                assert np.array_equal(ours["robot_state"][part][field][0].astype(np.float32), theirs["robot_state"][part][field].astype(np.float32)), (step, field)
+            saved.update({f"ours/{step}/{c}": obs.images[c] for c in ("agentview", "wrist")} | {f"ours/{step}/proprio": obs.proprio})
+            saved.update({f"theirs/{step}/pixels/{k}": v for k, v in theirs["pixels"].items()})
+            saved.update({f"theirs/{step}/robot_state/{p}/{f}": np.asarray(v) for p, fields in theirs["robot_state"].items() for f, v in fields.items()})
+            action = rng.uniform(-1, 1, 7)
+            ours_env.step(action)
+            theirs_env.step(action)
+        instruction = ours_env.instruction
+        assert instruction == theirs_env.task_description
+    finally:
+        ours_env.close()
+        theirs_env.close()
+    np.savez(tmp_path / "steps.npz", instruction=np.array(instruction), **saved)
+    proc = subprocess.run([LEROBOT_PYTHON, str(HERE / "lerobot_libero_inputs.py"), str(lerobot_policies / "act_libero"), str(tmp_path / "steps.npz")],
+                          capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    steps = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(steps) == 5 and {"observation.images.image", "observation.images.image2", "observation.state", "task"} <= set(steps[0]["ours"])
+    assert all(step["ours"] == step["theirs"] for step in steps), steps
+
+
+@needs_lerobot
+def test_stress_run_policy_lerobot_on_libero(lerobot_policies, tmp_path):
+    out = tmp_path / "runs"
+    proc = run_cli("run", "--suite", "libero_spatial", "--tasks", "0", "--policy", "lerobot", "--policy-path", str(lerobot_policies / "act_libero"),
+                   "--lerobot-python", LEROBOT_PYTHON, "--episodes", "1", "--max-steps", "3", "--perturb", "lighting:5", "--out", str(out), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = RunStore.open(next(out.iterdir()))
+    rows = store.query("SELECT perturbation, error, steps, decisions, setting FROM episodes ORDER BY perturbation")
+    assert [r["perturbation"] for r in rows] == ["clean", "lighting:5"] and all(r["error"] is None and r["steps"] == r["decisions"] == 3 for r in rows), rows
+    assert rows[0]["setting"].startswith("direct served=lerobot:act-") and {s.image_size for s in store.specs()} == {128}  # the checkpoint's size
+
+
+def test_the_lerobot_loop_bench_is_skipped_without_lerobots_python(monkeypatch):
+    from stress.bench.lerobot import loop_overhead
+
+    monkeypatch.delenv("STRESS_LEROBOT_PYTHON", raising=False)
+    assert set(loop_overhead()) == {"skipped"}
+
+
+@needs_lerobot
+def test_the_lerobot_loop_bench_times_both_loops_on_the_same_episode():
+    """Figures are reported in docs/benchmarks.md, never asserted here: both loops ran their timed episodes."""
+    from stress.bench.lerobot import loop_overhead
+
+    figures = loop_overhead(steps=3, repeats=1)
+    assert len(figures["lerobot_rollout_s"]) == len(figures["suite_episode_s"]) == 1 and figures["steps"] == 3
+    assert np.isfinite(figures["overhead"]) and figures["lerobot_median_s"] > 0

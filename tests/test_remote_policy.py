@@ -194,6 +194,27 @@ def test_server_errors_arrive_with_their_message(fake_server, shared_envs):
     assert result.error == "policy_server_error: policy_error: ZeroDivisionError: division by zero", result.error
 
 
+def test_the_episode_renders_only_the_cameras_the_server_declares(fake_server, shared_envs):
+    """A served policy that reads the wrist camera only (its handshake's ``cameras``): each decision renders that one."""
+    seen = []
+
+    class WristOnly(FakePolicy):
+        def act(self, obs):
+            seen.append(sorted(obs.images))
+            return super().act(obs)
+
+    spec = _spec("direct", "remote", (("server", fake_server(WristOnly, fake_metadata(cameras=["wrist"]))),), max_steps=32)
+    env, rendered = shared_envs.get(spec), []
+    render = env.render
+    env.render = lambda camera: rendered.append(camera) or render(camera)
+    try:
+        result = run_episode(spec, shared_envs, PolicyCache())
+    finally:
+        del env.render
+    assert result.error is None, result.error
+    assert seen == [["wrist"], ["wrist"]] and rendered == ["wrist", "wrist"]  # two decisions, one render each
+
+
 # --- the command line ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, fragments", [
     (["run", "--policy", "remote"], ["needs --policy-server"]),

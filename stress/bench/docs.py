@@ -127,13 +127,28 @@ def _wires(e: dict) -> str:
     return _table(("client → wire", "median", "95th percentile"), rows)
 
 
+THROUGHPUT_COLUMNS = (("in_process", "in-process"), ("served", "1 server + workers (stress-policy/1)"), ("openpi", "openpi's wire"),
+                      ("cosmos_deploy", "deploy.py's wire (ALOHA, stand-in)"))
+
+
 def _throughput(e: dict) -> str:
     f, s = e["figures"], e["settings"]
     keys = (("episodes per hour (after start-up)", "episodes_per_hour", ",.0f"), ("wall-clock for the episodes (s)", "wall_s", ".1f"),
-            ("mean episode, one worker (s)", "mean_episode_s", ".1f"), ("policy time per decision, as the worker sees it (ms)", "policy_ms_per_decision", ".1f"),
-            ("start-up: pool, scenes, model loads (s)", "startup_s", ".1f"))
-    return _table((f"{s['episodes']} clean direct episodes, {s['workers']} workers", "in-process", "1 server + workers"),
-                  [(label, _n(f["in_process"][k], fmt), _n(f["served"][k], fmt)) for label, k, fmt in keys])
+            ("mean episode, one worker (s)", "mean_episode_s", ".1f"), ("decisions (all episodes)", "decisions", ".0f"),
+            ("policy time per decision, as the worker sees it (ms)", "policy_ms_per_decision", ".1f"), ("start-up: pool, scenes, model loads (s)", "startup_s", ".1f"))
+    columns = [(side, label) for side, label in THROUGHPUT_COLUMNS if side in f]  # older entries: in-process and stress-policy/1 only
+    rows = [(label, *(_n(f[side].get(k), fmt) for side, _ in columns)) for label, k, fmt in keys if any(f[side].get(k) is not None for side, _ in columns)]
+    return _table((f"{s['episodes']} clean direct episodes, {s['workers']} workers", *(label for _, label in columns)), rows)
+
+
+def _lerobot(e: dict) -> str:
+    f, s = e["figures"], e["settings"]
+    if "skipped" in f:
+        return f"Skipped: {f['skipped']}."
+    return _table((f"{s['steps']}-step transfer_cube episodes, {s['policy']}, {s['repeats']} timed each", "median (s)", "each (s)"),
+                  [("LeRobot's own `lerobot_eval.rollout` (its gym_aloha env)", _n(f["lerobot_median_s"], ".2f"), ", ".join(_n(x, ".2f") for x in f["lerobot_rollout_s"])),
+                   ("the suite's `--policy lerobot` episode (served, ALOHA adapter)", _n(f["suite_median_s"], ".2f"), ", ".join(_n(x, ".2f") for x in f["suite_episode_s"])),
+                   ("overhead of the suite's loop", _n(f["overhead"], "+.1%"), "")])
 
 
 def _planted(e: dict) -> str:
@@ -154,7 +169,7 @@ def _maps(e: dict) -> str:
 
 RENDERERS: dict[str, Callable[[dict], str]] = {"render": _render, "overhead": _overhead, "snapshot": _snapshot, "groundtruth": _groundtruth,
                                                "families": _families, "makerun": _makerun, "aloha": _aloha, "workers": _workers, "ray": _ray, "remote": _remote,
-                                               "wires": _wires, "throughput": _throughput, "planted": _planted, "maps": _maps}
+                                               "wires": _wires, "throughput": _throughput, "lerobot": _lerobot, "planted": _planted, "maps": _maps}
 
 
 def block(name: str, entry: dict) -> str:

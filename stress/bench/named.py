@@ -29,7 +29,7 @@ from scenarios.boundary import benchmark as map_benchmark
 from scenarios.grid import grid_specs, scene_maker
 from scenarios.planted import benchmark as planted_benchmark
 from scenarios.samplers import SAMPLERS
-from stress.bench import aloha, libero, remote
+from stress.bench import aloha, lerobot, libero, remote
 from stress.core.errors import UserError
 from stress.core.files import atomic_write
 from stress.envs.cache import EnvCache
@@ -39,6 +39,7 @@ from stress.runners.episode import run_episode
 
 BENCH_FILE = "bench.json"
 ROOT = Path(__file__).resolve().parents[2]
+LEROBOT_STEPS = 50  # --only lerobot: steps per episode (ACT queries at every step; one 480 x 640 top render per step)
 
 
 @dataclass(frozen=True)
@@ -200,10 +201,17 @@ def _wires(args) -> dict:
     return {"settings": {"repeats": max(20, args.repeats)}, "repeats": {}, "figures": figures}
 
 
+def _lerobot(args) -> dict:
+    figures = lerobot.loop_overhead(LEROBOT_STEPS, max(1, args.repeats))
+    return {"settings": {"steps": LEROBOT_STEPS, "repeats": max(1, args.repeats), "suite": "aloha", "task": 0, "policy": "the tests' small ACT"},
+            "repeats": {}, "figures": figures}
+
+
 def _throughput(args) -> dict:
     runs = [remote.throughput(args.episodes, args.workers, args.suite, args.task, args.max_steps) for _ in range(args.repeats)]
-    figures = {side: {k: float(np.median([r[side][k] for r in runs])) for k in ("episodes_per_hour", "wall_s", "mean_episode_s", "policy_ms_per_decision", "startup_s")}
-               for side in ("in_process", "served")}
+    figures = {side: {k: float(np.median([r[side][k] for r in runs])) for k in ("episodes_per_hour", "wall_s", "mean_episode_s", "policy_ms_per_decision", "startup_s",
+                                                                                 "decisions", "steps")}
+               | {"suite": runs[0][side]["suite"]} for side in remote.THROUGHPUT_SIDES}
     return {"settings": {"episodes": args.episodes, "workers": args.workers, "suite": args.suite, "task": args.task, "max_steps": args.max_steps},
             "repeats": {"runs": runs}, "figures": figures}
 
@@ -237,7 +245,8 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("ray", "Whole `stress run --policy expert` commands, 2 local workers vs 2 Ray actors: wall, CPU, steady state", _ray),
     Benchmark("remote", "The stress-policy/1 round trip on 127.0.0.1 vs an in-process call (two 256 px images, a best-of-8 reply)", _remote),
     Benchmark("wires", "Round trip per wire on 127.0.0.1 (stress-policy/1, openpi's), two 224 px images, a 10 x 7 chunk", _wires),
-    Benchmark("throughput", "Episodes per hour of --workers processes fed by one `stress serve --policy reference`, vs in-process", _throughput),
+    Benchmark("throughput", "Episodes per hour of --workers processes fed by one policy server, per wire (stress-policy/1, openpi's, deploy.py's), vs in-process", _throughput),
+    Benchmark("lerobot", "ALOHA: the suite's loop around a served LeRobot ACT vs LeRobot's own lerobot_eval rollout (needs $STRESS_LEROBOT_PYTHON)", _lerobot),
     Benchmark("planted", "The search's planted-failure benchmark: every sampler on tuning and held-out landscapes (no simulator)", _planted),
     Benchmark("maps", "Failure-boundary maps: adaptive threshold estimation vs a 5-level grid on synthetic curves (no simulator)", _maps),
 )}

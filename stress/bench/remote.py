@@ -1,5 +1,5 @@
 """Round-trip overhead of a policy server against an in-process call (``stress bench --remote``), and episodes
-per hour with one policy server feeding two simulator workers (``stress bench --remote-throughput``).
+per hour with one policy server feeding two simulator workers, for each wire (``stress bench --remote-throughput``).
 
 The served policy is a canned best-of-8 decision (8 candidates, each with a 16 x 7 chunk, two predicted
 future images at the built-in model's size and 15 raw ensemble values), so the figure is the protocol's cost
@@ -27,12 +27,13 @@ from openpi_client.websocket_client_policy import WebsocketClientPolicy
 from stress.core.policy import Candidate, Decision, Observation
 from stress.core.spec import ScenarioSpec
 from stress.measurement.groundtruth import Measurement
-from stress.policies import cosmos_deploy
+from stress.policies import cosmos_deploy, openpi
 from stress.policies.cosmos_deploy import CosmosDeployPolicy
 from stress.policies.openpi import OpenpiPolicy
 from stress.policies.remote import RemotePolicy, probe, served_id
 from stress.policies.serve import PolicyServer, describe
 from stress.runners.local import LocalRunner
+from stress.runners.preflight import first_observation
 from stress.store import RunStore
 
 IMAGE_SIZE, CANDIDATES, FUTURE_SIZE, ENSEMBLE = 256, 8, 128, 15
@@ -96,35 +97,73 @@ def measure(repeats: int = 200) -> dict:
             "overhead_ms": over_socket[0] - in_process[0], "request_image_bytes": request_bytes}
 
 
-def _serve_reference() -> tuple[subprocess.Popen, str]:
-    """``stress serve --policy reference --port 0`` in its own process; (process, ws URL)."""
-    proc = subprocess.Popen([sys.executable, "-m", "stress.cli", "serve", "--policy", "reference", "--port", "0"], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True, cwd=Path(__file__).resolve().parents[1])
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_STAND_IN = ROOT / "tests" / "deploy_server.py"  # deploy.py's contract, the stand-in model the tests use
+ALOHA_MAX_STEPS = 100  # the cosmos-deploy side's step budget (two of deploy.py's 50-step chunks): kept small
+
+
+def _serve(command: list[str]) -> tuple[subprocess.Popen, str]:
+    """A policy server in its own process, ``command`` printing its address on stderr; (process, URL)."""
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=ROOT)
     for line in proc.stderr:
-        match = re.search(r"ws://[\d.]+:\d+", line)
+        match = re.search(r"(ws|http)://[\d.]+:\d+", line)
         if match:  # keep reading its stderr so a chatty server never blocks on a full pipe
             threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, match.group(0)
     proc.wait(timeout=10)
-    raise RuntimeError(f"stress serve exited with {proc.returncode} before listening")
+    raise RuntimeError(f"{' '.join(command[:4])} exited with {proc.returncode} before listening")
 
 
-def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatial", task: int = 0, max_steps: int | None = None) -> dict:
-    """Episodes per hour of ``workers`` simulator processes fed by one ``stress serve --policy reference`` process,
-    against the same workers each running the model in-process (``stress bench --remote-throughput``).
+def _serve_reference(wire: str = "stress") -> tuple[subprocess.Popen, str]:
+    """``stress serve --policy reference --port 0 --wire WIRE`` in its own process; (process, ws URL)."""
+    return _serve([sys.executable, "-m", "stress.cli", "serve", "--policy", "reference", "--port", "0", "--wire", wire])
 
-    The same ``episodes`` clean direct episodes (init states 0..episodes-1, seed 0, 128 px, no ground-truth
-    measurement) run both ways; served and in-process episodes are bit-identical, so the work is the same. A
-    warm-up episode per worker (1 step) first starts the pool, builds each worker's scene (~9 s) and loads the
-    model (``startup_s``); ``episodes_per_hour`` is then the timed episodes over their wall-clock time."""
-    proc, url = _serve_reference()
-    try:
-        options = (("served", served_id(probe(url))), ("server", url))
-        results = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, policy, policy_options in (("in_process", "reference", ()), ("served", "remote", options)):
-                spec = lambda init, steps: ScenarioSpec(suite=suite, task_id=task, init_index=init, policy=policy, max_steps=steps, policy_options=policy_options)
-                warm_up, specs = [spec(i, 1) for i in range(workers)], [spec(i, max_steps) for i in range(episodes)]
+
+def _sides(suite: str, task: int, max_steps: int | None) -> dict:
+    """Each side of the throughput benchmark: (server command or None, policy, suite, task, image size, step budget,
+    the options from the server's URL)."""
+    def deploy_options(url):
+        first = ScenarioSpec(suite="aloha", task_id=0, init_index=0, policy="cosmos-deploy", image_size=cosmos_deploy.RENDER_SIZE)
+        return (("served", cosmos_deploy.probe(url, first_observation(first)[0])["served"]), ("server", url))
+
+    openpi_mapping = openpi.mapping_of("libero")
+    return {
+        "in_process": (None, "reference", suite, task, 128, max_steps, lambda url: ()),
+        "served": (lambda: _serve_reference(), "remote", suite, task, 128, max_steps, lambda url: (("served", served_id(probe(url))), ("server", url))),
+        "openpi": (lambda: _serve_reference("openpi"), "openpi", suite, task, openpi_mapping.render_size, max_steps,
+                   lambda url: (("replan_steps", openpi_mapping.replan_steps), ("served", openpi.served_id(openpi.probe(url))), ("server", url))),
+        "cosmos_deploy": (lambda: _serve([sys.executable, str(DEPLOY_STAND_IN), "--port", "0", "--reply", "direct"]), "cosmos-deploy", "aloha", 0,
+                          cosmos_deploy.RENDER_SIZE, min(max_steps or ALOHA_MAX_STEPS, ALOHA_MAX_STEPS), deploy_options),
+    }
+
+
+THROUGHPUT_SIDES = ("in_process", "served", "openpi", "cosmos_deploy")
+
+
+def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatial", task: int = 0, max_steps: int | None = None,
+               sides: tuple[str, ...] = THROUGHPUT_SIDES) -> dict:
+    """Episodes per hour of ``workers`` simulator processes fed by one policy server process, for each wire, against
+    the same workers each running the model in-process (``stress bench --only throughput``).
+
+    ``in_process`` and ``served`` (stress-policy/1, ``stress serve --policy reference``) run the same ``episodes``
+    clean direct episodes (init states 0..episodes-1, seed 0, 128 px, no ground-truth measurement), the same work
+    (not bit for bit here: the server's torch threads differ from a worker's; docs/benchmarks.md). ``openpi`` runs them against ``stress serve
+    --policy reference --wire openpi`` through the ``openpi`` client (256 px renders, the first 5 actions of each
+    chunk executed: more decisions per episode). ``cosmos_deploy`` runs ALOHA (transfer_cube, ``ALOHA_MAX_STEPS``
+    steps) through the ``cosmos-deploy`` client against the deploy.py stand-in the tests use (its direct reply:
+    the sent joint positions held for 50 steps; three 256 px renders per decision). A warm-up episode per worker
+    (1 step) first starts the pool, builds each worker's scene and loads the model (``startup_s``);
+    ``episodes_per_hour`` is then the timed episodes over their wall-clock time."""
+    results = {}
+    for name in sides:
+        start_server, policy, side_suite, side_task, size, steps, options_of = _sides(suite, task, max_steps)[name]
+        proc, url = start_server() if start_server else (None, None)
+        try:
+            policy_options = options_of(url)
+            with tempfile.TemporaryDirectory() as tmp:
+                spec = lambda init, budget: ScenarioSpec(suite=side_suite, task_id=side_task, init_index=init, policy=policy, max_steps=budget,
+                                                         image_size=size, policy_options=policy_options)
+                warm_up, specs = [spec(i, 1) for i in range(workers)], [spec(i, steps) for i in range(episodes)]
                 store = RunStore.create(Path(tmp), name, warm_up + specs, {})
                 with LocalRunner(workers) as runner:
                     started = time.perf_counter()
@@ -136,13 +175,15 @@ def throughput(episodes: int = 10, workers: int = 2, suite: str = "libero_spatia
                 keys = ", ".join(f"'{s.key}'" for s in specs)
                 rows = store.query(f"SELECT success, error, steps, decisions, wall_s, policy_s FROM episodes WHERE episode_key IN ({keys})")
                 decisions = int(sum(r["decisions"] for r in rows))
-                results[name] = {"episodes": len(rows), "successes": sum(bool(r["success"]) for r in rows), "errors": sum(r["error"] is not None for r in rows),
-                                 "steps": int(sum(r["steps"] for r in rows)), "decisions": decisions, "startup_s": startup, "wall_s": wall,
-                                 "episodes_per_hour": 3600 * len(rows) / wall, "mean_episode_s": float(np.mean([r["wall_s"] for r in rows])),
+                results[name] = {"suite": side_suite, "episodes": len(rows), "successes": sum(bool(r["success"]) for r in rows),
+                                 "errors": sum(r["error"] is not None for r in rows), "steps": int(sum(r["steps"] for r in rows)), "decisions": decisions,
+                                 "startup_s": startup, "wall_s": wall, "episodes_per_hour": 3600 * len(rows) / wall,
+                                 "mean_episode_s": float(np.mean([r["wall_s"] for r in rows])),
                                  "policy_ms_per_decision": 1000 * sum(r["policy_s"] for r in rows) / max(1, decisions)}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        finally:
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
     return {"workers": workers, "suite": suite, "task": task, "max_steps": max_steps, "cpus": os.cpu_count(),
             "load_average": os.getloadavg()[0], **results}
 

@@ -44,7 +44,7 @@ def add_arguments(bench) -> None:
     bench.add_argument("--wires", action="store_true", help="= --only wires: round trip per decision on 127.0.0.1 for each wire (stress-policy/1, openpi's: two 224 px images, a 10 x 7 chunk; "
                        "Cosmos Policy's deploy.py: three 224 px images, deploy.py's direct reply)")
     bench.add_argument("--remote-throughput", action="store_true",
-                       help="= --only throughput: episodes per hour of --workers simulator processes fed by one `stress serve --policy reference`, vs the model in-process")
+                       help="= --only throughput: episodes per hour of --workers simulator processes fed by one policy server, per wire (stress-policy/1, openpi, deploy.py), vs the model in-process")
     bench.add_argument("--episodes", type=int, default=10, help="throughput: clean direct episodes per side, init states 0..N-1; aloha: init states per task in the expert table (default 10)")
     bench.add_argument("--workers", type=positive_int, default=2, help="--remote-throughput: simulator processes (default 2)")
     bench.add_argument("--max-steps", type=positive_int, help="--remote-throughput: step budget per episode (default: the suite's)")

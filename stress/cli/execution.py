@@ -103,7 +103,7 @@ def lerobot_options(args) -> tuple[tuple, int, None]:
     python = lerobot_client.check_python(getattr(args, "lerobot_python", None) or os.environ.get(lerobot_client.PYTHON_ENV))
     served = lerobot_client.check_policy(args.policy_path, simulator)
     path = str(Path(args.policy_path).resolve())
-    return (("policy_path", path), ("python", python), ("served", served), ("simulator", simulator)), lerobot_client.image_size(simulator), None
+    return (("policy_path", path), ("python", python), ("served", served), ("simulator", simulator)), lerobot_client.image_size(path, simulator), None
 
 
 def start_or_resume(args, make_specs, label):

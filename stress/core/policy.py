@@ -82,6 +82,8 @@ class Policy(Protocol):
     modes: ClassVar[tuple[str, ...]]  # "direct", and "planning" for backends with a planner
     uses_images: ClassVar[bool]
     simulators: ClassVar[tuple[str, ...]]  # the simulators (stress.envs registry names) it can drive
+    # optional: ``cameras``, the cameras it reads (known after ``reset``; a served policy's handshake says them); the
+    # episode renders only those. Absent or None: every camera of the simulator
 
     def reset(self, instruction: str, seed: int, mode: str = "direct", n_candidates: int = 1, aggregation: str | None = None) -> None:
         """Start an episode. ``mode`` is "direct" or "planning" (best-of-``n_candidates``, candidates

@@ -249,9 +249,9 @@ class SimEnv:
         return self.applier.check_pixel_realisation()
 
     def observed_images(self) -> dict[str, np.ndarray] | None:
-        """The images the last ``observe`` rendered, if nothing moved the simulator since (step, reset and
-        restore forget them; else None): measurements of the current frame reuse them instead of rendering."""
-        return self._observed
+        """The images the last ``observe`` rendered, if it rendered every camera and nothing moved the simulator since
+        (step, reset and restore forget them; else None): measurements of the current frame reuse them instead of rendering."""
+        return self._observed if self._observed is not None and set(self._observed) == set(self.cameras) else None
 
     # --- scene queries (stress.envs.scene: env.scene) ------------------------------------------------------
     def object_position(self, name: str) -> np.ndarray:

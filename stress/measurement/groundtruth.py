@@ -294,6 +294,6 @@ class GroundTruth:
         policy.reset(env.instruction, zlib.crc32(f"{self.key}/{snapshot.step}".encode()), mode="direct")
         while env.step_count < self.max_steps:
             env.begin_chunk()
-            if execute(env, policy.act(env.observe(render=policy.uses_images)).actions, self.max_steps):
+            if execute(env, policy.act(env.observe(render=policy.uses_images, cameras=getattr(policy, "cameras", None))).actions, self.max_steps):
                 return True
         return False

@@ -245,7 +245,7 @@ def describe(reply: Reply) -> dict:
                                                        ("candidates", bool(reply.candidates))) if present]}
 
 
-_probed: dict[tuple[str, bytes], dict] = {}  # (url, request digest) -> description: a run's two checks send one request
+_probed: dict[tuple[str, bytes], tuple[dict, Reply, float]] = {}  # (url, request digest) -> (description, reply, ms)
 
 
 def speaks_websocket(url: str) -> bool:
@@ -259,16 +259,21 @@ def speaks_websocket(url: str) -> bool:
 
 
 def probe(url: str, obs: Observation, timeout: float = PROBE_TIMEOUT_S) -> dict:
-    """One real request (``return_all_query_results`` on) with the first scenario's observation: the server's
-    description (``describe``), or UserError naming what is wrong (before a run)."""
+    """The server's description (``describe``) from one real request (``return_all_query_results`` on) with the first
+    scenario's observation, or UserError naming what is wrong (before a run). The request is sent once per server
+    and observation: the pre-run inference check reads the same reply (``CosmosDeployPolicy.first_decision``)."""
+    return _probe_reply(url, obs, timeout)[0]
+
+
+def _probe_reply(url: str, obs: Observation, timeout: float) -> tuple[dict, Reply, float]:
     check_server_url(url)
     body = encode(deploy_request(obs, return_all=True))
     key = (url, hashlib.sha256(body).digest())
     if key in _probed:
         return _probed[key]
     try:
-        reply, _ = post(url, body, timeout)
-        _probed[key] = describe(parse_reply(reply))
+        raw, elapsed = post(url, body, timeout)
+        reply = parse_reply(raw)
     except PolicyUnavailable as exc:
         if speaks_websocket(url):  # websockets drops a plain POST without an answer
             raise UserError(f"policy server {url} speaks websocket, not deploy.py's HTTP; valid: --policy remote or openpi with ws://HOST:PORT, "
@@ -276,6 +281,7 @@ def probe(url: str, obs: Observation, timeout: float = PROBE_TIMEOUT_S) -> dict:
         raise UserError(f"policy server {url} failed the inference check ({exc.kind}: {exc})") from None
     except PolicyFault as exc:
         raise UserError(f"policy server {url} failed the inference check ({exc.kind}: {exc})") from None
+    _probed[key] = (describe(reply), reply, elapsed)
     return _probed[key]
 
 
@@ -330,14 +336,24 @@ class CosmosDeployPolicy:
     def act(self, obs: Observation) -> Decision:
         if self._mode is None:
             raise PolicyFault("act before reset")
+        raw, elapsed = post(check_server_url(self.server), encode(deploy_request(obs, return_all=self._mode == "planning")), self.timeout_s)
+        return self._decision(parse_reply(raw), elapsed)
+
+    def first_decision(self, obs: Observation) -> Decision:
+        """The decision of the pre-run inference check: the probe's reply for this observation (one request for both
+        checks; sent now if the server was not probed with it). The probe asks for every query's results, which a
+        direct episode ignores."""
+        if self._mode is None:
+            raise PolicyFault("act before reset")
+        _, reply, elapsed = _probe_reply(check_server_url(self.server), obs, PROBE_TIMEOUT_S)
+        return self._decision(reply, elapsed)
+
+    def _decision(self, reply: Reply, elapsed: float) -> Decision:
         planning = self._mode == "planning"
-        raw, elapsed = post(check_server_url(self.server), encode(deploy_request(obs, return_all=planning)), self.timeout_s)
-        reply = parse_reply(raw)
         if planning and len(reply.candidates) != self._n:
             raise MalformedResponse(f"reply has {len(reply.candidates)} queries in 'all_actions'; the episode asked for best-of-{self._n}")
         info = {"server_timing": {"round_trip_ms": elapsed}, "chunk": len(reply.actions), "reply": reply.kind}
         if reply.future is not None or any(c.predicted_future for c in reply.candidates):
             info["future_view"] = FUTURE_VIEW
-        return Decision(actions=reply.actions, predicted_value=reply.value, predicted_future=reply.future, candidates=reply.candidates,
+        return Decision(actions=reply.actions, predicted_value=reply.value, predicted_future=reply.future, candidates=reply.candidates if planning else [],
                         chosen=reply.chosen if planning else None, aggregation=self._aggregation if planning else None, info=info)
-

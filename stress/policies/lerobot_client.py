@@ -53,9 +53,10 @@ def check_policy(path, simulator: str) -> str:
     return f"lerobot:{config['type']}-{lerobot_server.policy_digest(path)}"
 
 
-def image_size(simulator: str) -> int:
-    """The suite's ``image_size`` that renders what LeRobot's env of the simulator renders (ALOHA: 480 x 640)."""
-    return lerobot_server.env_mapping(simulator).image_size
+def image_size(path, simulator: str) -> int:
+    """The suite's ``image_size`` that renders what LeRobot's env of the simulator hands the policy (ALOHA: 480 x 640;
+    LIBERO: the checkpoint's square image size). Call after ``check_policy``."""
+    return lerobot_server.image_size(lerobot_server.read_config(path), lerobot_server.env_mapping(simulator))
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -128,6 +129,11 @@ class LerobotPolicy:
             self.close()
             self._client = RemotePolicy(server=url, served=self.served, timeout_s=self.timeout_s)
         self._client.reset(instruction, seed, mode=mode)
+
+    @property
+    def cameras(self) -> tuple[str, ...] | None:
+        """The cameras the checkpoint reads, from its server's handshake (LeRobot's ALOHA policies: ``top`` only)."""
+        return self._client.cameras if self._client is not None else None
 
     def act(self, obs: Observation) -> Decision:
         if self._client is None:

@@ -158,6 +158,12 @@ class RemotePolicy:
         return self.metadata["settings"][name]
 
     @property
+    def cameras(self) -> tuple[str, ...] | None:
+        """The cameras the server's handshake declares (the only ones sent, so the only ones the episode renders);
+        None before the first connection."""
+        return tuple(self.metadata["cameras"]) if self.metadata is not None else None
+
+    @property
     def num_denoising_steps(self):
         return self._setting("num_denoising_steps")
 

@@ -149,7 +149,7 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
             env.begin_chunk()
             result.decision_steps.append(env.step_count)
             snapshot = env.snapshot() if hooks else None
-            obs = env.observe(render=policy.uses_images)
+            obs = env.observe(render=policy.uses_images, cameras=getattr(policy, "cameras", None))  # only those it reads
             if truth:
                 truth.settle(env)  # the last chunk's true future is this state (its render reused)
             result.error = env.check_pixel_realisation()  # no extra render when obs rendered

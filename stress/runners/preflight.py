@@ -2,7 +2,8 @@
 episode, one real observation of the first scenario goes to the server through the backend's own client, and the
 reply must be a decision the simulator can execute. A server speaking another protocol, a reply without
 ``actions``, with the wrong shape or with NaN: UserError (exit 2, one line naming the mismatch and what was
-expected) before the run starts. During a run the same faults are episode errors (``run_episode``)."""
+expected) before the run starts. During a run the same faults are episode errors (``run_episode``). deploy.py has
+no handshake: its probe (one real request with this observation, ``cosmos_deploy.probe``) is also this check's request."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def check_inference(spec: ScenarioSpec) -> Decision:
     policy = policy_class(spec.policy)(**options)
     try:
         policy.reset(obs.instruction, spec.seed, mode=spec.mode, n_candidates=spec.n_candidates, aggregation=spec.aggregation)
-        decision = policy.act(obs)
+        # a client whose server already answered this observation (deploy.py's probe) decides from that reply: one request
+        decision = getattr(policy, "first_decision", policy.act)(obs)
     except PolicyFault as exc:
         raise UserError(f"{where} failed the inference check on {spec.suite} task {spec.task_id} ({exc.kind}: {exc})") from None
     finally:
