@@ -162,6 +162,10 @@ def evaluate(episodes: list[dict], trace: dict[str, dict[int, float]], threshold
             leads.append(onset(e) - step)
         elif first_alarm(trace[e["episode_key"]], thresholds) is not None:
             late += 1
+    # failures with a signature's own onset (a wrong place, a drop, ...): for the others the onset is the episode's end,
+    # and an alarm that fires only because the episode outlasts every calibrating success counts as "before" it
+    timed = [e for e in failed if e["failure_step"] is not None]
+    caught = sum(first_alarm({s: v for s, v in trace[e["episode_key"]].items() if s <= onset(e)}, thresholds) is not None for e in timed)
     fp = sum(s is not None for s in fired_ok)
     fpr = fp / len(succeeded) if succeeded else None
     fpr_ci = list(wilson_interval(fp, len(succeeded))) if succeeded else None
@@ -172,6 +176,8 @@ def evaluate(episodes: list[dict], trace: dict[str, dict[int, float]], threshold
         "failed": len(failed), "succeeded": len(succeeded),
         "tpr": len(leads) / len(failed) if failed else None, "tpr_ci": list(wilson_interval(len(leads), len(failed))) if failed else None,
         "fired_after_onset": late,
+        "onset_failed": len(timed), "tpr_onset": caught / len(timed) if timed else None,
+        "tpr_onset_ci": list(wilson_interval(caught, len(timed))) if timed else None,
         "fpr": fpr, "fpr_ci": fpr_ci,
         "coverage_gap": None if fpr is None else fpr - alpha, "coverage_gap_ci": None if fpr_ci is None else [fpr_ci[0] - alpha, fpr_ci[1] - alpha],
         "lead_steps_median": float(np.median(leads)) if leads else None, "lead_steps_ci": _interval(leads, np.median),
@@ -285,16 +291,18 @@ def markdown_lines(report: dict) -> list[str]:
     for entry in report["settings"]:
         hz = entry["control_hz"]
         lines += [f"{entry['policy']} {entry['setting']}, alpha {report['alpha']}, {entry['calibration_successes']} clean successes to calibrate:", "",
-                  "| signal | perturbation | TPR before onset | FPR on successes | coverage gap | median lead, steps (s) | AUROC at matched steps |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+                  "| signal | perturbation | TPR before onset | TPR, failures with an onset | FPR on successes | coverage gap | median lead, steps (s) | AUROC at matched steps |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, sig in entry["signals"].items():
             rows = [(g["perturbation"], g) for g in sig["groups"]] + [(f"{f['family']} (pooled)", f) for f in sig.get("families", [])]
             for label, g in rows:
                 tpr = "–" if g["tpr"] is None else f"{round(g['tpr'] * g['failed'])} / {g['failed']} ({num(g['tpr_ci'][0])}–{num(g['tpr_ci'][1])})"
+                timed = ("–" if g.get("tpr_onset") is None else
+                         f"{round(g['tpr_onset'] * g['onset_failed'])} / {g['onset_failed']} ({num(g['tpr_onset_ci'][0])}–{num(g['tpr_onset_ci'][1])})")
                 fpr = "–" if g["fpr"] is None else f"{round(g['fpr'] * g['succeeded'])} / {g['succeeded']} ({num(g['fpr_ci'][0])}–{num(g['fpr_ci'][1])})"
                 gap = "–" if g["coverage_gap"] is None else f"{g['coverage_gap']:+.2f} ({g['coverage_gap_ci'][0]:+.2f}–{g['coverage_gap_ci'][1]:+.2f})"
                 lead = "–" if g["lead_steps_median"] is None else f"{ci(g['lead_steps_median'], g['lead_steps_ci'], 0)} ({g['lead_steps_median'] / hz:.1f} s)"
-                lines.append(f"| {name} | {label} | {tpr} | {fpr} | {gap} | {lead} | {ci(g['auroc_matched'], g['auroc_matched_ci'])} |")
+                lines.append(f"| {name} | {label} | {tpr} | {timed} | {fpr} | {gap} | {lead} | {ci(g['auroc_matched'], g['auroc_matched_ci'])} |")
         lines.append("")
     return lines
 
