@@ -372,7 +372,7 @@ def plot(report: dict, path: Path) -> None:
                     lo, hi = r[2][ci] or (r[2][metric], r[2][metric])
                     err[0].append(r[2][metric] - lo)
                     err[1].append(hi - r[2][metric])
-            ax.bar(xs, ys, width, yerr=err, label=name, capsize=2)
+            ax.bar(xs, ys, width, yerr=err, label=name, capsize=2, color=f"C{j}")  # one colour per signal in every panel
         if metric == "fpr":
             ax.axhline(report["alpha"], color="k", ls="--", lw=1, label="alpha")
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(labels))], labels, rotation=30, ha="right", fontsize=7)
