@@ -100,13 +100,19 @@ def test_signals_from_a_stored_run(runs):
     assert all(a == b for a, b in by_label.values())
 
 
-def test_evaluation_and_picture_on_real_traces(runs, tmp_path):
+def _value_traces_and_thresholds(runs):
+    """The reference run's episodes, their value traces, and thresholds fitted by hand on its clean episodes
+    (none succeeds in 32 steps, so nothing can be calibrated the regular way)."""
     ref, _ = runs
     store = RunStore.open(ref)
     episodes, rows = report._load(store)
     traces = report.traces(store, episodes, rows, ["value"])["value"]
     clean = [traces[e["episode_key"]] for e in episodes if e["perturbation"] == "clean"]
-    th = report.calibrate(clean[:1] * 3, clean[1:], 0.5)
+    return episodes, traces, report.calibrate(clean[:1] * 3, clean[1:], 0.5)
+
+
+def test_evaluation_and_picture_on_real_traces(runs, tmp_path):
+    episodes, traces, th = _value_traces_and_thresholds(runs)
     assert isinstance(th, Thresholds) and th.n_conformal == 1
     row = report.evaluate(episodes, traces, th, 20.0, 0.5)
     assert row["failed"] == 4 and row["succeeded"] == 0 and row["fpr"] is None and row["auroc_matched"] is None
@@ -117,12 +123,7 @@ def test_evaluation_and_picture_on_real_traces(runs, tmp_path):
 
 def test_a_family_s_severities_are_pooled_on_the_same_thresholds(runs):
     """One threshold, the test episodes of every severity of a family evaluated together, after their own rows."""
-    ref, _ = runs
-    store = RunStore.open(ref)
-    episodes, rows = report._load(store)
-    traces = report.traces(store, episodes, rows, ["value"])["value"]
-    clean = [traces[e["episode_key"]] for e in episodes if e["perturbation"] == "clean"]
-    th = report.calibrate(clean[:1] * 3, clean[1:], 0.5)
+    episodes, traces, th = _value_traces_and_thresholds(runs)
     assert report.family_of("occlusion:3") == "occlusion" and report.family_of("lighting:1+occlusion:5") == "lighting+occlusion"
     occluded = [e for e in episodes if e["perturbation"] == "occlusion:3"]
     pooled = report.evaluate(occluded + occluded, traces, th, 20.0, 0.5)  # a second severity's worth of episodes

@@ -155,29 +155,29 @@ def evaluate(episodes: list[dict], trace: dict[str, dict[int, float]], threshold
     failed = [e for e in episodes if not e["success"] and trace.get(e["episode_key"])]
     succeeded = [e for e in episodes if e["success"] and trace.get(e["episode_key"])]
     fired_ok = [first_alarm(trace[e["episode_key"]], thresholds) for e in succeeded]
-    leads, late = [], 0
-    for e in failed:
-        step = first_alarm({s: v for s, v in trace[e["episode_key"]].items() if s <= onset(e)}, thresholds)
-        if step is not None:
-            leads.append(onset(e) - step)
-        elif first_alarm(trace[e["episode_key"]], thresholds) is not None:
-            late += 1
+    before = lambda e: {s: v for s, v in trace[e["episode_key"]].items() if s <= onset(e)}
+    leads, late, caught_timed = [], 0, 0
     # failures with a signature's own onset (a wrong place, a drop, ...): for the others the onset is the episode's end,
     # and an alarm that fires only because the episode outlasts every calibrating success counts as "before" it
     timed = [e for e in failed if e["failure_step"] is not None]
-    caught = sum(first_alarm({s: v for s, v in trace[e["episode_key"]].items() if s <= onset(e)}, thresholds) is not None for e in timed)
+    for e in failed:
+        step = first_alarm(before(e), thresholds)
+        if step is not None:
+            leads.append(onset(e) - step)
+            caught_timed += e["failure_step"] is not None
+        elif first_alarm(trace[e["episode_key"]], thresholds) is not None:
+            late += 1
     fp = sum(s is not None for s in fired_ok)
     fpr = fp / len(succeeded) if succeeded else None
     fpr_ci = list(wilson_interval(fp, len(succeeded))) if succeeded else None
-    before = lambda e: {s: v for s, v in trace[e["episode_key"]].items() if s <= onset(e)}
     f_traces, s_traces = [before(e) for e in failed], [trace[e["episode_key"]] for e in succeeded]
     matched = matched_auroc(f_traces, s_traces)
     return {
         "failed": len(failed), "succeeded": len(succeeded),
         "tpr": len(leads) / len(failed) if failed else None, "tpr_ci": list(wilson_interval(len(leads), len(failed))) if failed else None,
         "fired_after_onset": late,
-        "onset_failed": len(timed), "tpr_onset": caught / len(timed) if timed else None,
-        "tpr_onset_ci": list(wilson_interval(caught, len(timed))) if timed else None,
+        "onset_failed": len(timed), "tpr_onset": caught_timed / len(timed) if timed else None,
+        "tpr_onset_ci": list(wilson_interval(caught_timed, len(timed))) if timed else None,
         "fpr": fpr, "fpr_ci": fpr_ci,
         "coverage_gap": None if fpr is None else fpr - alpha, "coverage_gap_ci": None if fpr_ci is None else [fpr_ci[0] - alpha, fpr_ci[1] - alpha],
         "lead_steps_median": float(np.median(leads)) if leads else None, "lead_steps_ci": _interval(leads, np.median),
