@@ -425,6 +425,8 @@ def test_aloha_parity_with_openpis_own_client_loop(tmp_path):
         rows = store.query("SELECT episode_key, error, steps, decisions FROM episodes")
         assert len(rows) == 1 and rows[0]["error"] is None and (rows[0]["steps"], rows[0]["decisions"]) == (steps, 2), rows
         assert store.specs()[0].image_size == 480  # gym-aloha's own 480 x 640 camera, as openpi's client renders it
+        assert dict(store.specs()[0].policy_options)["simulator"] == "aloha"  # so the episode rendered `top` alone:
+        assert OpenpiPolicy(simulator="aloha").cameras == ("top",) and OpenpiPolicy().cameras is None
         ours_actions = np.asarray(store.actions(rows[0]["episode_key"])[0])
         (check, *ours), recorder.seen = recorder.seen, []  # the first request is the pre-run inference check
         assert check[:4] == ours[0][:4]  # which sends the episode's own first observation

@@ -74,7 +74,8 @@ def remote_options(args) -> tuple[tuple, int | None, dict | None]:
         mapping = openpi.mapping_of(simulator_of(getattr(args, "suite", None) or DEFAULT_SUITE).name)
         replan = openpi.check_replan_steps(mapping.replan_steps if replan is None else replan)
         metadata = openpi.probe(args.policy_server)
-        return (("replan_steps", replan), ("served", openpi.served_id(metadata)), ("server", args.policy_server)), mapping.render_size, None
+        return ((("replan_steps", replan), ("served", openpi.served_id(metadata)), ("server", args.policy_server), ("simulator", mapping.simulator)),
+                mapping.render_size, None)
     server = probe(args.policy_server)
     # the key holds what it serves, not where
     return (("served", served_id(server)), ("server", args.policy_server)), server["image_size"], server

@@ -164,8 +164,10 @@ class OpenpiPolicy:
     actions_only: ClassVar[bool] = True  # no value, no predicted future: the report says "not provided by this policy"
 
     def __init__(self, server: str | None = None, served: str | None = None, replan_steps: int | None = None,
-                 timeout_s: float = DEFAULT_TIMEOUT_S):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, simulator: str | None = None):
         self.server, self.served, self.timeout_s = server, served, float(timeout_s)
+        # the simulator driven (the CLI sets it): its mapping says which cameras a request carries, so only those are rendered
+        self.simulator = None if simulator is None else mapping_of(simulator).simulator
         # None: the mapping's own (openpi's example client for the simulator observed)
         self.replan_steps = None if replan_steps is None else check_replan_steps(replan_steps)
         self._ws = None
@@ -173,9 +175,17 @@ class OpenpiPolicy:
         self._packer = msgpack_numpy.Packer()
         self._instruction: str | None = None
 
+    @property
+    def cameras(self) -> tuple[str, ...] | None:
+        """The cameras openpi's example client of the simulator sends (ALOHA: ``top`` only); None (every camera)
+        when the simulator was not given."""
+        return MAPPINGS[self.simulator].cameras if self.simulator is not None else None
+
     @classmethod
     def check_options(cls, options: dict) -> None:
         check_url(options.get("server"))
+        if options.get("simulator") is not None:
+            mapping_of(options["simulator"])
         if options.get("replan_steps") is not None:
             check_replan_steps(options["replan_steps"])
         timeout = options.get("timeout_s", DEFAULT_TIMEOUT_S)
