@@ -62,6 +62,7 @@ def test_snapshot_restore_gives_identical_next_observations(spatial_env):
     rng = np.random.default_rng(0)
     for action in rng.uniform(-1, 1, (5, 7)):
         env.step(action)
+    at_snapshot = env.proprio()
     snap = env.snapshot()
     chunk = rng.uniform(-1, 1, (16, 7))
     for action in chunk:
@@ -69,6 +70,7 @@ def test_snapshot_restore_gives_identical_next_observations(spatial_env):
     first = env.observe()
     qpos = env.raw.sim.data.qpos.copy()
     env.restore(snap)
+    assert np.array_equal(env.proprio(), at_snapshot)  # robosuite's cached observables are restored too, not stale
     for action in chunk:
         env.step(action)
     second = env.observe()

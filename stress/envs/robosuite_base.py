@@ -1,6 +1,6 @@
 """What every robosuite-1.4-based adapter shares (LIBERO's tasks and robosuite's own): a Panda driven by
 OSC_POSE 7-D deltas at 20 Hz, the two cameras, render-on-demand with our own GL context made current,
-the controller's and gripper's state in snapshots, seeded resets, GL freed in our own context.
+the controller's, gripper's and observables' state in snapshots, seeded resets, GL freed in our own context.
 
 A subclass sets ``self.raw`` (the robosuite environment) and supplies the rest of the protocol.
 """
@@ -222,12 +222,27 @@ class RobosuiteSimEnv(SimEnv):
             part, attr = key.split(".", 1)
             setattr(parts[part], attr, np.copy(value) if isinstance(value, np.ndarray) else value)
 
+    # robosuite's observables cache their last sample (proprio() reads it); restoring MuJoCo's state alone would
+    # leave the value from before the restore until the next step, so a snapshot carries the caches too
+    OBSERVABLE_STATE = ("_current_observed_value", "_time_since_last_sample", "_current_delay", "_sampled")
+
+    def _observable_state(self) -> dict[str, tuple]:
+        return {name: tuple(np.copy(v) if isinstance(v, np.ndarray) else v for v in (getattr(obs, a) for a in self.OBSERVABLE_STATE))
+                for name, obs in self.raw._observables.items()}
+
+    def _set_observable_state(self, state: dict[str, tuple]) -> None:
+        for name, values in state.items():
+            for attr, value in zip(self.OBSERVABLE_STATE, values):
+                setattr(self.raw._observables[name], attr, np.copy(value) if isinstance(value, np.ndarray) else value)
+
     def _extra_state(self) -> dict[str, Any]:
-        return {"timestep": self.raw.timestep, "cur_time": self.raw.cur_time, "controller": self._controller_state()}
+        return {"timestep": self.raw.timestep, "cur_time": self.raw.cur_time, "controller": self._controller_state(),
+                "observables": self._observable_state()}
 
     def _set_extra_state(self, state: dict[str, Any]) -> None:
         self.raw.timestep, self.raw.cur_time = state["timestep"], state["cur_time"]
         self._set_controller_state(state["controller"])
+        self._set_observable_state(state["observables"])
 
     def _free_gl(self) -> None:
         # free our GL objects with our context current: robosuite frees them in __del__, whenever the
