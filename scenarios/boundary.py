@@ -336,6 +336,11 @@ def _row_name(i: int, rows: int) -> str:
     return f"row {i}" + (" (rest)" if i == 0 else " (top)" if i == rows - 1 else "")
 
 
+def pair_parts(pair_levels: int) -> list[str]:
+    """The parts of ``pair_benchmark``'s summary in the order a pair map runs them, then the whole pair."""
+    return ["second axis alone", *(_row_name(i, pair_levels) for i in range(pair_levels)), "whole pair"]
+
+
 def _paired(adaptive: list[dict], grid: list[dict]) -> dict:
     """Episodes of both designs on the cases where both reached the width: totals and the median saving per case."""
     both = [(x["episodes"], y["episodes"]) for x, y in zip(adaptive, grid) if x["reached"] and y["reached"]]

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from scenarios.boundary import pair_parts
+
 DOCS = (Path("docs") / "benchmarks.md", Path("docs") / "ray.md")
 
 
@@ -170,7 +172,7 @@ def _maps(e: dict) -> str:
         return table
     rows = []
     for width, by in sorted(pairs["by_width"].items()):
-        for part in [*by["paired_parts"], "whole pair"]:
+        for part in pair_parts(pairs["pair_levels"]):
             paired = by["paired"] if part == "whole pair" else by["paired_parts"][part]
             cells = [f"{by[d][part]['median_episodes']:.0f} / {by[d][part]['reached']} / {_n(by[d].get(part, {}).get('coverage'), '.0%')}" for d in pairs["designs"]]
             rows.append((width, part, *cells, f"{paired['adaptive_episodes']} vs {paired['grid_episodes']} ({paired['n']})", _n(paired["median_saved"], ".0%")))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scenarios.boundary import pair_parts
 from scenarios.planted import KINDS, MODES_PER_LANDSCAPE
 from stress.bench.docs import block, regenerate
 from stress.bench.named import BENCHMARKS, DEFAULT, load, parse_only, record, run_named
@@ -133,7 +134,7 @@ def _print_pair_maps(args, result: dict) -> None:
     adaptive, grid = result["designs"]
     rows = []
     for width, by in result["by_width"].items():
-        for part in [*by["paired_parts"], "whole pair"]:
+        for part in pair_parts(result["pair_levels"]):
             paired = by["paired"] if part == "whole pair" else by["paired_parts"][part]
             for design in (adaptive, grid):
                 r = by[design][part]
