@@ -121,7 +121,7 @@ def check_config(config: dict):
         check_aggregation(config["aggregation"])
     grid = config.get("grid")
     if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= GRID_MAX):
-        raise UserError(f"--grid {grid!r} invalid; valid: an integer {2}-{GRID_MAX} (levels per axis), or no --grid for the adaptive design")
+        raise UserError(f"--grid {grid!r} invalid; valid: an integer 2-{GRID_MAX} (levels per axis), or no --grid for the adaptive design")
     if not 0 < config["width"] < 1.4:
         raise UserError(f"--width {config['width']!r} invalid; valid: a share of the axis in (0, 1.4), e.g. 0.2")
     for key, low in (("budget", 1), ("batch", 1), ("workers", 1)):

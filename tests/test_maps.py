@@ -138,7 +138,7 @@ def test_grid_config_checked_through_the_library():
 
 def test_grid_map_of_a_pair_on_real_episodes_show_and_resume(tmp_path):
     """``--grid 3`` with a pair: every curve and row visits only its 3 grid levels round-robin (the expert, 5 steps), map.json
-    says so, `stress show` names the design, and a resume re-walks the same grid and runs nothing."""
+    says so, `stress show` and the gallery name the design, and a resume re-walks the same grid and runs nothing."""
     r = _cli("map", "--policy", "expert", "--pair", "dynamics.mass_scale,dynamics.damping_scale", "--pair-levels", "2", "--grid", "3",
              "--inits", "0-1", "--max-steps", "5", "--budget", "4", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -154,6 +154,10 @@ def test_grid_map_of_a_pair_on_real_episodes_show_and_resume(tmp_path):
     assert (run / "map.png").stat().st_size > 0
     shown = _cli("show", str(run))
     assert shown.returncode == 0 and "fixed grid of 3 levels per axis" in shown.stdout
+    gallery = _cli("gallery", str(run), "--videos", "0")
+    assert gallery.returncode == 0, gallery.stderr
+    html = (run / "gallery" / "index.html").read_text()
+    assert '<span class="map-design">on a fixed grid of 3 levels per axis (the baseline)</span>' in html and "map-pairs" in html
     again = _cli("map", "--resume", str(run))
     assert again.returncode == 0, again.stderr
     resumed = json.loads((run / "map.json").read_text())

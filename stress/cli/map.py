@@ -41,7 +41,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch", type=int, default=4, help="episodes per step at the chosen level (default 4)")
     parser.add_argument("--grid", type=int_in(2, maps.GRID_MAX), metavar="N",
                         help="the fixed-grid baseline: the same estimate and stopping rule fed round-robin episodes at N evenly spaced levels "
-                             "of each axis (a pair: along the first axis in each row) instead of the adaptive choice (default: adaptive)")
+                             "of each axis (a pair: along the first axis in each row) instead of the adaptive choice; --batch does not apply (default: adaptive)")
     parser.add_argument("--workers", type=positive_int, default=1, help="simulator processes (default 1)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     parser.add_argument("--resume", type=Path, metavar="RUN", help="continue a map run folder (nothing run twice)")
