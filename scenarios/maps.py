@@ -235,8 +235,8 @@ def run(store: RunStore, runner, on_episode: Callable | None = None) -> dict[str
             pair_maps.append({"mode": mode, "first": walk_record(space, first), "second": walk_record(space, second), "rows": rows,
                               "second_threshold": alone["threshold"]})
     report = {"format": FORMAT, "task": config["task"], "suite": config["suite"], "policy": config["policy"], "modes": config["modes"],
-              "design": design_name(config.get("grid")), "width": config["width"], "budget": config["budget"], "curves": curves, "pairs": pair_maps, "episodes_run": mapper.episodes_run,
-              "episodes": len(mapper.keys), "comparison": compare_settings(curves)}
+              "design": design_name(config.get("grid")), "width": config["width"], "budget": config["budget"], "curves": curves, "pairs": pair_maps,
+              "episodes_run": mapper.episodes_run, "episodes": len(mapper.keys), "comparison": compare_settings(curves)}
     store.write_json("map.json", report)
     store.consolidate()
     return report

@@ -1,7 +1,8 @@
 """``stress map``: failure-boundary maps (docs/maps.md). For one task, each axis of the given families and each
 policy setting: the success probability along the axis with Wilson intervals and the 50 % threshold with its 95 %
-interval, found adaptively or on a fixed grid (``--grid N``, the baseline) (``--sides both``: toward each end of a two-sided axis; ``--pair A,B``: the threshold
-along A at a few levels of B); writes ``map.json`` and ``map.png`` in an ordinary run folder (resumable)."""
+interval, found adaptively or on a fixed grid (``--grid N``, the baseline); ``--sides both``: toward each end of a
+two-sided axis; ``--pair A,B``: the threshold along A at a few levels of B. Writes ``map.json`` and ``map.png`` in an
+ordinary run folder (resumable)."""
 
 from __future__ import annotations
 
