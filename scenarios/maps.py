@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from scenarios.boundary import Boundary, estimate
+from scenarios.boundary import GRID_LEVELS, Boundary, design_name, estimate, grid_levels, row_levels
 from scenarios.evaluate import PolicySetting
 from scenarios.searchspace import axis_rest, perturbation_specs, suite_space
 from stress.core.errors import UserError
@@ -38,6 +38,7 @@ from stress.store import RunStore
 
 FORMAT = "stress-map/1"
 SIDES = ("far", "both")
+GRID_MAX = 50  # levels of a fixed grid (--grid): more is a sweep, not a baseline
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def check_config(config: dict):
             raise UserError(f"policy {config['policy']!r} has no {mode!r} mode; valid: {', '.join(policy.modes)}")
     if "planning" in config["modes"]:
         check_aggregation(config["aggregation"])
+    grid = config.get("grid")
+    if grid is not None and (isinstance(grid, bool) or not isinstance(grid, int) or not 2 <= grid <= GRID_MAX):
+        raise UserError(f"--grid {grid!r} invalid; valid: an integer 2-{GRID_MAX} (levels per axis), or no --grid for the adaptive design")
     if not 0 < config["width"] < 1.4:
         raise UserError(f"--width {config['width']!r} invalid; valid: a share of the axis in (0, 1.4), e.g. 0.2")
     for key, low in (("budget", 1), ("batch", 1), ("workers", 1)):
@@ -163,12 +167,8 @@ def axis_values(space, walk: Walk) -> list:
 
 
 def outer_levels(second: dict, count: int) -> list[int]:
-    """A pair's levels of its second axis: ``count`` evenly spaced from rest to where the second axis alone (the first at
-    rest) is surely past its own boundary, the top of its threshold's 95 % interval (the axis's end when the interval
-    reaches it); further on, the first axis fails from rest and a row would say nothing new."""
-    t = second["threshold"]
-    span = max(1, min(second["high"], int(np.ceil(t["high_index"]))))
-    return sorted({round(span * j / (count - 1)) for j in range(count)})
+    """A pair's levels of its second axis from the second axis alone's curve record (``boundary.row_levels``)."""
+    return row_levels(second["threshold"], second["high"], count)
 
 
 class _Mapper:
@@ -205,7 +205,9 @@ class _Mapper:
             wins = sum(1 for r in rows if not r["error"] and r["success"])
             return wins, sum(1 for r in rows if not r["error"]) - wins
 
-        b = estimate(walk.high, draw, self.config["width"], self.config["budget"], self.config["batch"])
+        grid = self.config.get("grid")
+        b = estimate(walk.high, draw, self.config["width"], self.config["budget"], self.config["batch"],
+                     "adaptive" if grid is None else "grid", grid or GRID_LEVELS)
         return b, invalid[0], keys
 
 
@@ -233,8 +235,8 @@ def run(store: RunStore, runner, on_episode: Callable | None = None) -> dict[str
             pair_maps.append({"mode": mode, "first": walk_record(space, first), "second": walk_record(space, second), "rows": rows,
                               "second_threshold": alone["threshold"]})
     report = {"format": FORMAT, "task": config["task"], "suite": config["suite"], "policy": config["policy"], "modes": config["modes"],
-              "width": config["width"], "budget": config["budget"], "curves": curves, "pairs": pair_maps, "episodes_run": mapper.episodes_run,
-              "episodes": len(mapper.keys), "comparison": compare_settings(curves)}
+              "design": design_name(config.get("grid")), "width": config["width"], "budget": config["budget"], "curves": curves, "pairs": pair_maps,
+              "episodes_run": mapper.episodes_run, "episodes": len(mapper.keys), "comparison": compare_settings(curves)}
     store.write_json("map.json", report)
     store.consolidate()
     return report
@@ -259,7 +261,9 @@ def curve_record(space, mode: str, walk: Walk, b: Boundary, invalid: int, keys: 
     values = axis_values(space, walk)
     stopped = "width" if t["width"] <= config["width"] else "budget" if b.episodes >= config["budget"] else "exhausted"
     levels = [{**row, "keys": keys.get(row["level"], [])} for row in b.curve()]
-    return {"mode": mode, **walk_record(space, walk), "threshold": t,
+    grid = config.get("grid")
+    return {"mode": mode, **walk_record(space, walk), "threshold": t, "design": design_name(grid),
+            "grid_levels": grid_levels(walk.high, grid) if grid is not None else None,
             "threshold_value": interpolate(values, t["median_index"]), "interval_values": [interpolate(values, t["low_index"]), interpolate(values, t["high_index"])],
             "levels": levels, "fitted": b.fitted(), "episodes": b.episodes, "invalid": invalid, "stopped": stopped}
 

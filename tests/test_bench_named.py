@@ -15,13 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_only_one_benchmark_writes_bench_json_and_the_docs_regenerate_only_its_table(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "stress.cli", "bench", "--only", "maps", "--map-seeds", "0-2", "--widths", "0.3", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "stress.cli", "bench", "--only", "maps", "--map-seeds", "0-2", "--pair-seeds", "0-1", "--widths", "0.3", "--out", str(out)],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     data = json.loads((out / "bench.json").read_text())
     entry = data["benchmarks"]["maps"]
     assert set(data["benchmarks"]) == {"maps"} and entry["machine"]["cpus"] >= 1 and entry["date"].startswith("20")
     assert entry["revision"] and entry["settings"]["map_seeds"] == [0, 1, 2] and "0.3" in entry["figures"]["by_width"]
+    assert entry["settings"]["pair_seeds"] == [0, 1] and "0.3" in entry["figures"]["pairs"]["by_width"]
     # a second benchmark joins the file; the first is kept
     record(out, "remote", {**entry, "figures": {"in_process_ms": 0.001, "socket_ms_median": 0.5, "socket_ms_p95": 0.7}})
     assert set(json.loads((out / "bench.json").read_text())["benchmarks"]) == {"maps", "remote"}

@@ -10,8 +10,9 @@ import sys
 import duckdb
 import pytest
 
-from scenarios.boundary import Boundary, Curve, benchmark, curve_sampler, estimate, grid_levels, random_curve
-from scenarios.maps import axis_values, curves_of
+from scenarios.boundary import Boundary, Curve, benchmark, curve_sampler, estimate, grid_levels, pair_benchmark, random_curve, random_surface
+from scenarios.maps import axis_values, check_config, curves_of
+from stress.core.errors import UserError
 from stress.report.maps import boundary_levels
 from test_gallery import BROWSER_ARGS, CHROMIUM
 
@@ -48,6 +49,35 @@ def test_grid_design_uses_five_levels():
     assert set(b.counts) == {0, 10, 20, 30, 40}
 
 
+def test_grid_of_n_levels_round_robin_within_the_budget():
+    assert grid_levels(190, 3) == [0, 95, 190] and grid_levels(2, 5) == [0, 1, 2]  # a short axis: every level
+    b = estimate(40, curve_sampler(random_curve(1), 1), 0.01, 23, design="grid", grid=3)
+    # 7 full rounds of 3, then the 8th stops at the budget: mildest levels first
+    assert b.episodes == 23 and {lv: n for lv, (_, n) in b.counts.items()} == {0: 8, 20: 8, 40: 7}
+
+
+def test_surface_has_its_boundary_where_it_says():
+    s = random_surface(4)
+    assert s.boundary(0) == pytest.approx(s.first) and s.boundary(s.second) == pytest.approx(0) and s.boundary(min(1, 1.5 * s.second)) < 0
+    for b in (0.0, 0.5 * s.second):  # along the first axis at any level of the second: 50 % at the boundary
+        assert float(s.p(s.boundary(b) * s.high, b * s.high)) == pytest.approx(0.5)
+    assert float(s.p(0, s.second * s.high)) == pytest.approx(0.5)  # the second axis alone crosses at b0
+
+
+def test_pair_benchmark_rows_coverage_and_saving():
+    result = pair_benchmark(range(3), widths=(0.2,), budget=200)
+    assert result["designs"] == ["adaptive", "grid 5"] and result["seeds"] == [0, 1, 2]
+    by = result["by_width"]["0.2"]
+    parts = ["second axis alone", "row 0 (rest)", "row 1", "row 2 (top)"]
+    for design in result["designs"]:
+        assert list(by[design]) == [*parts, "whole pair"] and all(by[design][p]["n"] == 3 for p in parts)
+        assert by[design]["whole pair"]["mean_episodes"] == pytest.approx(sum(by[design][p]["mean_episodes"] for p in parts))
+    assert by["adaptive"]["whole pair"]["reached"] == 3 and by["adaptive"]["row 1"]["coverage"] >= 2 / 3
+    assert by["paired"]["n"] >= 2 and by["paired"]["adaptive_episodes"] < by["paired"]["grid_episodes"]
+    assert list(by["paired_parts"]) == parts
+    assert pair_benchmark(range(3), widths=(0.2,), budget=200) == result  # seeded
+
+
 def test_benchmark_adaptive_beats_the_grid_and_covers():
     result = benchmark(range(20), widths=(0.2,), budget=300)["by_width"]["0.2"]
     assert result["adaptive"]["reached"] == 20 and result["adaptive"]["coverage"] >= 0.85
@@ -59,9 +89,9 @@ def _cli(*args):
 
 
 def test_bench_maps_command(tmp_path):
-    r = _cli("bench", "--maps", "--map-seeds", "0-2", "--widths", "0.3", "--out", str(tmp_path))
+    r = _cli("bench", "--maps", "--map-seeds", "0-2", "--pair-seeds", "0-2", "--widths", "0.3", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
-    assert "5-level grid" in r.stdout and "maps" in json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
+    assert "5-level grid" in r.stdout and "pair maps on 3 synthetic surfaces" in r.stdout and "row 2 (top)" in r.stdout and "maps" in json.loads((tmp_path / "bench.json").read_text())["benchmarks"]
     bad = _cli("bench", "--maps", "--widths", "wide", "--out", str(tmp_path))
     assert bad.returncode == 2 and "--widths 'wide' invalid; valid:" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -77,6 +107,7 @@ def test_map_command_on_real_episodes_show_and_resume(tmp_path):
     (curve,) = report["curves"]
     assert curve["family"] == "dynamics" and curve["axis"] == "mass_scale" and curve["episodes"] + curve["invalid"] == 4
     assert (run / "map.png").stat().st_size > 0 and report["episodes_run"] == 4
+    assert report["format"] == "stress-map/1" and report["design"] == curve["design"] == "adaptive" and curve["grid_levels"] is None
     assert sum(row["episodes"] for row in curve["levels"]) == curve["episodes"]
     shown = _cli("show", str(run))
     assert shown.returncode == 0 and "failure boundaries" in shown.stdout and "dynamics.mass_scale" in shown.stdout
@@ -89,9 +120,48 @@ def test_map_command_on_real_episodes_show_and_resume(tmp_path):
 def test_map_bad_input_exits_2(tmp_path):
     for args, message in ((("--axes", "dynamics.bogus", "--families", "dynamics"), "--axes 'dynamics.bogus' names no axis"),
                           (("--policy", "expert", "--modes", "direct,planning"), "has no 'planning' mode"),
-                          (("--width", "2"), "--width 2.0 invalid; valid:")):
+                          (("--width", "2"), "--width 2.0 invalid; valid:"),
+                          (("--grid", "1"), "--grid 1 invalid; valid: 2-50"),
+                          (("--grid", "five"), "--grid: invalid int value: 'five'")):
         r = _cli("map", *args, "--out", str(tmp_path))
         assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_grid_config_checked_through_the_library():
+    config = {"suite": "libero_spatial", "task": 0, "inits": [0], "families": ["dynamics"], "camera": "both", "seeds": [0], "axes": ["dynamics.mass_scale"],
+              "policy": "expert", "modes": ["direct"], "width": 0.2, "budget": 4, "batch": 2, "workers": 1}
+    for bad in (1, 51, 2.5, True, "3"):
+        with pytest.raises(UserError, match=r"--grid .* invalid; valid: an integer 2-50"):
+            check_config({**config, "grid": bad})
+    check_config({**config, "grid": 3})
+
+
+def test_grid_map_of_a_pair_on_real_episodes_show_and_resume(tmp_path):
+    """``--grid 3`` with a pair: every curve and row visits only its 3 grid levels round-robin (the expert, 5 steps), map.json
+    says so, `stress show` and the gallery name the design, and a resume re-walks the same grid and runs nothing."""
+    r = _cli("map", "--policy", "expert", "--pair", "dynamics.mass_scale,dynamics.damping_scale", "--pair-levels", "2", "--grid", "3",
+             "--inits", "0-1", "--max-steps", "5", "--budget", "4", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    run = next(tmp_path.glob("*-map"))
+    report = json.loads((run / "map.json").read_text())
+    assert report["format"] == "stress-map/1" and report["design"] == "grid 3"
+    (alone,) = report["curves"]
+    (pair,) = report["pairs"]
+    assert alone["axis"] == "damping_scale" and alone["design"] == "grid 3" and alone["grid_levels"] == [0, 95, 190]
+    for c in (alone, *pair["rows"]):  # 4 episodes round-robin on [0, 95, 190]: 2, 1, 1
+        assert c["episodes"] == 4 and [(lv["level"], lv["episodes"]) for lv in c["levels"]] == [(0, 2), (95, 1), (190, 1)]
+    assert [row["second_level"] for row in pair["rows"]][0] == 0 and len(pair["rows"]) == 2
+    assert (run / "map.png").stat().st_size > 0
+    shown = _cli("show", str(run))
+    assert shown.returncode == 0 and "fixed grid of 3 levels per axis" in shown.stdout
+    gallery = _cli("gallery", str(run), "--videos", "0")
+    assert gallery.returncode == 0, gallery.stderr
+    html = (run / "gallery" / "index.html").read_text()
+    assert '<span class="map-design">on a fixed grid of 3 levels per axis (the baseline)</span>' in html and "map-pairs" in html
+    again = _cli("map", "--resume", str(run))
+    assert again.returncode == 0, again.stderr
+    resumed = json.loads((run / "map.json").read_text())
+    assert resumed["episodes_run"] == 0 and resumed["pairs"] == report["pairs"] and resumed["design"] == "grid 3"
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
+from scenarios.boundary import pair_parts
+
 DOCS = (Path("docs") / "benchmarks.md", Path("docs") / "ray.md")
 
 
@@ -164,7 +166,20 @@ def _maps(e: dict) -> str:
         for design in ("adaptive", "grid"):
             r = by[design]
             rows.append((width, design, _n(r["median_episodes"], ".0f"), f"{r['reached']}/{len(e['settings']['map_seeds'])}", _n(r["coverage"], ".0%"), _n(r["median_error"], ".3f")))
-    return _table(("target width", "design", "median episodes", "reached", "coverage", "median abs. error"), rows)
+    table = _table(("target width", "design", "median episodes", "reached", "coverage", "median abs. error"), rows)
+    pairs = e["figures"].get("pairs")
+    if pairs is None:  # a bench.json from before the pairs' benchmark
+        return table
+    rows = []
+    for width, by in sorted(pairs["by_width"].items()):
+        for part in pair_parts(pairs["pair_levels"]):
+            paired = by["paired"] if part == "whole pair" else by["paired_parts"][part]
+            cells = [f"{by[d][part]['median_episodes']:.0f} / {by[d][part]['reached']} / {_n(by[d].get(part, {}).get('coverage'), '.0%')}" for d in pairs["designs"]]
+            rows.append((width, part, *cells, f"{paired['adaptive_episodes']} vs {paired['grid_episodes']} ({paired['n']})", _n(paired["median_saved"], ".0%")))
+    seeds = e["settings"]["pair_seeds"]
+    return (f"{table}\n\nPair maps on {len(seeds)} synthetic surfaces (seeds {seeds[0]}-{seeds[-1]}): the second axis alone, then the first at "
+            f"{pairs['pair_levels']} levels of the second; per design: median episodes / reached (of {len(seeds)}) / coverage (the whole pair: no coverage).\n\n" +
+            _table(("target width", "part", *pairs["designs"], "both reached: adaptive vs grid episodes (cases)", "median saved"), rows))
 
 
 RENDERERS: dict[str, Callable[[dict], str]] = {"render": _render, "overhead": _overhead, "snapshot": _snapshot, "groundtruth": _groundtruth,

@@ -26,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 
 from scenarios.boundary import benchmark as map_benchmark
+from scenarios.boundary import pair_benchmark
 from scenarios.grid import grid_specs, scene_maker
 from scenarios.planted import benchmark as planted_benchmark
 from scenarios.samplers import SAMPLERS
@@ -229,8 +230,8 @@ def _planted(args) -> dict:
 
 
 def _maps(args) -> dict:
-    return {"settings": {"map_seeds": args.map_seeds, "widths": list(args.widths), "map_budget": args.map_budget}, "repeats": {},
-            "figures": map_benchmark(args.map_seeds, args.widths, args.map_budget)}
+    return {"settings": {"map_seeds": args.map_seeds, "pair_seeds": args.pair_seeds, "widths": list(args.widths), "map_budget": args.map_budget}, "repeats": {},
+            "figures": {**map_benchmark(args.map_seeds, args.widths, args.map_budget), "pairs": pair_benchmark(args.pair_seeds, args.widths, args.map_budget)}}
 
 
 BENCHMARKS = {b.name: b for b in (
@@ -248,7 +249,7 @@ BENCHMARKS = {b.name: b for b in (
     Benchmark("throughput", "Episodes per hour of --workers processes fed by one policy server, per wire (stress-policy/1, openpi's, deploy.py's), vs in-process", _throughput),
     Benchmark("lerobot", "ALOHA: the suite's loop around a served LeRobot ACT vs LeRobot's own lerobot_eval rollout (needs $STRESS_LEROBOT_PYTHON)", _lerobot),
     Benchmark("planted", "The search's planted-failure benchmark: every sampler on tuning and held-out landscapes (no simulator)", _planted),
-    Benchmark("maps", "Failure-boundary maps: adaptive threshold estimation vs a 5-level grid on synthetic curves (no simulator)", _maps),
+    Benchmark("maps", "Failure-boundary maps: adaptive threshold estimation vs a 5-level grid on synthetic curves and, for pairs of axes, on synthetic surfaces (no simulator)", _maps),
 )}
 DEFAULT = ("render", "overhead", "snapshot", "groundtruth", "families")  # plain `stress bench`
 

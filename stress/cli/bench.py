@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scenarios.boundary import pair_parts
 from scenarios.planted import KINDS, MODES_PER_LANDSCAPE
 from stress.bench.docs import block, regenerate
 from stress.bench.named import BENCHMARKS, DEFAULT, load, parse_only, record, run_named
@@ -35,8 +36,10 @@ def add_arguments(bench) -> None:
     bench.add_argument("--budget", type=positive_int, default=100, help="--planted: scenarios per search (default 100; modes are also counted at 25 and 50)")
     bench.add_argument("--shrinker", default="greedy", help="--planted: greedy or hypothesis (default greedy)")
     bench.add_argument("--maps", action="store_true",
-                       help="= --only maps: the failure-boundary maps' benchmark (no simulator): adaptive threshold estimation vs a 5-level grid on synthetic curves with a known threshold")
+                       help="= --only maps: the failure-boundary maps' benchmark (no simulator): adaptive threshold estimation vs a 5-level grid on synthetic curves with a known threshold, "
+                            "and pair maps on synthetic surfaces with a known boundary curve")
     bench.add_argument("--map-seeds", type=int_list_in(0, 10**6), default=list(range(100, 200)), help="--maps: the synthetic curves (default 100-199)")
+    bench.add_argument("--pair-seeds", type=int_list_in(0, 10**6), default=list(range(300, 340)), help="--maps: the synthetic surfaces of the pair maps (default 300-339)")
     bench.add_argument("--map-budget", type=positive_int, default=300, help="--maps: most episodes per curve and design (default 300)")
     bench.add_argument("--widths", default="0.2,0.1", help="--maps: target widths of the threshold's 95%% interval, shares of the axis (default 0.2,0.1)")
     bench.add_argument("--remote", action="store_true", help="= --only remote: a policy server's round trip vs an in-process call (two 256 px images, a best-of-8 reply)")
@@ -123,6 +126,27 @@ def _print_maps(args, name: str, entry: dict) -> None:
                ("median saved", "saved", ".0%")]
     title = f"threshold of {len(args.map_seeds)} synthetic curves (seeds {_span(args.map_seeds)}), axis of {result['high']} steps, cap {budget} episodes, batch {result['batch']}"
     print_tables({"maps": rows}, {"maps": (title, columns)})
+    if "pairs" in result:
+        _print_pair_maps(args, result["pairs"])
+
+
+def _print_pair_maps(args, result: dict) -> None:
+    adaptive, grid = result["designs"]
+    rows = []
+    for width, by in result["by_width"].items():
+        for part in pair_parts(result["pair_levels"]):
+            paired = by["paired"] if part == "whole pair" else by["paired_parts"][part]
+            for design in (adaptive, grid):
+                r = by[design][part]
+                rows.append({"width": width, "part": part, "design": design, **r, "reached_text": f"{r['reached']}/{r['n']}",
+                             "saved": paired["median_saved"] if design == adaptive else None,
+                             "both": f"{paired['adaptive_episodes']} vs {paired['grid_episodes']} ({paired['n']})" if design == adaptive else ""})
+    columns = [("target width", "width", "s"), ("part", "part", "s"), ("design", "design", "s"), ("median episodes", "median_episodes", ".0f"),
+               ("mean episodes", "mean_episodes", ".1f"), ("reached", "reached_text", "s"), ("coverage", "coverage", ".0%"), ("median |error|", "median_error", ".3f"),
+               ("both reached: episodes (cases)", "both", "s"), ("median saved", "saved", ".0%")]
+    title = (f"pair maps on {len(args.pair_seeds)} synthetic surfaces (seeds {_span(args.pair_seeds)}): the second axis alone, then the first axis at "
+             f"{result['pair_levels']} levels of the second; axes of {result['high']} steps, cap {args.map_budget} episodes per part")
+    print_tables({"pairs": rows}, {"pairs": (title, columns)})
 
 
 PRINTERS = {"planted": _print_planted, "maps": _print_maps, "aloha": lambda args, name, entry: print(json.dumps(entry, indent=1))}

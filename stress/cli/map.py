@@ -1,14 +1,15 @@
 """``stress map``: failure-boundary maps (docs/maps.md). For one task, each axis of the given families and each
 policy setting: the success probability along the axis with Wilson intervals and the 50 % threshold with its 95 %
-interval, found adaptively (``--sides both``: toward each end of a two-sided axis; ``--pair A,B``: the threshold
-along A at a few levels of B); writes ``map.json`` and ``map.png`` in an ordinary run folder (resumable)."""
+interval, found adaptively or on a fixed grid (``--grid N``, the baseline); ``--sides both``: toward each end of a
+two-sided axis; ``--pair A,B``: the threshold along A at a few levels of B. Writes ``map.json`` and ``map.png`` in an
+ordinary run folder (resumable)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from scenarios import maps
-from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, DEFAULT_SUITE, add_backend_arguments, add_server_arguments, int_list, positive_int
+from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, DEFAULT_SUITE, add_backend_arguments, add_server_arguments, int_in, int_list, positive_int
 from stress.cli.execution import remote_options, runner
 from stress.cli.reports import print_map
 from stress.core.errors import UserError
@@ -39,6 +40,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--width", type=float, default=0.2, help="stop a curve when its threshold's 95%% interval is at most this share of the axis (default 0.2)")
     parser.add_argument("--budget", type=int, default=40, help="most episodes per curve (default 40)")
     parser.add_argument("--batch", type=int, default=4, help="episodes per step at the chosen level (default 4)")
+    parser.add_argument("--grid", type=int_in(2, maps.GRID_MAX), metavar="N",
+                        help="the fixed-grid baseline: the same estimate and stopping rule fed round-robin episodes at N evenly spaced levels "
+                             "of each axis (a pair: along the first axis in each row) instead of the adaptive choice; --batch does not apply (default: adaptive)")
     parser.add_argument("--workers", type=positive_int, default=1, help="simulator processes (default 1)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     parser.add_argument("--resume", type=Path, metavar="RUN", help="continue a map run folder (nothing run twice)")
@@ -82,4 +86,4 @@ def _config(args) -> dict:
             "axes": [a.strip() for a in args.axes.split(",") if a.strip()] if args.axes else None, "inits": args.inits, "seeds": args.policy_seeds,
             "camera": args.camera, "policy": args.policy, "modes": modes, "candidates": args.candidates, "aggregation": args.aggregation,
             "max_steps": args.max_steps, "policy_options": dict(options), "image_size": image_size or simulator_of(args.suite).default_image_size,
-            "width": args.width, "budget": args.budget, "batch": args.batch, "workers": args.workers}
+            "width": args.width, "budget": args.budget, "batch": args.batch, "grid": args.grid, "workers": args.workers}

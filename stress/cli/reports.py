@@ -16,7 +16,7 @@ from stress.report.degradation_plot import save_degradation_plot
 from stress.report.gallery import DEFAULT_VIDEOS, build_gallery as write_gallery
 from stress.report.language import language_sensitivity
 from stress.report.protocol import protocol_tables, verdict_line, write_protocol_report
-from stress.report.maps import MAP_LAYOUT, map_tables
+from stress.report.maps import map_layout, map_tables
 from stress.report.search import search_tables
 from stress.report.summary import error_counts, summarise
 
@@ -110,7 +110,7 @@ def print_protocol(store) -> None:
 
 
 def print_map(report: dict) -> None:
-    print_tables(map_tables(report), MAP_LAYOUT)
+    print_tables(map_tables(report), map_layout(report))
 
 
 def print_search(report: dict) -> None:

@@ -30,7 +30,7 @@ def save_map_plot(report: dict, path) -> None:
         _pair_panel(ax, [p for p in pairs if _pair_key(p) == key])
     for ax in list(grid.flat)[panels:]:
         ax.axis("off")
-    fig.suptitle(f"failure boundaries: {report['policy']} on {report['suite']} task {report['task']}\n"
+    fig.suptitle(f"failure boundaries: {report['policy']} on {report['suite']} task {report['task']}, {design_text(report)}\n"
                  f"dashed: 50 % threshold; band: its 95 % interval; numbers: episodes per level" +
                  ("\npairs: circles, the threshold along the first axis (bar: 95 %) at levels of the second; diamond, the second axis's own "
                   "threshold with the first at rest" if pairs else ""), fontsize=8)
@@ -162,7 +162,7 @@ def gallery_rows(report: dict, outcome_of: dict[str, str], carded: set[str]) -> 
     pairs = [{"pair": f"{p['first']['family']}.{p['first']['axis']} × {p['second']['family']}.{p['second']['axis']}",
               "at": f"{p['second']['axis']} = {_label(r['second_value'])}", **row(r, p["first"]["values"])}
              for p in report.get("pairs") or [] for r in p["rows"]]
-    return {"curves": curves, "pairs": pairs, "comparison": map_tables(report)["comparison"], "episodes": report.get("episodes"),
+    return {"curves": curves, "pairs": pairs, "comparison": map_tables(report)["comparison"], "episodes": report.get("episodes"), "design": design_text(report),
             "width": report.get("width"), "budget": report.get("budget")}
 
 
@@ -178,6 +178,19 @@ def map_tables(report: dict) -> dict[str, list[dict]]:
                    "thresholds": f"{r['first_threshold']:.2f} vs {r['second_threshold']:.2f}", "difference": f"{r['difference']:+.2f}",
                    "apart": "yes" if r["apart"] else "no (intervals overlap)"} for r in report["comparison"]]
     return {"curves": curves, "pairs": pairs, "comparison": comparison}
+
+
+def design_text(report: dict) -> str:
+    """How the map's episodes were placed: 'adaptive', or 'grid N' (the fixed-grid baseline); a map.json from before
+    the grid option was adaptive."""
+    design = report.get("design", "adaptive")
+    return "found adaptively" if design == "adaptive" else f"on a fixed grid of {design.split()[-1]} levels per axis (the baseline)"
+
+
+def map_layout(report: dict) -> dict:
+    """``MAP_LAYOUT`` with the design in the first table's title."""
+    title, columns = MAP_LAYOUT["curves"]
+    return {**MAP_LAYOUT, "curves": (f"{title}; {design_text(report)}", columns)}
 
 
 MAP_LAYOUT = {
