@@ -155,7 +155,8 @@ def test_planted_bench_command_keeps_tuning_and_report_seeds_apart(tmp_path):
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((tmp_path / "bench.json").read_text())["benchmarks"]["planted"]
     assert saved["settings"]["tune_seeds"] == [0] and saved["settings"]["report_seeds"] == [100] and set(saved["figures"]["report"]) >= {"random", "ce", "blind-ce"}
-    assert "held-out seeds 100" in proc.stdout
+    assert "held-out seeds 100" in proc.stdout and "recorded modes" in proc.stdout
+    assert {"recorded_modes", "own_set"} <= set(saved["figures"]["report"]["guided"])
 
 
 def test_search_is_deterministic_and_replays_its_own_history():
