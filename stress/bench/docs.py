@@ -155,8 +155,10 @@ def _lerobot(e: dict) -> str:
 
 def _planted(e: dict) -> str:
     report, s = e["figures"]["report"], e["settings"]
-    return _table((f"sampler (held-out seeds, {len(s['report_seeds'])} landscapes, budget {s['budget']})", "modes found @100", "violations/100", "× random", "findings", "1-minimal"),
-                  [(name, _n(r.get("modes_100"), ".0%"), _n(r["violations_per_100"]), _n(r.get("vs_random"), ".2f"), r.get("findings"), r.get("one_minimal"))
+    return _table((f"sampler (held-out seeds, {len(s['report_seeds'])} landscapes, budget {s['budget']})", "modes found @100", "recorded modes", "own set", "violations/100",
+                   "× random", "findings", "1-minimal"),
+                  [(name, _n(r.get("modes_100"), ".0%"), _n(r.get("recorded_modes")), _n(r.get("own_set"), ".0%"), _n(r["violations_per_100"]), _n(r.get("vs_random"), ".2f"),
+                    r.get("findings"), r.get("one_minimal"))
                    for name, r in sorted(report.items())])
 
 

@@ -91,7 +91,7 @@ def _print_planted(args, name: str, entry: dict) -> None:
     rows = {split: [{"sampler": name, **r} for name, r in by_sampler.items()] for split, by_sampler in results.items()}
     modes = [(f"modes @{b}", f"modes_{b}", ".0%") for b in (25, 50, 100) if b <= args.budget]
     kinds = [(kind, f"found_{kind}", ".0%") for kind in KINDS]
-    columns = [("sampler", "sampler", "s"), *modes, ("violations/100", "violations_per_100", ".1f"), ("x random", "vs_random", ".2f"),
+    columns = [("sampler", "sampler", "s"), *modes, ("recorded modes", "recorded_modes", ".1f"), ("own set", "own_set", ".0%"), ("violations/100", "violations_per_100", ".1f"), ("x random", "vs_random", ".2f"),
                ("median first", "median_first_violation", ".1f"), ("findings", "findings", "d"), ("exact corner", "exact", "d"), ("1-minimal", "one_minimal", "d"),
                ("shrink median", "median_shrink_evaluations", ".1f"), ("shrink max", "max_shrink_evaluations", "d")]
     layout = {split: (f"planted landscapes, {name} seeds {_span(seeds)}: {len(seeds)} landscapes x {MODES_PER_LANDSCAPE} modes, budget {args.budget}, shrinker {args.shrinker}", columns)
