@@ -56,7 +56,7 @@ class AlohaRecipe:
     """``stress train-reference --suite aloha``'s defaults: behaviour cloning on the open-loop expert's demonstrations
     (no DAgger rounds: the expert has no labels for states off its plan), then no decoder stage."""
 
-    steps: int = 6000
+    steps: int = 8000  # as LIBERO's first round
     decoder_steps: int = 0
 
 
