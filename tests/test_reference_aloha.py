@@ -33,13 +33,17 @@ def test_contract_is_read_from_the_checkpoint(tmp_path):
     assert load_checkpoint(SHIPPED_CHECKPOINT)[1]["contract"] == LIBERO
     arch = Architecture(width=32, blocks=1, channels=(8, 8, 8, 8), embed=16)
     net = ReferenceNet(arch, ALOHA)
-    assert set(net.encoders) == set(ALOHA.cameras) and net.dim == 50 * 14 + 14 + 64 + 1
+    assert set(net.encoders) == set(ALOHA.cameras) and net.dim == 11 * 14 + 14 + 64 + 1  # 11 knots of the 50-step chunk
     blob = {"format": "stress-reference/1", "architecture": arch.to_dict(), "contract": ALOHA.to_dict(),
             "normalisation": {"proprio_mean": [0.0] * 14, "proprio_std": [1.0] * 14, "delta_std": [1.0] * 14},
             "instructions": [], "state_dict": net.state_dict(), "manifest": "{}"}
     torch.save(blob, tmp_path / "aloha.pt")
     loaded, meta = load_checkpoint(tmp_path / "aloha.pt", "aloha")
-    assert meta["contract"] == ALOHA and loaded.slices["actions"] == slice(0, 700)
+    assert meta["contract"] == ALOHA and loaded.slices["actions"] == slice(0, 154)
+    # the knots are chunk steps, and the chunk their linear interpolation: a chunk through knots and back is exact on a line
+    line = np.linspace(-1, 1, 50)[:, None].repeat(14, axis=1)
+    assert np.allclose(ALOHA.from_knots(ALOHA.to_knots(line.reshape(1, -1)))[0], line)
+    assert np.array_equal(LIBERO.from_knots(LIBERO.to_knots(line[:16, :7].reshape(1, -1)))[0], line[:16, :7])
 
 
 def test_aloha_shard_labels_are_the_clean_plan_and_futures_a_chunk_later():

@@ -78,7 +78,8 @@ def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, s
             for mode in modes:
                 planning = mode == "planning"
                 specs.append(ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode=mode, seed=episode_seed(seed, suite, task, init),
-                                          n_candidates=n_candidates if planning else 1, aggregation=aggregation if planning else None))
+                                          n_candidates=n_candidates if planning else 1, aggregation=aggregation if planning else None,
+                                          image_size=simulator_of(suite).default_image_size))  # what `stress run` renders (ALOHA: 224)
     return specs
 
 

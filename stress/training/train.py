@@ -227,8 +227,8 @@ class Trainer:
         delta = torch.from_numpy(d.future_proprio[idx] - d.proprio[idx]) / torch.tensor(self.norm["delta_std"])
         tokens, offsets = text_batch([d.instructions[i] for i in d.instruction[idx]])
         return {"cur": cur, "fut": fut, "proprio": proprio, "delta": delta, "tokens": tokens, "offsets": offsets,
-                "label": torch.from_numpy(normalise_actions(d.label_actions[idx], self.norm)),
-                "executed": torch.from_numpy(normalise_actions(d.executed_actions[idx], self.norm)),
+                "label": torch.from_numpy(self.contract.to_knots(normalise_actions(d.label_actions[idx], self.norm))),
+                "executed": torch.from_numpy(self.contract.to_knots(normalise_actions(d.executed_actions[idx], self.norm))),
                 "value": torch.from_numpy(d.value[idx]) * 2 - 1, "policy_ok": torch.from_numpy(d.policy_ok[idx])}
 
     def roles_for(self, policy_ok: torch.Tensor) -> list[str]:

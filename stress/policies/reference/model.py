@@ -1,17 +1,18 @@
 """The reference network: one flow-matching denoiser whose roles are chosen by what is clean conditioning.
 
 The generated vector of one decision has four parts (Cosmos Policy writes the same quantities into latent
-frames of one video sequence):
+frames of one video sequence); sizes are the checkpoint's ``Contract``'s, LIBERO's (ALOHA's) below:
 
-==============  ====  ==========================================================================
-part            size  meaning
-==============  ====  ==========================================================================
-``actions``     112   the 16 x 7 action chunk (already in [-1, 1])
-``proprio``       9   the future proprio 16 steps later, as a normalised change from the current one
-``future``       64   latent of the future agentview + wrist images (tanh-bounded, decoded with
-                      the current images' features as skips, so it encodes the change)
-``value``         1   value of the future state, 2v - 1 (v in [0, 1], Cosmos's meaning)
-==============  ====  ==========================================================================
+==============  =========  =====================================================================
+part            size       meaning
+==============  =========  =====================================================================
+``actions``     112 (700)  the 16 x 7 action chunk, already in [-1, 1] (50 x 14 joint positions,
+                           mapped to [-1, 1] between the training data's bounds)
+``proprio``     9 (14)     the future proprio a chunk later, as a normalised change from the current one
+``future``      64         latent of every camera's future image (tanh-bounded, decoded with
+                           the current images' features as skips, so it encodes the change)
+``value``       1          value of the future state, 2v - 1 (v in [0, 1], Cosmos's meaning)
+==============  =========  =====================================================================
 
 Each part is *generated* (noised, predicted), *clean* (given, conditioning) or *absent* (zeroed), and the
 denoiser sees which. The roles:
@@ -60,10 +61,37 @@ class Contract:
     image_size: int = 64
     gamma: float = 0.99
     render_size: int = 128
+    # 0: the network generates every step of the chunk; k > 0: k knots (steps 0, s, 2s, ..., chunk - 1), the chunk being
+    # their linear interpolation. A 50 x 14 chunk is 700 numbers, more than the denoiser's width: the velocity of 700
+    # independent noise coordinates cannot pass a 384-wide layer, and the actions came out jittery (docs/reference-model.md, "ALOHA")
+    knots: int = 0
 
     @property
     def parts(self) -> dict[str, int]:
-        return {"actions": self.chunk * self.action_dim, "proprio": self.proprio_dim, "future": FUTURE_LATENT, "value": 1}
+        return {"actions": (self.knots or self.chunk) * self.action_dim, "proprio": self.proprio_dim, "future": FUTURE_LATENT, "value": 1}
+
+    def knot_steps(self) -> np.ndarray:
+        """The chunk steps the knots sit at (every step without knots)."""
+        if not self.knots:
+            return np.arange(self.chunk)
+        return np.unique(np.r_[np.arange(0, self.chunk, self.chunk // (self.knots - 1)), self.chunk - 1])[: self.knots]
+
+    def to_knots(self, chunks: np.ndarray) -> np.ndarray:
+        """(B, chunk x action_dim) -> (B, knots x action_dim): the chunk at its knot steps."""
+        if not self.knots:
+            return chunks
+        b = len(chunks)
+        return chunks.reshape(b, self.chunk, self.action_dim)[:, self.knot_steps()].reshape(b, -1)
+
+    def from_knots(self, knots: np.ndarray) -> np.ndarray:
+        """(B, knots x action_dim) -> (B, chunk, action_dim): linear interpolation between the knots."""
+        b = len(knots)
+        x = knots.reshape(b, -1, self.action_dim)
+        if not self.knots:
+            return x
+        steps = self.knot_steps()
+        weights = np.stack([np.interp(np.arange(self.chunk), steps, np.eye(len(steps))[k]) for k in range(len(steps))], axis=1)  # (chunk, knots)
+        return np.einsum("sk,bkd->bsd", weights, x)
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -80,7 +108,7 @@ LIBERO = Contract()
 # ALOHA (gym-aloha): the three cameras, 50-step chunks of 14-D joint positions, the 14-D joint proprio, Cosmos
 # Policy's ALOHA discount; rendered at the ALOHA runs' default 224 px. 64 px inside: a red-blob centroid of the
 # area-resized top camera locates the cube to 0.05 cm on held-out init states (docs/reference-model.md, "ALOHA")
-ALOHA = Contract("aloha", ("top", "left_wrist", "right_wrist"), 50, 14, 14, 64, 0.998, 224)
+ALOHA = Contract("aloha", ("top", "left_wrist", "right_wrist"), 50, 14, 14, 64, 0.998, 224, knots=11)
 CONTRACTS = {c.simulator: c for c in (LIBERO, ALOHA)}
 
 # LIBERO's values under their old names (the LIBERO data generator, evaluation and tests read them)

@@ -250,7 +250,7 @@ class ReferencePolicy:
         return [{c: out[c][i] for c in cams} for i in range(n)]
 
     def _actions(self, x: torch.Tensor) -> np.ndarray:
-        actions = np.clip(x[:, self._slices["actions"]].numpy().reshape(len(x), self.contract.chunk, -1), -1.0, 1.0).astype(np.float64)
+        actions = np.clip(self.contract.from_knots(x[:, self._slices["actions"]].numpy()), -1.0, 1.0).astype(np.float64)
         if self._action_low is None:
             return actions
         return self._action_low + (actions + 1.0) / 2.0 * (self._action_high - self._action_low)
