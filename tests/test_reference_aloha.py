@@ -63,6 +63,9 @@ def test_aloha_shard_labels_are_the_clean_plan_and_futures_a_chunk_later():
     # labels are the plan: the same steps of consecutive decisions agree (the plan is indexed by the step)
     assert np.allclose(shard["label_actions"][0, 10:], shard["label_actions"][1, :40])
     assert clean.sum() < len(clean)
+    # 11 knots hold every chunk of a real plan (the rendered steps' labels) to 0.015 rad
+    labels = shard["label_actions"].reshape(len(future), -1)
+    assert np.abs(ALOHA.from_knots(ALOHA.to_knots(labels)) - shard["label_actions"]).max() < 0.015
     jobs = aloha_jobs(inits=(0, 101))
     assert [(j.init_index, j.variant) for j in jobs] == [(0, "demo"), (101, "demo"), (0, "noisy"), (101, "sabotage")]
 

@@ -13,7 +13,7 @@ from stress.cli.common import stage_progress
 from stress.policies.planning import check_aggregation
 from stress.policies.reference.policy import check_contract, checkpoint_path, load_checkpoint
 from stress.store import RunStore
-from stress.core.errors import choice_error
+from stress.core.errors import UserError, choice_error
 from stress.training.build import ALOHA_HELD_OUT, ALOHA_TASKS, TRAIN_TASKS
 from stress.training.evaluate import evaluate, evaluation_specs
 
@@ -31,6 +31,7 @@ def add_arguments(ev) -> None:
     ev.add_argument("--candidates", type=positive_int, default=DEFAULT_CANDIDATES)
     ev.add_argument("--aggregation", default=DEFAULT_AGGREGATION)
     ev.add_argument("--future-inits", type=int, default=10, help="direct episodes per task whose predicted futures are checked against the simulator (default 10)")
+    ev.add_argument("--temperature", type=float, help="the policy role's temperature, 0-2 (default: the checkpoint's own, else 0.5)")
     ev.add_argument("--workers", type=positive_int, default=2)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
@@ -40,6 +41,8 @@ def add_arguments(ev) -> None:
 def run(args, tasks=None) -> int:
     if args.suite not in SUITES:
         raise choice_error("--suite", args.suite, SUITES)
+    if args.temperature is not None and not 0 <= args.temperature <= 2:
+        raise UserError(f"--temperature {args.temperature} invalid; valid: a number from 0 to 2")
     aloha = args.suite == "aloha"
     tasks = tasks or SUITES[args.suite]
     args.inits = args.inits if args.inits is not None else (list(ALOHA_HELD_OUT) if aloha else list(range(50)))
@@ -58,7 +61,7 @@ def run(args, tasks=None) -> int:
     update, bars = stage_progress()
     with bars:
         figures = evaluate(store, checkpoint, tasks, args.inits, args.planning_inits, args.candidates, args.aggregation, args.future_inits, args.workers,
-                           args.seed, progress=update)
+                           args.seed, progress=update, temperature=args.temperature)
     _print_evaluation(figures)
     print(f"figures: {store.path / 'evaluation.json'}")
     return 0

@@ -77,7 +77,8 @@ def run(args) -> int:
         checkpoint = train_reference(args.out, args.data, args.steps, own_steps=args.own_steps, seed=args.seed, workers=args.workers, inits=tuple(args.inits),
                                      progress=update, recon_loss=args.recon_loss, own_rounds=args.own_rounds,
                                      decoder_steps=args.decoder_steps, perturbed_rounds=args.perturbed_rounds,
-                                     tasks=ALOHA_TASKS if aloha else TRAIN_TASKS, contract=CONTRACTS[args.suite])
+                                     tasks=ALOHA_TASKS if aloha else TRAIN_TASKS, contract=CONTRACTS[args.suite],
+                                     temperature=ALOHA_RECIPE.temperature if aloha else None)
     print(f"checkpoint: {checkpoint} ({checkpoint.stat().st_size / 1e6:.1f} MB), manifest: {args.out / 'manifest.json'}")
     if args.ship:
         shipped = SHIPPED_CHECKPOINTS[args.suite]

@@ -58,6 +58,7 @@ class AlohaRecipe:
 
     steps: int = 8000  # as LIBERO's first round
     decoder_steps: int = 0
+    temperature: float | None = None  # the policy's default written into the checkpoint (None: DEFAULT_TEMPERATURE)
 
 
 ALOHA_RECIPE = AlohaRecipe()
@@ -78,7 +79,8 @@ def is_validation(init_index: int) -> bool:
 
 def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
                     inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY,
-                    recon_loss: str = "l1", own_rounds: int = 1, decoder_steps: int = 0, perturbed_rounds: int = 0, contract: Contract = LIBERO) -> Path:
+                    recon_loss: str = "l1", own_rounds: int = 1, decoder_steps: int = 0, perturbed_rounds: int = 0, contract: Contract = LIBERO,
+                    temperature: float | None = None) -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
     Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, each of ``own_rounds``
@@ -144,12 +146,13 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
                  "success_rate_by_variant": _success_by_variant(jobs, data_root), "own_rollout_success": own_success,
                  "seeds": "sha256 of suite/task/init/variant (stress.training.data.Job.seed)"},
         "timing_s": timing,
+        "temperature": temperature,  # the policy's default for this checkpoint (None: DEFAULT_TEMPERATURE)
         "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses),
                    "decoder_stage": decoder_report},
     }
     path = out / "reference.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save(exported.checkpoint(manifest), tmp)
+    torch.save(exported.checkpoint(manifest, temperature=temperature), tmp)
     tmp.replace(path)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     save_loss_plot(manifest["losses"]["curve"], out / "loss_curve.png")

@@ -29,7 +29,7 @@ from stress.training.build import ALOHA_TRAIN_INITS, TRAIN_INITS
 from stress.training.data import text_seed
 from stress.policies.reference.model import model_image
 from stress.envs import simulator_of
-from stress.policies.reference.policy import DEFAULT_TEMPERATURE, ReferencePolicy
+from stress.policies.reference.policy import ReferencePolicy, load_checkpoint
 from stress.policies.reference.text import CHECKPOINT_VARIABLES
 from stress.envs.cache import EnvCache
 from stress.policies.cache import PolicyCache
@@ -71,7 +71,8 @@ def episode_seed(seed: int, suite: str, task: int, init: int) -> int:
     return text_seed(f"{seed}/{suite}/{task}/{init}") % 1_000_000
 
 
-def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, seed: int) -> list[ScenarioSpec]:
+def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, seed: int, options: tuple = ()) -> list[ScenarioSpec]:
+    """``options``: policy options of every spec (e.g. a temperature; none: the checkpoint's defaults)."""
     specs = []
     for suite, task in tasks:
         for init in inits:
@@ -79,17 +80,19 @@ def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, s
                 planning = mode == "planning"
                 specs.append(ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode=mode, seed=episode_seed(seed, suite, task, init),
                                           n_candidates=n_candidates if planning else 1, aggregation=aggregation if planning else None,
-                                          image_size=simulator_of(suite).default_image_size))  # what `stress run` renders (ALOHA: 224)
+                                          image_size=simulator_of(suite).default_image_size,  # what `stress run` renders (ALOHA: 224)
+                                          policy_options=options))
     return specs
 
 
 def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits=SHIPPED_INITS, n_candidates: int = 8,
-             aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None) -> dict:
+             aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None, temperature: float | None = None) -> dict:
     """Run the evaluation episodes into ``store`` (resumable) and return the figures."""
     simulator = simulator_of(tasks[0][0]).name
     os.environ[CHECKPOINT_VARIABLES[simulator]] = str(Path(checkpoint).resolve())  # worker processes load it
-    direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed)
-    planning = evaluation_specs(tasks, planning_inits, ("planning",), n_candidates, aggregation, seed)
+    options = (("temperature", temperature),) if temperature is not None else ()
+    direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed, options)
+    planning = evaluation_specs(tasks, planning_inits, ("planning",), n_candidates, aggregation, seed, options)
     # world-model probe: in this process, on the first direct episodes of each task (stored like any other)
     probe, envs, policies = FutureProbe(), EnvCache(), PolicyCache()
     first = set(sorted(inits)[:future_inits])
@@ -124,7 +127,8 @@ def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits
     figures = summarise(store, tasks, probe.rows, trained)
     figures["latency_ms"] = measure_latency(checkpoint, tasks[0], n_candidates, aggregation)
     figures["config"] = {"checkpoint": str(checkpoint), "n_candidates": n_candidates, "aggregation": aggregation, "seed": seed,
-                         "episode_seeds": "per scenario: episode_seed(seed, suite, task, init)", "temperature": DEFAULT_TEMPERATURE,
+                         "episode_seeds": "per scenario: episode_seed(seed, suite, task, init)",
+                         "temperature": temperature if temperature is not None else load_checkpoint(Path(checkpoint))[1]["temperature"],
                          "inits": [min(inits), max(inits)], "planning_inits": [min(planning_inits), max(planning_inits)] if planning_inits else None,
                          "future_inits": future_inits, "trained_inits": [min(trained), max(trained)], "suite": tasks[0][0]}
     (store.path / "evaluation.json").write_text(json.dumps(figures, indent=1))

@@ -297,9 +297,10 @@ class Trainer:
                 on_step(self)
 
     # --- checkpoints: plain tensors and JSON-able metadata only (loadable with weights_only=True) ---------
-    def checkpoint(self, manifest: dict, half: bool = True) -> dict:
+    def checkpoint(self, manifest: dict, half: bool = True, temperature: float | None = None) -> dict:
+        """The exported file; ``temperature``: the policy's default sampling temperature for it (None: the policy's own)."""
         state = {k: (v.half() if half and v.is_floating_point() else v.clone()) for k, v in self.ema.items()}
-        return {"format": CHECKPOINT_FORMAT, "architecture": self.arch.to_dict(), "contract": self.contract.to_dict(), "normalisation": self.norm,
+        return {**({"temperature": float(temperature)} if temperature is not None else {}),"format": CHECKPOINT_FORMAT, "architecture": self.arch.to_dict(), "contract": self.contract.to_dict(), "normalisation": self.norm,
                 "instructions": self.data.instructions, "state_dict": state, "manifest": json.dumps(manifest)}
 
     def save_state(self, path: Path) -> None:

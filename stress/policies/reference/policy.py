@@ -10,7 +10,8 @@ Decision.
 Re-planning: ``replan_steps`` (default the whole chunk, the contract's ``chunk``) actions of each chunk are executed before the next
 query, as Cosmos Policy's ``num_open_loop_steps`` (``stress card`` varies it: open-loop cascades).
 
-Temperature: the policy role's initial noise is scaled by ``temperature`` (default ``DEFAULT_TEMPERATURE``);
+Temperature: the policy role's initial noise is scaled by ``temperature`` (default: the checkpoint's own, else
+``DEFAULT_TEMPERATURE``);
 the world-model and value ensembles always sample at 1, so their spread stays the learned uncertainty.
 
 Noise seeds: decision d of an episode reset with ``seed`` uses ``seed * 1000 + d`` (candidate i adds i), so
@@ -83,7 +84,7 @@ def load_checkpoint(path: Path, simulator: str = "libero") -> tuple[ReferenceNet
         first = str(exc).strip().splitlines()[0][:160]
         raise CheckpointError(f"reference checkpoint {str(path)!r} does not match this code's architecture: {first}") from None
     net.eval()
-    meta = {"contract": contract, "normalisation": blob["normalisation"], "instructions": list(blob["instructions"]), "manifest": json.loads(blob.get("manifest", "{}")),
+    meta = {"contract": contract, "temperature": float(blob.get("temperature", DEFAULT_TEMPERATURE)), "normalisation": blob["normalisation"], "instructions": list(blob["instructions"]), "manifest": json.loads(blob.get("manifest", "{}")),
             "ranker": ranker, "ranker_manifest": json.loads(blob.get("ranker_manifest", "{}"))}
     return net, meta
 
@@ -127,7 +128,7 @@ class ReferencePolicy:
     uses_images: ClassVar[bool] = True
 
     def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
-                 value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float = DEFAULT_TEMPERATURE,
+                 value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float | None = None,
                  replan_steps: int | None = None, record_features: bool = False, simulator: str = "libero"):
         chunk = CONTRACTS[simulator].chunk if simulator in CONTRACTS else LIBERO.chunk
         replan_steps = chunk if replan_steps is None else replan_steps
@@ -147,7 +148,9 @@ class ReferencePolicy:
         self._proprio_mean, self._proprio_std = np.array(norm["proprio_mean"], np.float32), np.array(norm["proprio_std"], np.float32)
         self._delta_std = np.array(norm["delta_std"], np.float32)
         self.num_denoising_steps, self.precision, self.value_source = num_denoising_steps, precision, value_source
-        self.n_futures, self.n_values, self.temperature = n_futures, n_values, temperature
+        # None: the temperature the checkpoint was evaluated at (its ``temperature``), else DEFAULT_TEMPERATURE (LIBERO's file)
+        self.n_futures, self.n_values = n_futures, n_values
+        self.temperature = self.meta["temperature"] if temperature is None else temperature
         self.replan_steps = replan_steps
         # planning decisions also carry each candidate's ranking features (info["ranker_features"], N x F float32): the
         # ranking head's training data (stress.training.ranking); off by default, they are 2 kB per candidate
