@@ -106,7 +106,7 @@ def test_bad_input_names_value_and_valid_ones(envs):
 
     with pytest.raises(UserError, match=r"'distractors' does not support simulator aloha.*valid there: .*lighting.*object_pose"):
         check_spec(ScenarioSpec("aloha", 1, 0, (PerturbationSpec("distractors", 2),), policy="aloha-expert", image_size=224))
-    with pytest.raises(UserError, match=r"policy 'expert' does not drive aloha \(suite aloha\); valid there: aloha-expert, remote"):
+    with pytest.raises(UserError, match=r"policy 'expert' does not drive aloha \(suite aloha\); valid there: reference, aloha-expert, remote"):  # reference: with an ALOHA checkpoint
         check_spec(ScenarioSpec("aloha", 1, 0, policy="expert", image_size=224))
     with pytest.raises(UserError, match=r"unknown camera 'agentview' for 'occlusion'; valid: top, left_wrist, right_wrist, both"):
         check_spec(ScenarioSpec("aloha", 1, 0, (PerturbationSpec("occlusion", 2, camera="agentview"),), policy="aloha-expert", image_size=224))

@@ -11,30 +11,44 @@ from rich.table import Table
 from stress.cli.args import DEFAULT_AGGREGATION, DEFAULT_CANDIDATES, int_list_in, none_or, positive_int
 from stress.cli.common import stage_progress
 from stress.policies.planning import check_aggregation
-from stress.policies.reference.policy import checkpoint_path, load_checkpoint
+from stress.policies.reference.policy import check_contract, checkpoint_path, load_checkpoint
 from stress.store import RunStore
-from stress.training.build import TRAIN_TASKS
+from stress.core.errors import UserError, choice_error
+from stress.training.build import ALOHA_HELD_OUT, ALOHA_TASKS, TRAIN_TASKS
 from stress.training.evaluate import evaluate, evaluation_specs
 
 INITS = int_list_in(0, 49)  # the shipped init states
 
 
+SUITES = {"libero": TRAIN_TASKS, "aloha": ALOHA_TASKS}  # the tasks each suite's reference model is trained on
+
+
 def add_arguments(ev) -> None:
-    ev.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped one)")
-    ev.add_argument("--inits", type=INITS, default="0-49", help="shipped init states for direct episodes (default 0-49)")
-    ev.add_argument("--planning-inits", type=none_or(INITS), default="0-49", help="init states for best-of-N episodes (default 0-49; 'none' to skip)")
+    ev.add_argument("--suite", default="libero", help="libero (its 4 trained tasks; default) or aloha (transfer_cube; held-out init states 30-49 by default)")
+    ev.add_argument("--checkpoint", type=Path, help="checkpoint (default: the shipped one of --suite)")
+    ev.add_argument("--inits", type=INITS, help="shipped init states for direct episodes (default 0-49; aloha: 30-49)")
+    ev.add_argument("--planning-inits", type=none_or(INITS), help="init states for best-of-N episodes (default 0-49, aloha: none; 'none' to skip)")
     ev.add_argument("--candidates", type=positive_int, default=DEFAULT_CANDIDATES)
     ev.add_argument("--aggregation", default=DEFAULT_AGGREGATION)
     ev.add_argument("--future-inits", type=int, default=10, help="direct episodes per task whose predicted futures are checked against the simulator (default 10)")
+    ev.add_argument("--temperature", type=float, help="the policy role's temperature, 0-2 (default: the checkpoint's own, else 0.5)")
     ev.add_argument("--workers", type=positive_int, default=2)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", type=Path, default=Path("results"), help="results folder (default results/)")
     ev.add_argument("--resume", type=Path, metavar="RUN", help="continue an evaluation run folder")
 
 
-def run(args, tasks=TRAIN_TASKS) -> int:
-    checkpoint = args.checkpoint or checkpoint_path()
-    load_checkpoint(checkpoint)  # a bad checkpoint fails here, with its one-line message
+def run(args, tasks=None) -> int:
+    if args.suite not in SUITES:
+        raise choice_error("--suite", args.suite, SUITES)
+    if args.temperature is not None and not 0 <= args.temperature <= 2:
+        raise UserError(f"--temperature {args.temperature} invalid; valid: a number from 0 to 2")
+    aloha = args.suite == "aloha"
+    tasks = tasks or SUITES[args.suite]
+    args.inits = args.inits if args.inits is not None else (list(ALOHA_HELD_OUT) if aloha else list(range(50)))
+    args.planning_inits = args.planning_inits if args.planning_inits is not None else ([] if aloha else list(range(50)))
+    checkpoint = args.checkpoint or checkpoint_path(args.suite)
+    check_contract(Path(checkpoint), load_checkpoint(checkpoint)[1]["contract"], args.suite)  # a bad checkpoint fails here, with its one-line message
     check_aggregation(args.aggregation)
     if args.resume:
         store = RunStore.open(args.resume)
@@ -47,7 +61,7 @@ def run(args, tasks=TRAIN_TASKS) -> int:
     update, bars = stage_progress()
     with bars:
         figures = evaluate(store, checkpoint, tasks, args.inits, args.planning_inits, args.candidates, args.aggregation, args.future_inits, args.workers,
-                           args.seed, progress=update)
+                           args.seed, progress=update, temperature=args.temperature)
     _print_evaluation(figures)
     print(f"figures: {store.path / 'evaluation.json'}")
     return 0

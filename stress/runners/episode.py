@@ -48,12 +48,13 @@ def check_spec(spec: ScenarioSpec) -> None:
     if sim.name not in cls.simulators:
         drivers = [name for name in policy_names() if sim.name in policy_class(name).simulators]
         raise UserError(f"policy {spec.policy!r} does not drive {sim.name} (suite {spec.suite}); valid there: {', '.join(drivers)}")
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    # ``simulator`` is the runner's to pass (``per_simulator`` backends), not a user's option
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self" and not (p == "simulator" and getattr(cls, "per_simulator", False))]
     for option, _ in spec.policy_options:
         if option not in accepted:
             raise UserError(f"policy option {option!r} unknown for policy {spec.policy!r}; valid: {', '.join(accepted) or 'none'}")
     if hasattr(cls, "check_options"):  # a backend's own option rules (the remote backend needs a server URL)
-        cls.check_options(dict(spec.policy_options))
+        cls.check_options(dict(spec.policy_options), **({"simulator": sim.name} if getattr(cls, "per_simulator", False) else {}))
     if spec.mode not in MODES:
         raise choice_error("mode", spec.mode, MODES)
     if spec.mode not in cls.modes:
@@ -135,14 +136,14 @@ def run_episode(spec: ScenarioSpec, envs: EnvCache, policies: PolicyCache, on_de
     env, truth, finished = None, None, False
     try:
         env = envs.get(spec)
-        policy = policies.get(spec.policy, options=spec.policy_options)
+        policy = policies.get(spec.policy, options=spec.policy_options, simulator=env.simulator)
         max_steps = spec.max_steps or env.max_steps
         env.reset(spec.init_index, spec.perturbations)
         policy = env.applier.wrap_policy(policy)
         policy.reset(env.instruction, spec.seed, mode=spec.mode, n_candidates=spec.n_candidates, aggregation=spec.aggregation)
         hooks = [h for h in (on_decision,) if h]
         if measurement and (measurement.true_futures != "none" or measurement.rollouts):
-            truth = GroundTruth(measurement, spec.key, max_steps, lambda: env.applier.wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options)))
+            truth = GroundTruth(measurement, spec.key, max_steps, lambda: env.applier.wrap_policy(policies.get(spec.policy, "continuation", spec.policy_options, env.simulator)))
             hooks.append(truth)
         tracker = env.failure_tracker()
         while env.step_count < max_steps and not result.success:

@@ -17,8 +17,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from stress.training.data import OWN_ROLLOUTS, PERTURBED, VARIANTS, generate, plan_jobs
-from stress.policies.reference.model import CAMERAS, Architecture
+from stress.core.errors import UserError
+from stress.training.aloha_data import EXTRA_POSES_FROM
+from stress.training.data import OWN_ROLLOUTS, PERTURBED, VARIANTS, Job, generate, plan_jobs
+from stress.policies.reference.model import ALOHA, LIBERO, Architecture, Contract
 from stress.training.train import DECODER_SSIM_WEIGHT, Trainer, gaussian_ssim, load_shards
 
 TRAIN_TASKS = (("libero_spatial", 0), ("libero_spatial", 1), ("libero_object", 0), ("libero_object", 1))
@@ -42,6 +44,33 @@ class Recipe:
 
 RECIPE = Recipe()
 
+# ALOHA (transfer_cube): the suite's init states 0-29 and 150 more poses from gym-aloha's own sampler (seeds 100-249);
+# the suite's 30-49 are never trained on (the evaluation's held-out init states)
+ALOHA_TASKS = (("aloha", 0),)
+ALOHA_TRAIN_INITS = tuple(range(30)) + tuple(range(EXTRA_POSES_FROM, EXTRA_POSES_FROM + 150))
+ALOHA_HELD_OUT = tuple(range(30, 50))
+
+
+@dataclass(frozen=True)
+class AlohaRecipe:
+    """``stress train-reference --suite aloha``'s defaults: behaviour cloning on the open-loop expert's demonstrations
+    (no DAgger rounds: the expert has no labels for states off its plan), then no decoder stage."""
+
+    steps: int = 8000  # as LIBERO's first round
+    decoder_steps: int = 0
+    temperature: float | None = None  # the policy's default written into the checkpoint (None: DEFAULT_TEMPERATURE)
+
+
+ALOHA_RECIPE = AlohaRecipe()
+
+
+def aloha_jobs(tasks=ALOHA_TASKS, inits=ALOHA_TRAIN_INITS) -> list[Job]:
+    """A ``demo`` on every pose, and a ``noisy`` and a ``sabotage`` episode on every other one (the failures the value
+    head learns from: about a third of those fail)."""
+    inits = list(inits)
+    return [Job(suite, task, i, variant) for suite, task in tasks
+            for variant, chosen in (("demo", inits), ("noisy", inits[::2]), ("sabotage", inits[1::2])) for i in chosen]
+
 
 def is_validation(init_index: int) -> bool:
     """Episodes of every 10th init state (9, 19, ...) are kept out of training for the validation losses."""
@@ -50,7 +79,8 @@ def is_validation(init_index: int) -> bool:
 
 def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, seed: int = 0, workers: int = 1, tasks=TRAIN_TASKS,
                     inits=TRAIN_INITS, variants=VARIANTS, arch: Architecture = Architecture(), progress=None, save_every: int = SAVE_EVERY,
-                    recon_loss: str = "l1", own_rounds: int = 1, decoder_steps: int = 0, perturbed_rounds: int = 0) -> Path:
+                    recon_loss: str = "l1", own_rounds: int = 1, decoder_steps: int = 0, perturbed_rounds: int = 0, contract: Contract = LIBERO,
+                    temperature: float | None = None) -> Path:
     """Run the whole pipeline; returns the path of the exported checkpoint (``out/reference.pt``).
 
     Round 1 trains ``steps`` steps on the expert's variants. If ``own_steps`` > 0, each of ``own_rounds``
@@ -59,20 +89,26 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
     ``out/round<r>/reference.pt``. ``perturbed_rounds`` more rounds follow, the same but rolled out on perturbed
     scenes (``perturbed`` shards: one physical perturbation per episode). Then ``decoder_steps`` steps train only the future decoder, with squared error
     and SSIM (``Trainer(stage="decoder")``: actions and values stay exactly the last round's).
+    ``contract``: LIBERO's (``tasks`` x ``inits`` x ``variants``) or ALOHA's (``aloha_jobs``; no rounds: the open-loop
+    expert cannot label the model's own states).
     progress(stage, done, total) is called as work advances."""
+    if contract != LIBERO and own_steps:
+        raise UserError(f"own-rollout rounds need an expert that labels any visited state; the {contract.simulator} expert is open loop: "
+                        "pass --own-steps 0")
     out.mkdir(parents=True, exist_ok=True)
     rounds, perturbed = (own_rounds, perturbed_rounds) if own_steps else (0, 0)
     round_variants = [OWN_ROLLOUTS] * rounds + [PERTURBED] * perturbed
     config = {"steps": steps, "own_steps": own_steps, "own_rounds": rounds, "seed": seed, "tasks": [list(t) for t in tasks],
               "inits": list(inits), "variants": list(variants), "architecture": arch.to_dict(), "recon_loss": recon_loss,
-              "decoder_steps": decoder_steps, "perturbed_rounds": perturbed}
+              "decoder_steps": decoder_steps, "perturbed_rounds": perturbed, **({} if contract == LIBERO else {"contract": contract.to_dict()})}
     # a round's resume key holds what that round depends on: changing later stages reuses the finished ones
     round_key = {k: v for k, v in config.items() if k not in ("own_rounds", "decoder_steps", "perturbed_rounds")}
     timing: dict = {}
-    jobs = plan_jobs(tasks, inits, variants)
+    jobs = plan_jobs(tasks, inits, variants) if contract == LIBERO else aloha_jobs(tasks, inits)
     timing["data_shards_reused"] = _generate(jobs, data_root, workers, "data", progress, timing, "data")
-    train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
-    trainer = Trainer(train_data, arch, seed, total_steps=steps, recon_loss=recon_loss)
+    cameras = contract.cameras
+    train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)], cameras)
+    trainer = Trainer(train_data, arch, seed, total_steps=steps, recon_loss=recon_loss, contract=contract)
     _train(trainer, out / "round1", {**{k: v for k, v in round_key.items() if k != "own_steps"}, "round": 1}, save_every, progress, "train", timing)
     own_success: dict[str, float] = {}  # success of each round's own rollouts (the driving model, on its training inits)
     for r, variant in enumerate(round_variants, start=1):
@@ -84,7 +120,7 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
         timing[f"own_shards_reused{suffix}"] = _generate(own, data_root, workers, stage, progress, timing, f"own_rollouts{suffix}")
         own_success[f"round{r}" if variant == OWN_ROLLOUTS else f"round{r}_perturbed"] = _success_by_variant(own, data_root)[variant]
         jobs = jobs + own
-        train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)])
+        train_data = load_shards([j.path(data_root) for j in jobs if not is_validation(j.init_index)], cameras)
         trainer = Trainer(train_data, arch, seed + r, total_steps=own_steps, start_from=trainer, recon_loss=recon_loss)
         # clean rounds keep their old key (finished folders are reused); a perturbed round names the rollouts so far
         key = {**round_key, "round": r + 1} if PERTURBED not in round_variants[:r] else {**round_key, "round": r + 1, "rollouts": round_variants[:r]}
@@ -92,7 +128,7 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
     last = len(round_variants) + 1
     torch.save(trainer.checkpoint({"round": last}), out / f"round{last}" / "reference.pt")  # the last round's model, before the decoder stage
     val_paths = [j.path(data_root) for j in jobs if is_validation(j.init_index)]
-    val_data = load_shards(val_paths) if val_paths else None
+    val_data = load_shards(val_paths, cameras) if val_paths else None
     validation_losses = evaluate_losses(trainer, val_data) if val_data else {}
     exported, decoder_report = trainer, {}
     if decoder_steps:
@@ -110,12 +146,13 @@ def train_reference(out: Path, data_root: Path, steps: int, own_steps: int = 0, 
                  "success_rate_by_variant": _success_by_variant(jobs, data_root), "own_rollout_success": own_success,
                  "seeds": "sha256 of suite/task/init/variant (stress.training.data.Job.seed)"},
         "timing_s": timing,
+        "temperature": temperature,  # the policy's default for this checkpoint (None: DEFAULT_TEMPERATURE)
         "losses": {"final_train": _mean_last(trainer.losses, 200), "validation": validation_losses, "curve": _curve(trainer.losses),
                    "decoder_stage": decoder_report},
     }
     path = out / "reference.pt"
     tmp = path.with_suffix(".tmp")
-    torch.save(exported.checkpoint(manifest), tmp)
+    torch.save(exported.checkpoint(manifest, temperature=temperature), tmp)
     tmp.replace(path)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     save_loss_plot(manifest["losses"]["curve"], out / "loss_curve.png")
@@ -243,7 +280,7 @@ def future_errors(trainer: Trainer, data, batches: int = 20) -> dict[str, float]
             b = trainer.batch_tensors(trainer.rng.integers(0, len(data), size=trainer.batch), augment=False)
             _, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
             decoded = net.decode_future(net.encode_future(b["fut"], b["cur"]), maps, b["cur"])
-            for c in CAMERAS:
+            for c in trainer.cameras:
                 sums.setdefault(c, []).append(float(F.mse_loss(decoded[c], b["fut"][c])))
                 sums.setdefault(f"{c}_copy_frame", []).append(float(F.mse_loss(b["cur"][c], b["fut"][c])))
                 sums.setdefault(f"{c}_ssim", []).append(float(gaussian_ssim(decoded[c], b["fut"][c])))

@@ -42,6 +42,7 @@ import torch
 from stress.core.errors import InvalidScene, NotRealised
 from stress.core.spec import PerturbationSpec
 from stress.envs.libero import LiberoEnv
+from stress.training.aloha_data import aloha_episode, training_env
 from stress.policies.expert import ExpertPolicy
 from stress.policies.reference.model import model_image
 from stress.policies.reference.policy import ReferencePolicy
@@ -104,10 +105,15 @@ def scene_perturbation(job: Job, attempt: int = 0):
 def value_targets(decision_steps: np.ndarray, success: bool, success_step: int) -> np.ndarray:
     """Monte-Carlo value of the state after each decision's chunk (Cosmos's target): gamma^(steps from that
     state to success), 1 if success came inside the chunk, 0 for a failed episode."""
-    future_steps = np.asarray(decision_steps[1:], dtype=np.float64)
+    return discounted_values(decision_steps[1:], success, success_step)
+
+
+def discounted_values(future_steps: np.ndarray, success: bool, success_step: int, gamma: float = GAMMA) -> np.ndarray:
+    """The value of the states at ``future_steps``: gamma^(steps from there to success), 1 at or after it, 0 for failure."""
+    future_steps = np.asarray(future_steps, dtype=np.float64)
     if not success:
         return np.zeros(len(future_steps), dtype=np.float32)
-    return (GAMMA ** np.maximum(0.0, success_step - future_steps)).astype(np.float32)
+    return (gamma ** np.maximum(0.0, success_step - future_steps)).astype(np.float32)
 
 
 _envs: dict = {}
@@ -121,7 +127,7 @@ def _env(suite: str, task_id: int):
             # free GL contexts before teardown (else noisy EGL errors); pool workers skip atexit, not this
             multiprocessing.util.Finalize(None, _close_envs, exitpriority=10)
             _envs_registered.append(True)
-        _envs[key] = LiberoEnv(suite, task_id, image_size=128)
+        _envs[key] = training_env(task_id) if suite == "aloha" else LiberoEnv(suite, task_id, image_size=128)
     return _envs[key]
 
 
@@ -223,7 +229,10 @@ def _reset(env, job: Job) -> dict:
 def _write(job: Job, root: Path) -> tuple[Job, bool]:
     path = job.path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = generate_episode(job)
+    if job.suite == "aloha":  # the open-loop ALOHA expert's variants (stress.training.aloha_data)
+        arrays = aloha_episode(_env(job.suite, job.task_id), job.init_index, job.variant, job.seed)
+    else:
+        arrays = generate_episode(job)
     tmp = path.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)  # atomic: an interrupted generation leaves no half shard, and resumes

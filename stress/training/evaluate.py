@@ -25,11 +25,12 @@ import numpy as np
 
 from stress.core.spec import ScenarioSpec
 from stress.core.metrics import auroc, psnr, ssim, wilson_interval
-from stress.training.build import TRAIN_INITS
+from stress.training.build import ALOHA_TRAIN_INITS, TRAIN_INITS
 from stress.training.data import text_seed
-from stress.policies.reference.model import CAMERAS, model_image
-from stress.envs.libero import LiberoEnv
-from stress.policies.reference.policy import DEFAULT_TEMPERATURE, ReferencePolicy
+from stress.policies.reference.model import model_image
+from stress.envs import simulator_of
+from stress.policies.reference.policy import ReferencePolicy, load_checkpoint
+from stress.policies.reference.text import CHECKPOINT_VARIABLES
 from stress.envs.cache import EnvCache
 from stress.policies.cache import PolicyCache
 from stress.runners import run_specs
@@ -49,14 +50,15 @@ class FutureProbe:
     def __call__(self, env, snapshot, decision) -> None:
         if decision.predicted_future is None:
             return
-        current = {c: model_image(env.render(c)) for c in CAMERAS}
+        cameras = tuple(decision.predicted_future)  # the model's cameras
+        current = {c: model_image(env.render(c)) for c in cameras}
         for action in decision.actions:
             env.step(action)
-        true = {c: model_image(env.render(c)) for c in CAMERAS}
+        true = {c: model_image(env.render(c)) for c in cameras}
         env.restore(snapshot)
         if len(self.examples) < self.keep_examples and len(self.rows) % 24 == 0:  # spread over episodes
             self.examples.append({"current": current, "predicted": decision.predicted_future, "true": true})
-        for c in CAMERAS:
+        for c in cameras:
             self.rows.append({"camera": c, "psnr": psnr(decision.predicted_future[c], true[c]), "ssim": ssim(decision.predicted_future[c], true[c]),
                               "baseline_psnr": psnr(current[c], true[c]), "baseline_ssim": ssim(current[c], true[c])})
 
@@ -69,26 +71,32 @@ def episode_seed(seed: int, suite: str, task: int, init: int) -> int:
     return text_seed(f"{seed}/{suite}/{task}/{init}") % 1_000_000
 
 
-def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, seed: int) -> list[ScenarioSpec]:
+def evaluation_specs(tasks, inits, modes, n_candidates: int, aggregation: str, seed: int, options: tuple = ()) -> list[ScenarioSpec]:
+    """``options``: policy options of every spec (e.g. a temperature; none: the checkpoint's defaults)."""
     specs = []
     for suite, task in tasks:
         for init in inits:
             for mode in modes:
                 planning = mode == "planning"
                 specs.append(ScenarioSpec(suite=suite, task_id=task, init_index=init, policy="reference", mode=mode, seed=episode_seed(seed, suite, task, init),
-                                          n_candidates=n_candidates if planning else 1, aggregation=aggregation if planning else None))
+                                          n_candidates=n_candidates if planning else 1, aggregation=aggregation if planning else None,
+                                          image_size=simulator_of(suite).default_image_size,  # what `stress run` renders (ALOHA: 224)
+                                          policy_options=options))
     return specs
 
 
 def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits=SHIPPED_INITS, n_candidates: int = 8,
-             aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None) -> dict:
+             aggregation: str = "average", future_inits: int = 10, workers: int = 1, seed: int = 0, progress=None, temperature: float | None = None) -> dict:
     """Run the evaluation episodes into ``store`` (resumable) and return the figures."""
-    os.environ["STRESS_REFERENCE_CHECKPOINT"] = str(Path(checkpoint).resolve())  # worker processes load it
-    direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed)
-    planning = evaluation_specs(tasks, planning_inits, ("planning",), n_candidates, aggregation, seed)
+    simulator = simulator_of(tasks[0][0]).name
+    os.environ[CHECKPOINT_VARIABLES[simulator]] = str(Path(checkpoint).resolve())  # worker processes load it
+    options = (("temperature", temperature),) if temperature is not None else ()
+    direct = evaluation_specs(tasks, inits, ("direct",), n_candidates, aggregation, seed, options)
+    planning = evaluation_specs(tasks, planning_inits, ("planning",), n_candidates, aggregation, seed, options)
     # world-model probe: in this process, on the first direct episodes of each task (stored like any other)
     probe, envs, policies = FutureProbe(), EnvCache(), PolicyCache()
-    probed = [s for s in direct if s.init_index < future_inits]
+    first = set(sorted(inits)[:future_inits])
+    probed = [s for s in direct if s.init_index in first]
     futures_path = store.path / "future_errors.json"
     if futures_path.exists():
         probe.rows = json.loads(futures_path.read_text())
@@ -115,20 +123,22 @@ def evaluate(store, checkpoint: Path, tasks, inits=SHIPPED_INITS, planning_inits
 
     run_specs(specs, store, workers=workers, on_result=on_result, measurement=None)  # the probe above measures the futures
     store.consolidate()
-    figures = summarise(store, tasks, probe.rows)
+    trained = ALOHA_TRAIN_INITS if simulator == "aloha" else TRAIN_INITS
+    figures = summarise(store, tasks, probe.rows, trained)
     figures["latency_ms"] = measure_latency(checkpoint, tasks[0], n_candidates, aggregation)
     figures["config"] = {"checkpoint": str(checkpoint), "n_candidates": n_candidates, "aggregation": aggregation, "seed": seed,
-                         "episode_seeds": "per scenario: episode_seed(seed, suite, task, init)", "temperature": DEFAULT_TEMPERATURE,
+                         "episode_seeds": "per scenario: episode_seed(seed, suite, task, init)",
+                         "temperature": temperature if temperature is not None else load_checkpoint(Path(checkpoint))[1]["temperature"],
                          "inits": [min(inits), max(inits)], "planning_inits": [min(planning_inits), max(planning_inits)] if planning_inits else None,
-                         "future_inits": future_inits, "trained_inits": [min(TRAIN_INITS), max(TRAIN_INITS)]}
+                         "future_inits": future_inits, "trained_inits": [min(trained), max(trained)], "suite": tasks[0][0]}
     (store.path / "evaluation.json").write_text(json.dumps(figures, indent=1))
     return figures
 
 
-def summarise(store, tasks, future_rows: list[dict]) -> dict:
+def summarise(store, tasks, future_rows: list[dict], trained_inits=TRAIN_INITS) -> dict:
     episodes = store.query("SELECT suite, task_id, init_index, mode, success, error, episode_key FROM episodes")
     out = {"success": [], "paired": {}, "value_auroc": {}, "future": {}}
-    trained = set(TRAIN_INITS)
+    trained = set(trained_inits)
     for suite, task in tasks:
         for mode in ("direct", "planning"):
             rows = [e for e in episodes if (e["suite"], e["task_id"], e["mode"]) == (suite, task, mode)]
@@ -158,7 +168,7 @@ def summarise(store, tasks, future_rows: list[dict]) -> dict:
         rows = [d for d in decisions if mode_of.get(d["episode_key"]) == mode]
         score = auroc([d["pred_value"] for d in rows], [success_of[d["episode_key"]] for d in rows]) if rows else None
         out["value_auroc"][mode] = {"decisions": len(rows), "auroc": score}
-    for camera in CAMERAS:
+    for camera in dict.fromkeys(r["camera"] for r in future_rows):
         rows = [r for r in future_rows if r["camera"] == camera]
         if rows:
             out["future"][camera] = {"decisions": len(rows), **{k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("psnr", "ssim", "baseline_psnr", "baseline_ssim")}}
@@ -167,13 +177,14 @@ def summarise(store, tasks, future_rows: list[dict]) -> dict:
 
 def measure_latency(checkpoint: Path, task, n_candidates: int, aggregation: str, repeats: int = 20) -> dict:
     """Median wall time of one decision on a real observation (this process, torch's default threads)."""
-    env = LiberoEnv(*task)
+    sim = simulator_of(task[0])
+    env = sim.env_class(*task)
     try:
         env.reset(0)
         obs = env.observe(render=True)
     finally:
         env.close()
-    policy = ReferencePolicy(checkpoint)
+    policy = ReferencePolicy(checkpoint, simulator=sim.name)
     out = {}
     for label, mode, n in (("policy_5_steps", "direct", 1), (f"best_of_{n_candidates}_3x5", "planning", n_candidates)):
         policy.reset(obs.instruction, 0, mode=mode, n_candidates=n, aggregation=aggregation)
@@ -193,7 +204,7 @@ def save_future_picture(examples: list[dict], path: Path) -> None:
 
     rows = []
     for ex in examples:
-        tiles = [ex[kind][camera] for camera in CAMERAS for kind in ("current", "predicted", "true")]
+        tiles = [ex[kind][camera] for camera in ex["current"] for kind in ("current", "predicted", "true")]
         rows.append(np.concatenate([np.pad(t, ((2, 2), (2, 2), (0, 0)), constant_values=255) for t in tiles], axis=1))
     grid = np.concatenate(rows, axis=0).repeat(2, axis=0).repeat(2, axis=1)
     iio.imwrite(path, grid)

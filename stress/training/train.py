@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from stress.training.data import value_targets
-from stress.policies.reference.model import CHECKPOINT_FORMAT, text_batch, to_tensor_images, CAMERAS, PARTS, SLICES, Architecture, ReferenceNet, GENERATED, role_states, state_mask
+from stress.training.data import GAMMA, discounted_values
+from stress.policies.reference.model import (CHECKPOINT_FORMAT, LIBERO, Architecture, Contract, ReferenceNet, GENERATED, role_states, state_mask, text_batch,
+                                             to_tensor_images)
 
 ROLE_SHARES = {"policy": 0.4, "world": 0.25, "value_future": 0.2, "value_action": 0.15}
 PART_WEIGHTS = {"actions": 1.0, "proprio": 0.5, "future": 1.0, "value": 1.0}
@@ -64,12 +65,14 @@ def decoder_loss(predicted: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 LATENT_NOISE = 0.1  # the decoder is trained on noisy latents, so sampled latents decode sensibly
 # random-shift augmentation, pixels per camera. None for the wrist camera: it is rigid on the gripper, so where
 # the object sits in its image *is* the grasp alignment the policy must read (a 4 px shift is ~1 cm there).
+# None on ALOHA's cameras either (absent here): its open-loop plan is a function of where the cube is on the table,
+# and a 2 px shift of the top camera is 4 cm there
 SHIFT = {"agentview": 2, "wrist": 0}
 
 
 @dataclass
 class Dataset:
-    """All decisions of all shards, as arrays (images uint8, N x 2 cams x 64 x 64 x 3)."""
+    """All decisions of all shards, as arrays (images uint8, N x cameras x S x S x 3)."""
 
     current: np.ndarray
     future: np.ndarray
@@ -92,44 +95,66 @@ class Dataset:
         return Dataset(instructions=self.instructions, **kw)
 
 
-def load_shards(paths: list[Path]) -> Dataset:
+def load_shards(paths: list[Path], cameras: tuple[str, ...] = LIBERO.cameras) -> Dataset:
+    """Every decision of the shards. LIBERO's shards hold one entry per decision plus the last future (decision i's
+    future is entry i + 1); ALOHA's name each decision's future entry (``future_index``) and their discount (``gamma``)."""
     cols = {k: [] for k in Dataset.__dataclass_fields__ if k != "instructions"}
     instructions: list[str] = []
     for e, path in enumerate(paths):
         with np.load(path) as d:
-            images = np.stack([d[c] for c in CAMERAS], axis=1)  # (D+1, 2, H, W, 3)
+            images = np.stack([d[c] for c in cameras], axis=1)  # (entries, cameras, H, W, 3)
             n = len(d["label_actions"])
+            now = np.arange(n)
+            then = d["future_index"] if "future_index" in d.files else now + 1
+            gamma = float(d["gamma"]) if "gamma" in d.files else GAMMA
             if str(d["instruction"]) not in instructions:
                 instructions.append(str(d["instruction"]))
-            cols["current"].append(images[:-1])
-            cols["future"].append(images[1:])
-            cols["proprio"].append(d["proprio"][:-1])
-            cols["future_proprio"].append(d["proprio"][1:])
+            cols["current"].append(images[now])
+            cols["future"].append(images[then])
+            cols["proprio"].append(d["proprio"][now])
+            cols["future_proprio"].append(d["proprio"][then])
             cols["label_actions"].append(d["label_actions"].reshape(n, -1))
             cols["executed_actions"].append(d["executed_actions"].reshape(n, -1))
             cols["policy_ok"].append(d["label_valid"] & (str(d["variant"]) != "slow"))
-            cols["value"].append(value_targets(d["decision_steps"], bool(d["success"]), int(d["success_step"])))
+            cols["value"].append(discounted_values(d["decision_steps"][then], bool(d["success"]), int(d["success_step"]), gamma))
             cols["success"].append(np.full(n, bool(d["success"])))
             cols["instruction"].append(np.full(n, instructions.index(str(d["instruction"]))))
             cols["episode"].append(np.full(n, e))
     return Dataset(instructions=instructions, **{k: np.concatenate(v) for k, v in cols.items()})
 
 
-def normalisation(data: Dataset) -> dict[str, list[float]]:
+def normalisation(data: Dataset, contract: Contract = LIBERO) -> dict[str, list[float]]:
+    """Proprio mean and std, the std of its change over a chunk, and (for absolute actions, every contract but LIBERO's,
+    whose actions are already in [-1, 1]) each action dimension's bounds, which the network's [-1, 1] maps to."""
     delta = data.future_proprio - data.proprio
-    return {
+    out = {
         "proprio_mean": data.proprio.mean(0).tolist(),
         "proprio_std": (data.proprio.std(0) + 1e-3).tolist(),
         "delta_std": (delta.std(0) + 1e-3).tolist(),
     }
+    if contract != LIBERO:
+        actions = data.label_actions.reshape(-1, contract.action_dim)
+        low, high = actions.min(0), actions.max(0)
+        margin = 0.05 * (high - low) + 1e-3  # a little room beyond the demonstrations
+        out["action_low"], out["action_high"] = (low - margin).tolist(), (high + margin).tolist()
+    return out
 
 
-def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The same random shift (``SHIFT`` px per camera) for a sample's current and future image (B, 2, H, W, 3)."""
+def normalise_actions(actions: np.ndarray, norm: dict) -> np.ndarray:
+    """(B, chunk x action_dim) actions into the network's [-1, 1] (identity without bounds: LIBERO)."""
+    if "action_low" not in norm:
+        return actions
+    low, high = np.asarray(norm["action_low"], np.float32), np.asarray(norm["action_high"], np.float32)
+    flat = actions.reshape(len(actions), -1, len(low))
+    return (2.0 * (flat - low) / (high - low) - 1.0).reshape(actions.shape).astype(np.float32)
+
+
+def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator, cameras: tuple[str, ...] = LIBERO.cameras) -> tuple[np.ndarray, np.ndarray]:
+    """The same random shift (``SHIFT`` px per camera) for a sample's current and future image (B, cameras, H, W, 3)."""
     b, cams, h, w, _ = current.shape
     out_c, out_f = current.copy(), future.copy()
-    for c, camera in enumerate(CAMERAS):
-        pad = SHIFT[camera]
+    for c, camera in enumerate(cameras):
+        pad = SHIFT.get(camera, 0)
         if not pad:
             continue
         widths = ((0, 0), (pad, pad), (pad, pad), (0, 0))
@@ -143,7 +168,7 @@ def _shift(current: np.ndarray, future: np.ndarray, rng: np.random.Generator) ->
 
 class Trainer:
     def __init__(self, data: Dataset, arch: Architecture, seed: int, total_steps: int = 1000, lr: float = 3e-4, batch: int = 32, draws: int = 4,
-                 start_from: "Trainer | None" = None, recon_loss: str = "l1", stage: str = "joint"):
+                 start_from: "Trainer | None" = None, recon_loss: str = "l1", stage: str = "joint", contract: Contract = LIBERO):
         """start_from: continue from another trainer's weights (EMA included) and normalisation (a fine-tuning round).
         stage: "joint" (every part, the flow and the future autoencoder) or "decoder" (only the future decoder, from
         ``start_from``'s exported weights, with ``decoder_loss``)."""
@@ -154,9 +179,11 @@ class Trainer:
         self.recon_loss, self.recon_weight = RECON_LOSSES[recon_loss]
         self.stage = stage
         self.draws = draws  # flow samples (role, time, noise) per encoded sample: the CNNs cost most, the denoiser little
+        self.contract = contract if start_from is None else start_from.contract
         torch.manual_seed(seed)
-        self.net = ReferenceNet(arch)
-        self.norm = normalisation(data) if start_from is None else start_from.norm
+        self.net = ReferenceNet(arch, self.contract)
+        self.cameras = self.net.cameras
+        self.norm = normalisation(data, self.contract) if start_from is None else start_from.norm
         if start_from is not None:  # the decoder stage starts from the exported weights: the frozen parts stay exactly those
             self.net.load_state_dict(start_from.ema if stage == "decoder" else start_from.net.state_dict())
         trained = self.net.decoder if stage == "decoder" else self.net
@@ -192,15 +219,16 @@ class Trainer:
         d = self.data
         current, future = d.current[idx], d.future[idx]
         if augment:
-            current, future = _shift(current, future, self.rng)
-        cur = {c: to_tensor_images(current[:, i]) for i, c in enumerate(CAMERAS)}
-        fut = {c: to_tensor_images(future[:, i]) for i, c in enumerate(CAMERAS)}
+            current, future = _shift(current, future, self.rng, self.cameras)
+        cur = {c: to_tensor_images(current[:, i]) for i, c in enumerate(self.cameras)}
+        fut = {c: to_tensor_images(future[:, i]) for i, c in enumerate(self.cameras)}
         mean, std = torch.tensor(self.norm["proprio_mean"]), torch.tensor(self.norm["proprio_std"])
         proprio = (torch.from_numpy(d.proprio[idx]) - mean) / std
         delta = torch.from_numpy(d.future_proprio[idx] - d.proprio[idx]) / torch.tensor(self.norm["delta_std"])
         tokens, offsets = text_batch([d.instructions[i] for i in d.instruction[idx]])
         return {"cur": cur, "fut": fut, "proprio": proprio, "delta": delta, "tokens": tokens, "offsets": offsets,
-                "label": torch.from_numpy(d.label_actions[idx]), "executed": torch.from_numpy(d.executed_actions[idx]),
+                "label": torch.from_numpy(self.contract.to_knots(normalise_actions(d.label_actions[idx], self.norm))),
+                "executed": torch.from_numpy(self.contract.to_knots(normalise_actions(d.executed_actions[idx], self.norm))),
                 "value": torch.from_numpy(d.value[idx]) * 2 - 1, "policy_ok": torch.from_numpy(d.policy_ok[idx])}
 
     def roles_for(self, policy_ok: torch.Tensor) -> list[str]:
@@ -215,8 +243,8 @@ class Trainer:
             _, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
             latent = net.encode_future(b["fut"], b["cur"])
         recon = net.decode_future(latent + LATENT_NOISE * torch.randn_like(latent), maps, b["cur"])
-        out = {f"recon_{c}": decoder_loss(recon[c], b["fut"][c]) for c in CAMERAS}
-        out["total"] = sum(out.values()) / len(CAMERAS)
+        out = {f"recon_{c}": decoder_loss(recon[c], b["fut"][c]) for c in self.cameras}
+        out["total"] = sum(out.values()) / len(self.cameras)
         return out
 
     def losses_for(self, b: dict, roles: list[str], t: torch.Tensor, noise: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -224,7 +252,7 @@ class Trainer:
         condition, maps = net.encode(b["cur"], b["proprio"], b["tokens"], b["offsets"])
         latent = net.encode_future(b["fut"], b["cur"])
         recon = net.decode_future(latent + LATENT_NOISE * torch.randn_like(latent), maps, b["cur"])
-        recon_loss = self.recon_weight * sum(self.recon_loss(recon[c], b["fut"][c]) for c in CAMERAS) / len(CAMERAS)
+        recon_loss = self.recon_weight * sum(self.recon_loss(recon[c], b["fut"][c]) for c in self.cameras) / len(self.cameras)
         r = len(roles) // len(condition)
         rep = lambda x: x.repeat(r, *([1] * (x.dim() - 1)))
         condition = rep(condition)
@@ -232,15 +260,15 @@ class Trainer:
         actions = torch.where(is_policy, rep(b["label"]), rep(b["executed"]))
         x1 = torch.cat([actions, rep(b["delta"]), rep(latent.detach()), rep(b["value"])[:, None]], dim=1)
         states = torch.cat([role_states(r, 1) for r in roles])
-        gen, clean = state_mask(states, GENERATED), state_mask(states, 1)
+        gen, clean = state_mask(states, GENERATED, net.parts), state_mask(states, 1, net.parts)
         x_t = ((1 - t[:, None]) * noise + t[:, None] * x1) * gen + x1 * clean
         v = net(x_t, t, states, condition)
         err = (v - (x1 - noise)) ** 2 * gen
         out = {"recon": recon_loss}
-        for name, sl in SLICES.items():
+        for name, sl in net.slices.items():
             weight = gen[:, sl].sum()
             out[name] = err[:, sl].sum() / weight.clamp(min=1.0)
-        out["total"] = recon_loss + sum(PART_WEIGHTS[p] * out[p] for p in PARTS)
+        out["total"] = recon_loss + sum(PART_WEIGHTS[p] * out[p] for p in net.parts)
         return out
 
     def train_steps(self, n: int, on_step=None) -> None:
@@ -269,9 +297,10 @@ class Trainer:
                 on_step(self)
 
     # --- checkpoints: plain tensors and JSON-able metadata only (loadable with weights_only=True) ---------
-    def checkpoint(self, manifest: dict, half: bool = True) -> dict:
+    def checkpoint(self, manifest: dict, half: bool = True, temperature: float | None = None) -> dict:
+        """The exported file; ``temperature``: the policy's default sampling temperature for it (None: the policy's own)."""
         state = {k: (v.half() if half and v.is_floating_point() else v.clone()) for k, v in self.ema.items()}
-        return {"format": CHECKPOINT_FORMAT, "architecture": self.arch.to_dict(), "normalisation": self.norm,
+        return {**({"temperature": float(temperature)} if temperature is not None else {}),"format": CHECKPOINT_FORMAT, "architecture": self.arch.to_dict(), "contract": self.contract.to_dict(), "normalisation": self.norm,
                 "instructions": self.data.instructions, "state_dict": state, "manifest": json.dumps(manifest)}
 
     def save_state(self, path: Path) -> None:

@@ -7,10 +7,11 @@ from the actions alone: ``value_source``) ``n_values`` values per future; the en
 (``stress.policies.planning``) and the best candidate executed. Every candidate's predictions are in the
 Decision.
 
-Re-planning: ``replan_steps`` (default the whole chunk, ``CHUNK``) actions of each chunk are executed before the next
+Re-planning: ``replan_steps`` (default the whole chunk, the contract's ``chunk``) actions of each chunk are executed before the next
 query, as Cosmos Policy's ``num_open_loop_steps`` (``stress card`` varies it: open-loop cascades).
 
-Temperature: the policy role's initial noise is scaled by ``temperature`` (default ``DEFAULT_TEMPERATURE``);
+Temperature: the policy role's initial noise is scaled by ``temperature`` (default: the checkpoint's own, else
+``DEFAULT_TEMPERATURE``);
 the world-model and value ensembles always sample at 1, so their spread stays the learned uncertainty.
 
 Noise seeds: decision d of an episode reset with ``seed`` uses ``seed * 1000 + d`` (candidate i adds i), so
@@ -36,10 +37,10 @@ from stress.core.errors import UserError
 from stress.core.policy import Candidate, Decision, Observation
 from stress.policies.planning import AGGREGATIONS, best_candidate, check_aggregation
 from stress.policies.serve import describe
-from stress.policies.reference.model import (CAMERAS, CHECKPOINT_FORMATS, CHUNK, SLICES, Architecture, ReferenceNet, model_image, role_states, sample,
-                                             text_batch, to_tensor_images)
+from stress.policies.reference.model import (CHECKPOINT_FORMATS, CONTRACTS, LIBERO, Architecture, Contract, ReferenceNet, model_image, role_states,
+                                             sample, text_batch, to_tensor_images)
 from stress.policies.reference.ranker import RANKER_KEY, RankingHead, candidate_features
-from stress.policies.reference.text import SHIPPED_CHECKPOINT, checkpoint_path  # noqa: F401 (SHIPPED_CHECKPOINT: the policy's public name)
+from stress.policies.reference.text import CHECKPOINT_VARIABLES, SHIPPED_CHECKPOINT, SHIPPED_CHECKPOINTS, checkpoint_path  # noqa: F401 (SHIPPED_CHECKPOINT: the policy's public name)
 
 PRECISIONS = ("float32", "bfloat16")
 VALUE_SOURCES = ("future", "action", "ranker")  # ranker: the checkpoint's optional ranking head (ranker.py)
@@ -57,11 +58,14 @@ class CheckpointError(UserError):
     """A missing, corrupt or mismatching checkpoint."""
 
 
-def load_checkpoint(path: Path) -> tuple[ReferenceNet, dict]:
+def load_checkpoint(path: Path, simulator: str = "libero") -> tuple[ReferenceNet, dict]:
     """Load a checkpoint (plain tensors and strings only: ``weights_only=True``). Raises CheckpointError."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"reference checkpoint {str(path)!r} not found; train one with `stress train-reference` or set STRESS_REFERENCE_CHECKPOINT")
+        suite = f" --suite {simulator}" if simulator != "libero" else ""
+        variable = CHECKPOINT_VARIABLES.get(simulator, CHECKPOINT_VARIABLES["libero"])
+        raise CheckpointError(f"reference checkpoint {str(path)!r} not found; train one with `stress train-reference{suite}` and set {variable}=PATH "
+                              "(or a scenario's policy option checkpoint)")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated file, not a torch archive, pickled objects
@@ -71,7 +75,8 @@ def load_checkpoint(path: Path) -> tuple[ReferenceNet, dict]:
         raise CheckpointError(f"reference checkpoint {str(path)!r} has format {found!r}; valid: {', '.join(map(repr, CHECKPOINT_FORMATS))}")
     try:
         arch = Architecture.from_dict(blob["architecture"])
-        net = ReferenceNet(arch)
+        contract = Contract.from_dict(blob["contract"]) if "contract" in blob else LIBERO  # older files: LIBERO's
+        net = ReferenceNet(arch, contract)
         state = {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
         net.load_state_dict(state)
         ranker = RankingHead.from_blob(blob[RANKER_KEY]) if blob.get(RANKER_KEY) else None
@@ -79,21 +84,28 @@ def load_checkpoint(path: Path) -> tuple[ReferenceNet, dict]:
         first = str(exc).strip().splitlines()[0][:160]
         raise CheckpointError(f"reference checkpoint {str(path)!r} does not match this code's architecture: {first}") from None
     net.eval()
-    meta = {"normalisation": blob["normalisation"], "instructions": list(blob["instructions"]), "manifest": json.loads(blob.get("manifest", "{}")),
+    meta = {"contract": contract, "temperature": float(blob.get("temperature", DEFAULT_TEMPERATURE)), "normalisation": blob["normalisation"], "instructions": list(blob["instructions"]), "manifest": json.loads(blob.get("manifest", "{}")),
             "ranker": ranker, "ranker_manifest": json.loads(blob.get("ranker_manifest", "{}"))}
     return net, meta
 
 
 @functools.lru_cache(maxsize=8)
-def _has_ranker(path: str, mtime: float | None) -> bool:
-    """Whether the checkpoint at ``path`` holds a ranking head (cached per file version: a run checks every spec)."""
-    if mtime is None:
-        raise CheckpointError(f"reference checkpoint {path!r} not found; train one with `stress train-reference` or set STRESS_REFERENCE_CHECKPOINT")
-    return load_checkpoint(Path(path))[1]["ranker"] is not None
+def _checkpoint_facts(path: str, mtime: float | None, simulator: str) -> tuple[bool, Contract]:
+    """Whether the checkpoint at ``path`` holds a ranking head, and its contract (cached per file version: a run
+    checks every spec; a missing file raises the one-line "not found")."""
+    meta = load_checkpoint(Path(path), simulator)[1]
+    return meta["ranker"] is not None, meta["contract"]
 
 
-def check_images(images: dict[str, np.ndarray]) -> None:
-    for camera in CAMERAS:
+def check_contract(path: Path, contract: Contract, simulator: str) -> None:
+    """A checkpoint drives only its own simulator's episodes (cameras, action and proprio widths differ)."""
+    if contract.simulator != simulator:
+        raise CheckpointError(f"reference checkpoint {path.name} is for {contract.describe()}; this episode's simulator is {simulator}: "
+                              f"pass a checkpoint trained for {simulator} (`stress train-reference --suite {simulator}`)")
+
+
+def check_images(images: dict[str, np.ndarray], cameras: tuple[str, ...] = LIBERO.cameras) -> None:
+    for camera in cameras:
         if camera not in images:
             raise UserError(f"reference policy needs a {camera!r} image; got cameras {sorted(images)}")
         image = images[camera]
@@ -108,21 +120,37 @@ class ReferencePolicy:
 
     name: ClassVar[str] = "reference"
     modes: ClassVar[tuple[str, ...]] = ("direct", "planning")
-    simulators: ClassVar[tuple[str, ...]] = ("libero",)  # trained on LIBERO's two cameras and 7-D actions
+    # a checkpoint carries its contract (model.Contract): LIBERO's (the shipped file) or ALOHA's
+    simulators: ClassVar[tuple[str, ...]] = tuple(CONTRACTS)
+    # the runner passes the episode's simulator (``simulator``): it picks the default checkpoint and is checked
+    # against the checkpoint's contract
+    per_simulator: ClassVar[bool] = True
     uses_images: ClassVar[bool] = True
 
     def __init__(self, checkpoint: Path | None = None, num_denoising_steps: int = 5, precision: str = "float32",
-                 value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float = DEFAULT_TEMPERATURE,
-                 replan_steps: int = CHUNK, record_features: bool = False):
-        if isinstance(replan_steps, bool) or not isinstance(replan_steps, int) or not 1 <= replan_steps <= CHUNK:  # before the weights load
-            raise UserError(f"replan_steps {replan_steps!r} invalid; valid: 1-{CHUNK} (actions of each chunk executed before the next query)")
-        self.checkpoint_file = Path(checkpoint or checkpoint_path())
-        self.net, self.meta = load_checkpoint(self.checkpoint_file)
+                 value_source: str = "future", n_futures: int = 3, n_values: int = 5, temperature: float | None = None,
+                 replan_steps: int | None = None, record_features: bool = False, simulator: str = "libero"):
+        chunk = CONTRACTS[simulator].chunk if simulator in CONTRACTS else LIBERO.chunk
+        replan_steps = chunk if replan_steps is None else replan_steps
+        if isinstance(replan_steps, bool) or not isinstance(replan_steps, int) or not 1 <= replan_steps <= chunk:  # before the weights load
+            raise UserError(f"replan_steps {replan_steps!r} invalid; valid: 1-{chunk} (actions of each chunk executed before the next query)")
+        self.checkpoint_file = Path(checkpoint or checkpoint_path(simulator))
+        self.net, self.meta = load_checkpoint(self.checkpoint_file, simulator)
+        self.contract: Contract = self.meta["contract"]
+        check_contract(self.checkpoint_file, self.contract, simulator)
+        self.cameras = self.contract.cameras  # the runner renders only these
+        self._slices = self.net.slices
         norm = self.meta["normalisation"]
+        # absolute actions (ALOHA's joint positions) are generated in [-1, 1] between the training data's bounds; LIBERO's
+        # are already in [-1, 1] (no bounds in the checkpoint)
+        self._action_low = np.array(norm["action_low"], np.float64) if "action_low" in norm else None
+        self._action_high = np.array(norm["action_high"], np.float64) if "action_high" in norm else None
         self._proprio_mean, self._proprio_std = np.array(norm["proprio_mean"], np.float32), np.array(norm["proprio_std"], np.float32)
         self._delta_std = np.array(norm["delta_std"], np.float32)
         self.num_denoising_steps, self.precision, self.value_source = num_denoising_steps, precision, value_source
-        self.n_futures, self.n_values, self.temperature = n_futures, n_values, temperature
+        # None: the temperature the checkpoint was evaluated at (its ``temperature``), else DEFAULT_TEMPERATURE (LIBERO's file)
+        self.n_futures, self.n_values = n_futures, n_values
+        self.temperature = self.meta["temperature"] if temperature is None else temperature
         self.replan_steps = replan_steps
         # planning decisions also carry each candidate's ranking features (info["ranker_features"], N x F float32): the
         # ranking head's training data (stress.training.ranking); off by default, they are 2 kB per candidate
@@ -131,14 +159,17 @@ class ReferencePolicy:
         self.reset("", 0)
 
     @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Before a run (``check_spec``): a known value_source, and a ranking head in the checkpoint for ``ranker``."""
+    def check_options(cls, options: dict, simulator: str = "libero") -> None:
+        """Before a run (``check_spec``): a known value_source, a checkpoint for the episode's simulator, and a ranking
+        head in the checkpoint for ``ranker``."""
         source = options.get("value_source", "future")
         if source not in VALUE_SOURCES:
             raise UserError(f"value_source {source!r} unknown; valid: {', '.join(VALUE_SOURCES)}")
+        path = Path(options.get("checkpoint") or checkpoint_path(simulator))
+        has_ranker, contract = _checkpoint_facts(str(path), path.stat().st_mtime if path.is_file() else None, simulator)
+        check_contract(path, contract, simulator)
         if source == "ranker":
-            path = Path(options.get("checkpoint") or checkpoint_path())
-            if not _has_ranker(str(path), path.stat().st_mtime if path.is_file() else None):
+            if not has_ranker:
                 raise UserError(f"value_source 'ranker' needs a checkpoint with a ranking head; {path.name} has none "
                                 "(add one with `stress train-ranker`); valid here: future, action")
 
@@ -149,7 +180,7 @@ class ReferencePolicy:
         """Handshake metadata (docs/remote-policy.md): the version is the checkpoint's content hash."""
         path = Path(self.checkpoint_file)
         version = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-        return describe(self, version=version, chunk=CHUNK, image_size=128, cameras=CAMERAS, aggregations=AGGREGATIONS,
+        return describe(self, version=version, chunk=self.contract.chunk, image_size=self.contract.render_size, cameras=self.cameras, aggregations=AGGREGATIONS,
                         predictions=("value", "future_images", "candidates", "ensemble_values", "predicted_proprio"),
                         settings={k: getattr(self, k) for k in self.SERVED_SETTINGS},
                         software={"torch": torch.__version__, "checkpoint": path.name},
@@ -178,7 +209,7 @@ class ReferencePolicy:
         self._check_value_source()
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 2:
             raise UserError(f"temperature {self.temperature!r} invalid; valid: a number from 0 to 2 (0: every seed the same chunk)")
-        check_images(obs.images)
+        check_images(obs.images, self.cameras)
         seed = self.seed * 1000 + self._decision
         self._decision += 1
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bfloat16" else nullcontext()
@@ -197,7 +228,7 @@ class ReferencePolicy:
                             "(add one with `stress train-ranker`); valid here: future, action")
 
     def _encode(self, obs: Observation):
-        current = {c: to_tensor_images(model_image(obs.images[c]))[None] for c in CAMERAS}
+        current = {c: to_tensor_images(model_image(obs.images[c], self.contract.image_size))[None] for c in self.cameras}
         proprio = torch.from_numpy((np.asarray(obs.proprio, np.float32) - self._proprio_mean) / self._proprio_std)[None]
         tokens, offsets = text_batch([obs.instruction or self.instruction])
         condition, maps = self.net.encode(current, proprio, tokens, offsets)
@@ -214,20 +245,24 @@ class ReferencePolicy:
 
     def _futures(self, x: torch.Tensor, maps, current) -> list[dict[str, np.ndarray]]:
         n = len(x)
-        rep_maps = {c: [m.expand(n, -1, -1, -1) for m in maps[c]] for c in CAMERAS}
-        rep_cur = {c: current[c].expand(n, -1, -1, -1) for c in CAMERAS}
-        images = self.net.decode_future(x[:, SLICES["future"]], rep_maps, rep_cur)
-        out = {c: (images[c].float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy() for c in CAMERAS}
-        return [{c: out[c][i] for c in CAMERAS} for i in range(n)]
+        cams = self.cameras
+        rep_maps = {c: [m.expand(n, -1, -1, -1) for m in maps[c]] for c in cams}
+        rep_cur = {c: current[c].expand(n, -1, -1, -1) for c in cams}
+        images = self.net.decode_future(x[:, self._slices["future"]], rep_maps, rep_cur)
+        out = {c: (images[c].float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy() for c in cams}
+        return [{c: out[c][i] for c in cams} for i in range(n)]
 
     def _actions(self, x: torch.Tensor) -> np.ndarray:
-        return np.clip(x[:, SLICES["actions"]].numpy().reshape(len(x), CHUNK, -1), -1.0, 1.0).astype(np.float64)
+        actions = np.clip(self.contract.from_knots(x[:, self._slices["actions"]].numpy()), -1.0, 1.0).astype(np.float64)
+        if self._action_low is None:
+            return actions
+        return self._action_low + (actions + 1.0) / 2.0 * (self._action_high - self._action_low)
 
     def _values(self, x: torch.Tensor) -> np.ndarray:
-        return np.clip((x[:, SLICES["value"]].numpy()[:, 0] + 1) / 2, 0.0, 1.0)
+        return np.clip((x[:, self._slices["value"]].numpy()[:, 0] + 1) / 2, 0.0, 1.0)
 
     def _proprio(self, x: torch.Tensor, proprio: np.ndarray) -> np.ndarray:
-        return np.asarray(proprio, np.float32) + x[:, SLICES["proprio"]].numpy() * self._delta_std
+        return np.asarray(proprio, np.float32) + x[:, self._slices["proprio"]].numpy() * self._delta_std
 
     def _direct(self, obs, condition, maps, current, seed) -> Decision:
         x = self._sample("policy", condition, torch.zeros(1, self.net.dim), [seed])
@@ -239,21 +274,21 @@ class ReferencePolicy:
         n, nf, nv = self.n_candidates, self.n_futures, self.n_values
         seeds = [seed + i for i in range(n)]
         proposals = self._sample("policy", condition, torch.zeros(n, self.net.dim), seeds)
-        actions = proposals[:, SLICES["actions"]]
+        actions = proposals[:, self._slices["actions"]]
         # world model: nf futures per candidate (actions clean)
         clean = torch.zeros(n * nf, self.net.dim)
-        clean[:, SLICES["actions"]] = actions.repeat_interleave(nf, dim=0)
+        clean[:, self._slices["actions"]] = actions.repeat_interleave(nf, dim=0)
         ensemble_seed = lambda *ids: zlib.crc32(repr((seed, *ids)).encode())  # independent of N: candidate i is the same in best-of-2 and of-8
         worlds = self._sample("world", condition, clean, [ensemble_seed("future", i, j) for i in range(n) for j in range(nf)])
         # value: nv values per future, from the future (V(s')) or from the actions alone (Q(s, a))
         role = "value_action" if self.value_source == "action" else "value_future"  # the ranker reads V(s')'s ensemble
         clean = worlds.repeat_interleave(nv, dim=0)
-        clean[:, SLICES["value"]] = 0.0
+        clean[:, self._slices["value"]] = 0.0
         values = self._values(self._sample(role, condition, clean, [ensemble_seed("value", i, j, k) for i in range(n) for j in range(nf) for k in range(nv)]))
         values = values.reshape(n, nf * nv)
         features = None
         if self.record_features or self.value_source == "ranker":
-            features = candidate_features(condition, actions, worlds, values, SLICES)
+            features = candidate_features(condition, actions, worlds, values, self._slices)
         if self.value_source == "ranker":  # the head's success probability per candidate; the first on ties
             scores = torch.sigmoid(self.meta["ranker"](features.float())).float().numpy().astype(np.float64)
             chosen = int(np.argmax(scores))

@@ -16,11 +16,17 @@ import numpy as np
 
 TEXT_BUCKETS = 1024
 SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "reference.pt"
+# the default checkpoint per simulator, and the environment variable that overrides it
+SHIPPED_CHECKPOINTS = {"libero": SHIPPED_CHECKPOINT, "aloha": SHIPPED_CHECKPOINT.with_name("reference-aloha.pt")}
+CHECKPOINT_VARIABLES = {"libero": "STRESS_REFERENCE_CHECKPOINT", "aloha": "STRESS_REFERENCE_CHECKPOINT_ALOHA"}
 TEXT_WEIGHT = "text.weight"  # the EmbeddingBag's rows in the checkpoint's state_dict
 
 
-def checkpoint_path() -> Path:
-    return Path(os.environ.get("STRESS_REFERENCE_CHECKPOINT", SHIPPED_CHECKPOINT))
+def checkpoint_path(simulator: str = "libero") -> Path:
+    """The default checkpoint of a simulator's episodes (its environment variable, else the shipped file)."""
+    if simulator not in SHIPPED_CHECKPOINTS:
+        return SHIPPED_CHECKPOINT  # no contract for it: the policy's contract check names the mismatch
+    return Path(os.environ.get(CHECKPOINT_VARIABLES[simulator], SHIPPED_CHECKPOINTS[simulator]))
 
 
 def instruction_tokens(instruction: str) -> list[int]:
