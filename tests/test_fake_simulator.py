@@ -119,8 +119,8 @@ class Pusher:
         return Decision(actions=np.full((FakeEnv.chunk_size, 1), self.target))
 
 
-class Policies:
-    def get(self, name, slot="episode", options=()):
+class Policies:  # PolicyCache's interface: the runner also names the episode's simulator
+    def get(self, name, slot="episode", options=(), simulator=None):
         return Pusher()
 
 
