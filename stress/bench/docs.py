@@ -47,7 +47,7 @@ def _overhead(e: dict) -> str:
 
 def _snapshot(e: dict) -> str:
     f = e["figures"]
-    return _table(("figure", "measured"), [("snapshot + restore (`mj_getState`/`mj_setState` + controller state), median", f"{_n(f['snapshot_restore_ms'], '.2f')} ms"),
+    return _table(("figure", "measured"), [("snapshot + restore (`mj_getState`/`mj_setState` + controller and observable state), median", f"{_n(f['snapshot_restore_ms'], '.2f')} ms"),
                                           ("peak resident memory of the benchmark's process (one LIBERO scene, expert)", f"{_n(f['peak_rss_gb'], '.2f')} GB")])
 
 
