@@ -24,6 +24,12 @@ def policy_class(name: str):
     return POLICIES.get(name)
 
 
+def simulator_argument(cls, simulator: str | None) -> dict:
+    """The keyword a backend that declares ``per_simulator`` is given (the episode's simulator, which the runner
+    passes and no user option sets); empty for every other backend."""
+    return {"simulator": simulator} if simulator and getattr(cls, "per_simulator", False) else {}
+
+
 def actions_only(name: str, options: dict) -> bool:
     """Does this policy, with these options, return actions only (no value, no predicted future)? A backend
     declares it (``actions_only``) or decides it from its options (``actions_only_for``: what its server serves)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stress.policies import policy_class
+from stress.policies import policy_class, simulator_argument
 
 
 class PolicyCache:
@@ -14,7 +14,7 @@ class PolicyCache:
         their own slot ("continuation"), so they never touch the episode's policy state. A backend that declares
         ``per_simulator`` is also told the episode's simulator (one instance per simulator)."""
         cls = policy_class(name)
-        extra = {"simulator": simulator} if simulator and getattr(cls, "per_simulator", False) else {}
+        extra = simulator_argument(cls, simulator)
         key = (name, slot, options, extra.get("simulator"))
         if key not in self._policies:
             self._policies[key] = cls(**dict(options), **extra)

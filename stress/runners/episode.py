@@ -26,7 +26,7 @@ from stress.envs import check_init, max_steps as suite_max_steps, simulator_of
 from stress.envs.base import SimEnv, SimulatorFault
 from stress.envs.cache import EnvCache
 from stress.core.errors import UserError, choice_error
-from stress.policies import policy_class, policy_names
+from stress.policies import policy_class, policy_names, simulator_argument
 from stress.policies.cache import PolicyCache
 from stress.core.policy import Decision, PolicyFault
 from stress.measurement.groundtruth import GroundTruth, Measurement
@@ -49,12 +49,13 @@ def check_spec(spec: ScenarioSpec) -> None:
         drivers = [name for name in policy_names() if sim.name in policy_class(name).simulators]
         raise UserError(f"policy {spec.policy!r} does not drive {sim.name} (suite {spec.suite}); valid there: {', '.join(drivers)}")
     # ``simulator`` is the runner's to pass (``per_simulator`` backends), not a user's option
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self" and not (p == "simulator" and getattr(cls, "per_simulator", False))]
+    passed = simulator_argument(cls, sim.name)
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self" and p not in passed]
     for option, _ in spec.policy_options:
         if option not in accepted:
             raise UserError(f"policy option {option!r} unknown for policy {spec.policy!r}; valid: {', '.join(accepted) or 'none'}")
     if hasattr(cls, "check_options"):  # a backend's own option rules (the remote backend needs a server URL)
-        cls.check_options(dict(spec.policy_options), **({"simulator": sim.name} if getattr(cls, "per_simulator", False) else {}))
+        cls.check_options(dict(spec.policy_options), **passed)
     if spec.mode not in MODES:
         raise choice_error("mode", spec.mode, MODES)
     if spec.mode not in cls.modes:
